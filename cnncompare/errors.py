@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Anything raised as `CNNCompareError` is a problem with the user's input or environment
+(unknown model, broken upload, no network). Its message is one plain sentence that says
+what went wrong and what to do; the CLI prints it without a traceback and the UI shows
+it in the page.
+"""
+
+
+class CNNCompareError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+class UnknownModelError(CNNCompareError, KeyError):
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InputSizeError(CNNCompareError, ValueError):
+    """The chosen input size is too small (or otherwise unusable) for a model."""
+
+
+class WeightsUnavailableError(CNNCompareError):
+    """Pretrained weights could not be loaded (offline, missing or mismatched file)."""
+
+
+class DataError(CNNCompareError, ValueError):
+    """A dataset could not be used (bad zip, too few images, unknown source, offline)."""
