@@ -63,8 +63,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            "thinner paths give better accuracy for the same cost."),
     Family("Wide ResNet", 2016,
            "Zagoruyko & Komodakis: Wide Residual Networks",
-           "Fewer layers but wider blocks: doubling the channels inside each bottleneck trades depth for "
-           "width, which trains faster on GPUs for similar accuracy."),
+           "Fewer layers but wider blocks: the channels inside each bottleneck are doubled. Trading depth "
+           "for width trains faster on GPUs for similar accuracy."),
     Family("DenseNet", 2016,
            "Huang, Liu, van der Maaten & Weinberger: Densely Connected Convolutional Networks",
            "Every layer in a dense block receives the feature maps of all layers before it, "
@@ -75,8 +75,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            "squeeze-and-excitation, and a layout found by architecture search. Very few MACs."),
     Family("EfficientNet", 2019,
            "Tan & Le: EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks",
-           "A searched mobile-style base network scaled up by growing depth, width and input resolution "
-           "together in fixed ratios (compound scaling)."),
+           "A mobile-style base network found by architecture search, with squeeze-and-excitation blocks. "
+           "Bigger versions grow depth, width and input resolution together in fixed ratios (compound scaling)."),
     Family("ConvNeXt", 2022,
            "Liu et al.: A ConvNet for the 2020s",
            "A ResNet modernised step by step with ideas from vision transformers: patchify stem, large "

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
+import os
 import re
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,6 +120,42 @@ def _offline_message(what: str, err: Exception) -> WeightsUnavailableError:
         "or train from scratch (pretrained off).")
 
 
+def offline() -> bool:
+    """True when downloads are switched off (CNNCOMPARE_OFFLINE=1 or HF_HUB_OFFLINE=1)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("CNNCOMPARE_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+@functools.cache
+def _reachable(host: str) -> bool:
+    # One quick connection attempt, so that no network fails in seconds rather than after the
+    # Hub client's minute of retries.
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def _can_download(host: str) -> bool:
+    return not offline() and _reachable(host)
+
+
+def _timm_cached_file(backend_name: str) -> str | None:
+    """Path of the model's weights in the local Hugging Face cache, if downloaded before."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.get_pretrained_cfg(backend_name)
+    hub_id = getattr(cfg, "hf_hub_id", None) if cfg else None
+    if not hub_id:
+        return None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(hub_id, filename)
+        if isinstance(path, str):
+            return path
+    return None
+
+
 def _load_file(path: str) -> dict:
     try:
         if path.endswith(".safetensors"):
@@ -145,6 +182,8 @@ def _build_torchvision(info, spec, load_weights):
         if spec.weights_file:
             state_dict, source = _load_file(spec.weights_file), f"file: {spec.weights_file}"
         else:
+            if not tvmodels.is_cached(info.tv_model, info.tv_weights) and not _can_download("download.pytorch.org"):
+                raise _offline_message(info.name, ConnectionError("download.pytorch.org is not reachable"))
             try:
                 state_dict = tvmodels.download_state_dict(info.tv_model, info.tv_weights)
             except Exception as err:  # URLError, HTTPError, hash mismatch: all mean "no weights"
@@ -172,8 +211,11 @@ def _build_timm(info, spec, load_weights):
         overlay = dict(file=spec.weights_file)
         source = f"file: {spec.weights_file}"
     else:
-        overlay = None
+        cached = _timm_cached_file(info.backend_name)
+        overlay = dict(file=cached) if cached else None
         source = f"timm (Hugging Face Hub): {info.backend_name}"
+        if not cached and not _can_download("huggingface.co"):
+            raise _offline_message(info.name, ConnectionError("huggingface.co is not reachable"))
     try:
         model = timm.create_model(info.backend_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except Exception as err:  # hub/HTTP/OS errors when offline; key mismatch for a wrong file
@@ -485,6 +527,9 @@ def freeze(model: nn.Module, policy: FreezePolicy | str, size: int | None = None
 
     names = modules_to_freeze(model, policy, size)
     if names:  # timm freezes the whole model when given an empty list
-        timm_freeze(model, names)
+        # new FrozenBatchNorm2d modules must be created where the model lives (meta included)
+        device = next(model.parameters()).device
+        with torch.device(device):
+            timm_freeze(model, names)
     model.cnncompare.frozen = names
     return names

@@ -104,6 +104,15 @@ def create(name: str, *, num_classes: int, pretrained: bool, state_dict: dict | 
     return model
 
 
+def is_cached(name: str, weights: str) -> bool:
+    import os
+
+    from torch.hub import get_dir
+
+    url = tvm.get_model_weights(name)[weights].url
+    return os.path.isfile(os.path.join(get_dir(), "checkpoints", os.path.basename(url)))
+
+
 def download_state_dict(name: str, weights: str) -> dict:
     """torchvision's own loader (download.pytorch.org, cached under TORCH_HOME)."""
     enum = tvm.get_model_weights(name)[weights]
