@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-from typing import Callable
 
 from .errors import CNNCompareError
 
@@ -104,6 +103,56 @@ def cmd_blocks(args) -> None:
           f"{fmt_count(trainable)} of {fmt_count(total)} parameters train.")
 
 
+def cmd_finetune(args) -> None:
+    from . import compare, data, training
+
+    entries = [compare.Entry.parse(m) for m in args.models]
+    base = training.TrainConfig(
+        model=entries[0].model, freeze=args.freeze, head=args.head, pretrained=args.pretrained, init=args.init,
+        weights_file=args.weights, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        batch_size=args.batch, epochs=args.epochs, schedule=args.schedule, warmup_epochs=args.warmup,
+        label_smoothing=args.label_smoothing, seed=args.seed, size=args.size, augment=args.augment,
+        device=args.device, time_budget_s=args.time_budget, feature_cache=not args.no_feature_cache)
+    out = args.out or "runs"
+    ds = data.load_dataset(args.dataset, work_dir=f"{out}/data", val_fraction=args.val_fraction,
+                           max_per_class=args.max_per_class, seed=args.seed)
+    print(ds.report.summary(), file=sys.stderr)
+    for e in entries:
+        import dataclasses
+
+        cfg = dataclasses.replace(base, model=e.model, freeze=e.freeze or base.freeze)
+        try:
+            est = training.estimate(cfg, len(ds.train), len(ds.val), len(ds.classes))
+            print(f"estimate {e.model}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
+        except CNNCompareError as err:
+            print(f"estimate {e.model}: {err}", file=sys.stderr)
+    results = compare.compare(entries, ds, base, out_dir=out, on_event=_progress)
+    rows = compare.table_rows(results)
+    if args.json:
+        _dump([dict(name=r["model"], **r) for r in rows])
+        return
+    table_rows = [[r["model"], r["freeze"] or "", fmt_num(r["val_top1"]), fmt_num(r["val_top5"]),
+                   fmt_num(r["train_time_s"]), fmt_num(r["images_per_s"]), fmt_count(r["trainable_params"]),
+                   fmt_count(r["macs"]), fmt_num(r["latency_ms"]), "yes" if r["feature_cache"] else "",
+                   r["error"] or r["stopped"] or ""] for r in rows]
+    print(table(table_rows, ["model", "freeze", "top-1 %", "top-5 %", "train s", "img/s", "trainable", "MACs",
+                             "lat ms", "cache", "note"]))
+    print(f"\nruns saved under {out}/")
+
+
+def _progress(ev) -> None:
+    if ev.kind == "step":
+        eta = f", ~{ev.eta_s:.0f} s left" if ev.eta_s is not None else ""
+        bar = "#" * int(20 * ev.progress)
+        print(f"\r{ev.model:>16s} [{bar:<20s}] epoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} "
+              f"loss {ev.loss:.3f}{eta}   ", end="", file=sys.stderr, flush=True)
+    elif ev.kind == "epoch":
+        print(f"\r{ev.model:>16s} epoch {ev.epoch}/{ev.epochs}: train loss {ev.loss:.3f}, "
+              f"val top-1 {ev.val_top1:.1f}%, {ev.images_per_s:.0f} img/s{' ' * 20}", file=sys.stderr)
+    elif ev.message:
+        print(ev.message, file=sys.stderr)
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,13 +180,35 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_blocks)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    f = sub.add_parser("finetune", help="fine-tune several models on one dataset and compare them")
+    f.add_argument("--models", nargs="+", required=True, metavar="NAME[@POLICY]",
+                   help="models, each optionally with its own freeze policy: resnet18@stages:2")
+    f.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | hf:NAME | folder | .zip")
+    f.add_argument("--freeze", default="head", help="none | head | stages:K | layers:N (default head)")
+    f.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    f.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (needs network or --weights)")
+    f.add_argument("--weights", help="local pretrained weights file (.safetensors or .pth)")
+    f.add_argument("--init", default="default", choices=["default", "he", "glorot"])
+    f.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adam", "adamw", "rmsprop"])
+    f.add_argument("--lr", type=float, default=1e-3)
+    f.add_argument("--weight-decay", type=float, default=0.0)
+    f.add_argument("--batch", type=int, default=32)
+    f.add_argument("--epochs", type=int, default=3)
+    f.add_argument("--schedule", default="cosine", choices=["none", "step", "cosine"])
+    f.add_argument("--warmup", type=float, default=0.0, help="warm-up epochs (may be fractional)")
+    f.add_argument("--label-smoothing", type=float, default=0.0)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--size", type=int, default=64, help="input size in pixels (default 64: quick on a CPU)")
+    f.add_argument("--augment", action="store_true", help="random flips and resized crops")
+    f.add_argument("--device", default="auto")
+    f.add_argument("--time-budget", type=float, help="stop each model after this many seconds")
+    f.add_argument("--val-fraction", type=float, default=0.2)
+    f.add_argument("--max-per-class", type=int)
+    f.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every step")
+    f.add_argument("--out", help="directory for run folders (default ./runs)")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_finetune)
     return p
-
-
-# Later modules (fine-tuning, prediction) add their subcommands here.
-_EXTRA_COMMANDS: list[Callable] = []
 
 
 def main(argv: list[str] | None = None) -> int:

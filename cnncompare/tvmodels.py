@@ -39,11 +39,11 @@ class AlexNet(tvm.AlexNet):
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
-        return self.classifier[6]
+        return self.classifier[-1]  # last layer also after an MLP head replaced `classifier`
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.classifier[6] = nn.Linear(4096, num_classes) if num_classes else nn.Identity()
+        self.classifier[-1] = nn.Linear(4096, num_classes) if num_classes else nn.Identity()
 
 
 class GoogLeNet(tvm.GoogLeNet):

@@ -1,0 +1,130 @@
+"""Predict one image: top-k classes, the time it took, and a class-activation map (Grad-CAM).
+
+Grad-CAM's target layer is the output of `forward_features`, i.e. the last convolutional
+stage of every family (AlexNet conv5, VGG conv5_3, GoogLeNet inception 5b, ResNet layer4,
+DenseNet's final norm, EfficientNet's conv head): the last map that still has a spatial
+layout, as in Selvaraju et al. (2017).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from . import models
+from .errors import CNNCompareError
+
+
+@dataclass
+class Prediction:
+    model: str
+    top: list[tuple[str, float]]  # (label, probability 0..1), best first
+    time_ms: float  # one forward pass, after a warm-up
+    cam: np.ndarray | None = field(default=None, repr=False)  # HxW in [0, 1] at the input size
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(model=self.model, top=[dict(label=l, prob=p) for l, p in self.top], time_ms=self.time_ms,
+                    note=self.note)
+
+
+@functools.cache
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet class names shipped inside torchvision (no download)."""
+    import torchvision
+
+    return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def preprocess(image: Image.Image, model: nn.Module, size: int) -> torch.Tensor:
+    """Resize the shorter side to size / crop_pct, centre-crop, normalise: timm's eval transform."""
+    from torchvision.transforms.v2 import functional as TF
+
+    cfg = models.data_config(model, size)
+    crop_pct = cfg.get("crop_pct", 0.875) or 1.0
+    img = image.convert("RGB")
+    img = TF.resize(img, int(round(size / crop_pct)), antialias=True)
+    img = TF.center_crop(img, [size, size])
+    x = TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
+    x = TF.normalize(x, list(cfg["mean"]), list(cfg["std"]))
+    return x.unsqueeze(0)
+
+
+def load_image(path_or_image) -> Image.Image:
+    if isinstance(path_or_image, Image.Image):
+        return path_or_image
+    if isinstance(path_or_image, np.ndarray):
+        return Image.fromarray(path_or_image.astype(np.uint8))
+    try:
+        with Image.open(path_or_image) as img:
+            img.load()
+            return img.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise CNNCompareError(f"Could not read the image ({err}); upload a JPEG or PNG file.") from err
+
+
+def predict(model: nn.Module, image, *, size: int | None = None, classes: list[str] | None = None, top_k: int = 5,
+            cam: bool = True) -> Prediction:
+    card = model.cnncompare
+    size = size or card.info.default_size
+    models.check_input_size(card.spec.name, size)
+    device = next(model.parameters()).device
+    x = preprocess(load_image(image), model, size).to(device)
+    model.eval()
+    with torch.inference_mode():
+        model(x)  # warm-up: first calls allocate
+        t0 = time.perf_counter()
+        logits = model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = (time.perf_counter() - t0) * 1e3
+    labels = classes or (imagenet_labels() if logits.shape[1] == 1000 else [f"class {i}" for i in range(logits.shape[1])])
+    probs = logits.float().softmax(1)[0]
+    k = min(top_k, probs.numel())
+    values, idx = probs.topk(k)
+    top = [(labels[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+    note = ""
+    if card.weights_source.startswith("random"):
+        note = "random weights: predictions are meaningless (no pretrained weights offline; load a fine-tuned run)"
+    heat = grad_cam(model, x, int(idx[0])) if cam else None
+    return Prediction(card.spec.name, top, elapsed, heat, note)
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
+    """Grad-CAM on the last convolutional feature map; HxW array in [0, 1] at the input's size."""
+    model.eval()
+    with torch.no_grad():
+        feats = model.forward_features(x)
+    if feats.ndim != 4:
+        raise CNNCompareError("This model's features have no spatial layout; no activation map.")
+    feats = feats.detach().requires_grad_(True)
+    with torch.enable_grad():
+        score = model.forward_head(feats)[0, target]
+        (grad,) = torch.autograd.grad(score, feats)
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * feats.detach()).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    cam = cam - cam.min()
+    peak = cam.max()
+    return (cam / peak if peak > 0 else cam).cpu().numpy()
+
+
+def overlay(image, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """The activation map as a blue-to-red heat map over the (centre-cropped) image."""
+    img = load_image(image).convert("RGB")
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize(cam.shape[::-1], Image.BILINEAR)
+    c = np.clip(cam, 0, 1)
+    heat = np.stack([np.clip(1.5 - np.abs(4 * c - 3), 0, 1),  # red peaks at 0.75-1
+                     np.clip(1.5 - np.abs(4 * c - 2), 0, 1),  # green in the middle
+                     np.clip(1.5 - np.abs(4 * c - 1), 0, 1)], -1)  # blue at the low end
+    out = (1 - alpha) * np.asarray(img, dtype=np.float32) / 255 + alpha * heat
+    return Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8))
