@@ -1,0 +1,176 @@
+"""Real (tiny) fine-tuning runs on the generated shapes dataset: no mocks, real models."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cnncompare import compare, data, runs, training
+from cnncompare.errors import CNNCompareError
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return data.load_dataset("shapes", work_dir=tmp_path_factory.mktemp("data"), shapes_per_class=30, seed=0)
+
+
+def tiny(**kw) -> training.TrainConfig:
+    base = dict(model="resnet18", freeze="head", epochs=1, size=32, batch_size=32, lr=1e-2, device="cpu")
+    base.update(kw)
+    return training.TrainConfig(**base)
+
+
+def _strip_times(history):
+    return [{k: v for k, v in h.items() if k not in ("images_per_s", "elapsed_s")} for h in history]
+
+
+@pytest.mark.slow
+def test_the_loop_learns_from_scratch(tmp_path):
+    ds = data.load_dataset("shapes", work_dir=tmp_path, shapes_per_class=100, seed=1)
+    chance = 100 / len(ds.classes)
+    cfg = tiny(freeze="none", epochs=6, size=32, lr=2e-3, optimizer="adam")
+    result = training.fine_tune(cfg, ds)
+    assert result.final_epoch == 6 and not result.feature_cache
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.val_top1 >= 2 * chance, result.history
+
+
+def test_same_seed_same_metrics(shapes):
+    cfg = tiny(freeze="stages:3", feature_cache=False, epochs=2)
+    a = training.fine_tune(cfg, shapes)
+    b = training.fine_tune(cfg, shapes)
+    assert _strip_times(a.history) == _strip_times(b.history)
+    assert a.confusion == b.confusion
+    c = training.fine_tune(tiny(freeze="stages:3", feature_cache=False, epochs=2, seed=1), shapes)
+    assert _strip_times(c.history) != _strip_times(a.history)
+
+
+def test_feature_cache_gives_the_same_kind_of_result_as_the_plain_frozen_path(shapes):
+    cached = training.fine_tune(tiny(epochs=3), shapes)
+    plain = training.fine_tune(tiny(epochs=3, feature_cache=False), shapes)
+    assert cached.feature_cache and not plain.feature_cache
+    assert cached.trainable_params == plain.trainable_params == 512 * 8 + 8
+    # same model, same data, same seed: only dropout-free head differences remain
+    assert abs(cached.val_top1 - plain.val_top1) <= 15
+    augmented = training.fine_tune(tiny(augment=True), shapes)
+    assert not augmented.feature_cache  # augmentation changes the images, so features cannot be reused
+
+
+def test_mlp_head_on_vgg_caches_features_before_fc6(shapes):
+    r = training.fine_tune(tiny(model="vgg11", head="mlp"), shapes)
+    assert r.feature_cache and r.val_top1 is not None
+    assert r.trainable_params == 512 * 49 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 8 + 8
+
+
+@pytest.mark.parametrize("optimizer", training.OPTIMIZERS)
+def test_every_optimizer_trains(shapes, optimizer):
+    r = training.fine_tune(tiny(optimizer=optimizer, lr=1e-3, epochs=2, schedule="step"), shapes)
+    assert r.final_epoch == 2 and r.history[1]["train_loss"] < r.history[0]["train_loss"] * 1.5
+
+
+def test_schedules_warm_up_then_decay():
+    cfg = tiny(epochs=10, schedule="cosine", warmup_epochs=1)
+    f = [training.lr_factor(cfg, s, 10) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0) and f[-1] < 0.01 and all(a >= b for a, b in zip(f[10:], f[11:]))
+    step = tiny(epochs=9, schedule="step")
+    assert [training.lr_factor(step, e * 10, 10) for e in (0, 3, 6)] == pytest.approx([1, 0.1, 0.01])
+
+
+def test_stop_flag_ends_within_one_step_and_keeps_finished_work(shapes, tmp_path):
+    store = runs.RunStore(tmp_path, "resnet18")
+    steps_after_stop = []
+    state = {"stop": False}
+
+    def on_event(ev):
+        if state["stop"] and ev.kind == "step":
+            steps_after_stop.append(ev)
+        if ev.kind == "epoch" and ev.epoch == 1:
+            state["stop"] = True  # ask to stop as soon as the first epoch is done
+
+    r = training.fine_tune(tiny(epochs=5, feature_cache=False, batch_size=16), shapes, on_event=on_event,
+                           should_stop=lambda: state["stop"], store=store)
+    assert r.stopped == "stopped by user" and r.final_epoch == 1 and len(steps_after_stop) == 0
+    rows = list(csv.DictReader((store.path / "metrics.csv").open()))
+    assert [int(row["epoch"]) for row in rows] == [1]
+    saved = json.loads((store.path / "results.json").read_text())
+    assert saved["stopped"] == "stopped by user" and saved["val_top1"] == pytest.approx(r.val_top1)
+    assert (store.path / "weights.safetensors").is_file()
+
+
+def test_closing_the_event_stream_stops_the_run_and_saves(shapes, tmp_path):
+    store = runs.RunStore(tmp_path, "resnet18")
+    gen = training.run(tiny(epochs=5, feature_cache=False, batch_size=16), shapes, store=store)
+    for ev in gen:
+        if ev.kind == "step" and ev.step == 2:
+            break
+    gen.close()  # what gradio does on Stop or when the tab closes
+    saved = json.loads((store.path / "results.json").read_text())
+    assert saved["stopped"] == "stopped by user" and saved["final_epoch"] == 0
+
+
+def test_time_budget_stops_the_run(shapes):
+    r = training.fine_tune(tiny(epochs=50, feature_cache=False, time_budget_s=1.0), shapes)
+    assert r.stopped == "time budget" and r.final_epoch < 50
+
+
+def test_compare_reports_a_failing_model_and_runs_the_others(shapes, tmp_path):
+    entries = [compare.Entry.parse("alexnet"), compare.Entry.parse("resnet18@stages:4")]
+    results = compare.compare(entries, shapes, tiny(size=48), out_dir=tmp_path)
+    rows = compare.table_rows(results)
+    assert "at least 63" in rows[0]["error"] and rows[0]["run_dir"] is None
+    assert rows[1]["error"] is None and rows[1]["freeze"] == "stages:4" and rows[1]["val_top1"] is not None
+    assert rows[1]["macs"] > 0 and rows[1]["latency_ms"] > 0
+    saved = runs.list_runs(tmp_path)
+    assert [s.name for s in saved] == ["resnet18"]
+
+
+def test_a_saved_run_reloads_and_predicts_like_the_trained_model(shapes, tmp_path):
+    store = runs.RunStore(tmp_path, "resnet18")
+    result = training.fine_tune(tiny(freeze="stages:2", feature_cache=False), shapes, store=store)
+    saved = runs.load_run(result.run_dir)
+    model = saved.load_model()
+    assert saved.classes == shapes.classes
+    x, y = training.cached_tensors(shapes.val, 32, "bilinear")
+    from cnncompare import models
+
+    cfg = models.data_config(model, 32)
+    norm = training.Normalizer(cfg["mean"], cfg["std"])
+    with torch.no_grad():
+        pred = model(norm(x)).argmax(1)
+    assert 100 * (pred == y).float().mean().item() == pytest.approx(result.val_top1, abs=1e-4)
+
+
+def test_estimate_before_a_run(shapes):
+    plain = training.estimate(tiny(freeze="none"), len(shapes.train), len(shapes.val), len(shapes.classes))
+    cached = training.estimate(tiny(), len(shapes.train), len(shapes.val), len(shapes.classes))
+    assert plain.total_s > 0 and cached.total_s > 0
+    assert cached.feature_cache and not plain.feature_cache
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(optimizer="lbfgs"), "optimizer"), (dict(epochs=0), "epochs"),
+                                    (dict(model="inception_v3", size=32), "at least 75"),
+                                    (dict(freeze="stages:x"), "freeze policy"), (dict(lr=0), "Learning rate")])
+def test_bad_settings_are_clear_errors(kw, msg):
+    with pytest.raises(CNNCompareError, match=msg):
+        tiny(**kw).validate()
+
+
+def test_cli_finetune_json(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cnncompare", "finetune", "--models", "resnet18", "alexnet@head",
+                        "--dataset", "shapes", "--freeze", "head", "--epochs", "1", "--size", "40", "--json",
+                        "--out", str(tmp_path), "--max-per-class", "12"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    keys = {"name", "val_top1", "train_time_s", "trainable_params", "params", "macs", "latency_ms", "run_dir",
+            "feature_cache", "error"}
+    assert keys <= set(rows[0]) and rows[0]["name"] == "resnet18" and rows[0]["feature_cache"] is True
+    assert rows[0]["error"] is None and 0 <= rows[0]["val_top1"] <= 100
+    assert "at least 63" in rows[1]["error"]
+    assert (tmp_path / rows[0]["run_dir"].split("/")[-1] / "weights.safetensors").is_file()
