@@ -442,11 +442,11 @@ def _draw_one(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     else:  # stripes: a small tilt keeps them horizontal/vertical but not pixel-aligned
         tilt = float(rng.uniform(-0.25, 0.25)) + (np.pi / 2 if name == "vertical-stripes" else 0.0)
         _stripes(draw, r, tilt, cx, cy, fg, rng)
-    for _ in range(int(rng.integers(1, 4))):  # distractor lines across everything
+    for _ in range(int(rng.integers(0, 3))):  # distractor lines across everything
         x0, y0, x1, y1 = rng.uniform(0, size, 4)
-        draw.line((x0, y0, x1, y1), fill=_colour(rng), width=int(rng.integers(1, 3)))
+        draw.line((x0, y0, x1, y1), fill=_colour(rng), width=1)
     pixels = np.asarray(img, dtype=np.int16)
-    noise = rng.integers(-20, 21, pixels.shape, dtype=np.int16)
+    noise = rng.integers(-12, 13, pixels.shape, dtype=np.int16)
     return np.clip(pixels + noise, 0, 255).astype(np.uint8)
 
 

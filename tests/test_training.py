@@ -31,13 +31,13 @@ def _strip_times(history):
 
 @pytest.mark.slow
 def test_the_loop_learns_from_scratch(tmp_path):
-    ds = data.load_dataset("shapes", work_dir=tmp_path, shapes_per_class=100, seed=1)
+    ds = data.load_dataset("shapes", work_dir=tmp_path, shapes_per_class=120, seed=1)
     chance = 100 / len(ds.classes)
-    cfg = tiny(freeze="none", epochs=6, size=32, lr=2e-3, optimizer="adam")
+    cfg = tiny(freeze="none", epochs=4, size=64, lr=1e-3, optimizer="adam")
     result = training.fine_tune(cfg, ds)
-    assert result.final_epoch == 6 and not result.feature_cache
-    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    assert result.val_top1 >= 2 * chance, result.history
+    assert result.final_epoch == 4 and not result.feature_cache
+    assert result.history[-1]["train_loss"] < 0.85 * result.history[0]["train_loss"]
+    assert result.val_top1 >= 1.8 * chance, result.history
 
 
 def test_same_seed_same_metrics(shapes):
