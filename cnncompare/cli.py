@@ -140,6 +140,38 @@ def cmd_finetune(args) -> None:
     print(f"\nruns saved under {out}/")
 
 
+def cmd_predict(args) -> None:
+    from . import inference, models, runs
+
+    built = []
+    for name in args.models or []:
+        try:
+            built.append((models.build(name, pretrained=args.pretrained), None))
+        except CNNCompareError as err:
+            if not args.pretrained:
+                raise
+            print(f"note: {err} Using random weights for {name}.", file=sys.stderr)
+            built.append((models.build(name), None))
+    for run_dir in args.run or []:
+        saved = runs.load_run(run_dir)
+        built.append((saved.load_model(), saved))
+    if not built:
+        raise CNNCompareError("Give at least one model (--models NAME ...) or a fine-tuned run (--run DIR).")
+    image = inference.load_image(args.image)
+    preds = []
+    for model, saved in built:
+        size = args.size or (saved.config["train"]["size"] if saved else model.cnncompare.info.default_size)
+        preds.append(inference.predict(model, image, size=size, classes=saved.classes if saved else None,
+                                       top_k=args.top, cam=False))
+    if args.json:
+        _dump([p.to_dict() for p in preds])
+        return
+    for p in preds:
+        print(f"{p.model} ({p.time_ms:.1f} ms){': ' + p.note if p.note else ''}")
+        for label, prob in p.top:
+            print(f"  {prob * 100:6.2f}%  {label}")
+
+
 def _progress(ev) -> None:
     if ev.kind == "step":
         eta = f", ~{ev.eta_s:.0f} s left" if ev.eta_s is not None else ""
@@ -208,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="directory for run folders (default ./runs)")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_finetune)
+
+    pd = sub.add_parser("predict", help="top-k classes of one image for several models or fine-tuned runs")
+    pd.add_argument("image")
+    pd.add_argument("--models", nargs="*", metavar="NAME")
+    pd.add_argument("--run", nargs="*", metavar="DIR", help="fine-tuned run directories (from finetune --out)")
+    pd.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
+    pd.add_argument("--size", type=int)
+    pd.add_argument("--top", type=int, default=5)
+    pd.add_argument("--json", action="store_true")
+    pd.set_defaults(func=cmd_predict)
     return p
 
 

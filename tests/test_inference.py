@@ -1,0 +1,93 @@
+"""Prediction and Grad-CAM on real models."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnncompare import data, inference, models, runs, training
+from cnncompare.errors import CNNCompareError
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    x, _ = data.generate_shapes(1, 96, seed=3)
+    path = tmp_path_factory.mktemp("img") / "shape.png"
+    Image.fromarray(x[0]).save(path)
+    return path
+
+
+def test_predict_gives_imagenet_top5_and_a_time(picture):
+    torch.manual_seed(0)
+    model = models.build("resnet18")
+    p = inference.predict(model, picture, size=64)
+    assert len(p.top) == 5 and all(label in inference.imagenet_labels() for label, _ in p.top)
+    probs = [prob for _, prob in p.top]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    assert p.time_ms > 0 and "random weights" in p.note
+    assert p.cam.shape == (64, 64) and p.cam.min() >= 0 and p.cam.max() == pytest.approx(1)
+
+
+@pytest.mark.parametrize("name,size", [("alexnet", 64), ("vgg11", 64), ("googlenet", 64), ("inception_v3", 80),
+                                       ("densenet121", 64), ("efficientnet_b0", 64)])
+def test_grad_cam_works_for_every_family(name, size, picture):
+    torch.manual_seed(0)
+    model = models.build(name, num_classes=3)
+    cam = inference.predict(model, picture, size=size, classes=["a", "b", "c"], top_k=5).cam
+    assert cam.shape == (size, size) and np.isfinite(cam).all()
+    assert len(inference.predict(model, picture, size=size, cam=False).top) == 3  # top-k capped at the classes
+
+
+def test_grad_cam_follows_the_channel_that_drives_the_score():
+    # A hand-made classifier whose logit is the mean of channel 0 of the last feature map:
+    # Grad-CAM's weights are then (1/HW, 0, 0, ...), so its map must be ReLU(channel 0), upsampled.
+    model = models.build("resnet18", num_classes=1).eval()
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.weight[0, 0] = 1.0
+    img = np.zeros((128, 128, 3), np.uint8)
+    img[8:40, 88:120] = 255  # top-right corner
+    x = inference.preprocess(Image.fromarray(img), model, 128)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+    target_map = feats[0, 0]
+    cam = inference.grad_cam(model, x, 0)
+    expected = torch.nn.functional.interpolate(torch.relu(target_map)[None, None], size=(128, 128), mode="bilinear")
+    expected = expected[0, 0].numpy()
+    expected = (expected - expected.min()) / (expected.max() - expected.min())
+    assert np.allclose(cam, expected, atol=1e-4)
+
+
+def test_a_corrupt_image_is_a_clear_error(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(CNNCompareError, match="Could not read the image"):
+        inference.load_image(bad)
+
+
+def test_overlay_is_an_image_the_size_of_the_map(picture):
+    cam = np.linspace(0, 1, 64 * 64).reshape(64, 64)
+    out = inference.overlay(picture, cam)
+    assert out.size == (64, 64) and out.mode == "RGB"
+
+
+def test_cli_predict_with_a_fine_tuned_run(tmp_path, picture):
+    ds = data.load_dataset("shapes", work_dir=tmp_path / "d", shapes_per_class=12, seed=0)
+    store = runs.RunStore(tmp_path / "runs", "resnet18")
+    training.fine_tune(training.TrainConfig("resnet18", epochs=1, size=32, device="cpu"), ds, store=store)
+    r = subprocess.run([sys.executable, "-m", "cnncompare", "predict", str(picture), "--run", str(store.path),
+                        "--models", "alexnet", "--size", "64", "--json"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert rows[0]["model"] == "alexnet" and "random weights" in rows[0]["note"]  # models first, then runs
+    assert {t["label"] for t in rows[1]["top"]} <= set(ds.classes) and len(rows[1]["top"]) == 5
+    bad = subprocess.run([sys.executable, "-m", "cnncompare", "predict", str(tmp_path / "nope.png"), "--models",
+                          "resnet18"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: Could not read the image")
