@@ -220,8 +220,12 @@ def get(name: str) -> ArchInfo:
         return CATALOG[key.lower()]
     import timm
 
-    base = key.split(".")[0]
+    base, _, tag = key.partition(".")
     if base and timm.is_model(base):
+        if tag and not _has_pretrained_tag(key):
+            tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{base}.*")]
+            raise UnknownModelError(f"timm has no weights '{tag}' for {base}"
+                                    + (f"; it has: {', '.join(tags[:8])}." if tags else "."))
         family = next((f for p, f in _PREFIX_FAMILY if base.startswith(p)), "other")
         default_size = _timm_default_size(key)
         return ArchInfo(name=key, family=family, backend="timm", backend_name=key,
@@ -232,6 +236,15 @@ def get(name: str) -> ArchInfo:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(
         f"Unknown model '{name}'.{hint} Run 'python -m cnncompare models' for the catalog; any timm model name works too.")
+
+
+def _has_pretrained_tag(name: str) -> bool:
+    import timm
+
+    try:
+        return timm.get_pretrained_cfg(name) is not None
+    except RuntimeError:  # timm raises for an unknown tag
+        return False
 
 
 def _timm_default_size(name: str) -> int:

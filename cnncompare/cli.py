@@ -124,12 +124,14 @@ def cmd_finetune(args) -> None:
         try:
             est = training.estimate(cfg, len(ds.train), len(ds.val), len(ds.classes))
             print(f"estimate {e.model}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
-        except CNNCompareError as err:
-            print(f"estimate {e.model}: {err}", file=sys.stderr)
+        except Exception as err:  # the run itself will report this model's problem in its row
+            print(f"estimate {e.model}: not available ({err})", file=sys.stderr)
     results = compare.compare(entries, ds, base, out_dir=out, on_event=_progress)
     rows = compare.table_rows(results)
     if args.json:
         _dump([dict(name=r["model"], **r) for r in rows])
+        if all(r["error"] for r in rows):
+            raise CNNCompareError("every model failed; see the 'error' fields.")
         return
     table_rows = [[r["model"], r["freeze"] or "", fmt_num(r["val_top1"]), fmt_num(r["val_top5"]),
                    fmt_num(r["train_time_s"]), fmt_num(r["images_per_s"]), fmt_count(r["trainable_params"]),
@@ -138,6 +140,8 @@ def cmd_finetune(args) -> None:
     print(table(table_rows, ["model", "freeze", "top-1 %", "top-5 %", "train s", "img/s", "trainable", "MACs",
                              "lat ms", "cache", "note"]))
     print(f"\nruns saved under {out}/")
+    if all(r["error"] for r in rows):
+        raise CNNCompareError("every model failed; see the table above.")
 
 
 def cmd_predict(args) -> None:
@@ -187,10 +191,16 @@ def _progress(ev) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, like every other error, instead of usage + error
+        print(f"error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cnncompare",
+    p = _Parser(prog="python -m cnncompare",
                                 description="Compare classic CNN image classifiers side by side.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     m = sub.add_parser("models", help="list the catalog")
     m.add_argument("--json", action="store_true")

@@ -50,14 +50,17 @@ def run_all(entries: list[Entry], data, base: training.TrainConfig, *, out_dir: 
         except torch.OutOfMemoryError:
             yield _failed(cfg, data, f"out of memory at batch {cfg.batch_size}, {cfg.size} px: try a smaller batch "
                                      "or input size", store)
-        except (RuntimeError, ValueError) as err:  # e.g. a shape error deep in a model
-            yield _failed(cfg, data, f"{type(err).__name__}: {str(err).splitlines()[0][:200]}", store)
+        except Exception as err:  # any other model-specific failure: report it, run the next model
+            yield _failed(cfg, data, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}", store)
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
 
 
 def _failed(cfg, data, message: str, store=None) -> training.Event:
+    if store is not None and not any(store.path.iterdir()):
+        store.path.rmdir()  # failed before it started (e.g. weights offline): leave no empty folder
+        store = None
     result = training.RunResult(name=cfg.model, config=cfg.to_dict(), classes=list(data.classes), error=message,
                                 run_dir=str(store.path) if store else None)
     return training.Event("end", cfg.model, message=f"{cfg.model}: failed: {message}", result=result)

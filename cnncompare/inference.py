@@ -43,15 +43,21 @@ def imagenet_labels() -> list[str]:
     return list(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def preprocess(image: Image.Image, model: nn.Module, size: int) -> torch.Tensor:
-    """Resize the shorter side to size / crop_pct, centre-crop, normalise: timm's eval transform."""
+def preprocess(image: Image.Image, model: nn.Module, size: int, fit: str = "crop") -> torch.Tensor:
+    """Normalised 1x3xSxS tensor. fit="crop": shorter side to size / crop_pct, centre crop (timm's
+    ImageNet eval transform); fit="squash": resize to size x size, as cnncompare's training does."""
+    from torchvision.transforms import InterpolationMode
     from torchvision.transforms.v2 import functional as TF
 
     cfg = models.data_config(model, size)
-    crop_pct = cfg.get("crop_pct", 0.875) or 1.0
+    mode = InterpolationMode(cfg.get("interpolation", "bilinear"))
     img = image.convert("RGB")
-    img = TF.resize(img, int(round(size / crop_pct)), antialias=True)
-    img = TF.center_crop(img, [size, size])
+    if fit == "squash":
+        img = TF.resize(img, [size, size], interpolation=mode, antialias=True)
+    else:
+        crop_pct = cfg.get("crop_pct", 0.875) or 1.0
+        img = TF.resize(img, int(round(size / crop_pct)), interpolation=mode, antialias=True)
+        img = TF.center_crop(img, [size, size])
     x = TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
     x = TF.normalize(x, list(cfg["mean"]), list(cfg["std"]))
     return x.unsqueeze(0)
@@ -71,15 +77,20 @@ def load_image(path_or_image) -> Image.Image:
 
 
 def predict(model: nn.Module, image, *, size: int | None = None, classes: list[str] | None = None, top_k: int = 5,
-            cam: bool = True) -> Prediction:
+            cam: bool = True, fit: str | None = None) -> Prediction:
+    """Top-k of one image. A model with its own `classes` (a fine-tuned run) sees the image
+    resized as in training ("squash"); an ImageNet model gets the ImageNet centre crop."""
     card = model.cnncompare
+    fit = fit or ("squash" if classes else "crop")
     size = size or card.info.default_size
     models.check_input_size(card.spec.name, size)
     device = next(model.parameters()).device
-    x = preprocess(load_image(image), model, size).to(device)
+    x = preprocess(load_image(image), model, size, fit).to(device)
     model.eval()
     with torch.inference_mode():
         model(x)  # warm-up: first calls allocate
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         logits = model(x)
         if device.type == "cuda":
@@ -116,12 +127,14 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
     return (cam / peak if peak > 0 else cam).cpu().numpy()
 
 
-def overlay(image, cam: np.ndarray, alpha: float = 0.45) -> Image.Image:
-    """The activation map as a blue-to-red heat map over the (centre-cropped) image."""
+def overlay(image, cam: np.ndarray, alpha: float = 0.45, fit: str = "crop") -> Image.Image:
+    """The activation map as a blue-to-red heat map over the image, framed as the model saw it."""
     img = load_image(image).convert("RGB")
-    side = min(img.size)
-    left, top = (img.width - side) // 2, (img.height - side) // 2
-    img = img.crop((left, top, left + side, top + side)).resize(cam.shape[::-1], Image.BILINEAR)
+    if fit == "crop":
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((left, top, left + side, top + side))
+    img = img.resize(cam.shape[::-1], Image.BILINEAR)
     c = np.clip(cam, 0, 1)
     heat = np.stack([np.clip(1.5 - np.abs(4 * c - 3), 0, 1),  # red peaks at 0.75-1
                      np.clip(1.5 - np.abs(4 * c - 2), 0, 1),  # green in the middle

@@ -70,18 +70,20 @@ class ModelCard:
 
 # --------------------------------------------------------------------------- building
 
-def build(spec: ModelSpec | str, device: str | torch.device | None = None, **kwargs) -> nn.Module:
+def build(spec: ModelSpec | str, device: str | torch.device | None = None, *, load_weights: bool = True,
+          **kwargs) -> nn.Module:
     """Build a model from a spec (or a name plus ModelSpec fields).
 
     On the meta device nothing is allocated and no weights are loaded: use it to count
-    parameters and MACs for free.
+    parameters and MACs for free. `load_weights=False` builds a pretrained spec's
+    architecture without fetching its weights (a saved run brings its own).
     """
     if isinstance(spec, str):
         spec = ModelSpec(spec, **kwargs)
     _validate_spec(spec)
     info = catalog.get(spec.name)
     meta = device is not None and torch.device(device).type == "meta"
-    load_weights = spec.pretrained and not meta
+    load_weights = spec.pretrained and not meta and load_weights
     ctx = torch.device("meta") if meta else contextlib.nullcontext()
     with ctx:
         if info.backend == "torchvision":
@@ -94,8 +96,8 @@ def build(spec: ModelSpec | str, device: str | torch.device | None = None, **kwa
         elif spec.pretrained and spec.init != "default":
             for name in head_modules:
                 _init_weights(model.get_submodule(name), spec.init)
-    if spec.pretrained and meta:
-        source = "not loaded (meta device)"
+    if spec.pretrained and not load_weights:
+        source = "not loaded"
     model.cnncompare = ModelCard(spec=spec, info=info, head_modules=head_modules, weights_source=source)
     if device is not None and not meta:
         model.to(device)
@@ -292,12 +294,12 @@ def data_config(model: nn.Module, size: int | None = None) -> dict:
 # --------------------------------------------------------------------------- input sizes
 
 def _runs_at(name: str, size: int) -> bool:
-    model = build(name, device="meta").eval()
-    try:
+    try:  # fixed-size models (e.g. ViTs) assert on the size when built for it or when run
+        model = build(name, device="meta").eval()
         with torch.no_grad():
             model(torch.empty(1, 3, size, size, device="meta"))
         return True
-    except RuntimeError:
+    except Exception:
         return False
 
 
@@ -526,6 +528,10 @@ def freeze(model: nn.Module, policy: FreezePolicy | str, size: int | None = None
     from timm.utils import freeze as timm_freeze
 
     names = modules_to_freeze(model, policy, size)
+    if "" in names:  # parameters owned by the root module itself (e.g. a position embedding)
+        for p in model.parameters(recurse=False):
+            p.requires_grad = False
+        names = [n for n in names if n]
     if names:  # timm freezes the whole model when given an empty list
         # new FrozenBatchNorm2d modules must be created where the model lives (meta included)
         device = next(model.parameters()).device

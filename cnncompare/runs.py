@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ class RunStore:
                                                        report=data.report.to_dict()),
                       device=result.device, versions=_versions(),
                       created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        (self.path / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        _write_atomic(self.path / "config.json", json.dumps(config, indent=2, default=str))
         with (self.path / "metrics.csv").open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_FIELDS)
 
@@ -64,12 +65,23 @@ class RunStore:
         with (self.path / "metrics.csv").open("a", newline="") as f:
             csv.writer(f).writerow([row.get(k) for k in METRIC_FIELDS])
 
-    def finish(self, result, model: nn.Module) -> None:
+    def finish(self, result, model: nn.Module | None) -> None:
+        """Save the results, and the weights unless no epoch finished (`model` None)."""
         from safetensors.torch import save_file
 
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(self.path / "weights.safetensors"))
-        (self.path / "results.json").write_text(json.dumps(result.to_dict(), indent=2, default=str))
+        if model is not None:
+            state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+            tmp = self.path / "weights.safetensors.tmp"
+            save_file(state, str(tmp))
+            os.replace(tmp, self.path / "weights.safetensors")
+        _write_atomic(self.path / "results.json", json.dumps(result.to_dict(), indent=2, default=str))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # a crash mid-write leaves the old file (or none), never half a JSON document
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 @dataclass
@@ -100,11 +112,12 @@ class SavedRun:
         if not weights.is_file():
             raise CNNCompareError(f"Run {self.path.name} has no saved weights (it did not finish).")
         t = self.config["train"]
-        spec = models.ModelSpec(t["model"], num_classes=len(self.classes), pretrained=False, head=t["head"])
-        model = models.build(spec)
+        spec = models.ModelSpec(t["model"], num_classes=len(self.classes), pretrained=t["pretrained"], head=t["head"])
+        # same architecture and input handling as trained (e.g. GoogLeNet's transform_input when
+        # pretrained), without downloading anything: the weights come from the run
+        model = models.build(spec, load_weights=False)
         models.freeze(model, t["freeze"], t["size"])  # same module types (FrozenBatchNorm2d) as when saved
         model.load_state_dict(load_file(str(weights)))
-        model.cnncompare.spec = models.ModelSpec(**{**spec.to_dict(), "pretrained": t["pretrained"]})
         model.cnncompare.weights_source = f"run: {self.path.name}"
         return model.to(device).eval()
 
@@ -116,7 +129,10 @@ def load_run(path: str | Path) -> SavedRun:
     except (OSError, ValueError) as err:
         raise CNNCompareError(f"{path} is not a cnncompare run directory (no readable config.json).") from err
     results_file = path / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else None
+    try:
+        results = json.loads(results_file.read_text()) if results_file.is_file() else None
+    except (OSError, ValueError):
+        results = None  # unreadable results: the run still lists, as unfinished
     return SavedRun(path, config, results)
 
 

@@ -119,9 +119,9 @@ class RunResult:
     confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted
     best_epoch: int | None = None
     final_epoch: int = 0
-    train_time_s: float = 0.0
-    images_per_s: float | None = None
-    peak_mem_mb: float | None = None
+    train_time_s: float = 0.0  # training steps + feature extraction; evaluation excluded
+    images_per_s: float | None = None  # training images processed per second of train_time_s
+    peak_mem_mb: float | None = None  # MiB: CUDA max allocated, or the process's peak RSS on a CPU
     params: int | None = None
     trainable_params: int | None = None
     macs: int | None = None
@@ -218,36 +218,46 @@ def _amp(device: torch.device) -> tuple[bool, torch.dtype]:
 def _peak_mem_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (KiB on Linux)
+    # the process's peak RSS (KiB on Linux), reset at the start of each run where Linux allows
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # Decoded tensors are shared by the models of one comparison (same data, size, interpolation).
-_TENSOR_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+# The dataset object itself is kept in the entry, so an id() can never be reused by another.
+_TENSOR_CACHE: dict[tuple, tuple[object, torch.Tensor, torch.Tensor]] = {}
+_TENSOR_CACHE_SIZE = 2  # train + val of one comparison
 
 
 def cached_tensors(ds, size: int, interpolation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    key = (id(ds), len(ds), size, interpolation)
-    if key not in _TENSOR_CACHE:
-        if len(_TENSOR_CACHE) >= 4:
+    key = (id(ds), size, interpolation)
+    hit = _TENSOR_CACHE.get(key)
+    if hit is None or hit[0] is not ds:
+        while len(_TENSOR_CACHE) >= _TENSOR_CACHE_SIZE:
             _TENSOR_CACHE.pop(next(iter(_TENSOR_CACHE)))
-        _TENSOR_CACHE[key] = data_mod.to_tensors(ds, size, interpolation)
-    return _TENSOR_CACHE[key]
+        hit = (ds, *data_mod.to_tensors(ds, size, interpolation))
+        _TENSOR_CACHE[key] = hit
+    return hit[1], hit[2]
 
 
-def _cache_level(model: nn.Module) -> str | None:
-    """Where trainable layers start, if only head layers train: 'logits' (only the last layer)
-    or 'head' (a trainable pre-logits/MLP head). None when the backbone trains."""
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    if not trainable:
-        return None
-    classifier = model.get_classifier()
-    last = {f"{n}" for n, m in model.named_modules() if m is classifier}
-    if all(any(t.startswith(c + ".") for c in last) for t in trainable):
-        return "logits"
+def can_cache_features(model: nn.Module) -> bool:
+    """True when only head layers train: everything `forward_features` runs is frozen.
+
+    The cache then stores `forward_features` outputs and each step runs `forward_head` in
+    train mode, so dropout in the head (AlexNet's fc6/fc7, GoogLeNet's) acts exactly as on
+    the plain path.
+    """
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     heads = tuple(h + "." for h in model.cnncompare.head_modules)
-    if all(t.startswith(heads) for t in trainable):
-        return "head"
-    return None
+    return bool(trainable) and all(t.startswith(heads) for t in trainable)
+
+
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets the process's peak RSS, so each run's CPU peak is its own.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 # --------------------------------------------------------------------------- the loop
@@ -261,8 +271,9 @@ def run(cfg: TrainConfig, data: "data_mod.LoadedData", *, should_stop: Callable[
     """Fine-tune `cfg.model` on `data`, yielding events; the last event has kind "end" and a result.
 
     `store` (a runs.RunStore) receives the config first, each epoch's metrics as it ends, and
-    the results and weights at the end; what finished is on disk even if the run is stopped.
-    Closing the generator (a UI cancel) ends the run at the next step, saving what finished.
+    the results and weights at the end. A stop (flag, time budget, or the consumer closing this
+    generator) ends the run at the next step; the weights saved are those of the last finished
+    epoch, so they always match the metrics saved with them.
     """
     cfg.validate()
     should_stop = should_stop or (lambda: False)
@@ -281,54 +292,65 @@ def run(cfg: TrainConfig, data: "data_mod.LoadedData", *, should_stop: Callable[
         store.start(cfg, data, result)
         result.run_dir = str(store.path)
     started = time.perf_counter()
-    yield Event("start", cfg.model, epochs=cfg.epochs, message=f"{cfg.model}: {trainable:,} of {params:,} parameters train "
-                f"({model.cnncompare.weights_source}) on {device}")
+    state = dict(train_time=0.0, images=0, snapshot=None)
 
-    dcfg = models.data_config(model, cfg.size)
-    interp = dcfg.get("interpolation", "bilinear")
-    x_train, y_train = cached_tensors(data.train, cfg.size, interp)
-    x_val, y_val = cached_tensors(data.val, cfg.size, interp)
-    norm = Normalizer(dcfg["mean"], dcfg["std"]).to(device)
-    amp, amp_dtype = _amp(device)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = model.to(device=device, memory_format=fmt)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    def check_stop() -> None:
+        if should_stop():
+            raise _Stop("stopped by user")
+        if cfg.time_budget_s and time.perf_counter() - started > cfg.time_budget_s:
+            raise _Stop("time budget")
 
-    level = _cache_level(model) if (cfg.feature_cache and not cfg.augment) else None
-    result.feature_cache = level is not None
-    if level:
-        yield Event("info", cfg.model, epochs=cfg.epochs, elapsed_s=time.perf_counter() - started,
-                    message=f"{cfg.model}: backbone frozen and no augmentation: computing its features once")
-        f_train = _extract(model, norm, x_train, level, cfg.batch_size, device, fmt, amp, amp_dtype)
-        f_val = _extract(model, norm, x_val, level, cfg.batch_size, device, fmt, amp, amp_dtype)
-        head_fn = model.get_classifier() if level == "logits" else model.forward_head
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    optimizer = make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad))
-    n = len(y_train)
-    steps = max(1, math.ceil(n / cfg.batch_size))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_time = 0.0
-    images_seen = 0
-    best = -1.0
     try:
+        yield Event("start", cfg.model, epochs=cfg.epochs,
+                    message=f"{cfg.model}: {trainable:,} of {params:,} parameters train "
+                            f"({model.cnncompare.weights_source}) on {device}")
+        dcfg = models.data_config(model, cfg.size)
+        interp = dcfg.get("interpolation", "bilinear")
+        x_train, y_train = cached_tensors(data.train, cfg.size, interp)
+        x_val, y_val = cached_tensors(data.val, cfg.size, interp)
+        norm = Normalizer(dcfg["mean"], dcfg["std"]).to(device)
+        amp, amp_dtype = _amp(device)
+        fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        model = model.to(device=device, memory_format=fmt)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            _reset_peak_rss()
+        ctx = (norm, cfg.batch_size, device, fmt, amp, amp_dtype)
+
+        use_cache = cfg.feature_cache and not cfg.augment and can_cache_features(model)
+        result.feature_cache = use_cache
+        f_train = f_val = None
+        if use_cache:
+            yield Event("info", cfg.model, epochs=cfg.epochs, elapsed_s=time.perf_counter() - started,
+                        message=f"{cfg.model}: backbone frozen and no augmentation: computing its features once")
+            t0 = time.perf_counter()
+            f_train = _extract(model, x_train, ctx, check_stop)
+            f_val = _extract(model, x_val, ctx, check_stop)
+            state["train_time"] += time.perf_counter() - t0  # honest totals: extraction is training time
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        optimizer = make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad))
+        n = len(y_train)
+        # a last batch of one image breaks BatchNorm in train mode: drop that single leftover
+        steps = n // cfg.batch_size if (n % cfg.batch_size == 1 and n > 1) else max(1, math.ceil(n / cfg.batch_size))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
+        scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        loop_start = time.perf_counter()
+        best = -1.0
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             order = torch.randperm(n, generator=gen)
             run_loss = run_correct = run_seen = 0
             for step in range(1, steps + 1):
-                if should_stop():
-                    raise _Stop("stopped by user")
-                if cfg.time_budget_s and time.perf_counter() - started > cfg.time_budget_s:
-                    raise _Stop("time budget")
+                check_stop()
                 t0 = time.perf_counter()
                 idx = order[(step - 1) * cfg.batch_size: step * cfg.batch_size]
                 yb = y_train[idx].to(device, non_blocking=True)
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    if level:
-                        logits = head_fn(f_train[idx].to(device, non_blocking=True))
+                    if use_cache:
+                        logits = model.forward_head(f_train[idx].to(device, non_blocking=True))
                     else:
                         xb = x_train[idx]
                         if cfg.augment:
@@ -341,69 +363,76 @@ def run(cfg: TrainConfig, data: "data_mod.LoadedData", *, should_stop: Callable[
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                train_time += time.perf_counter() - t0
-                images_seen += len(idx)
-                run_loss += loss.item() * len(idx)
+                loss_value = loss.item()  # also waits for the device
+                state["train_time"] += time.perf_counter() - t0
+                state["images"] += len(idx)
+                run_loss += loss_value * len(idx)
                 run_correct += (logits.argmax(1) == yb).sum().item()
                 run_seen += len(idx)
-                elapsed = time.perf_counter() - started
+                now = time.perf_counter()
                 done = (epoch - 1) * steps + step
-                yield Event("step", cfg.model, epoch, cfg.epochs, step, steps, loss=loss.item(),
-                            lr=optimizer.param_groups[0]["lr"], images_per_s=images_seen / train_time,
-                            elapsed_s=elapsed, eta_s=elapsed / done * (cfg.epochs * steps - done))
-            val = _evaluate(model, norm, x_val, y_val, f_val if level else None, head_fn if level else None,
-                            criterion, cfg.batch_size, device, fmt, amp, amp_dtype, len(classes))
+                yield Event("step", cfg.model, epoch, cfg.epochs, step, steps, loss=loss_value, lr=lr,
+                            images_per_s=state["images"] / state["train_time"], elapsed_s=now - started,
+                            eta_s=(now - loop_start) / done * (cfg.epochs * steps - done))
+            val = _evaluate(model, x_val, y_val, f_val, criterion, ctx, len(classes))
             row = dict(epoch=epoch, train_loss=run_loss / run_seen, train_acc=100 * run_correct / run_seen,
-                       val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"],
-                       lr=optimizer.param_groups[0]["lr"], images_per_s=images_seen / train_time,
-                       elapsed_s=time.perf_counter() - started)
+                       val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr,
+                       images_per_s=state["images"] / state["train_time"], elapsed_s=time.perf_counter() - started)
             result.history.append(row)
             result.final_epoch = epoch
             if val["top1"] > best:
                 best, result.best_epoch = val["top1"], epoch
             _fill_metrics(result, val, classes)
+            if epoch < cfg.epochs:  # weights of the last finished epoch, restored if a stop comes mid-epoch
+                state["snapshot"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             if store is not None:
                 store.log_epoch(row)
-            elapsed = time.perf_counter() - started
+            now = time.perf_counter()
             yield Event("epoch", cfg.model, epoch, cfg.epochs, steps, steps, loss=row["train_loss"],
-                        train_acc=row["train_acc"], val_loss=val["loss"], val_top1=val["top1"], lr=row["lr"],
-                        images_per_s=row["images_per_s"], elapsed_s=elapsed,
-                        eta_s=elapsed / epoch * (cfg.epochs - epoch))
+                        train_acc=row["train_acc"], val_loss=val["loss"], val_top1=val["top1"], lr=lr,
+                        images_per_s=row["images_per_s"], elapsed_s=now - started,
+                        eta_s=(now - loop_start) / epoch * (cfg.epochs - epoch))
     except _Stop as why:
         result.stopped = str(why)
+        _restore(model, state, result)
     except GeneratorExit:  # the consumer closed us (UI cancel, tab closed): save what finished
         result.stopped = "stopped by user"
-        _finish(result, model, cfg, device, train_time, images_seen, store, started)
+        _restore(model, state, result)
+        _finish(result, model, cfg, device, state, store)
         raise
-    _finish(result, model, cfg, device, train_time, images_seen, store, started)
+    _finish(result, model, cfg, device, state, store)
     yield Event("end", cfg.model, result.final_epoch, cfg.epochs, elapsed_s=time.perf_counter() - started,
                 val_top1=result.val_top1, message=_summary(result), result=result)
 
 
-def _extract(model, norm, x, level, batch, device, fmt, amp, amp_dtype) -> torch.Tensor:
-    """Backbone outputs for every image, once (eval mode: frozen BN and no dropout)."""
-    model.eval()
+def _restore(model: nn.Module, state: dict, result: RunResult) -> None:
+    """After a mid-epoch stop, go back to the weights the saved metrics describe."""
+    if state["snapshot"] is not None and result.final_epoch:
+        model.load_state_dict(state["snapshot"])
+
+
+def _extract(model, x, ctx, check_stop) -> torch.Tensor:
+    """Backbone outputs (`forward_features`) for every image, once; a stop request ends it between batches."""
+    norm, batch, device, fmt, amp, amp_dtype = ctx
+    model.eval()  # frozen parts behave the same in both modes (FrozenBatchNorm2d)
     out = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-        for i in range(0, len(x), batch):
+    for i in range(0, len(x), batch):
+        check_stop()
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             xb = norm(x[i:i + batch].to(device)).contiguous(memory_format=fmt)
-            f = model.forward_features(xb)
-            if level == "logits":
-                f = model.forward_head(f, pre_logits=True)
-            out.append(f.float())
+            out.append(model.forward_features(xb).float())
     return torch.cat(out).clone()  # clone: leave inference mode so autograd can use it
 
 
 @torch.no_grad()
-def _evaluate(model, norm, x, y, feats, head_fn, criterion, batch, device, fmt, amp, amp_dtype, n_classes) -> dict:
+def _evaluate(model, x, y, feats, criterion, ctx, n_classes) -> dict:
+    norm, batch, device, fmt, amp, amp_dtype = ctx
     model.eval()
     logits = []
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
         for i in range(0, len(y), batch):
             if feats is not None:
-                logits.append(head_fn(feats[i:i + batch].to(device)).float())
+                logits.append(model.forward_head(feats[i:i + batch].to(device)).float())
             else:
                 xb = norm(x[i:i + batch].to(device)).contiguous(memory_format=fmt)
                 logits.append(model(xb).float())
@@ -426,9 +455,9 @@ def _fill_metrics(result: RunResult, val: dict, classes: list[str]) -> None:
     result.per_class_acc = {c: 100 * conf[i, i].item() / totals[i].item() for i, c in enumerate(classes)}
 
 
-def _finish(result, model, cfg, device, train_time, images_seen, store, started) -> None:
-    result.train_time_s = train_time
-    result.images_per_s = images_seen / train_time if train_time else None
+def _finish(result, model, cfg, device, state, store) -> None:
+    result.train_time_s = state["train_time"]
+    result.images_per_s = state["images"] / state["train_time"] if state["train_time"] else None
     result.peak_mem_mb = _peak_mem_mb(device)
     try:
         result.macs = profiling.count_macs(model, cfg.size)
@@ -437,7 +466,7 @@ def _finish(result, model, cfg, device, train_time, images_seen, store, started)
     except Exception as err:  # a profile is a nice-to-have; never lose the run for it
         result.error = f"profiling failed: {err}"
     if store is not None:
-        store.finish(result, model)
+        store.finish(result, model if result.final_epoch else None)
 
 
 def _summary(r: RunResult) -> str:
@@ -483,7 +512,7 @@ def estimate(cfg: TrainConfig, n_train: int, n_val: int, n_classes: int, steps: 
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = model.to(device=device, memory_format=fmt)
     amp, amp_dtype = _amp(device)
-    level = _cache_level(model) if (cfg.feature_cache and not cfg.augment) else None
+    cached = cfg.feature_cache and not cfg.augment and can_cache_features(model)
     b = min(cfg.batch_size, max(1, n_train))
     x = torch.randn(b, 3, cfg.size, cfg.size, device=device).contiguous(memory_format=fmt)
     y = torch.randint(0, n_classes, (b,), device=device)
@@ -515,7 +544,7 @@ def estimate(cfg: TrainConfig, n_train: int, n_val: int, n_classes: int, steps: 
 
     fwd = timed(forward) / b  # per image
     batches = math.ceil(n_train / b)
-    if level:
+    if cached:
         once = fwd * (n_train + n_val)
         per_epoch = batches * 0.002  # head-only steps on stored features: milliseconds
         total = once + per_epoch * cfg.epochs
@@ -524,4 +553,4 @@ def estimate(cfg: TrainConfig, n_train: int, n_val: int, n_classes: int, steps: 
         per_epoch = timed(train_step) * batches + fwd * n_val
         total = per_epoch * cfg.epochs
         note = f"~{per_epoch:.0f} s per epoch"
-    return Estimate(cfg.model, per_epoch, total, level is not None, str(device), note)
+    return Estimate(cfg.model, per_epoch, total, cached, str(device), note)

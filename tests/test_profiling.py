@@ -93,6 +93,8 @@ def test_cli_profile_table_with_latency():
     (["profile", "resnet18", "--batch", "0"], "at least 1"),
     (["profile", "resnet18", "--device", "cuda"] if not torch.cuda.is_available() else ["profile", "x"], ""),
     (["blocks", "resnet18", "--freeze", "stages:9"], "stages"),
+    (["profile", "resnet18", "--size", "abc"], "invalid int value"),
+    (["profile", "resnet50.bogus"], "no weights 'bogus'"),
 ])
 def test_cli_bad_input_gives_one_clear_line(args, message):
     r = run_cli(*args)

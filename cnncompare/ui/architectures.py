@@ -1,0 +1,255 @@
+"""Architectures tab: profile several models side by side, and see what a freeze policy freezes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from .. import catalog, models, plots, profiling
+from ..errors import CNNCompareError
+from .common import (SESSIONS, as_int, billions, message, millions, parse_names, rounded, shape_text, styled,
+                     warn_md)
+from .gpu import gpu
+
+PROFILE_COLUMNS = ["model", "family", "year", "input (px)", "params (M)", "MACs (G)", "FLOPs (G)", "weights (MiB)",
+                   "activations (MiB)", "latency p50 (ms)", "latency p90 (ms)", "throughput (img/s)",
+                   "ImageNet top-1 (%)", "note"]
+BLOCK_COLUMNS = ["model", "block", "layers", "params", "trainable", "output (C×H×W)", "state"]
+POLICY_CHOICES = [
+    ("none: every layer trains", "none"),
+    ("head: only the classifier trains (feature extraction)", "head"),
+    ("stages:1: stem + stage 1 frozen", "stages:1"),
+    ("stages:2: stem + stages 1-2 frozen", "stages:2"),
+    ("stages:3: stem + stages 1-3 frozen", "stages:3"),
+    ("stages:4: stem + stages 1-4 frozen", "stages:4"),
+    ("layers:10: first 10 weight layers (Keras VGG16 recipe)", "layers:10"),
+]
+LATENCY_BUDGET_S = 1.0  # seconds per timing phase and model: enough for a stable median on a CPU
+
+
+def _profile_row(p: profiling.Profile) -> dict:
+    lat = p.latency_ms
+    return {"model": p.name, "family": p.family, "year": p.year, "input (px)": p.input_size,
+            "params (M)": millions(p.params), "MACs (G)": billions(p.macs), "FLOPs (G)": billions(p.flops),
+            "weights (MiB)": rounded(p.size_mb), "activations (MiB)": rounded(p.activation_mb),
+            "latency p50 (ms)": rounded(lat.p50) if lat else None, "latency p90 (ms)": rounded(lat.p90) if lat else None,
+            "throughput (img/s)": rounded(p.throughput_ips) if p.throughput_ips else None,
+            "ImageNet top-1 (%)": rounded(p.ref_top1, 2), "note": ""}
+
+
+def _error_row(name: str, size: int, err: str) -> dict:
+    row = dict.fromkeys(PROFILE_COLUMNS)
+    try:
+        info = catalog.get(name)
+        row.update(family=info.family, year=info.year)
+    except CNNCompareError:
+        pass
+    row.update({"model": name, "input (px)": size, "note": err})
+    return row
+
+
+PROFILE_FORMATS = {"year": "{}", "input (px)": "{}", "params (M)": "{:.2f}", "MACs (G)": "{:.3f}", "FLOPs (G)": "{:.3f}",
+                   "weights (MiB)": "{:.1f}", "activations (MiB)": "{:.1f}", "latency p50 (ms)": "{:.1f}",
+                   "latency p90 (ms)": "{:.1f}", "throughput (img/s)": "{:.1f}", "ImageNet top-1 (%)": "{:.2f}"}
+
+
+def _table(rows: list[dict]):
+    return styled(pd.DataFrame(rows, columns=PROFILE_COLUMNS, dtype=object), PROFILE_FORMATS)
+
+
+def _stage_blocks(name: str, size: int) -> list[dict]:
+    try:
+        return [b.to_dict() for b in models.blocks(models.build(name, device="meta"), size)]
+    except (CNNCompareError, RuntimeError):
+        return []
+
+
+def _note(n_done: int, n_total: int, size: int, profiles: list[profiling.Profile], errors: list[str],
+          measured: bool, busy: bool, current: str | None) -> str:
+    lines = []
+    if current:
+        lines.append(f"**Profiling {current} ({n_done + 1} of {n_total})…**")
+    else:
+        lines.append(f"**{len(profiles)} of {n_total} model(s) profiled at {size} px.**")
+    lines.append("Parameters, MACs and memory are counted on PyTorch's meta device (no weights, no arithmetic). "
+                 "MACs count the multiply-adds of convolutions and matrix products only, like torchvision's "
+                 "published \"GFLOPS\"; FLOPs = 2 × MACs. ImageNet top-1 is torchvision's published accuracy "
+                 "for the pretrained weights, not measured here.")
+    if profiles and measured:
+        p = profiles[0]
+        lines.append(f"Latency: batch 1 on **{p.device}**, {p.dtype}, median (p50) and p90 of repeated runs; "
+                     f"throughput at batch {p.batch}. These are this machine's numbers, not a GPU's.")
+        if busy:
+            lines.append(warn_md("A fine-tuning run was using this machine during the measurement, so the "
+                                 "latencies are slower than usual. Measure again when it has finished."))
+    elif profiles:
+        lines.append("Latency not measured (counting only): tick *measure latency* for timings on this machine.")
+    missing = plots.without_reference([{"name": p.name, "ref_top1": p.ref_top1} for p in profiles])
+    if missing:
+        lines.append("No published ImageNet accuracy (left out of the accuracy plot): " + ", ".join(missing) + ".")
+    for e in errors:
+        lines.append(warn_md(e))
+    return "\n\n".join(lines)
+
+
+def _figures(profiles: list[profiling.Profile], stage_blocks: dict[str, list[dict]], measured: bool):
+    rows = [dict(name=p.name, macs=p.macs, params=p.params, ref_top1=p.ref_top1, input_size=p.input_size,
+                 latency_p50=p.latency_ms.p50 if p.latency_ms else None,
+                 latency_p90=p.latency_ms.p90 if p.latency_ms else None) for p in profiles]
+    device = profiles[0].device if profiles and measured else ""
+    return plots.accuracy_vs_macs(rows), plots.latency_bars(rows, device), plots.params_per_stage(stage_blocks)
+
+
+@gpu(duration=120)
+def profile_models(models_selected, size, measure_latency):
+    """Profile each chosen model at one input size; yields the growing table and the figures."""
+    try:
+        names = parse_names(models_selected)
+        size = as_int(size, "Input size", 16, 1024, default=224)
+        if not names:
+            raise CNNCompareError("Choose at least one model.")
+    except CNNCompareError as err:
+        gr.Warning(str(err))
+        empty = plots.message_figure("Choose models and press Compare.")
+        yield warn_md(str(err)), _table([]), empty, empty, empty
+        return
+    measure = bool(measure_latency)
+    rows: list[dict] = []
+    profiles: list[profiling.Profile] = []
+    stage_blocks: dict[str, list[dict]] = {}
+    errors: list[str] = []
+    busy = False
+    for i, name in enumerate(names):
+        if measure:  # show which model is being timed: the slow part
+            yield (_note(i, len(names), size, profiles, errors, measure, busy, name), _table(rows),
+                   gr.skip(), gr.skip(), gr.skip())
+        try:
+            busy = busy or (measure and SESSIONS.active > 0)
+            p = profiling.profile(name, size, latency=measure, budget_s=LATENCY_BUDGET_S)
+            profiles.append(p)
+            rows.append(_profile_row(p))
+            stage_blocks[p.name] = _stage_blocks(p.name, size)
+        except Exception as err:  # one model's problem must not hide the others
+            text = message(err)
+            errors.append(f"{name}: {text}" if name not in text else text)
+            rows.append(_error_row(name, size, text))
+    if errors and not profiles:
+        gr.Warning(errors[0])
+    yield (_note(len(names), len(names), size, profiles, errors, measure, busy, None), _table(rows),
+           *_figures(profiles, stage_blocks, measure))
+
+
+def count_only(models_selected, size):
+    yield from profile_models(models_selected, size, False)
+
+
+def blocks_view(models_selected, size, policy):
+    """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
+    try:
+        names = parse_names(models_selected)
+        size = as_int(size, "Input size", 16, 1024, default=224)
+        policy_text = (policy or "none").strip() or "none"
+        parsed = models.FreezePolicy.parse(policy_text)
+    except CNNCompareError as err:
+        return warn_md(str(err)), pd.DataFrame(columns=BLOCK_COLUMNS)
+    if not names:
+        return "Choose models above to see their blocks.", pd.DataFrame(columns=BLOCK_COLUMNS)
+    lines = [f"**Freeze policy `{parsed}` at {size} px.** Frozen blocks keep their pretrained weights "
+             "(their BatchNorm statistics stay fixed too); only the rest is trained."]
+    rows = []
+    for name in names:
+        try:
+            model = models.build(name, device="meta")
+            problem = ""
+            try:
+                models.freeze(model, parsed, size)
+            except CNNCompareError as err:
+                problem = str(err)
+            groups = models.blocks(model, size)
+            total, trainable = models.count_params(model)
+        except Exception as err:
+            lines.append(f"- **{name}**: {warn_md(message(err))}")
+            continue
+        frozen = [g.name for g in groups if g.frozen]
+        share = 100 * trainable / total if total else 0
+        line = f"- **{name}**: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters train ({share:.1f} %)"
+        line += f"; frozen: {', '.join(frozen)}" if frozen else "; nothing frozen"
+        if problem:
+            line = f"- **{name}**: {warn_md(problem)} (shown unfrozen)"
+        lines.append(line)
+        for g in groups:
+            state = "frozen" if g.frozen else ("trains" if g.trainable == g.params else "partly frozen")
+            rows.append({"model": name, "block": g.name, "layers": len(g.modules), "params": g.params,
+                         "trainable": g.trainable, "output (C×H×W)": shape_text(g.out_shape),
+                         "state": state if g.params else "–"})
+    return "\n".join(lines), styled(pd.DataFrame(rows, columns=BLOCK_COLUMNS, dtype=object),
+                                    {"params": "{:,}", "trainable": "{:,}"})
+
+
+def catalog_table() -> pd.DataFrame:
+    rows = []
+    for name in catalog.names():
+        info = catalog.get(name)
+        ref = info.reference
+        rows.append({"model": name, "family": info.family, "year": info.year, "built by": info.backend,
+                     "default size": info.default_size, "smallest size": info.min_size,
+                     "ImageNet top-1 (%)": round(ref.top1, 2) if ref and ref.top1 else None,
+                     "what it is": info.depth_note})
+    return pd.DataFrame(rows, dtype=object)
+
+
+def build(ctx) -> SimpleNamespace:
+    gr.Markdown("Pick architectures and an input size, then **Compare**: one table side by side, the cost of "
+                "each network and where its parameters sit. Counting is instant; timing takes a few seconds "
+                "per model on a CPU.")
+    with gr.Row(equal_height=True):
+        models_dd = gr.Dropdown(choices=catalog.names(), value=list(catalog.CLASSIC_FOUR), multiselect=True,
+                                allow_custom_value=True, scale=4, elem_id="arch-models",
+                                label="Models (from the catalog, or type any timm model name and press Enter)")
+        size = gr.Number(value=224, precision=0, minimum=16, maximum=1024, label="Input size (px)", scale=1,
+                         elem_id="arch-size")
+        with gr.Column(scale=1, min_width=200):
+            latency = gr.Checkbox(value=True, label="Measure latency on this machine",
+                                  info="a few seconds per model; untick to count only")
+            compare_btn = gr.Button("Compare", variant="primary", elem_id="arch-compare")
+    note = gr.Markdown(elem_classes=["cc-note"], elem_id="arch-note")
+    table = gr.Dataframe(headers=PROFILE_COLUMNS, label="Side by side", interactive=False, wrap=True,
+                         elem_id="arch-table", max_height=420,
+                         column_widths=["9%", "7%", "5%", "5%", "6%", "6%", "6%", "6%", "7%", "6%", "6%", "7%", "7%",
+                                        "17%"])
+    with gr.Row():
+        acc_plot = gr.Plot(label="Accuracy vs. MACs", elem_id="arch-acc")
+        lat_plot = gr.Plot(label="Latency", elem_id="arch-latency")
+    stage_plot = gr.Plot(label="Parameters per block", elem_id="arch-stages")
+
+    gr.Markdown("### Blocks and freezing\nEvery network is split the same way: **stem**, **stages** (one per "
+                "halving of resolution), **pre-logits** (e.g. VGG's fc6/fc7) and **head** (the classifier). "
+                "Pick a freeze policy to see which blocks it freezes and how many parameters are left to train.")
+    with gr.Row():
+        policy = gr.Dropdown(choices=POLICY_CHOICES, value="head", allow_custom_value=True, scale=2,
+                             label="Freeze policy (none, head, stages:K or layers:N)", elem_id="arch-policy")
+        blocks_md = gr.Markdown(elem_id="arch-blocks-note")
+    blocks_df = gr.Dataframe(headers=BLOCK_COLUMNS, label="Blocks", interactive=False, max_height=420,
+                             elem_id="arch-blocks")
+    with gr.Accordion("The catalog", open=False):
+        gr.Dataframe(value=catalog_table(), interactive=False, wrap=True, max_height=500)
+
+    profile_event = compare_btn.click(
+        profile_models, [models_dd, size, latency], [note, table, acc_plot, lat_plot, stage_plot],
+        api_name="profile", concurrency_limit=2, concurrency_id="profile", show_progress="minimal")
+    gr.on([compare_btn.click, policy.change], blocks_view, [models_dd, size, policy], [blocks_md, blocks_df],
+          api_name="blocks", concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
+
+    def wire_load(demo: gr.Blocks) -> None:
+        # A counting-only comparison on page load, so the tab never opens empty (well under a second).
+        demo.load(count_only, [models_dd, size],
+                  [note, table, acc_plot, lat_plot, stage_plot], api_visibility="private",
+                  concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
+        demo.load(blocks_view, [models_dd, size, policy], [blocks_md, blocks_df], api_visibility="private",
+                  concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
+
+    return SimpleNamespace(models=models_dd, size=size, latency=latency, compare=compare_btn, table=table,
+                           note=note, policy=policy, blocks_df=blocks_df, profile_event=profile_event,
+                           wire_load=wire_load)

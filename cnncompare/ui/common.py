@@ -1,0 +1,280 @@
+"""What the tabs share: where runs live, per-session stop flags, messages, small formatters.
+
+Nothing here holds engine logic: it keeps user-facing messages readable, keeps one
+user's Stop from touching another user's run, and caches built models for prediction.
+Module globals are shared by every visitor, so anything per user is keyed by
+`request.session_hash`; models and tensors never go into `gr.State`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import CNNCompareError
+
+log = logging.getLogger("cnncompare.ui")
+
+MAX_MODELS = 8  # models per Compare / Predict request: keeps one visitor from hogging the machine
+MAX_RUNS = 6  # runs per fine-tuning comparison
+
+
+@dataclass
+class Context:
+    """Settings every tab needs; made once per app."""
+
+    runs_root: Path  # fine-tuning runs (CNNCOMPARE_RUNS or ./runs)
+
+    @classmethod
+    def from_env(cls, runs_root: str | Path | None = None) -> "Context":
+        root = Path(runs_root or os.environ.get("CNNCOMPARE_RUNS") or "runs").expanduser().resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(runs_root=root)
+
+    @property
+    def data_dir(self) -> Path:
+        """Where CIFAR downloads and unpacked uploads go (never inside a run folder)."""
+        return self.runs_root / "_data"
+
+    @property
+    def comparisons_dir(self) -> Path:
+        """Results tables and zip bundles of whole comparisons."""
+        return self.runs_root / "_comparisons"
+
+
+# --------------------------------------------------------------------------- sessions
+
+class RunHandle:
+    """One training run of one session: its stop flag and, once it has ended, what the page should show."""
+
+    def __init__(self):
+        self.stop = threading.Event()  # checked by the engine between steps
+        self.user_stop = threading.Event()  # the visitor pressed Stop (not just: the run ended)
+        self.done = threading.Event()
+        self.outputs: tuple | None = None
+
+    def finish(self, outputs: tuple | None) -> None:
+        self.outputs = outputs
+        self.done.set()
+
+
+class Sessions:
+    """Per-session training runs: stop flags, and the final page of the last run.
+
+    The Stop button sets the flag of its own session only; the training generator checks it
+    between steps, so a stop lands within one step even while the generator is not yielding.
+    """
+
+    KEEP_LAST = 256  # finished runs remembered (their final tables), oldest forgotten first
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._active: dict[str, RunHandle] = {}
+        self._last: OrderedDict[str, RunHandle] = OrderedDict()
+
+    def start(self, session: str) -> RunHandle:
+        handle = RunHandle()
+        with self._lock:
+            self._active[session] = handle
+            self._last[session] = handle
+            self._last.move_to_end(session)
+            while len(self._last) > self.KEEP_LAST:
+                self._last.popitem(last=False)
+        return handle
+
+    def stop(self, session: str) -> bool:
+        with self._lock:
+            handle = self._active.get(session)
+        if handle is None:
+            return False
+        handle.user_stop.set()
+        handle.stop.set()
+        return True
+
+    def finish(self, session: str, handle: RunHandle, outputs: tuple | None) -> None:
+        with self._lock:
+            if self._active.get(session) is handle:
+                del self._active[session]
+        handle.finish(outputs)
+
+    def last(self, session: str) -> RunHandle | None:
+        with self._lock:
+            return self._last.get(session)
+
+    def running(self, session: str) -> bool:
+        with self._lock:
+            return session in self._active
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+
+SESSIONS = Sessions()
+
+
+def session_of(request) -> str:
+    """The visitor's session id (gradio_client gets one per Client), or a fixed id when called directly."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+# --------------------------------------------------------------------------- messages
+
+def message(err: BaseException) -> str:
+    """One readable sentence for the page; unexpected errors are logged with their traceback."""
+    if isinstance(err, CNNCompareError):
+        return str(err)
+    log.exception("unexpected error in the app", exc_info=err)
+    text = str(err).splitlines()[0][:300] if str(err) else ""
+    return (f"Something unexpected went wrong ({type(err).__name__}{': ' + text if text else ''}). "
+            "The app keeps running; try other settings.")
+
+
+def warn_md(text: str) -> str:
+    return f"⚠️ {text}"
+
+
+def parse_names(value, limit: int = MAX_MODELS) -> list[str]:
+    """Model names from a multiselect (list) or a comma/newline separated string, de-duplicated."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else str(value).replace("\n", ",").split(",")
+    out: list[str] = []
+    for item in items:
+        name = str(item).strip()
+        if name and name not in out:
+            out.append(name)
+    if len(out) > limit:
+        raise CNNCompareError(f"Choose at most {limit} models at a time (got {len(out)}).")
+    return out
+
+
+def as_int(value, name: str, low: int, high: int | None = None, default: int | None = None) -> int:
+    if value in (None, "") and default is not None:
+        return default
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise CNNCompareError(f"{name} must be a whole number, got {value!r}.") from None
+    if v != int(v):
+        raise CNNCompareError(f"{name} must be a whole number, got {value!r}.")
+    v = int(v)
+    if v < low or (high is not None and v > high):
+        rng = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise CNNCompareError(f"{name} must be {rng}, got {v}.")
+    return v
+
+
+def as_float(value, name: str, default: float | None = None) -> float:
+    if value in (None, "") and default is not None:
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise CNNCompareError(f"{name} must be a number, got {value!r}.") from None
+
+
+def file_path(value) -> str | None:
+    """A path from whatever an upload component hands over (path string, FileData dict, object)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (str, Path)):
+        return str(value)
+    if isinstance(value, dict):
+        return value.get("path") or None
+    return getattr(value, "path", None) or getattr(value, "name", None)
+
+
+def millions(n) -> float | None:
+    return None if n is None else round(n / 1e6, 2)
+
+
+def billions(n) -> float | None:
+    return None if n is None else round(n / 1e9, 3)
+
+
+def rounded(x, digits: int = 1) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def styled(df, formats: dict):
+    """A table whose numbers read well in the page (thousands separators, fixed decimals, '–' for none),
+    while API clients still get the raw values."""
+    formats = {k: v for k, v in formats.items() if k in df.columns}
+    return df.style.format(formats, na_rep="–").hide(axis="index")
+
+
+def shape_text(shape) -> str:
+    return "×".join(str(s) for s in shape) if shape else "–"
+
+
+# --------------------------------------------------------------------------- model cache
+
+class ModelCache:
+    """A few built models shared by all visitors (inference only: eval mode, never trained)."""
+
+    def __init__(self, max_items: int = 6):
+        self.max_items = max_items
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+        self._building: dict = {}
+
+    def get(self, key, build: Callable):
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            key_lock = self._building.setdefault(key, threading.Lock())
+        with key_lock:  # two visitors asking for the same model build it once
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            value = build()
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
+                self._building.pop(key, None)
+            return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+MODELS = ModelCache()
+
+_WEIGHTS_OK: dict[str, bool] = {}
+
+
+def remember_weights(name: str, ok: bool) -> None:
+    _WEIGHTS_OK[name] = ok
+
+
+def pretrained_available(name: str) -> bool:
+    """Whether ImageNet weights for `name` can be had here (local cache or download).
+
+    Asks the engine to build the pretrained model: offline this fails at once with a
+    WeightsUnavailableError; online it downloads into the backend's cache, which the real
+    build then reuses. The answer is remembered for the life of the process.
+    """
+    from .. import models
+    from ..errors import WeightsUnavailableError
+
+    if name not in _WEIGHTS_OK:
+        try:
+            models.build(name, pretrained=True)
+            _WEIGHTS_OK[name] = True
+        except WeightsUnavailableError:
+            _WEIGHTS_OK[name] = False
+    return _WEIGHTS_OK[name]
+
+
+RANDOM_NOTE = ("random weights: pretrained ImageNet weights could not be loaded here (offline), so this model's "
+               "predictions are meaningless; fine-tune it or pick a fine-tuned run")

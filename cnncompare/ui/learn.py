@@ -1,0 +1,163 @@
+"""Learn tab: a short walkthrough of the four classic families and one-click experiments.
+
+A preset only fills in the Fine-tune tab (and switches to it); nothing runs until Start.
+All presets are sized for a CPU: small inputs, few epochs, a cap on images per class.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from .. import catalog, models, profiling
+
+NOTES_FILE = Path(__file__).resolve().parents[2] / "assets" / "classroom_notes.md"
+WALKTHROUGH = ["alexnet", "vgg16", "googlenet", "resnet50"]
+FIELDS = ["dataset", "models", "freeze", "max_per_class", "optimizer", "lr", "epochs", "batch_size", "size",
+          "augment", "pretrained", "init", "head", "time_budget"]
+DEFAULTS = dict(dataset="shapes", freeze="head", max_per_class=60, optimizer="adam", lr=1e-3, epochs=3, batch_size=32,
+                size=64, augment=False, pretrained=True, init="default", head="linear", time_budget=0)
+
+
+@dataclass
+class Preset:
+    key: str
+    title: str
+    summary: str  # one line under the button
+    text: str  # shown on the Fine-tune tab when the preset is applied
+    values: dict = field(default_factory=dict)
+
+    def filled(self) -> dict:
+        return {**DEFAULTS, **self.values}
+
+
+OFFLINE_NOTE = ("Without network access there are no ImageNet weights: the app then says so and starts from "
+                "random weights, so a frozen backbone is a *random* feature extractor. That is still a useful "
+                "baseline; run the preset where downloads work to see what pretraining adds.")
+
+PRESETS = [
+    Preset(
+        "features", "VGG16 vs ResNet-50 as frozen feature extractors",
+        "Freeze everything but the classifier; which backbone gives better features?",
+        "**VGG16 vs ResNet-50 as frozen feature extractors.** Both backbones keep their ImageNet weights and stay "
+        "frozen (`@head`); only a new linear classifier learns the 8 shape classes. Because nothing before the "
+        "classifier changes, each image goes through the backbone once and the classifier trains on the stored "
+        "features (the *feature cache*), so 5 epochs cost little more than one. Compare the accuracy with the "
+        "cost: ResNet-50 has 5× fewer parameters and 4× fewer MACs than VGG16. " + OFFLINE_NOTE,
+        dict(models="vgg16@head\nresnet50@head", pretrained=True, epochs=5, max_per_class=60, size=64)),
+    Preset(
+        "keras", "Freeze the first 15 layers of VGG16 (the Keras recipe)",
+        "Keras' first 15 layers frozen (here: layers:10), next to a fully frozen VGG16.",
+        "**The Keras VGG16 recipe.** The well-known Keras transfer-learning recipe freezes "
+        "`model.layers[:15]`. Keras counts the input layer and the pooling layers too, so those 15 layers are "
+        "the input, conv blocks 1-4 (10 convolutions) and 4 max-pools: here that is **`layers:10`**, the first 10 "
+        "weight layers. Conv block 5 and the fully connected layers keep training, so the network can adapt its "
+        "most specific features. The second run freezes everything but the classifier (`head`) for comparison; "
+        "look at the *trainable params* column. SGD with momentum and a small learning rate, as in the recipe. "
+        + OFFLINE_NOTE,
+        dict(models="vgg16@layers:10\nvgg16@head", pretrained=True, optimizer="momentum", lr=1e-3, epochs=3,
+             max_per_class=40, size=64)),
+    Preset(
+        "batchnorm", "Does BatchNorm help VGG?",
+        "VGG11 with and without BatchNorm, trained from scratch.",
+        "**Does BatchNorm help VGG?** VGG11 and VGG11-BN are the same network except for a BatchNorm after every "
+        "convolution. Both train **from scratch** (no pretrained weights, every layer trains) with the same "
+        "seed, data and SGD+momentum settings. Watch the first epochs: the plain VGG often barely moves at this "
+        "learning rate, while the BatchNorm version starts learning at once. The inputs are 32 px so that two "
+        "deep networks train in a few minutes on a CPU (VGG still works at 32 px).",
+        dict(models="vgg11@none\nvgg11_bn@none", pretrained=False, optimizer="momentum", lr=0.01, epochs=4,
+             max_per_class=40, size=32, batch_size=32)),
+    Preset(
+        "init", "He vs Glorot initialisation from scratch",
+        "The same plain VGG11 twice, started from two initialisations.",
+        "**He vs Glorot initialisation.** Glorot (Xavier, 2010) keeps the variance of activations steady for "
+        "symmetric activations like tanh; He (Kaiming, 2015) doubles it to make up for ReLU zeroing half of "
+        "them. In a deep plain network without BatchNorm this decides whether the signal survives the depth. "
+        "The models box runs VGG11 twice with `init=he` and `init=glorot` (a per-run setting after the model); "
+        "same seed, data and optimizer otherwise. 32 px inputs keep it to a few minutes on a CPU.",
+        dict(models="vgg11@none init=he\nvgg11@none init=glorot", pretrained=False, optimizer="momentum", lr=0.01,
+             epochs=4, max_per_class=40, size=32)),
+    Preset(
+        "optimizers", "Which optimizer: SGD+momentum, Adam or RMSprop?",
+        "ResNet-18 from scratch three times, one optimizer per run.",
+        "**Which optimizer?** A comparison runs one optimizer per run, so this preset runs the *same* ResNet-18 "
+        "three times, each line with its own `optimizer=` and `lr=`: same seed (so the same starting weights), "
+        "same data, only the optimizer differs. Each gets its customary learning rate: SGD with momentum needs "
+        "a larger one (0.01) than the adaptive methods Adam and RMSprop (0.001). Compare the loss curves: how fast "
+        "does each start, and where does it end?",
+        dict(models="resnet18@none optimizer=momentum lr=0.01\nresnet18@none optimizer=adam lr=0.001\n"
+                    "resnet18@none optimizer=rmsprop lr=0.001",
+             pretrained=False, epochs=3, max_per_class=40, size=64)),
+]
+PRESETS_BY_KEY = {p.key: p for p in PRESETS}
+
+
+def apply_preset(key: str) -> tuple:
+    """Values for the Fine-tune inputs (in FIELDS order), then the preset's explanation."""
+    preset = PRESETS_BY_KEY[key]
+    values = preset.filled()
+    return (*[values[f] for f in FIELDS], gr.Markdown(preset.text + "\n\nPress **Estimate time** to see how long "
+                                                      "it will take here, then **Start**.", visible=True))
+
+
+@functools.cache
+def family_section(name: str) -> str:
+    info = catalog.get(name)
+    fam = info.family_info
+    p = profiling.profile(name, 224, latency=False)
+    groups = models.blocks(models.build(name, device="meta"), 224)
+    ref = f", published ImageNet top-1 **{p.ref_top1:.1f} %**" if p.ref_top1 else ""
+    rows = ["| block | layers | parameters | output (C×H×W) at 224 px |", "|---|---:|---:|---|"]
+    for g in groups:
+        shape = "×".join(map(str, g.out_shape)) if g.out_shape else "–"
+        rows.append(f"| {g.name} | {len(g.modules)} | {g.params / 1e6:.2f} M | {shape} |")
+    return (f"**{fam.name}, {fam.year}.** *{fam.paper}.*\n\n{fam.idea}\n\n"
+            f"**{name}**: {p.params / 1e6:.1f} M parameters, {p.macs / 1e9:.2f} GMACs per 224 px image{ref}.\n\n"
+            + "\n".join(rows))
+
+
+NUMBERS = """
+### Reading the numbers
+- **Parameters**: every weight of the network. VGG16 keeps 124 M of its 138 M in its three fully connected
+  layers (the *pre-logits* block and the head); GoogLeNet and ResNet replaced them with global average pooling.
+- **MACs** (multiply-accumulates) measure the work for one image; **FLOPs = 2 × MACs**. Papers often say
+  "FLOPs" when they count MACs. Work grows with the square of the input size: 64 px costs 12× less than 224 px.
+- **Latency** is measured on the machine running this app, one image at a time: a GPU changes everything,
+  so compare models measured together, not numbers from different days.
+- **Freezing**: `head` trains only the classifier (feature extraction), `stages:K` freezes the stem and the
+  first K stages, `layers:N` the first N weight layers, `none` trains everything (full fine-tuning).
+- **Random weights**: where ImageNet weights cannot be downloaded, the app uses random ones and says so.
+  Predictions of a random network are meaningless, and a frozen random backbone extracts random features.
+"""
+
+
+def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
+    gr.Markdown("## Four ideas that shaped image classification\nAlexNet showed that deep networks trained on GPUs "
+                "win; VGG went deep with small filters; GoogLeNet went wide with cheap 1×1 convolutions; ResNet "
+                "made very deep networks trainable with shortcuts. Try an experiment, or read on.")
+    gr.Markdown("### One-click experiments\nEach button fills in the **Fine-tune** tab (and opens it). "
+                "Nothing starts until you press Start there.")
+    buttons = []
+    for preset in PRESETS:
+        with gr.Row(equal_height=True):
+            btn = gr.Button(preset.title, scale=2, elem_id=f"preset-{preset.key}")
+            gr.Markdown(preset.summary, elem_classes=["cc-preset-summary"])
+        buttons.append((preset.key, btn))
+    outputs = [getattr(ft, f) for f in FIELDS] + [ft.preset_md]
+    for key, btn in buttons:
+        btn.click(lambda k=key: (*apply_preset(k), gr.Tabs(selected="finetune")), None, outputs + [tabs],
+                  api_visibility="private", queue=False)
+    gr.Markdown("### The four classic families")
+    for i, name in enumerate(WALKTHROUGH):
+        info = catalog.get(name)
+        with gr.Accordion(f"{info.family_info.name} ({info.year}): {name}", open=i == 0):
+            gr.Markdown(family_section(name))
+    gr.Markdown(NUMBERS)
+    if NOTES_FILE.is_file():
+        with gr.Accordion("Classroom notes (for teachers)", open=False):
+            gr.Markdown(NOTES_FILE.read_text(encoding="utf-8"))
+    return SimpleNamespace(buttons=dict(buttons))
