@@ -12,6 +12,7 @@ pooling, additions and biases are not counted, as in torchvision's published num
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -171,7 +172,7 @@ def time_forward(model: nn.Module, x: torch.Tensor, *, warmup: int = 3, min_runs
     """
     device = x.device
     times: list[float] = []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         for _ in range(warmup):
             model(x)

@@ -414,6 +414,7 @@ def _restore(model: nn.Module, state: dict, result: RunResult) -> None:
 def _extract(model, x, ctx, check_stop) -> torch.Tensor:
     """Backbone outputs (`forward_features`) for every image, once; a stop request ends it between batches."""
     norm, batch, device, fmt, amp, amp_dtype = ctx
+    batch = max(batch, 64)  # no gradients kept: a bigger batch is cheaper per image
     model.eval()  # frozen parts behave the same in both modes (FrozenBatchNorm2d)
     out = []
     for i in range(0, len(x), batch):
