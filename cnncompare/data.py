@@ -200,6 +200,8 @@ def load_dataset(
     if key == "shapes":
         return _load_shapes(opts, shapes_per_class, shapes_size)
     if key in ("cifar10", "cifar100"):
+        # CNNCOMPARE_OFFLINE=1 (as for model weights) means: read what is on disk, fetch nothing
+        download = download and os.environ.get("CNNCOMPARE_OFFLINE", "").lower() not in ("1", "true", "yes")
         return _load_cifar(key, Path(cifar_root) if cifar_root else work_dir / "cifar", download, opts)
     if key.startswith("hf:"):
         return _load_hf(source.strip()[3:].strip(), work_dir, opts)

@@ -327,7 +327,7 @@ def check_input_size(name: str, size: int) -> None:
     smallest = min_input_size(name)
     if size < smallest:
         raise InputSizeError(f"{name} needs inputs of at least {smallest}x{smallest} px (asked for {size}); "
-                             f"choose --size {smallest} or more.")
+                             f"choose an input size of {smallest} px or more.")
 
 
 # --------------------------------------------------------------------------- blocks

@@ -120,12 +120,14 @@ def latency_bars(rows: Sequence[Mapping], device: str = "") -> go.Figure:
         return message_figure("Latency not measured.<br>Tick “measure latency” and press Compare.", title)
     p50 = [_num(r["latency_p50"]) for r in measured]
     p90 = [_num(r.get("latency_p90")) or v for r, v in zip(measured, p50)]
+    names = [r["name"] for r in measured]
     fig = go.Figure(go.Bar(
-        x=[r["name"] for r in measured], y=p50, marker_color=[color(i) for i in range(len(measured))],
+        x=names, y=p50, marker_color=[color(i) for i in range(len(measured))],
         error_y=dict(type="data", symmetric=False, array=[max(0.0, b - a) for a, b in zip(p50, p90)],
                      arrayminus=[0] * len(p50), color="#333"),
-        text=[f"{v:.1f}" for v in p50], textposition="outside", cliponaxis=False,
-        hovertemplate="<b>%{x}</b><br>p50: %{y:.1f} ms<extra></extra>"))
+        customdata=p90, hovertemplate="<b>%{x}</b><br>p50: %{y:.1f} ms<br>p90: %{customdata:.1f} ms<extra></extra>"))
+    # the median under each name, so the bar's value never collides with its whisker
+    fig.update_xaxes(tickvals=names, ticktext=[f"{n}<br><b>{v:.1f} ms</b>" for n, v in zip(names, p50)])
     fig.update_yaxes(title="milliseconds per image", rangemode="tozero")
     return _layout(fig, title, showlegend=False)
 
@@ -218,7 +220,8 @@ def confusion_matrices(items: Sequence[Mapping], max_cols: int = 3) -> go.Figure
     titles = []
     for it in items:
         acc = _num(it.get("val_top1"))
-        titles.append(f"{it['label']}" + (f" ({acc:.1f} %)" if acc is not None else ""))
+        head, _, rest = str(it["label"]).partition(" ")  # "resnet18@none optimizer=sgd" -> two lines
+        titles.append(head + (f" ({acc:.1f} %)" if acc is not None else "") + (f"<br>{rest}" if rest else ""))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
                         horizontal_spacing=(0.03 if shared else 0.12) if cols > 1 else 0,
                         vertical_spacing=0.2 if rows > 1 else 0)
@@ -235,8 +238,9 @@ def confusion_matrices(items: Sequence[Mapping], max_cols: int = 3) -> go.Figure
         fig.update_yaxes(autorange="reversed", row=row, col=col, tickfont=dict(size=10),
                          showticklabels=ticks and (col == 1 or not shared))
         fig.update_xaxes(row=row, col=col, tickangle=-45, tickfont=dict(size=10), showticklabels=ticks)
-    height = 140 + rows * (330 if cols > 1 else 420)
-    return _layout(fig, title, height=height, margin=dict(l=120, r=20, t=90, b=120))
+    fig.update_annotations(font_size=12)
+    height = 150 + rows * (330 if cols > 1 else 420)
+    return _layout(fig, title, height=height, margin=dict(l=120, r=20, t=100, b=120))
 
 
 def accuracy_vs_latency(rows: Sequence[Mapping]) -> go.Figure:
@@ -254,10 +258,11 @@ def accuracy_vs_latency(rows: Sequence[Mapping]) -> go.Figure:
         tp = _num(r.get("trainable_params"))
         extra = f"<br>trainable: {_fmt_count(tp)}" if tp is not None else ""
         fig.add_trace(go.Scatter(
-            x=[_num(r["latency_ms"])], y=[_num(r["val_top1"])], mode="markers+text", text=[label],
-            textposition="top center", showlegend=False, name=label,
+            x=[_num(r["latency_ms"])], y=[_num(r["val_top1"])], mode="markers", showlegend=True, name=label,
             marker=dict(size=16, color=color(i), line=dict(width=1, color="#333")),
             hovertemplate=f"<b>{label}</b><br>latency %{{x:.1f}} ms<br>top-1 %{{y:.1f}} %{extra}<extra></extra>"))
-    fig.update_xaxes(title="latency (ms per image)", rangemode="tozero")
+    xmax = max(_num(r["latency_ms"]) for r in pts)
+    fig.update_xaxes(title="latency (ms per image)", range=[0, xmax * 1.2 + 1e-9])
     fig.update_yaxes(title="validation top-1 (%)", range=[0, 105])
-    return _layout(fig, title)
+    fig.update_layout(legend=dict(orientation="h", y=-0.25, x=0))
+    return _layout(fig, title, margin=dict(l=60, r=20, t=60, b=110))

@@ -476,6 +476,7 @@ def test_to_tensors_rejects_unknown_interpolation(tmp_path):
 
 def test_cifar10_offline_download_fails_fast_and_clearly(tmp_path, monkeypatch):
     # Point torchvision at a closed local port so "no network" holds wherever the tests run.
+    monkeypatch.delenv("CNNCOMPARE_OFFLINE", raising=False)  # really try the download
     monkeypatch.setattr(tvd.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     start = time.monotonic()
     message = raises_data_error("Could not download CIFAR-10", load_dataset, "cifar10", work_dir=tmp_path)
@@ -483,8 +484,10 @@ def test_cifar10_offline_download_fails_fast_and_clearly(tmp_path, monkeypatch):
     assert "cifar-10-batches-py" in message and str(tmp_path / "cifar") in message
 
 
-def test_cifar10_missing_without_download(tmp_path):
+def test_cifar10_missing_without_download(tmp_path, monkeypatch):
     raises_data_error("CIFAR-10 was not found", load_dataset, "cifar10", work_dir=tmp_path, download=False)
+    monkeypatch.setenv("CNNCOMPARE_OFFLINE", "1")  # offline mode never tries the network
+    raises_data_error("CIFAR-10 was not found", load_dataset, "cifar10", work_dir=tmp_path, download=True)
 
 
 def _write_fake_cifar(root: Path, cls, per_class: int, n_classes: int, monkeypatch) -> dict[str, np.ndarray]:

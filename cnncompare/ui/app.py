@@ -30,6 +30,7 @@ CSS = """
 .cc-progress-text { position: relative; padding-left: 10px; line-height: 26px; font-size: 0.9rem;
                     font-weight: 600; color: var(--body-text-color); mix-blend-mode: normal; }
 .cc-banner p { margin: 0.2em 0; }
+#ft-status { min-height: 110px; }
 footer { display: none !important; }
 """
 

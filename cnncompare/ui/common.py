@@ -276,5 +276,5 @@ def pretrained_available(name: str) -> bool:
     return _WEIGHTS_OK[name]
 
 
-RANDOM_NOTE = ("random weights: pretrained ImageNet weights could not be loaded here (offline), so this model's "
-               "predictions are meaningless; fine-tune it or pick a fine-tuned run")
+RANDOM_NOTE = ("random weights: pretrained ImageNet weights could not be loaded here (offline), so these "
+               "predictions are meaningless; fine-tune a model and pick its run instead")

@@ -31,12 +31,11 @@ from .gpu import gpu
 DATASETS = [("shapes: drawn shapes, made here (offline)", "shapes"), ("your images: a .zip upload", "zip"),
             ("CIFAR-10 (needs a download)", "cifar10"), ("CIFAR-100 (needs a download)", "cifar100")]
 OVERRIDES = {"optimizer": training.OPTIMIZERS, "lr": None, "init": models.INITS, "head": models.HEADS}
-RESULT_COLUMNS = ["run", "model", "freeze", "weights", "val top-1 (%)", "val top-5 (%)", "best epoch", "epochs",
-                  "train time (s)", "images/s", "trainable params", "params", "MACs (G)", "latency (ms)",
-                  "feature cache", "note", "run folder"]
-RESULT_FORMATS = {"val top-1 (%)": "{:.1f}", "val top-5 (%)": "{:.1f}", "best epoch": "{}", "epochs": "{}",
-                  "train time (s)": "{:.1f}", "images/s": "{:,.0f}", "trainable params": "{:,}", "params": "{:,}",
-                  "MACs (G)": "{:.3f}", "latency (ms)": "{:.1f}"}
+RESULT_COLUMNS = ["run", "weights", "top-1 %", "top-5 %", "epochs", "train s", "img/s", "trainable", "params",
+                  "MACs (G)", "latency ms", "cache", "note", "folder"]
+RESULT_WIDTHS = ["13%", "8%", "6%", "6%", "5%", "6%", "6%", "9%", "9%", "5%", "7%", "5%", "8%", "7%"]
+RESULT_FORMATS = {"top-1 %": "{:.1f}", "top-5 %": "{:.1f}", "epochs": "{}", "train s": "{:.1f}", "img/s": "{:,.0f}",
+                  "trainable": "{:,}", "params": "{:,}", "MACs (G)": "{:.3f}", "latency ms": "{:.1f}"}
 YIELD_EVERY_S = 1.0
 
 
@@ -164,15 +163,13 @@ def results_table(done: list[tuple[RunPlan, training.RunResult]]) -> pd.DataFram
     rows = []
     for plan, r in done:
         row = compare.table_rows([r])[0]
-        rows.append({"run": plan.label, "model": r.name, "freeze": row["freeze"], "weights": _weights_text(r),
-                     "val top-1 (%)": _round(row["val_top1"]), "val top-5 (%)": _round(row["val_top5"]),
-                     "best epoch": row["best_epoch"], "epochs": row["epochs"],
-                     "train time (s)": _round(row["train_time_s"]), "images/s": _round(row["images_per_s"], 0),
-                     "trainable params": row["trainable_params"], "params": row["params"],
-                     "MACs (G)": None if row["macs"] is None else round(row["macs"] / 1e9, 3),
-                     "latency (ms)": _round(row["latency_ms"]), "feature cache": "yes" if row["feature_cache"] else "no",
+        rows.append({"run": plan.label, "weights": _weights_text(r), "top-1 %": _round(row["val_top1"]),
+                     "top-5 %": _round(row["val_top5"]), "epochs": row["epochs"], "train s": _round(row["train_time_s"]),
+                     "img/s": _round(row["images_per_s"], 0), "trainable": row["trainable_params"],
+                     "params": row["params"], "MACs (G)": None if row["macs"] is None else round(row["macs"] / 1e9, 3),
+                     "latency ms": _round(row["latency_ms"]), "cache": "yes" if row["feature_cache"] else "no",
                      "note": row["error"] or (row["stopped"] or ""),
-                     "run folder": Path(row["run_dir"]).name if row["run_dir"] else ""})
+                     "folder": Path(row["run_dir"]).name if row["run_dir"] else ""})
     return styled(pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object), RESULT_FORMATS)
 
 
@@ -214,6 +211,12 @@ def write_downloads(ctx: Context, session: str, done: list[tuple[RunPlan, traini
     return [str(csv_path), str(json_path), str(zip_path)]
 
 
+def _for_run(plan: RunPlan, ev: training.Event) -> str:
+    """The engine's message, naming the run ('resnet18@none optimizer=sgd') instead of just the model."""
+    prefix = f"{ev.model}:"
+    return f"**{plan.label}**:{ev.message[len(prefix):]}" if ev.message.startswith(prefix) else ev.message
+
+
 class _View:
     """What the page shows while a comparison runs; `outputs()` is one yield."""
 
@@ -240,7 +243,7 @@ class _View:
         self.done.append((plan, r))
         if r.history:
             self.histories[plan.label] = list(r.history)
-        self.log.append(warn_md(ev.message) if r.error else ev.message)
+        self.log.append(warn_md(_for_run(plan, ev)) if r.error else _for_run(plan, ev))
 
     def outputs(self, full: bool):
         status, bar = self.status(), progress_html(self.fraction, self.bar_text)
@@ -264,6 +267,10 @@ def _wrap_up(ctx: Context, session: str, view: _View, stopped: bool) -> tuple:
     if stopped:
         view.headline = "**Stopped.** Finished epochs are saved; the table shows what each run reached."
         view.bar_text = "stopped"
+        ran = {p.label for p, _ in view.done}
+        skipped = [p.label for p in view.plans if p.label not in ran]
+        if skipped:
+            view.log.append(f"Not started (stopped before their turn): {', '.join(skipped)}.")
     else:
         view.headline, view.bar_text, view.fraction = f"**Done: {n} run(s).**", "done", 1.0
     try:
@@ -350,7 +357,7 @@ def finetune(ctx: Context, session: str, dataset, zip_file, models_text, freeze,
             job.stream = compare.run_all([plan.entry], ds, cfg, out_dir=ctx.runs_root, should_stop=handle.stop.is_set)
             for ev in job.stream:
                 if ev.kind in ("start", "info"):
-                    view.log.append(ev.message)
+                    view.log.append(_for_run(plan, ev))
                 elif ev.kind == "step":
                     view.fraction = (i + ev.progress) / n
                     eta = f", about {_fmt_s(ev.eta_s)} left in this run" if ev.eta_s is not None else ""
@@ -480,11 +487,12 @@ def build(ctx: Context) -> SimpleNamespace:
                                  elem_id="ft-status")
             progress = gr.HTML(progress_html(0.0), elem_id="ft-progress")
             curves = gr.Plot(plots.training_curves([]), label="Curves", elem_id="ft-curves")
-    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results", interactive=False, wrap=True, elem_id="ft-table")
+    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results (the CSV download has every setting and metric)",
+                         interactive=False, wrap=True, elem_id="ft-table", column_widths=RESULT_WIDTHS)
+    confusion = gr.Plot(label="Confusion matrices", elem_id="ft-confusion")
     with gr.Row():
-        confusion = gr.Plot(label="Confusion matrices", elem_id="ft-confusion", scale=3)
-        acc_lat = gr.Plot(label="Accuracy vs. latency", elem_id="ft-acclat", scale=2)
-    files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="ft-files")
+        acc_lat = gr.Plot(label="Accuracy vs. latency", elem_id="ft-acclat", scale=3)
+        files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="ft-files", scale=2)
 
     inputs = [dataset, zip_file, models_text, freeze, max_per_class, optimizer, lr, epochs, batch_size, size, augment,
               pretrained, init, head, time_budget]

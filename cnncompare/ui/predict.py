@@ -61,6 +61,15 @@ def run_model(root: Path, name: str):
     return model, saved, weights, note
 
 
+def run_label(saved: runs.SavedRun) -> str:
+    """'resnet18 · run 16:25:05' from a run folder named 20261125-162505-resnet18 (else the folder name)."""
+    parts = saved.path.name.split("-")
+    if len(parts) >= 3 and len(parts[1]) == 6 and parts[1].isdigit():
+        t = parts[1]
+        return f"{saved.name} · run {t[:2]}:{t[2:4]}:{t[4:]}" + (f" #{parts[-1]}" if parts[-1].isdigit() else "")
+    return f"{saved.name} · {saved.path.name}"
+
+
 def run_choices(root: Path) -> list[tuple[str, str]]:
     """(label, value) pairs of finished runs (those with saved weights), newest first."""
     return [(r.label, r.path.name) for r in runs.list_runs(root) if (r.path / "weights.safetensors").is_file()]
@@ -101,7 +110,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, root: Pa
                 label, size, classes = name, None, None
             else:
                 model, saved, weights, note = run_model(root, name)
-                label = f"{saved.name} · run {saved.path.name[:15]}"
+                label = run_label(saved)
                 size, classes = saved.config["train"]["size"], saved.classes
             pred = inference.predict(model, img, size=size, classes=classes, top_k=TOP_K, cam=True)
         except Exception as err:
@@ -116,7 +125,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, root: Pa
             top_label, top_p = pred.top[0]
             gallery.append((inference.overlay(img, pred.cam),
                             f"{label}: {top_label} ({100 * top_p:.1f} %), {pred.time_ms:.0f} ms"))
-        details.append(dict(model=label, weights=weights, time_ms=round(pred.time_ms, 2), note=note,
+        details.append(dict(model=label, run=name if kind == "run" else None, weights=weights, time_ms=round(pred.time_ms, 2), note=note,
                             top=[dict(label=lab, prob=round(p, 6)) for lab, p in pred.top]))
     rows = [str(i + 1) for i in range(TOP_K)] + ["time (ms)", "weights"]
     table = pd.DataFrame({"rank": rows, **columns})
@@ -124,7 +133,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, root: Pa
             f"forward pass at batch 1 on {_device()} after a warm-up. The heat maps (Grad-CAM) show where "
             "each model looked for its top class: red = most important.")
     lines = [head] + [f"**{', '.join(labels)}**: {note}." for note, labels in notes.items()] + errors
-    return "\n\n".join(lines), table, gr.Gallery(value=gallery, columns=max(1, min(len(gallery), 5))), details
+    return "\n\n".join(lines), table, gallery, details
 
 
 def build(ctx) -> SimpleNamespace:
@@ -152,7 +161,7 @@ def build(ctx) -> SimpleNamespace:
             go_btn = gr.Button("Predict", variant="primary", elem_id="pred-go")
     note = gr.Markdown(elem_classes=["cc-note"], elem_id="pred-note")
     table = gr.Dataframe(label="Top-5, side by side", interactive=False, wrap=True, elem_id="pred-table")
-    gallery = gr.Gallery(label="Where each model looked (Grad-CAM for its top class)", columns=4, height="auto",
+    gallery = gr.Gallery(label="Where each model looked (Grad-CAM for its top class)", columns=5, height=290,
                          object_fit="contain", elem_id="pred-gallery", allow_preview=True)
     with gr.Accordion("Raw predictions (JSON)", open=False):
         details = gr.JSON(label="predictions", elem_id="pred-json")

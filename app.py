@@ -1,0 +1,17 @@
+"""cnncompare's web app: `python app.py` serves it on http://127.0.0.1:7860 (or GRADIO_SERVER_NAME/PORT).
+
+Works offline: the `shapes` dataset is generated here, and models fall back to random weights
+(with a note saying so) when pretrained weights cannot be downloaded.
+"""
+
+try:  # On a ZeroGPU Space, `spaces` must be imported before torch; elsewhere it is absent.
+    import spaces  # noqa: F401
+except ImportError:
+    pass
+
+from cnncompare.ui import build_app, launch
+
+__all__ = ["build_app", "launch"]
+
+if __name__ == "__main__":
+    launch(build_app())

@@ -1,0 +1,287 @@
+"""The Gradio app, driven through its named API endpoints with gradio_client (real engine, no mocks)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from cnncompare import data, inference, models, profiling  # noqa: E402
+from cnncompare.ui import build_app, launch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+STAR = ROOT / "assets" / "examples" / "star.jpg"
+TINY = dict(dataset="shapes", zip_file=None, models="resnet18@head", freeze="head", max_per_class=8,
+            optimizer="adam", lr=1e-3, epochs=1, batch_size=16, size=48, augment=False, pretrained=True,
+            init="default", head="linear", time_budget_s=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    demo = build_app(runs)
+    port = _free_port()
+    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False,
+           show_error=True)
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", runs=runs, demo=demo)
+    finally:
+        demo.close()
+
+
+def _client(app) -> Client:
+    return Client(app.url, analytics_enabled=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return _client(app)
+
+
+def rows_of(table: dict) -> list[dict]:
+    return [dict(zip(table["headers"], row)) for row in table["data"]]
+
+
+def plot_of(value: dict) -> dict:
+    assert value["type"] == "plotly"
+    return json.loads(value["plot"])
+
+
+def _picture(path: Path) -> Path:
+    img = Image.new("RGB", (160, 120), (30, 90, 200))
+    ImageDraw.Draw(img).ellipse((40, 20, 120, 100), fill=(250, 200, 40))
+    img.save(path)
+    return path
+
+
+# --------------------------------------------------------------------------- /profile and /blocks
+
+def test_profile_counts_match_the_engine(client):
+    note, table, acc, lat, stages = client.predict(["resnet18", "alexnet"], 224, False, api_name="/profile")
+    rows = {r["model"]: r for r in rows_of(table)}
+    assert list(rows) == ["resnet18", "alexnet"]
+    for name, row in rows.items():
+        p = profiling.profile(name, 224, latency=False)
+        assert row["params (M)"] == pytest.approx(p.params / 1e6, abs=0.006)
+        assert row["MACs (G)"] == pytest.approx(p.macs / 1e9, abs=6e-4)
+        assert row["FLOPs (G)"] == pytest.approx(2 * p.macs / 1e9, abs=6e-4)
+        assert row["ImageNet top-1 (%)"] == pytest.approx(p.ref_top1, abs=0.006)
+        assert row["latency p50 (ms)"] is None and row["note"] == ""
+    # the published numbers (torchvision: 61.1 M parameters, 0.714 GMACs for AlexNet)
+    assert rows["alexnet"]["params (M)"] == 61.1 and rows["alexnet"]["MACs (G)"] == 0.714
+    assert "counting only" in note
+    assert [t["name"] for t in plot_of(acc)["data"]] == ["resnet18", "alexnet"]
+    assert "not measured" in json.dumps(plot_of(lat))
+    stage_names = [t["name"] for t in plot_of(stages)["data"]]
+    assert stage_names[0] == "stem" and "pre-logits" in stage_names and stage_names[-1] == "head"
+
+
+def test_profile_measures_latency_at_a_tiny_size(client):
+    note, table, _, lat, _ = client.predict(["resnet18"], 32, True, api_name="/profile")
+    (row,) = rows_of(table)
+    assert row["input (px)"] == 32
+    assert 0 < row["latency p50 (ms)"] <= row["latency p90 (ms)"]
+    assert row["throughput (img/s)"] > 0
+    assert "cpu" in note or "cuda" in note
+    assert plot_of(lat)["data"][0]["y"][0] == pytest.approx(row["latency p50 (ms)"], abs=0.051)
+
+
+def test_blocks_show_what_a_freeze_policy_freezes(client):
+    md, table = client.predict(["vgg16"], 224, "layers:10", api_name="/blocks")
+    rows = rows_of(table)
+    state = {r["block"]: r["state"] for r in rows}
+    assert state == {"stem": "frozen", "stage1": "frozen", "stage2": "frozen", "stage3": "frozen",
+                     "stage4": "trains", "pre-logits": "trains", "head": "trains"}
+    model = models.build("vgg16", device="meta")
+    models.freeze(model, "layers:10", 224)
+    total, trainable = models.count_params(model)
+    assert sum(r["trainable"] for r in rows) == trainable
+    assert sum(r["params"] for r in rows) == total
+    assert f"{trainable / 1e6:.2f} M of {total / 1e6:.2f} M" in md
+    assert next(r for r in rows if r["block"] == "stage4")["output (C×H×W)"] == "512×14×14"
+
+
+# --------------------------------------------------------------------------- /predict
+
+def test_predict_a_generated_image(client, tmp_path):
+    note, table, gallery, details = client.predict(handle_file(str(_picture(tmp_path / "sun.png"))), ["resnet18"],
+                                                   [], True, api_name="/predict")
+    (d,) = details
+    assert d["model"] == "resnet18"
+    probs = [t["prob"] for t in d["top"]]
+    assert len(probs) == 5 and all(0 <= p <= 1 for p in probs)
+    assert sum(probs) <= 1 + 1e-6 and probs == sorted(probs, reverse=True)
+    assert all(t["label"] in inference.imagenet_labels() for t in d["top"])
+    assert d["time_ms"] > 0
+    if d["weights"] == "random weights":  # offline (the tests' default): the page must say so
+        assert "random weights" in note and "meaningless" in note
+    rows = rows_of(table)
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5", "time (ms)", "weights"]
+    assert rows[0]["resnet18"].startswith(d["top"][0]["label"] + " — ")
+    assert float(rows[5]["resnet18"]) == pytest.approx(d["time_ms"], abs=0.06)
+    assert len(gallery) == 1 and gallery[0]["caption"].startswith("resnet18: ")
+    assert Image.open(gallery[0]["image"]).size == (224, 224)  # Grad-CAM overlay at the input size
+
+
+# --------------------------------------------------------------------------- /finetune
+
+def test_finetune_tiny_run_then_predict_with_it(client, app):
+    status, progress, curves, table, confusion, acc_lat, files = client.predict(
+        **{**TINY, "models": "resnet18@head, alexnet@head"}, api_name="/finetune")
+    rows = rows_of(table)
+    assert [r["run"] for r in rows] == ["resnet18@head", "alexnet@head"]
+    r18, alex = rows
+    assert r18["epochs"] == 1 and 0 <= r18["top-1 %"] <= 100 and r18["note"] == ""
+    assert r18["trainable"] == 512 * 8 + 8  # only the new linear head trains
+    assert r18["cache"] == "yes" and r18["latency ms"] > 0
+    assert "at least 63" in alex["note"]  # AlexNet cannot take 48 px: its row says so, the other run finished
+    assert "Done" in status and "alexnet" in status
+    if r18["weights"] == "random init":  # offline: the status says the backbone is random
+        assert "random weights" in status
+    assert "100 %" in progress
+    curve = plot_of(curves)["data"]
+    assert curve[0]["name"] == "resnet18@head" and curve[0]["x"] == [1]
+    heat = plot_of(confusion)["data"]
+    assert len(heat) == 1 and heat[0]["x"] == list(data.SHAPE_CLASSES)
+    assert sum(map(sum, heat[0]["z"])) == 16  # 2 validation images x 8 classes
+    # downloads: results as CSV and JSON, and a zip of the run folders with their weights
+    paths = [Path(f) for f in files]
+    assert [p.name for p in paths][:2] == ["results.csv", "results.json"] and paths[2].suffix == ".zip"
+    with paths[0].open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["run"] for r in csv_rows] == ["resnet18@head", "alexnet@head"]
+    assert float(csv_rows[0]["val_top1"]) == pytest.approx(r18["top-1 %"], abs=0.06)
+    assert json.loads(paths[1].read_text())[0]["classes"] == list(data.SHAPE_CLASSES)
+    with zipfile.ZipFile(paths[2]) as zf:
+        assert f"{r18['folder']}/weights.safetensors" in zf.namelist()
+    run_dir = app.runs / r18["folder"]
+    assert (run_dir / "results.json").is_file() and (run_dir / "weights.safetensors").is_file()
+
+    # the fine-tuned run predicts with its own classes
+    note, table, gallery, details = client.predict(handle_file(str(STAR)), [], [r18["folder"]], True,
+                                                   api_name="/predict")
+    (d,) = details
+    assert d["weights"].startswith("fine-tuned")
+    assert {t["label"] for t in d["top"]} <= set(data.SHAPE_CLASSES) and len(d["top"]) == 5
+    assert "8 classes" in note
+
+
+def test_finetune_on_an_uploaded_zip(client, tmp_path):
+    archive = tmp_path / "mine.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(archive, "w") as zf:
+        for cls, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            for i in range(6):
+                arr = np.clip(np.array(colour) + rng.integers(-30, 30, (40, 40, 3)), 0, 255).astype(np.uint8)
+                path = tmp_path / f"{cls}{i}.png"
+                Image.fromarray(arr).save(path)
+                zf.write(path, f"mine/{cls}/{i}.png")
+    status, *_, table, _, _, files = client.predict(
+        **{**TINY, "dataset": "zip", "zip_file": handle_file(str(archive)), "max_per_class": 0, "size": 32},
+        api_name="/finetune")
+    (row,) = rows_of(table)
+    assert row["note"] == "" and row["epochs"] == 1
+    assert "2 classes" in status and "Done" in status
+
+
+def test_estimate_before_start(client):
+    text = client.predict(**{**TINY, "models": "resnet18@head\nresnet18@none optimizer=sgd lr=0.05"},
+                          api_name="/estimate")
+    assert "| resnet18@head |" in text and "| resnet18@none optimizer=sgd lr=0.05 |" in text
+    assert "features computed once" in text and "Total: about" in text
+
+
+# --------------------------------------------------------------------------- serving
+
+def _wait(predicate, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_clients_training_does_not_block_profile_and_stops_stay_separate(app):
+    from gradio_client.utils import Status
+
+    a, b = _client(app), _client(app)
+    long_run = {**TINY, "models": "resnet18@none", "epochs": 60, "max_per_class": 20, "batch_size": 8, "size": 32,
+                "pretrained": False}
+    job_a = a.submit(**long_run, api_name="/finetune")
+    _wait(lambda: any("step" in str(o[0]) for o in job_a.outputs()), 90, "A's run to start training")
+
+    started = time.monotonic()
+    note, table, *_ = b.predict(["resnet50", "vgg16"], 224, False, api_name="/profile")
+    assert time.monotonic() - started < 30
+    assert [r["model"] for r in rows_of(table)] == ["resnet50", "vgg16"]
+    assert not job_a.done(), "the profile call must answer while the fine-tune is still running"
+
+    # B's own fine-tune waits in the queue (one training run at a time)
+    job_b = b.submit(**TINY, api_name="/finetune")
+    _wait(lambda: job_b.status().code == Status.IN_QUEUE, 20, "B to wait in the queue")
+    assert job_b.status().rank is not None
+    # B pressing Stop does not touch A's run
+    assert b.predict(api_name="/stop") == "Nothing is running."
+    time.sleep(1.5)
+    assert not job_a.done()
+
+    assert "Stopping" in a.predict(api_name="/stop")
+    out_a = job_a.result(timeout=60)
+    (row_a,) = rows_of(out_a[3])
+    assert row_a["note"] == "stopped by user" and row_a["epochs"] < 60
+    assert "Stopped" in out_a[0]
+    # ... and A's stop did not stop B's queued run, which now runs to the end
+    out_b = job_b.result(timeout=120)
+    (row_b,) = rows_of(out_b[3])
+    assert row_b["note"] == "" and row_b["epochs"] == 1
+
+
+def test_bad_input_gives_a_readable_message_and_the_app_keeps_serving(client, tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a zip")
+    with pytest.raises(AppError, match="zip"):  # refused by the upload component itself
+        client.predict(**{**TINY, "dataset": "zip", "zip_file": handle_file(str(text_file))}, api_name="/finetune")
+    fake_zip = tmp_path / "photos.zip"
+    fake_zip.write_text("this is no zip archive")
+    status = client.predict(**{**TINY, "dataset": "zip", "zip_file": handle_file(str(fake_zip))},
+                            api_name="/finetune")[0]
+    assert "not a valid zip" in status
+    assert "Upload a .zip" in client.predict(**{**TINY, "dataset": "zip"}, api_name="/finetune")[0]
+    assert "CIFAR-10" in client.predict(**{**TINY, "dataset": "cifar10"}, api_name="/finetune")[0]
+    assert "Unknown freeze policy" in client.predict(**{**TINY, "models": "resnet18@sideways"},
+                                                     api_name="/finetune")[0]
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 50)
+    note, *_ = client.predict(handle_file(str(broken)), ["resnet18"], [], True, api_name="/predict")
+    assert "Could not read the image" in note
+
+    note, table, *_ = client.predict(["alexnet", "resnet18", "resnet5O"], 48, False, api_name="/profile")
+    rows = {r["model"]: r for r in rows_of(table)}
+    assert "at least 63" in rows["alexnet"]["note"] and rows["alexnet"]["params (M)"] is None
+    assert "Did you mean resnet50" in rows["resnet5O"]["note"]
+    assert rows["resnet18"]["params (M)"] == 11.69 and rows["resnet18"]["note"] == ""
+    assert "at least 63" in note
+
+    # still serving
+    note, table, *_ = client.predict(["resnet18"], 64, False, api_name="/profile")
+    assert rows_of(table)[0]["params (M)"] == 11.69

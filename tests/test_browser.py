@@ -1,0 +1,111 @@
+"""The app in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+Set CNNCOMPARE_SCREENSHOTS=DIR to also keep the screenshot there; scripts/screenshots.py
+takes the full set of tab screenshots for docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests skipped", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    from cnncompare.ui import build_app, launch
+
+    demo = build_app(tmp_path_factory.mktemp("runs"))
+    port = _free_port()
+    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app_url)
+        yield page
+        browser.close()
+
+
+def _wait_text(page, selector: str, text: str, timeout_s: float = 60) -> None:
+    page.wait_for_function(
+        "([sel, text]) => { const el = document.querySelector(sel); return el && el.innerText.includes(text); }",
+        arg=[selector, text], timeout=timeout_s * 1000)
+
+
+def _table_rows(page, selector: str) -> list[list[str]]:
+    """The visible data rows of a gr.Dataframe (gradio 6 draws them as div[role=row] after the header row)."""
+    return page.eval_on_selector_all(
+        f"{selector} div[role=row]",
+        "rows => rows.map(r => Array.from(r.querySelectorAll('[role=cell], [role=gridcell], td'))"
+        ".map(c => c.innerText.trim()))")
+
+
+def test_profile_two_models_in_the_browser(page, tmp_path):
+    _wait_text(page, "#arch-note", "4 of 4 model(s) profiled")  # the counting-only table shown on load
+    for name in ("vgg16", "googlenet"):  # keep alexnet and resnet50
+        page.locator("#arch-models .token", has_text=name).locator(".token-remove").click()
+    size = page.locator("#arch-size input")
+    size.fill("64")
+    size.press("Tab")
+    page.click("#arch-compare")
+    _wait_text(page, "#arch-note", "2 of 2 model(s) profiled at 64 px", timeout_s=120)
+    rows = {r[0]: r for r in _table_rows(page, "#arch-table") if r}
+    assert set(rows) == {"alexnet", "resnet50"}
+    assert rows["alexnet"][3] == "64" and rows["resnet50"][4] == "25.56"  # input px, params (M)
+    assert rows["alexnet"][9] not in ("", "–")  # latency p50 measured (the box is ticked by default)
+    assert page.locator("#arch-acc .js-plotly-plot").count() == 1
+    shot = tmp_path / "architectures-two-models.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("CNNCOMPARE_SCREENSHOTS"):
+        out = Path(os.environ["CNNCOMPARE_SCREENSHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / "browser-test-architectures.png"), full_page=True)
+
+
+def test_preset_fills_the_finetune_tab_and_stop_ends_a_run(page):
+    page.get_by_role("tab", name="Learn").click()
+    page.click("#preset-optimizers")
+    _wait_text(page, "#ft-preset", "Which optimizer?")
+    assert page.get_by_role("tab", name="Fine-tune").get_attribute("aria-selected") == "true"
+    models_box = page.locator("#ft-models textarea")
+    assert "resnet18@none optimizer=rmsprop lr=0.001" in models_box.input_value()
+    # a long run, stopped from the page: the run ends and the page shows what it reached
+    models_box.fill("resnet18@none")
+    epochs = page.get_by_label("Epochs", exact=True)
+    epochs.fill("50")
+    epochs.press("Tab")
+    page.click("#ft-start")
+    _wait_text(page, "#ft-status", "step", timeout_s=120)
+    time.sleep(1.0)
+    page.click("#ft-stop")
+    _wait_text(page, "#ft-status", "Stopped", timeout_s=90)
+    rows = _table_rows(page, "#ft-table")
+    assert rows and rows[0][0] == "resnet18@none" and "stopped by user" in rows[0]
