@@ -142,6 +142,11 @@ def _can_download(host: str) -> bool:
     return not offline() and _reachable(host)
 
 
+def weights_downloadable() -> bool:
+    """Whether pretrained weights can be fetched now (downloads on and the Hub reachable)."""
+    return _can_download("huggingface.co")
+
+
 def _timm_cached_file(backend_name: str) -> str | None:
     """Path of the model's weights in the local Hugging Face cache, if downloaded before."""
     import timm

@@ -43,7 +43,7 @@ def _banner() -> str:
     text = ("# cnncompare\nPut classic CNN image classifiers side by side — AlexNet, VGG, GoogLeNet/Inception, "
             "ResNet and their descendants: what they cost, what they predict, and how well each learns your "
             "own small dataset when some of its layers stay frozen.")
-    if models.offline():
+    if not models.weights_downloadable():
         text += ("\n\n⚠️ **Offline mode**: pretrained ImageNet weights cannot be downloaded here, so models start "
                  "from **random weights** (every page says so where it matters). The `shapes` dataset is "
                  "generated on this machine, so fine-tuning works fully offline.")
