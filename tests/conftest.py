@@ -15,3 +15,31 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as cnncompare sets it; be
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+import socket  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def launched_app(tmp_path_factory):
+    """The real app on a free local port (module-scoped): .url, .runs, .demo."""
+    from cnncompare.ui import build_app, launch
+
+    runs = tmp_path_factory.mktemp("runs")
+    demo = build_app(runs)
+    port = free_port()
+    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False,
+           show_error=True, quiet=True)
+    try:
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", runs=runs, demo=demo)
+    finally:
+        demo.close()

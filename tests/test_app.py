@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-import socket
 import time
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,7 +17,6 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from cnncompare import data, inference, models, profiling  # noqa: E402
-from cnncompare.ui import build_app, launch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAR = ROOT / "assets" / "examples" / "star.jpg"
@@ -28,23 +25,9 @@ TINY = dict(dataset="shapes", zip_file=None, models="resnet18@head", freeze="hea
             init="default", head="linear", time_budget_s=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    demo = build_app(runs)
-    port = _free_port()
-    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False,
-           show_error=True)
-    try:
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", runs=runs, demo=demo)
-    finally:
-        demo.close()
+def app(launched_app):
+    return launched_app
 
 
 def _client(app) -> Client:

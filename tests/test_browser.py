@@ -7,7 +7,6 @@ takes the full set of tab screenshots for docs/screenshots/.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -24,23 +23,9 @@ if not Path(CHROMIUM).exists():
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    from cnncompare.ui import build_app, launch
-
-    demo = build_app(tmp_path_factory.mktemp("runs"))
-    port = _free_port()
-    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+def app_url(launched_app):
+    return launched_app.url
 
 
 @pytest.fixture(scope="module")
