@@ -503,6 +503,10 @@ class Estimate:
         return asdict(self)
 
 
+def _secs(t: float) -> str:
+    return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
+
+
 def estimate(cfg: TrainConfig, n_train: int, n_val: int, n_classes: int, steps: int = 2) -> Estimate:
     """Time a few real training steps on random data and extrapolate to the whole run."""
     cfg.validate()
@@ -549,9 +553,9 @@ def estimate(cfg: TrainConfig, n_train: int, n_val: int, n_classes: int, steps: 
         once = fwd * (n_train + n_val)
         per_epoch = batches * 0.002  # head-only steps on stored features: milliseconds
         total = once + per_epoch * cfg.epochs
-        note = f"features computed once (~{once:.0f} s), then ~{per_epoch:.1f} s per epoch"
+        note = f"features computed once (~{_secs(once)}), then ~{_secs(per_epoch)} per epoch"
     else:
         per_epoch = timed(train_step) * batches + fwd * n_val
         total = per_epoch * cfg.epochs
-        note = f"~{per_epoch:.0f} s per epoch"
+        note = f"~{_secs(per_epoch)} per epoch"
     return Estimate(cfg.model, per_epoch, total, cached, str(device), note)
