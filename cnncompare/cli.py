@@ -118,9 +118,7 @@ def cmd_finetune(args) -> None:
                            max_per_class=args.max_per_class, seed=args.seed)
     print(ds.report.summary(), file=sys.stderr)
     for e in entries:
-        import dataclasses
-
-        cfg = dataclasses.replace(base, model=e.model, freeze=e.freeze or base.freeze)
+        cfg = e.config(base)
         try:
             est = training.estimate(cfg, len(ds.train), len(ds.val), len(ds.classes))
             print(f"estimate {e.model}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
@@ -224,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("finetune", help="fine-tune several models on one dataset and compare them")
     f.add_argument("--models", nargs="+", required=True, metavar="NAME[@POLICY]",
-                   help="models, each optionally with its own freeze policy: resnet18@stages:2")
+                   help="models, each optionally with its own freeze policy: resnet18@stages:2; quote one to give "
+                        "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (optimizer, lr, init, head)")
     f.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | hf:NAME | folder | .zip")
     f.add_argument("--freeze", default="head", help="none | head | stages:K | layers:N (default head)")
     f.add_argument("--head", default="linear", choices=["linear", "mlp"])

@@ -12,23 +12,52 @@ from typing import Callable, Iterator
 
 import torch
 
-from . import training
+from . import models, training
 from .errors import CNNCompareError
 from .runs import RunStore
 
 
+# Settings one entry may change for its own run (e.g. to compare optimizers on one model).
+OVERRIDABLE = {"optimizer": training.OPTIMIZERS, "lr": None, "init": models.INITS, "head": models.HEADS}
+
+
 @dataclasses.dataclass
 class Entry:
-    """A model in a comparison, with its own freeze policy (None: the shared setting)."""
+    """A run in a comparison: a model, its own freeze policy (None: the shared setting) and
+    optional per-run settings."""
 
     model: str
     freeze: str | None = None
+    overrides: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str) -> "Entry":
-        """'resnet18' or 'resnet18@stages:2'."""
-        name, _, freeze = text.partition("@")
-        return cls(name.strip(), freeze.strip() or None)
+        """'resnet18', 'resnet18@stages:2' or 'resnet18@none optimizer=sgd lr=0.05'."""
+        first, *rest = text.split() or [""]
+        name, _, freeze = first.partition("@")
+        overrides: dict = {}
+        for token in rest:
+            key, eq, value = token.partition("=")
+            key = key.lower()
+            if not eq or key not in OVERRIDABLE:
+                raise CNNCompareError(f"'{token}' in '{text}' is not a per-run setting: after the model you may add "
+                                      f"{', '.join(k + '=...' for k in OVERRIDABLE)}.")
+            if key == "lr":
+                try:
+                    overrides[key] = float(value)
+                except ValueError:
+                    raise CNNCompareError(f"lr={value} in '{text}' is not a number.") from None
+            elif value not in OVERRIDABLE[key]:
+                raise CNNCompareError(f"{key}={value} in '{text}': choose one of {', '.join(OVERRIDABLE[key])}.")
+            else:
+                overrides[key] = value
+        return cls(name.strip(), freeze.strip() or None, overrides)
+
+    def label(self, default_freeze: str) -> str:
+        return f"{self.model}@{self.freeze or default_freeze}" + "".join(f" {k}={v}" for k, v in self.overrides.items())
+
+    def config(self, base: training.TrainConfig) -> training.TrainConfig:
+        return dataclasses.replace(base, model=self.model, freeze=self.freeze or base.freeze, **self.overrides)
 
 
 def run_all(entries: list[Entry], data, base: training.TrainConfig, *, out_dir: str | Path | None = None,
@@ -36,7 +65,7 @@ def run_all(entries: list[Entry], data, base: training.TrainConfig, *, out_dir: 
     """Events of every run in turn; each run ends with an "end" event carrying its RunResult."""
     should_stop = should_stop or (lambda: False)
     for entry in entries:
-        cfg = dataclasses.replace(base, model=entry.model, freeze=entry.freeze or base.freeze)
+        cfg = entry.config(base)
         if should_stop():
             yield _failed(cfg, data, "not started: stopped by user")
             continue

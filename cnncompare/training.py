@@ -18,7 +18,6 @@ import random
 import resource
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np

@@ -171,6 +171,18 @@ def test_compare_reports_a_failing_model_and_runs_the_others(shapes, tmp_path):
     assert [s.name for s in saved] == ["resnet18"]
 
 
+def test_an_entry_carries_its_own_policy_and_settings():
+    e = compare.Entry.parse("resnet18@none optimizer=sgd lr=0.05")
+    cfg = e.config(tiny(freeze="head", optimizer="adam"))
+    assert (cfg.model, cfg.freeze, cfg.optimizer, cfg.lr) == ("resnet18", "none", "sgd", 0.05)
+    assert e.label("head") == "resnet18@none optimizer=sgd lr=0.05"
+    assert compare.Entry.parse("vgg11").config(tiny(freeze="stages:1")).freeze == "stages:1"
+    for bad, msg in [("resnet18 momentum=1", "per-run setting"), ("resnet18 optimizer=lbfgs", "choose one of"),
+                     ("resnet18 lr=fast", "not a number")]:
+        with pytest.raises(CNNCompareError, match=msg):
+            compare.Entry.parse(bad)
+
+
 @pytest.mark.parametrize("name", ["resnet18", "googlenet"])
 def test_a_saved_run_reloads_and_predicts_like_the_trained_model(shapes, tmp_path, name):
     kw = dict(model=name, freeze="stages:2", feature_cache=False)

@@ -24,13 +24,12 @@ import pandas as pd
 
 from .. import catalog, compare, data, models, plots, training
 from ..errors import CNNCompareError
-from .common import (MAX_RUNS, SESSIONS, Context, as_float, as_int, file_path, message, pretrained_available,
+from .common import (MAX_RUNS, SESSIONS, Context, as_float, as_int, file_path, message, pretrained_available, rounded,
                      session_of, styled, warn_md)
 from .gpu import gpu
 
 DATASETS = [("shapes: drawn shapes, made here (offline)", "shapes"), ("your images: a .zip upload", "zip"),
             ("CIFAR-10 (needs a download)", "cifar10"), ("CIFAR-100 (needs a download)", "cifar100")]
-OVERRIDES = {"optimizer": training.OPTIMIZERS, "lr": None, "init": models.INITS, "head": models.HEADS}
 RESULT_COLUMNS = ["run", "weights", "top-1 %", "top-5 %", "epochs", "train s", "img/s", "trainable", "params",
                   "MACs (G)", "latency ms", "cache", "note", "folder"]
 RESULT_WIDTHS = ["13%", "8%", "6%", "6%", "5%", "6%", "6%", "9%", "9%", "5%", "7%", "5%", "8%", "7%"]
@@ -41,11 +40,10 @@ YIELD_EVERY_S = 1.0
 
 @dataclasses.dataclass
 class RunPlan:
-    """One line of the models box: a model, its freeze policy and optional per-run settings."""
+    """One line of the models box: a compare.Entry (model, freeze policy, per-run settings) and its label."""
 
     label: str
     entry: compare.Entry
-    overrides: dict
 
 
 def parse_plan(text: str, default_freeze: str) -> list[RunPlan]:
@@ -57,29 +55,15 @@ def parse_plan(text: str, default_freeze: str) -> list[RunPlan]:
         raise CNNCompareError(f"At most {MAX_RUNS} runs at a time (got {len(items)}).")
     plans, labels = [], set()
     for item in items:
-        first, *rest = item.split()
-        entry = compare.Entry.parse(first)
+        entry = compare.Entry.parse(item)
         catalog.get(entry.model)  # unknown names fail now, with suggestions
         models.FreezePolicy.parse(entry.freeze or default_freeze)
-        overrides = {}
-        for token in rest:
-            key, eq, value = token.partition("=")
-            key = key.strip().lower()
-            if not eq or key not in OVERRIDES:
-                raise CNNCompareError(f"'{token}' in '{item}' is not a setting this box understands: after the "
-                                      f"model you may add {', '.join(k + '=...' for k in OVERRIDES)}.")
-            if key == "lr":
-                overrides[key] = as_float(value, f"lr in '{item}'")
-            else:
-                if value not in OVERRIDES[key]:
-                    raise CNNCompareError(f"{key}={value} in '{item}': choose one of {', '.join(OVERRIDES[key])}.")
-                overrides[key] = value
-        label = f"{entry.model}@{entry.freeze or default_freeze}" + "".join(f" {k}={v}" for k, v in overrides.items())
-        n, base = 2, label
+        label = base = entry.label(default_freeze)
+        n = 2
         while label in labels:
             label, n = f"{base} #{n}", n + 1
         labels.add(label)
-        plans.append(RunPlan(label, entry, overrides))
+        plans.append(RunPlan(label, entry))
     return plans
 
 
@@ -130,8 +114,7 @@ def load_data(ctx: Context, s: Settings) -> tuple[data.LoadedData, Path | None]:
 
 
 def config_for(s: Settings, plan: RunPlan, weights_ok: dict[str, bool]) -> training.TrainConfig:
-    cfg = dataclasses.replace(s.base, model=plan.entry.model, freeze=plan.entry.freeze or s.base.freeze,
-                              **plan.overrides)
+    cfg = plan.entry.config(s.base)
     if cfg.pretrained and not weights_ok.get(cfg.model, True):
         cfg = dataclasses.replace(cfg, pretrained=False)
     return cfg
@@ -163,18 +146,14 @@ def results_table(done: list[tuple[RunPlan, training.RunResult]]) -> pd.DataFram
     rows = []
     for plan, r in done:
         row = compare.table_rows([r])[0]
-        rows.append({"run": plan.label, "weights": _weights_text(r), "top-1 %": _round(row["val_top1"]),
-                     "top-5 %": _round(row["val_top5"]), "epochs": row["epochs"], "train s": _round(row["train_time_s"]),
-                     "img/s": _round(row["images_per_s"], 0), "trainable": row["trainable_params"],
+        rows.append({"run": plan.label, "weights": _weights_text(r), "top-1 %": rounded(row["val_top1"]),
+                     "top-5 %": rounded(row["val_top5"]), "epochs": row["epochs"], "train s": rounded(row["train_time_s"]),
+                     "img/s": rounded(row["images_per_s"], 0), "trainable": row["trainable_params"],
                      "params": row["params"], "MACs (G)": None if row["macs"] is None else round(row["macs"] / 1e9, 3),
-                     "latency ms": _round(row["latency_ms"]), "cache": "yes" if row["feature_cache"] else "no",
+                     "latency ms": rounded(row["latency_ms"]), "cache": "yes" if row["feature_cache"] else "no",
                      "note": row["error"] or (row["stopped"] or ""),
                      "folder": Path(row["run_dir"]).name if row["run_dir"] else ""})
     return styled(pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object), RESULT_FORMATS)
-
-
-def _round(x, digits: int = 1):
-    return None if x is None else round(float(x), digits)
 
 
 def write_downloads(ctx: Context, session: str, done: list[tuple[RunPlan, training.RunResult]]) -> list[str]:
