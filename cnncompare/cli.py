@@ -131,10 +131,10 @@ def cmd_finetune(args) -> None:
         if all(r["error"] for r in rows):
             raise CNNCompareError("every model failed; see the 'error' fields.")
         return
-    table_rows = [[r["model"], r["freeze"] or "", fmt_num(r["val_top1"]), fmt_num(r["val_top5"]),
+    table_rows = [[e.label(base.freeze) if e.overrides else r["model"], r["freeze"] or "", fmt_num(r["val_top1"]), fmt_num(r["val_top5"]),
                    fmt_num(r["train_time_s"]), fmt_num(r["images_per_s"]), fmt_count(r["trainable_params"]),
                    fmt_count(r["macs"]), fmt_num(r["latency_ms"]), "yes" if r["feature_cache"] else "",
-                   r["error"] or r["stopped"] or ""] for r in rows]
+                   r["error"] or r["stopped"] or ""] for e, r in zip(entries, rows)]
     print(table(table_rows, ["model", "freeze", "top-1 %", "top-5 %", "train s", "img/s", "trainable", "MACs",
                              "lat ms", "cache", "note"]))
     print(f"\nruns saved under {out}/")
