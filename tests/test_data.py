@@ -477,6 +477,7 @@ def test_to_tensors_rejects_unknown_interpolation(tmp_path):
 def test_cifar10_offline_download_fails_fast_and_clearly(tmp_path, monkeypatch):
     # Point torchvision at a closed local port so "no network" holds wherever the tests run.
     monkeypatch.delenv("CNNCOMPARE_OFFLINE", raising=False)  # really try the download
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # conftest sets it, and data honours it too
     monkeypatch.setattr(tvd.CIFAR10, "url", "http://127.0.0.1:9/cifar-10-python.tar.gz")
     start = time.monotonic()
     message = raises_data_error("Could not download CIFAR-10", load_dataset, "cifar10", work_dir=tmp_path)
