@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from .errors import CNNCompareError
+from .settings import Env, ModelEntry, TrainSettings, add_arguments, first_line
 
 
 # --------------------------------------------------------------------------- formatting
@@ -105,41 +108,51 @@ def cmd_blocks(args) -> None:
 
 def cmd_finetune(args) -> None:
     from . import compare, data, training
+    from .settings import Env, ModelEntry, TrainSettings, from_args
 
-    entries = [compare.Entry.parse(m) for m in args.models]
-    base = training.TrainConfig(
-        model=entries[0].model, freeze=args.freeze, head=args.head, pretrained=args.pretrained, init=args.init,
-        weights_file=args.weights, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-        batch_size=args.batch, epochs=args.epochs, schedule=args.schedule, warmup_epochs=args.warmup,
-        label_smoothing=args.label_smoothing, seed=args.seed, size=args.size, augment=args.augment,
-        device=args.device, time_budget_s=args.time_budget, feature_cache=not args.no_feature_cache)
-    out = args.out or "runs"
-    ds = data.load_dataset(args.dataset, work_dir=f"{out}/data", val_fraction=args.val_fraction,
-                           max_per_class=args.max_per_class, seed=args.seed)
-    print(ds.report.summary(), file=sys.stderr)
-    for e in entries:
-        cfg = e.config(base)
-        try:
-            est = training.estimate(cfg, len(ds.train), len(ds.val), len(ds.classes))
-            print(f"estimate {e.model}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
-        except Exception as err:  # the run itself will report this model's problem in its row
-            print(f"estimate {e.model}: not available ({err})", file=sys.stderr)
-    results = compare.compare(entries, ds, base, out_dir=out, on_event=_progress)
+    env = Env.read()
+    settings = from_args(TrainSettings, args)
+    defaults = from_args(ModelEntry, args)
+    plan = compare.Plan.parse(args.models, model_defaults=defaults, settings=settings,
+                              missing_weights=args.missing_weights)
+    out = Path(args.out) if args.out else env.runs_dir
+    scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=_mkdir(env.data_dir)))
+    try:
+        ds = data.load_dataset(args.dataset, work_dir=scratch, val_fraction=args.val_fraction,
+                               max_per_class=args.max_per_class, seed=settings.seed, download=not env.offline)
+        print(ds.report.summary(), file=sys.stderr)
+        for run in plan.runs():
+            try:
+                est = training.estimate(run.entry, run.settings, len(ds.train), len(ds.val), len(ds.classes))
+                print(f"estimate {run.label}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
+            except Exception as err:  # the run itself will report this model's problem in its row
+                print(f"estimate {run.label}: not available ({first_line(err)})", file=sys.stderr)
+        results = compare.compare(plan, ds, out_dir=out, on_event=_progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # unpacked uploads: the runs keep what they need
     rows = compare.table_rows(results)
+    if args.export:
+        paths = compare.export(results, args.export)
+        print(f"exported: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     if args.json:
         _dump([dict(name=r["model"], **r) for r in rows])
         if all(r["error"] for r in rows):
             raise CNNCompareError("every model failed; see the 'error' fields.")
         return
-    table_rows = [[e.label(base.freeze) if e.overrides else r["model"], r["freeze"] or "", fmt_num(r["val_top1"]), fmt_num(r["val_top5"]),
+    table_rows = [[r["run"], fmt_num(r["val_top1"]), fmt_num(r["val_top5"]),
                    fmt_num(r["train_time_s"]), fmt_num(r["images_per_s"]), fmt_count(r["trainable_params"]),
                    fmt_count(r["macs"]), fmt_num(r["latency_ms"]), "yes" if r["feature_cache"] else "",
-                   r["error"] or r["stopped"] or ""] for e, r in zip(entries, rows)]
-    print(table(table_rows, ["model", "freeze", "top-1 %", "top-5 %", "train s", "img/s", "trainable", "MACs",
+                   r["error"] or r["stopped"] or r["warnings"] or ""] for r in rows]
+    print(table(table_rows, ["run", "top-1 %", "top-5 %", "train s", "img/s", "trainable", "MACs",
                              "lat ms", "cache", "note"]))
     print(f"\nruns saved under {out}/")
     if all(r["error"] for r in rows):
         raise CNNCompareError("every model failed; see the table above.")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def cmd_predict(args) -> None:
@@ -162,7 +175,7 @@ def cmd_predict(args) -> None:
     image = inference.load_image(args.image)
     preds = []
     for model, saved in built:
-        size = args.size or (saved.config["train"]["size"] if saved else model.cnncompare.info.default_size)
+        size = args.size or (saved.settings.size if saved else model.cnncompare.info.default_size)
         preds.append(inference.predict(model, image, size=size, classes=saved.classes if saved else None,
                                        top_k=args.top, cam=False))
     if args.json:
@@ -178,16 +191,27 @@ def _progress(ev) -> None:
     if ev.kind == "step":
         eta = f", ~{ev.eta_s:.0f} s left" if ev.eta_s is not None else ""
         bar = "#" * int(20 * ev.progress)
-        print(f"\r{ev.model:>16s} [{bar:<20s}] epoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} "
+        print(f"\r{ev.label or ev.model:>16s} [{bar:<20s}] epoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} "
               f"loss {ev.loss:.3f}{eta}   ", end="", file=sys.stderr, flush=True)
     elif ev.kind == "epoch":
-        print(f"\r{ev.model:>16s} epoch {ev.epoch}/{ev.epochs}: train loss {ev.loss:.3f}, "
-              f"val top-1 {ev.val_top1:.1f}%, {ev.images_per_s:.0f} img/s{' ' * 20}", file=sys.stderr)
+        ips = f", {ev.images_per_s:.0f} img/s" if ev.images_per_s else ""
+        print(f"\r{ev.label or ev.model:>16s} epoch {ev.epoch}/{ev.epochs}: train loss {ev.loss:.3f}, "
+              f"val top-1 {ev.val_top1:.1f}%{ips}{' ' * 20}", file=sys.stderr)
     elif ev.message:
         print(ev.message, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- parser
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, like every other error, instead of usage + error
@@ -223,30 +247,17 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("finetune", help="fine-tune several models on one dataset and compare them")
     f.add_argument("--models", nargs="+", required=True, metavar="NAME[@POLICY]",
                    help="models, each optionally with its own freeze policy: resnet18@stages:2; quote one to give "
-                        "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (optimizer, lr, init, head)")
+                        "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (any setting below)")
     f.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | hf:NAME | folder | .zip")
-    f.add_argument("--freeze", default="head", help="none | head | stages:K | layers:N (default head)")
-    f.add_argument("--head", default="linear", choices=["linear", "mlp"])
-    f.add_argument("--pretrained", action="store_true", help="start from ImageNet weights (needs network or --weights)")
-    f.add_argument("--weights", help="local pretrained weights file (.safetensors or .pth)")
-    f.add_argument("--init", default="default", choices=["default", "he", "glorot"])
-    f.add_argument("--optimizer", default="adam", choices=["sgd", "momentum", "adam", "adamw", "rmsprop"])
-    f.add_argument("--lr", type=float, default=1e-3)
-    f.add_argument("--weight-decay", type=float, default=0.0)
-    f.add_argument("--batch", type=int, default=32)
-    f.add_argument("--epochs", type=int, default=3)
-    f.add_argument("--schedule", default="cosine", choices=["none", "step", "cosine"])
-    f.add_argument("--warmup", type=float, default=0.0, help="warm-up epochs (may be fractional)")
-    f.add_argument("--label-smoothing", type=float, default=0.0)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--size", type=int, default=64, help="input size in pixels (default 64: quick on a CPU)")
-    f.add_argument("--augment", action="store_true", help="random flips and resized crops")
-    f.add_argument("--device", default="auto")
-    f.add_argument("--time-budget", type=float, help="stop each model after this many seconds")
+    add_arguments(f, ModelEntry, skip=("model",))
+    add_arguments(f, TrainSettings)
+    f.add_argument("--missing-weights", default="random", choices=["random", "fail"],
+                   help="when ImageNet weights cannot be had: start from random weights (said in the results) "
+                        "or fail that run (default random)")
     f.add_argument("--val-fraction", type=float, default=0.2)
     f.add_argument("--max-per-class", type=int)
-    f.add_argument("--no-feature-cache", action="store_true", help="run the frozen backbone every step")
-    f.add_argument("--out", help="directory for run folders (default ./runs)")
+    f.add_argument("--out", help="directory for run folders (default $CNNCOMPARE_RUNS or ./runs)")
+    f.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_finetune)
 
@@ -256,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--run", nargs="*", metavar="DIR", help="fine-tuned run directories (from finetune --out)")
     pd.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
     pd.add_argument("--size", type=int)
-    pd.add_argument("--top", type=int, default=5)
+    pd.add_argument("--top", type=_positive_int, default=5, help="how many classes to show (default 5)")
     pd.add_argument("--json", action="store_true")
     pd.set_defaults(func=cmd_predict)
     return p
@@ -274,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # one clear line, never a traceback (unless debugging)
-        if os.environ.get("CNNCOMPARE_DEBUG"):
+        if Env.read().debug:
             raise
-        msg = str(err).splitlines()[0] if str(err) else ""
-        print(f"error: unexpected {type(err).__name__}: {msg} (set CNNCOMPARE_DEBUG=1 for details)", file=sys.stderr)
+        print(f"error: unexpected {type(err).__name__}: {first_line(err)} (set CNNCOMPARE_DEBUG=1 for details)",
+              file=sys.stderr)
         return 1

@@ -1,30 +1,46 @@
 """One dataset, one set of settings, several models one after another -> one results table.
 
-A model that fails (too small an input size, out of memory, offline weights) gets its error
-in its row; the others still run, and each finished run is already on disk.
+A `Plan` holds the runs (each a model with its own freeze policy and optional per-run
+settings, under a unique label), the shared settings, the limits, and the policy for missing
+pretrained weights. `run_plan` yields every run's events (each carrying its run's label);
+a model that fails (too small an input size, out of memory, offline weights) gets its error
+in its row while the others still run, and each finished run is already on disk. `export`
+writes the comparison's CSV, JSON and a zip of its run folders. The app and the CLI both
+call these, so they label, fall back and export the same way.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import datetime as dt
+import json
+import os
+import zipfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import torch
 
-from . import models, training
+from . import catalog, models, training
 from .errors import CNNCompareError
-from .runs import RunStore
+from .runs import RunStore, json_safe as _json_safe
+from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
 
+__all__ = ["Entry", "Plan", "PlannedRun", "MissingWeights", "run_plan", "compare", "table_rows", "export",
+           "TABLE_COLUMNS", "OVERRIDABLE"]
 
-# Settings one entry may change for its own run (e.g. to compare optimizers on one model).
-OVERRIDABLE = {"optimizer": training.OPTIMIZERS, "lr": None, "init": models.INITS, "head": models.HEADS}
+MissingWeights = Literal["random", "fail"]
+
+# Settings one run may change for itself ('resnet18@none optimizer=sgd lr=0.05'): every training
+# setting and every model setting except the model and its freeze policy (written with @).
+OVERRIDABLE = {s.name: s for s in settings_of(TrainSettings)} | {
+    s.name: s for s in settings_of(ModelEntry) if s.name not in ("model", "freeze")}
 
 
 @dataclasses.dataclass
 class Entry:
-    """A run in a comparison: a model, its own freeze policy (None: the shared setting) and
-    optional per-run settings."""
+    """One line of a comparison: a model, its own freeze policy (None: the plan's) and per-run settings."""
 
     model: str
     freeze: str | None = None
@@ -32,73 +48,168 @@ class Entry:
 
     @classmethod
     def parse(cls, text: str) -> "Entry":
-        """'resnet18', 'resnet18@stages:2' or 'resnet18@none optimizer=sgd lr=0.05'."""
+        """'resnet18', 'resnet18@stages:2' or 'resnet18@none optimizer=sgd lr=0.05'.
+
+        Raises:
+            CNNCompareError: an unknown per-run setting or a bad value, in one sentence.
+        """
         first, *rest = text.split() or [""]
         name, _, freeze = first.partition("@")
+        if not name.strip():
+            raise CNNCompareError(f"'{text}' names no model: write model@freeze, e.g. resnet18@head.")
         overrides: dict = {}
         for token in rest:
             key, eq, value = token.partition("=")
-            key = key.lower()
+            key = key.lower().replace("-", "_")
             if not eq or key not in OVERRIDABLE:
                 raise CNNCompareError(f"'{token}' in '{text}' is not a per-run setting: after the model you may add "
-                                      f"{', '.join(k + '=...' for k in OVERRIDABLE)}.")
-            if key == "lr":
-                try:
-                    overrides[key] = float(value)
-                except ValueError:
-                    raise CNNCompareError(f"lr={value} in '{text}' is not a number.") from None
-            elif value not in OVERRIDABLE[key]:
-                raise CNNCompareError(f"{key}={value} in '{text}': choose one of {', '.join(OVERRIDABLE[key])}.")
-            else:
-                overrides[key] = value
+                                      f"key=value for {', '.join(OVERRIDABLE)}.")
+            overrides[key] = coerce(OVERRIDABLE[key], value)
         return cls(name.strip(), freeze.strip() or None, overrides)
 
     def label(self, default_freeze: str) -> str:
-        return f"{self.model}@{self.freeze or default_freeze}" + "".join(f" {k}={v}" for k, v in self.overrides.items())
+        """'resnet18@head', or 'resnet18@none optimizer=sgd lr=0.05' with its own settings."""
+        return f"{self.model}@{self.freeze or default_freeze}" + "".join(
+            f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}" for k, v in self.overrides.items())
 
-    def config(self, base: training.TrainConfig) -> training.TrainConfig:
-        return dataclasses.replace(base, model=self.model, freeze=self.freeze or base.freeze, **self.overrides)
+    def resolve(self, model_defaults: ModelEntry, settings: TrainSettings) -> tuple[ModelEntry, TrainSettings]:
+        """This entry's own ModelEntry and TrainSettings: the plan's, with its changes applied."""
+        model_fields = {s.name for s in settings_of(ModelEntry)}
+        m = {k: v for k, v in self.overrides.items() if k in model_fields}
+        t = {k: v for k, v in self.overrides.items() if k not in model_fields}
+        entry = dataclasses.replace(model_defaults, model=self.model, freeze=self.freeze or model_defaults.freeze, **m)
+        return entry, dataclasses.replace(settings, **t)
 
 
-def run_all(entries: list[Entry], data, base: training.TrainConfig, *, out_dir: str | Path | None = None,
-            should_stop: Callable[[], bool] | None = None) -> Iterator[training.Event]:
-    """Events of every run in turn; each run ends with an "end" event carrying its RunResult."""
+@dataclasses.dataclass
+class PlannedRun:
+    """A run of a plan: its unique label, model entry and settings."""
+
+    label: str
+    entry: ModelEntry
+    settings: TrainSettings
+
+
+@dataclasses.dataclass
+class Plan:
+    """A comparison: runs, shared settings, the missing-weights policy and limits."""
+
+    entries: list[Entry]
+    model_defaults: ModelEntry = dataclasses.field(default_factory=ModelEntry)
+    settings: TrainSettings = dataclasses.field(default_factory=TrainSettings)
+    missing_weights: MissingWeights = "random"
+    max_runs: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | list[str], **kw) -> "Plan":
+        """Runs from 'resnet18@head, vgg11@stages:2' or one per line (or a list of such strings).
+
+        Raises:
+            CNNCompareError: no model, too many runs, an unknown model or freeze policy.
+        """
+        lines = text if isinstance(text, (list, tuple)) else [text or ""]
+        items = [s.strip() for line in lines for chunk in str(line).splitlines() for s in chunk.split(",")
+                 if s.strip()]
+        if not items:
+            raise CNNCompareError("Enter at least one model, e.g. resnet18@head (model@freeze policy).")
+        plan = cls([Entry.parse(item) for item in items], **kw)
+        plan.check()
+        return plan
+
+    def check(self) -> None:
+        """Validate names, freeze policies, settings and limits before anything runs."""
+        if self.max_runs is not None and len(self.entries) > self.max_runs:
+            raise CNNCompareError(f"At most {self.max_runs} runs at a time (got {len(self.entries)}).")
+        if self.missing_weights not in ("random", "fail"):
+            raise CNNCompareError(f"Missing-weights policy must be random or fail, got {self.missing_weights!r}.")
+        for e in self.entries:
+            catalog.get(e.model)  # unknown names fail now, with suggestions
+            models.FreezePolicy.parse(e.freeze or self.model_defaults.freeze)
+
+    def runs(self) -> list[PlannedRun]:
+        """Each entry resolved, with a label that is unique in the plan ('#2' added to repeats)."""
+        out, seen = [], set()
+        for e in self.entries:
+            label = base = e.label(self.model_defaults.freeze)
+            n = 2
+            while label in seen:
+                label, n = f"{base} #{n}", n + 1
+            seen.add(label)
+            out.append(PlannedRun(label, *e.resolve(self.model_defaults, self.settings)))
+        return out
+
+
+def _weights_fallback(run: PlannedRun, policy: MissingWeights) -> tuple[PlannedRun, str | None]:
+    """Apply the missing-weights policy: (the run to do, the reason when it starts from random weights)."""
+    e = run.entry
+    if not e.pretrained or e.weights_file or models.pretrained_available(e.model):
+        return run, None
+    if policy == "fail":
+        raise CNNCompareError(f"No pretrained ImageNet weights for {e.model} here (offline or not downloadable); "
+                              "give a weights file, allow random weights, or turn pretrained off.")
+    reason = (f"no pretrained ImageNet weights for {e.model} here (offline): started from random weights, so a "
+              "frozen backbone is only a weak, random feature extractor")
+    return dataclasses.replace(run, entry=dataclasses.replace(e, pretrained=False)), reason
+
+
+def run_plan(plan: Plan, dataset, *, out_dir: str | Path | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Iterator[training.Event]:
+    """Events of every run in turn, each labelled; each run ends with an "end" event carrying its RunResult.
+
+    Decoded images are shared by the runs and released when the comparison ends.
+    """
     should_stop = should_stop or (lambda: False)
-    for entry in entries:
-        cfg = entry.config(base)
-        if should_stop():
-            yield _failed(cfg, data, "not started: stopped by user")
-            continue
-        store = None
-        try:
-            cfg.validate()  # bad settings fail here, before a run directory is made
-            store = RunStore(out_dir, entry.model) if out_dir else None
-            yield from training.run(cfg, data, should_stop=should_stop, store=store)
-        except CNNCompareError as err:
-            yield _failed(cfg, data, str(err), store)
-        except torch.OutOfMemoryError:
-            yield _failed(cfg, data, f"out of memory at batch {cfg.batch_size}, {cfg.size} px: try a smaller batch "
-                                     "or input size", store)
-        except Exception as err:  # any other model-specific failure: report it, run the next model
-            yield _failed(cfg, data, f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}", store)
-        finally:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+    try:
+        for run in plan.runs():
+            yield from _one_run(run, plan, dataset, out_dir, should_stop)
+    finally:
+        training.release_data()
 
 
-def _failed(cfg, data, message: str, store=None) -> training.Event:
+def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop) -> Iterator[training.Event]:
+    if should_stop():
+        yield _failed(run, dataset, "not started: stopped by user")
+        return
+    store = None
+    try:
+        run, reason = _weights_fallback(run, plan.missing_weights)
+        if reason:
+            yield training.Event("info", run.entry.model, label=run.label, message=f"{run.label}: {reason}")
+        run.settings.validate()  # bad settings fail here, before a run directory is made
+        run.entry.validate(run.settings.size)
+        store = RunStore(out_dir, run.entry.model) if out_dir else None
+        for ev in training.run(run.entry, run.settings, dataset, label=run.label, should_stop=should_stop,
+                               store=store):
+            if ev.kind == "end" and reason:
+                ev.result.warnings.insert(0, reason)
+            yield ev
+    except CNNCompareError as err:
+        yield _failed(run, dataset, str(err), store)
+    except torch.OutOfMemoryError:
+        yield _failed(run, dataset, f"out of memory at {run.settings.size} px: try a smaller batch or input size",
+                      store)
+    except Exception as err:  # any other model-specific failure: report it, run the next model
+        yield _failed(run, dataset, f"{type(err).__name__}: {first_line(err)[:200]}", store)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _failed(run: PlannedRun, dataset, message: str, store=None) -> training.Event:
     if store is not None and not any(store.path.iterdir()):
         store.path.rmdir()  # failed before it started (e.g. weights offline): leave no empty folder
         store = None
-    result = training.RunResult(name=cfg.model, config=cfg.to_dict(), classes=list(data.classes), error=message,
+    result = training.RunResult(name=run.entry.model, config=training.run_config(run.entry, run.settings),
+                                classes=list(dataset.classes), label=run.label, error=message,
                                 run_dir=str(store.path) if store else None)
-    return training.Event("end", cfg.model, message=f"{cfg.model}: failed: {message}", result=result)
+    return training.Event("end", run.entry.model, label=run.label, message=f"{run.label}: failed: {message}",
+                          result=result)
 
 
-def compare(entries: list[Entry], data, base: training.TrainConfig, *, out_dir=None, on_event=None,
-            should_stop=None) -> list[training.RunResult]:
+def compare(plan: Plan, dataset, *, out_dir=None, on_event=None, should_stop=None) -> list[training.RunResult]:
+    """Run a whole plan; returns one RunResult per run, in plan order."""
     results = []
-    for ev in run_all(entries, data, base, out_dir=out_dir, should_stop=should_stop):
+    for ev in run_plan(plan, dataset, out_dir=out_dir, should_stop=should_stop):
         if on_event:
             on_event(ev)
         if ev.kind == "end":
@@ -106,17 +217,69 @@ def compare(entries: list[Entry], data, base: training.TrainConfig, *, out_dir=N
     return results
 
 
-TABLE_COLUMNS = ["model", "freeze", "val_top1", "val_top5", "best_epoch", "epochs", "train_time_s", "images_per_s",
-                 "trainable_params", "params", "macs", "latency_ms", "feature_cache", "stopped", "error", "run_dir"]
+# --------------------------------------------------------------------------- tables and export
+
+TABLE_COLUMNS = ["run", "model", "freeze", "val_top1", "val_top5", "best_epoch", "epochs", "train_time_s",
+                 "images_per_s", "warmup_s", "batch_size", "trainable_params", "params", "macs", "latency_ms",
+                 "feature_cache", "weights", "stopped", "error", "warnings", "run_dir"]
 
 
 def table_rows(results: list[training.RunResult]) -> list[dict]:
-    """One flat row per model (for the CLI's --json, the app's table and the CSV download)."""
+    """One flat row per run (the CLI's --json, the app's table, the CSV); run_dir is the folder's name only."""
     rows = []
     for r in results:
-        rows.append(dict(model=r.name, freeze=r.config.get("freeze"), val_top1=r.val_top1, val_top5=r.val_top5,
-                         best_epoch=r.best_epoch, epochs=r.final_epoch, train_time_s=r.train_time_s,
-                         images_per_s=r.images_per_s, trainable_params=r.trainable_params, params=r.params,
-                         macs=r.macs, latency_ms=r.latency_ms, feature_cache=r.feature_cache, stopped=r.stopped,
-                         error=r.error, run_dir=r.run_dir))
+        rows.append(dict(run=r.label or r.name, model=r.name, freeze=r.config.get("freeze"), val_top1=r.val_top1,
+                         val_top5=r.val_top5, best_epoch=r.best_epoch, epochs=r.final_epoch,
+                         train_time_s=r.train_time_s, images_per_s=r.images_per_s, warmup_s=r.warmup_s,
+                         batch_size=r.batch_size, trainable_params=r.trainable_params, params=r.params, macs=r.macs,
+                         latency_ms=r.latency_ms, feature_cache=r.feature_cache, weights=r.weights_source,
+                         stopped=r.stopped, error=r.error, warnings="; ".join(r.warnings),
+                         run_dir=Path(r.run_dir).name if r.run_dir else None))
     return rows
+
+
+SETTING_COLUMNS = [s.name for s in settings_of(ModelEntry) if s.name not in ("model", "freeze")] + [
+    s.name for s in settings_of(TrainSettings)]
+
+
+def _result_json(r: training.RunResult) -> dict:
+    d = r.to_dict()
+    d["run_dir"] = Path(r.run_dir).name if r.run_dir else None
+    return _json_safe(d)
+
+
+def export(results: list[training.RunResult], out_dir: str | Path, *, stamp: str | None = None,
+           include_weights: bool = True) -> list[Path]:
+    """Write results.csv, results.json and a zip of the run folders under `out_dir`; returns the three paths.
+
+    The CSV has one row per run with every metric and setting; no absolute server paths are
+    written anywhere. The zip is written to a temporary name and renamed, so it is whole or absent.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = stamp or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    rows = [{**row, **{k: r.config.get(k) for k in SETTING_COLUMNS}} for r, row in zip(results, table_rows(results))]
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS + SETTING_COLUMNS)
+        writer.writeheader()
+        writer.writerows(_json_safe(rows))
+    json_path = out / "results.json"
+    json_path.write_text(json.dumps([_result_json(r) for r in results], indent=2, default=str, allow_nan=False))
+    zip_path = out / f"cnncompare-runs-{stamp}.zip"
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as zf:
+        zf.write(csv_path, "results.csv", compress_type=zipfile.ZIP_DEFLATED)
+        zf.write(json_path, "results.json", compress_type=zipfile.ZIP_DEFLATED)
+        for r in results:
+            if not r.run_dir or not Path(r.run_dir).is_dir():
+                continue
+            run_dir = Path(r.run_dir)
+            for f in sorted(run_dir.rglob("*")):
+                if not f.is_file() or f.name.endswith(".tmp") or (f.suffix == ".safetensors" and not include_weights):
+                    continue
+                # weights are incompressible floats: store them, deflate the text files
+                method = zipfile.ZIP_STORED if f.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
+                zf.write(f, f"{run_dir.name}/{f.relative_to(run_dir).as_posix()}", compress_type=method)
+    os.replace(tmp, zip_path)
+    return [csv_path, json_path, zip_path]

@@ -124,7 +124,33 @@ def _offline_message(what: str, err: Exception) -> WeightsUnavailableError:
 
 def offline() -> bool:
     """True when downloads are switched off (CNNCOMPARE_OFFLINE=1 or HF_HUB_OFFLINE=1)."""
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("CNNCOMPARE_OFFLINE", "HF_HUB_OFFLINE"))
+    from .settings import Env
+
+    return Env.read().offline
+
+
+_WEIGHTS_OK: dict[str, bool] = {}
+
+
+def pretrained_available(name: str) -> bool:
+    """Whether ImageNet weights for `name` can be had here (local cache or download).
+
+    Builds the pretrained model once: offline this fails at once with a WeightsUnavailableError;
+    online it downloads into the backend's cache, which the real build then reuses. The answer
+    is remembered for the life of the process.
+    """
+    if name not in _WEIGHTS_OK:
+        try:
+            build(name, pretrained=True)
+            _WEIGHTS_OK[name] = True
+        except WeightsUnavailableError:
+            _WEIGHTS_OK[name] = False
+    return _WEIGHTS_OK[name]
+
+
+def remember_weights(name: str, ok: bool) -> None:
+    """Record what a build with pretrained weights found (so `pretrained_available` need not build again)."""
+    _WEIGHTS_OK[name] = ok
 
 
 @functools.cache

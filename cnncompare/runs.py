@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from torch import nn
 
 from . import models
 from .errors import CNNCompareError
+from .settings import ModelEntry, TrainSettings, build, first_line
 
 METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_s",
                  "elapsed_s"]
@@ -52,14 +54,22 @@ class RunStore:
         path.mkdir(parents=True)
         self.path = path
 
-    def start(self, cfg, data, result) -> None:
-        config = dict(train=cfg.to_dict(), dataset=dict(name=data.name, classes=list(data.classes),
-                                                       report=data.report.to_dict()),
+    def start(self, train_config: dict, dataset, result) -> None:
+        """Write config.json (model entry + training settings, dataset, versions) and an empty metrics.csv."""
+        config = dict(train=train_config, label=result.label,
+                      dataset=dict(name=dataset.name, classes=list(dataset.classes),
+                                   report=dataset.report.to_dict()),
                       device=result.device, versions=_versions(),
                       created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         _write_atomic(self.path / "config.json", json.dumps(config, indent=2, default=str))
         with (self.path / "metrics.csv").open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_FIELDS)
+
+    def reset(self) -> None:
+        """Empty the folder again (a run that restarts with a smaller batch after running out of memory)."""
+        for f in self.path.iterdir():
+            if f.is_file():
+                f.unlink()
 
     def log_epoch(self, row: dict) -> None:
         with (self.path / "metrics.csv").open("a", newline="") as f:
@@ -74,7 +84,19 @@ class RunStore:
             tmp = self.path / "weights.safetensors.tmp"
             save_file(state, str(tmp))
             os.replace(tmp, self.path / "weights.safetensors")
-        _write_atomic(self.path / "results.json", json.dumps(result.to_dict(), indent=2, default=str))
+        _write_atomic(self.path / "results.json",
+                      json.dumps(json_safe(result.to_dict()), indent=2, default=str, allow_nan=False))
+
+
+def json_safe(obj):
+    """NaN and infinities become null, recursively: JSON written here never carries a bare NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -89,6 +111,16 @@ class SavedRun:
     path: Path
     config: dict
     results: dict | None
+
+    @property
+    def entry(self) -> ModelEntry:
+        """The model entry the run trained (fields missing from an older config.json take their defaults)."""
+        return build(ModelEntry, self.config["train"])
+
+    @property
+    def settings(self) -> TrainSettings:
+        """The training settings the run used."""
+        return build(TrainSettings, self.config["train"])
 
     @property
     def name(self) -> str:
@@ -111,12 +143,13 @@ class SavedRun:
         weights = self.path / "weights.safetensors"
         if not weights.is_file():
             raise CNNCompareError(f"Run {self.path.name} has no saved weights (it did not finish).")
-        t = self.config["train"]
-        spec = models.ModelSpec(t["model"], num_classes=len(self.classes), pretrained=t["pretrained"], head=t["head"])
+        entry, size = self.entry, self.settings.size
+        spec = models.ModelSpec(entry.model, num_classes=len(self.classes), pretrained=entry.pretrained,
+                                head=entry.head)
         # same architecture and input handling as trained (e.g. GoogLeNet's transform_input when
         # pretrained), without downloading anything: the weights come from the run
         model = models.build(spec, load_weights=False)
-        models.freeze(model, t["freeze"], t["size"])  # same module types (FrozenBatchNorm2d) as when saved
+        models.freeze(model, entry.freeze, size)  # same module types (FrozenBatchNorm2d) as when saved
         model.load_state_dict(load_file(str(weights)))
         model.cnncompare.weights_source = f"run: {self.path.name}"
         return model.to(device).eval()
@@ -133,7 +166,16 @@ def load_run(path: str | Path) -> SavedRun:
         results = json.loads(results_file.read_text()) if results_file.is_file() else None
     except (OSError, ValueError):
         results = None  # unreadable results: the run still lists, as unfinished
-    return SavedRun(path, config, results)
+    run = SavedRun(path, config, results)
+    try:  # a damaged or foreign folder fails here, with one sentence, instead of later for every visitor
+        if not isinstance(config.get("train"), dict) or "model" not in config["train"]:
+            raise CNNCompareError("its config.json names no model")
+        if not isinstance(config.get("dataset"), dict) or not isinstance(config["dataset"].get("classes"), list):
+            raise CNNCompareError("its config.json lists no classes")
+        run.entry, run.settings  # noqa: B018 - parse both: bad values raise here
+    except (CNNCompareError, TypeError, AttributeError) as err:
+        raise CNNCompareError(f"{path.name} is not a readable cnncompare run: {first_line(err)}.") from None
+    return run
 
 
 def list_runs(root: str | Path) -> list[SavedRun]:

@@ -1,87 +1,52 @@
 """Fine-tune one model on one dataset: a plain loop in the spirit of torchvision's
 references/classification/train.py, reporting events as it goes.
 
-Images are decoded and resized once per run into a uint8 tensor (`data.to_tensors`);
-each batch is then normalised (and optionally augmented) on the device. When everything
-before the classifier is frozen and augmentation is off, the backbone runs once over the
-data ("feature cache") and only the head trains on the stored features: the same result
-as the plain frozen path without paying the backbone's forward pass every epoch.
+The parts have their field's names: `train_one_epoch`, `evaluate`, `extract_features`;
+`run(...)` strings them together as a generator of `Event`s (the UI streams it, and closing
+it stops the run); `fine_tune(...)` drives it with a callback and returns the `RunResult`.
 
-`run(...)` is a generator of `Event`s (the UI streams it, and closing it stops the run);
-`fine_tune(...)` drives it with a callback and returns the `RunResult`.
+Speed on a GPU: the decoded images go to the device once when they fit a memory budget (else
+they stay in pinned memory and are copied asynchronously); normalisation and augmentation run
+on the device; loss and accuracy accumulate on the device and are read only when an event is
+due (about twice a second) or an epoch ends, so the host never waits for the GPU per step.
+The first steps (cuDNN autotuning, allocator warm-up) are timed apart from the steady state.
+
+When everything before the classifier is frozen and augmentation is off, the backbone runs
+once over the data ("feature cache") and only the head trains on the stored features.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import resource
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data as data_mod
-from . import models, profiling
+from . import data, models, profiling, runtime
 from .errors import CNNCompareError
+from .settings import OPTIMIZERS, SCHEDULES, ModelEntry, TrainSettings, first_line
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
-SCHEDULES = ("none", "step", "cosine")
+__all__ = ["Event", "EventKind", "RunResult", "Estimate", "run", "fine_tune", "estimate", "train_one_epoch",
+           "evaluate", "extract_features", "make_optimizer", "lr_factor", "can_cache_features", "run_config",
+           "resolve_batch_size", "OPTIMIZERS", "SCHEDULES"]
 
-
-@dataclass
-class TrainConfig:
-    model: str
-    freeze: str = "head"  # none | head | stages:K | layers:N
-    head: str = "linear"
-    pretrained: bool = False
-    init: str = "default"
-    weights_file: str | None = None
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    batch_size: int = 32
-    epochs: int = 3
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    seed: int = 0
-    size: int = 64
-    augment: bool = False
-    device: str = "auto"
-    time_budget_s: float | None = None
-    feature_cache: bool = True  # use the cache when the policy allows it
-
-    def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise CNNCompareError(f"Unknown optimizer '{self.optimizer}': choose one of {', '.join(OPTIMIZERS)}.")
-        if self.schedule not in SCHEDULES:
-            raise CNNCompareError(f"Unknown schedule '{self.schedule}': choose one of {', '.join(SCHEDULES)}.")
-        for name, low in (("epochs", 1), ("batch_size", 1)):
-            if getattr(self, name) < low:
-                raise CNNCompareError(f"{name} must be at least {low}, got {getattr(self, name)}.")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise CNNCompareError(f"Learning rate must be a positive number, got {self.lr}.")
-        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.warmup_epochs < 0:
-            raise CNNCompareError("weight decay and warm-up must be >= 0 and label smoothing in [0, 1).")
-        models.FreezePolicy.parse(self.freeze)
-        models.check_input_size(self.model, self.size)
-
-    def spec(self, num_classes: int) -> models.ModelSpec:
-        return models.ModelSpec(self.model, num_classes=num_classes, pretrained=self.pretrained, head=self.head,
-                                init=self.init, weights_file=self.weights_file)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+EventKind = Literal["start", "info", "step", "epoch", "end"]
+EVENT_EVERY_S = 0.5  # step events (and the device reads they need) at most this often
+WARMUP_STEPS = 3  # steps timed apart: cuDNN autotuning and allocator warm-up happen there
+DEVICE_DATA_FRACTION = 0.4  # decoded images go to the GPU when they fit in this share of its free memory
 
 
 @dataclass
 class Event:
-    kind: str  # "start" | "step" | "epoch" | "end" | "info"
+    """Something a run reports: its start, progress, an epoch's metrics, or its end (with the result)."""
+
+    kind: EventKind
     model: str
     epoch: int = 0  # 1-based; 0 before the first epoch
     epochs: int = 0
@@ -97,6 +62,7 @@ class Event:
     eta_s: float | None = None
     message: str = ""
     result: "RunResult | None" = None
+    label: str = ""  # the run's label in its comparison ('resnet18@none lr=0.05'); the model name when alone
 
     @property
     def progress(self) -> float:
@@ -109,9 +75,12 @@ class Event:
 
 @dataclass
 class RunResult:
+    """What a run produced. `error` means it failed; `warnings` that it trained but something beside failed."""
+
     name: str
-    config: dict
+    config: dict  # model entry + training settings, flat (as in the run's config.json)
     classes: list[str]
+    label: str = ""
     val_top1: float | None = None  # percent
     val_top5: float | None = None  # percent, with 5 classes or more
     per_class_acc: dict[str, float] = field(default_factory=dict)
@@ -119,22 +88,31 @@ class RunResult:
     best_epoch: int | None = None
     final_epoch: int = 0
     train_time_s: float = 0.0  # training steps + feature extraction; evaluation excluded
-    images_per_s: float | None = None  # training images processed per second of train_time_s
+    images_per_s: float | None = None  # steady state: training images per second after the warm-up steps
+    warmup_s: float | None = None  # time of the first WARMUP_STEPS steps (autotuning, allocation)
+    batch_size: int | None = None  # the batch actually used (auto, or lowered after running out of memory)
     peak_mem_mb: float | None = None  # MiB: CUDA max allocated, or the process's peak RSS on a CPU
     params: int | None = None
     trainable_params: int | None = None
     macs: int | None = None
     latency_ms: float | None = None
     feature_cache: bool = False
+    data_on_device: bool = False
     stopped: str | None = None  # why it ended early: "stopped by user", "time budget"
     history: list[dict] = field(default_factory=list)
     device: str = ""
     weights_source: str = ""
     run_dir: str | None = None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def run_config(entry: ModelEntry, settings: TrainSettings) -> dict:
+    """The flat dict a run records: model entry fields, then training settings."""
+    return {**entry.to_dict(), **settings.to_dict()}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -145,31 +123,40 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+def resolve_batch_size(settings: TrainSettings, device: torch.device) -> int:
+    """The batch a run uses: the setting, or (0 = auto) 32 on a CPU and 128 on a GPU."""
+    if settings.batch_size:
+        return settings.batch_size
+    return 128 if device.type == "cuda" else 32
+
+
+def make_optimizer(settings: TrainSettings, params, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The optimizer the settings name, over `params` (fused CUDA kernels where PyTorch has them)."""
     params = list(params)
-    wd = cfg.weight_decay
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=wd)
-    if cfg.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=wd)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=wd)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=wd)
-    return torch.optim.RMSprop(params, lr=cfg.lr, alpha=0.9, weight_decay=wd)  # Keras' rho=0.9
+    wd, lr = settings.weight_decay, settings.lr
+    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=wd, **fused)
+    if settings.optimizer == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, **fused)
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused)
+    if settings.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **fused)
+    return torch.optim.RMSprop(params, lr=lr, alpha=0.9, weight_decay=wd)  # Keras' rho=0.9
 
 
-def lr_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+def lr_factor(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
     """Multiplier of the base learning rate at a global step: linear warm-up, then the schedule."""
-    total = cfg.epochs * steps_per_epoch
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    total = settings.epochs * steps_per_epoch
+    warm = int(settings.warmup_epochs * steps_per_epoch)
     if step < warm:
         return (step + 1) / warm
-    if cfg.schedule == "cosine":
+    if settings.schedule == "cosine":
         t = (step - warm) / max(1, total - warm)
         return 0.5 * (1 + math.cos(math.pi * t))
-    if cfg.schedule == "step":  # x0.1 after each third of the run, as in the classic recipes
-        every = max(1, math.ceil(cfg.epochs / 3))
+    if settings.schedule == "step":  # x0.1 after each third of the run, as in the classic recipes
+        every = max(1, math.ceil(settings.epochs / 3))
         return 0.1 ** ((step // steps_per_epoch) // every)
     return 1.0
 
@@ -186,56 +173,25 @@ class Normalizer(nn.Module):
         return (x.float() - self.mean) / self.std
 
 
-def augment_batch(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and random-resized-crop (scale 0.5-1, ratio 3/4-4/3) per image, on uint8."""
-    out = torch.empty_like(x)
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and random-resized crop (scale 0.5-1, ratio 3/4-4/3) of each float image.
+
+    One batched affine resampling on the batch's own device; the random draws come from the
+    run's CPU generator, so a seed gives the same augmentation on a CPU and a GPU.
+    """
     n = x.shape[0]
-    flips = torch.rand(n, generator=gen) < 0.5
-    scales = torch.empty(n).uniform_(0.5, 1.0, generator=gen)
-    log_r = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)
-    for i in range(n):
-        area = scales[i].item() * size * size
-        ratio = math.exp(log_r[i].item())
-        w = min(size, max(8, int(round(math.sqrt(area * ratio)))))
-        h = min(size, max(8, int(round(math.sqrt(area / ratio)))))
-        top = int(torch.randint(0, size - h + 1, (1,), generator=gen))
-        left = int(torch.randint(0, size - w + 1, (1,), generator=gen))
-        crop = x[i:i + 1, :, top:top + h, left:left + w].float()
-        img = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out[i] = img.round().clamp(0, 255).to(torch.uint8)[0]
-        if flips[i]:
-            out[i] = out[i].flip(-1)
-    return out
-
-
-def _amp(device: torch.device) -> tuple[bool, torch.dtype]:
-    if device.type != "cuda":
-        return False, torch.float32
-    return True, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-
-
-def _peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    # the process's peak RSS (KiB on Linux), reset at the start of each run where Linux allows
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# Decoded tensors are shared by the models of one comparison (same data, size, interpolation).
-# The dataset object itself is kept in the entry, so an id() can never be reused by another.
-_TENSOR_CACHE: dict[tuple, tuple[object, torch.Tensor, torch.Tensor]] = {}
-_TENSOR_CACHE_SIZE = 2  # train + val of one comparison
-
-
-def cached_tensors(ds, size: int, interpolation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    key = (id(ds), size, interpolation)
-    hit = _TENSOR_CACHE.get(key)
-    if hit is None or hit[0] is not ds:
-        while len(_TENSOR_CACHE) >= _TENSOR_CACHE_SIZE:
-            _TENSOR_CACHE.pop(next(iter(_TENSOR_CACHE)))
-        hit = (ds, *data_mod.to_tensors(ds, size, interpolation))
-        _TENSOR_CACHE[key] = hit
-    return hit[1], hit[2]
+    scale = torch.empty(n).uniform_(0.5, 1.0, generator=gen)
+    ratio = torch.empty(n).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen).exp()
+    w = (scale * ratio).sqrt().clamp(max=1.0)  # crop width and height as fractions of the image
+    h = (scale / ratio).sqrt().clamp(max=1.0)
+    cx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - w)  # crop centre, in [-1, 1] coordinates
+    cy = (torch.rand(n, generator=gen) * 2 - 1) * (1 - h)
+    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = w * flip, cx
+    theta[:, 1, 1], theta[:, 1, 2] = h, cy
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def can_cache_features(model: nn.Module) -> bool:
@@ -250,201 +206,417 @@ def can_cache_features(model: nn.Module) -> bool:
     return bool(trainable) and all(t.startswith(heads) for t in trainable)
 
 
-def _reset_peak_rss() -> None:
-    # Linux: writing 5 to clear_refs resets the process's peak RSS, so each run's CPU peak is its own.
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+# --------------------------------------------------------------------------- data on the device
+
+# Decoded tensors are shared by the runs of one comparison (same dataset, size, interpolation)
+# and dropped by `release_data()` when the comparison ends.
+_TENSOR_CACHE: dict[tuple, tuple[object, torch.Tensor, torch.Tensor]] = {}
+_TENSOR_CACHE_SIZE = 2  # train + val of one comparison
 
 
-# --------------------------------------------------------------------------- the loop
+def cached_tensors(ds, size: int, interpolation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images N x 3 x size x size, int64 labels) of a split, decoded once per comparison."""
+    key = (id(ds), size, interpolation)
+    hit = _TENSOR_CACHE.get(key)
+    if hit is None or hit[0] is not ds:
+        while len(_TENSOR_CACHE) >= _TENSOR_CACHE_SIZE:
+            _TENSOR_CACHE.pop(next(iter(_TENSOR_CACHE)))
+        hit = (ds, *data.to_tensors(ds, size, interpolation))
+        _TENSOR_CACHE[key] = hit
+    return hit[1], hit[2]
+
+
+def release_data() -> None:
+    """Forget decoded datasets (call when a comparison ends, so its memory goes back)."""
+    _TENSOR_CACHE.clear()
+
+
+@dataclass
+class DeviceData:
+    """One split's images and labels where the loop reads them: on the device, or pinned in host memory."""
+
+    x: torch.Tensor  # uint8 N x 3 x H x W
+    y: torch.Tensor  # int64 N
+    device: torch.device
+
+    @property
+    def on_device(self) -> bool:
+        return self.x.device.type == self.device.type
+
+    @classmethod
+    def place(cls, x: torch.Tensor, y: torch.Tensor, device: torch.device, budget_bytes: int) -> "DeviceData":
+        if device.type != "cuda":
+            return cls(x, y, device)
+        if x.numel() * x.element_size() <= budget_bytes:
+            return cls(x.to(device), y.to(device), device)
+        return cls(x.pin_memory(), y.to(device), device)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images and labels of `idx` (indices on the labels' device), on the device."""
+        if self.on_device:
+            return self.x[idx], self.y[idx]
+        xb = self.x[idx.cpu()]
+        if self.device.type == "cuda":
+            xb = xb.pin_memory().to(self.device, non_blocking=True)
+        return xb, self.y[idx]
+
+
+def _device_budget(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free * DEVICE_DATA_FRACTION)
+
+
+# --------------------------------------------------------------------------- the parts
+
+@dataclass
+class Loop:
+    """What every part of one run needs: the model's input pipeline, precision and batch."""
+
+    model: nn.Module
+    norm: Normalizer
+    precision: runtime.Precision
+    batch_size: int
+    augment: bool = False
+    gen: torch.Generator | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.precision.device
+
+    def inputs(self, xb: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """uint8 batch on the device -> normalised float batch in the model's memory format."""
+        x = self.norm(xb)
+        if train and self.augment:
+            x = augment_batch(x, self.gen)
+        return x.contiguous(memory_format=self.precision.memory_format)
+
+
+@dataclass
+class RunState:
+    """Counters of one run, kept across epochs."""
+
+    started: float
+    train_time: float = 0.0
+    images: int = 0
+    warmup_time: float = 0.0
+    warmup_images: int = 0
+    steps_done: int = 0
+    snapshot: dict | None = None  # weights of the last finished epoch
+
+    def steady_images_per_s(self) -> float | None:
+        """Images per second after the warm-up steps (all steps when the run had no more)."""
+        t, n = self.train_time - self.warmup_time, self.images - self.warmup_images
+        if n > 0 and t > 0:
+            return n / t
+        return self.images / self.train_time if self.train_time else None
+
 
 class _Stop(Exception):
     pass
 
 
-def run(cfg: TrainConfig, data: "data_mod.LoadedData", *, should_stop: Callable[[], bool] | None = None,
-        store=None) -> Iterator[Event]:
-    """Fine-tune `cfg.model` on `data`, yielding events; the last event has kind "end" and a result.
+class Diverged(CNNCompareError):
+    """The loss became NaN or infinite."""
 
-    `store` (a runs.RunStore) receives the config first, each epoch's metrics as it ends, and
-    the results and weights at the end. A stop (flag, time budget, or the consumer closing this
-    generator) ends the run at the next step; the weights saved are those of the last finished
-    epoch, so they always match the metrics saved with them.
+
+def _read_running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float]:
+    loss = loss_sum.item() / max(1, seen)
+    if not math.isfinite(loss):
+        raise Diverged("diverged: the loss became NaN or infinite; lower the learning rate.")
+    return loss, 100 * correct.item() / max(1, seen)
+
+
+def train_one_epoch(loop: Loop, train: DeviceData, feats: torch.Tensor | None, optimizer, scheduler, scaler,
+                    criterion, state: RunState, check_stop: Callable[[], None]) -> Iterator[dict]:
+    """One pass over the training data; yields a progress dict about every EVENT_EVERY_S and the epoch's totals last.
+
+    Loss and correct predictions accumulate on the device: the host reads them only when it
+    yields, so the GPU is never waited for per step.
     """
-    cfg.validate()
-    should_stop = should_stop or (lambda: False)
-    device = profiling.resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    classes = list(data.classes)
-    model = models.build(cfg.spec(len(classes)))
-    models.freeze(model, cfg.freeze, cfg.size)
-    params, trainable = models.count_params(model)
-    if trainable == 0:
-        raise CNNCompareError(f"Nothing left to train in {cfg.model} with freeze={cfg.freeze}.")
-    result = RunResult(name=cfg.model, config=cfg.to_dict(), classes=classes, params=params,
-                       trainable_params=trainable, device=str(device),
-                       weights_source=model.cnncompare.weights_source)
-    if store is not None:
-        store.start(cfg, data, result)
-        result.run_dir = str(store.path)
-    started = time.perf_counter()
-    state = dict(train_time=0.0, images=0, snapshot=None)
-
-    def check_stop() -> None:
-        if should_stop():
-            raise _Stop("stopped by user")
-        if cfg.time_budget_s and time.perf_counter() - started > cfg.time_budget_s:
-            raise _Stop("time budget")
-
-    try:
-        yield Event("start", cfg.model, epochs=cfg.epochs,
-                    message=f"{cfg.model}: {trainable:,} of {params:,} parameters train "
-                            f"({model.cnncompare.weights_source}) on {device}")
-        dcfg = models.data_config(model, cfg.size)
-        interp = dcfg.get("interpolation", "bilinear")
-        x_train, y_train = cached_tensors(data.train, cfg.size, interp)
-        x_val, y_val = cached_tensors(data.val, cfg.size, interp)
-        norm = Normalizer(dcfg["mean"], dcfg["std"]).to(device)
-        amp, amp_dtype = _amp(device)
-        fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        model = model.to(device=device, memory_format=fmt)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        else:
-            _reset_peak_rss()
-        ctx = (norm, cfg.batch_size, device, fmt, amp, amp_dtype)
-
-        use_cache = cfg.feature_cache and not cfg.augment and can_cache_features(model)
-        result.feature_cache = use_cache
-        f_train = f_val = None
-        if use_cache:
-            yield Event("info", cfg.model, epochs=cfg.epochs, elapsed_s=time.perf_counter() - started,
-                        message=f"{cfg.model}: backbone frozen and no augmentation: computing its features once")
-            t0 = time.perf_counter()
-            f_train = _extract(model, x_train, ctx, check_stop)
-            f_val = _extract(model, x_val, ctx, check_stop)
-            state["train_time"] += time.perf_counter() - t0  # honest totals: extraction is training time
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        optimizer = make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad))
-        n = len(y_train)
-        # a last batch of one image breaks BatchNorm in train mode: drop that single leftover
-        steps = n // cfg.batch_size if (n % cfg.batch_size == 1 and n > 1) else max(1, math.ceil(n / cfg.batch_size))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, steps))
-        scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype == torch.float16)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        loop_start = time.perf_counter()
-        best = -1.0
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            order = torch.randperm(n, generator=gen)
-            run_loss = run_correct = run_seen = 0
-            for step in range(1, steps + 1):
-                check_stop()
-                t0 = time.perf_counter()
-                idx = order[(step - 1) * cfg.batch_size: step * cfg.batch_size]
-                yb = y_train[idx].to(device, non_blocking=True)
-                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                    if use_cache:
-                        logits = model.forward_head(f_train[idx].to(device, non_blocking=True))
-                    else:
-                        xb = x_train[idx]
-                        if cfg.augment:
-                            xb = augment_batch(xb, cfg.size, gen)
-                        xb = norm(xb.to(device, non_blocking=True)).contiguous(memory_format=fmt)
-                        logits = model(xb)
-                    loss = criterion(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_value = loss.item()  # also waits for the device
-                state["train_time"] += time.perf_counter() - t0
-                state["images"] += len(idx)
-                run_loss += loss_value * len(idx)
-                run_correct += (logits.argmax(1) == yb).sum().item()
-                run_seen += len(idx)
-                now = time.perf_counter()
-                done = (epoch - 1) * steps + step
-                yield Event("step", cfg.model, epoch, cfg.epochs, step, steps, loss=loss_value, lr=lr,
-                            images_per_s=state["images"] / state["train_time"], elapsed_s=now - started,
-                            eta_s=(now - loop_start) / done * (cfg.epochs * steps - done))
-            val = _evaluate(model, x_val, y_val, f_val, criterion, ctx, len(classes))
-            row = dict(epoch=epoch, train_loss=run_loss / run_seen, train_acc=100 * run_correct / run_seen,
-                       val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"], lr=lr,
-                       images_per_s=state["images"] / state["train_time"], elapsed_s=time.perf_counter() - started)
-            result.history.append(row)
-            result.final_epoch = epoch
-            if val["top1"] > best:
-                best, result.best_epoch = val["top1"], epoch
-            _fill_metrics(result, val, classes)
-            if epoch < cfg.epochs:  # weights of the last finished epoch, restored if a stop comes mid-epoch
-                state["snapshot"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            if store is not None:
-                store.log_epoch(row)
-            now = time.perf_counter()
-            yield Event("epoch", cfg.model, epoch, cfg.epochs, steps, steps, loss=row["train_loss"],
-                        train_acc=row["train_acc"], val_loss=val["loss"], val_top1=val["top1"], lr=lr,
-                        images_per_s=row["images_per_s"], elapsed_s=now - started,
-                        eta_s=(now - loop_start) / epoch * (cfg.epochs - epoch))
-    except _Stop as why:
-        result.stopped = str(why)
-        _restore(model, state, result)
-    except GeneratorExit:  # the consumer closed us (UI cancel, tab closed): save what finished
-        result.stopped = "stopped by user"
-        _restore(model, state, result)
-        _finish(result, model, cfg, device, state, store)
-        raise
-    _finish(result, model, cfg, device, state, store)
-    yield Event("end", cfg.model, result.final_epoch, cfg.epochs, elapsed_s=time.perf_counter() - started,
-                val_top1=result.val_top1, message=_summary(result), result=result)
-
-
-def _restore(model: nn.Module, state: dict, result: RunResult) -> None:
-    """After a mid-epoch stop, go back to the weights the saved metrics describe."""
-    if state["snapshot"] is not None and result.final_epoch:
-        model.load_state_dict(state["snapshot"])
-
-
-def _extract(model, x, ctx, check_stop) -> torch.Tensor:
-    """Backbone outputs (`forward_features`) for every image, once; a stop request ends it between batches."""
-    norm, batch, device, fmt, amp, amp_dtype = ctx
-    batch = max(batch, 64)  # no gradients kept: a bigger batch is cheaper per image
-    model.eval()  # frozen parts behave the same in both modes (FrozenBatchNorm2d)
-    out = []
-    for i in range(0, len(x), batch):
+    model, device = loop.model, loop.device
+    n = len(train.y)
+    b = loop.batch_size
+    # a last batch of one image breaks BatchNorm in train mode: drop that single leftover
+    steps = n // b if (n % b == 1 and n > 1) else max(1, math.ceil(n / b))
+    order = torch.randperm(n, generator=loop.gen).to(train.y.device)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    model.train()
+    t_epoch = time.perf_counter()
+    last_event = t_epoch
+    lr = optimizer.param_groups[0]["lr"]
+    for step in range(1, steps + 1):
         check_stop()
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-            xb = norm(x[i:i + batch].to(device)).contiguous(memory_format=fmt)
-            out.append(model.forward_features(xb).float())
-    return torch.cat(out).clone()  # clone: leave inference mode so autograd can use it
+        idx = order[(step - 1) * b: step * b]
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
+        with loop.precision.autocast():
+            if feats is not None:
+                yb = train.y[idx]
+                logits = model.forward_head(feats[idx])
+            else:
+                xb, yb = train.batch(idx)
+                logits = model(loop.inputs(xb, train=True))
+            loss = criterion(logits, yb)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        loss_sum += loss.detach().float() * len(idx)
+        correct += (logits.detach().argmax(1) == yb).sum()
+        seen += len(idx)
+        state.steps_done += 1
+        if state.steps_done == WARMUP_STEPS:  # one wait for the device, once per run: the warm-up's end
+            runtime.sync(device)
+            state.warmup_time = state.train_time + time.perf_counter() - t_epoch
+            state.warmup_images = state.images + seen
+        now = time.perf_counter()
+        # on a CPU a read costs nothing, so every step reports; on a GPU a read waits for the device
+        if step < steps and (device.type != "cuda" or now - last_event >= EVENT_EVERY_S):
+            last_event = now
+            loss_value, _ = _read_running(loss_sum, correct, seen)  # reads the device: it waits here
+            yield dict(step=step, steps=steps, loss=loss_value, lr=lr, epoch_time=time.perf_counter() - t_epoch,
+                       seen=seen)
+    loss_value, acc = _read_running(loss_sum, correct, seen)
+    epoch_time = time.perf_counter() - t_epoch
+    state.train_time += epoch_time
+    state.images += seen
+    yield dict(step=steps, steps=steps, loss=loss_value, acc=acc, lr=lr, epoch_time=epoch_time, seen=seen, done=True)
 
 
 @torch.no_grad()
-def _evaluate(model, x, y, feats, criterion, ctx, n_classes) -> dict:
-    norm, batch, device, fmt, amp, amp_dtype = ctx
+def evaluate(loop: Loop, split: DeviceData, feats: torch.Tensor | None, criterion, n_classes: int) -> dict:
+    """Validation loss, top-1, top-5 (5+ classes) and the confusion matrix (rows: true class)."""
+    model = loop.model
     model.eval()
+    batch = max(loop.batch_size, 128)
     logits = []
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-        for i in range(0, len(y), batch):
+    n = len(split.y)
+    with loop.precision.autocast():
+        for i in range(0, n, batch):
+            idx = torch.arange(i, min(n, i + batch), device=split.y.device)
             if feats is not None:
-                logits.append(model.forward_head(feats[i:i + batch].to(device)).float())
+                logits.append(model.forward_head(feats[idx]).float())
             else:
-                xb = norm(x[i:i + batch].to(device)).contiguous(memory_format=fmt)
-                logits.append(model(xb).float())
-    logits = torch.cat(logits).cpu()
+                xb, _ = split.batch(idx)
+                logits.append(model(loop.inputs(xb)).float())
+    logits = torch.cat(logits)
+    y = split.y.to(logits.device)
     pred = logits.argmax(1)
-    conf = torch.zeros(n_classes, n_classes, dtype=torch.long)
-    conf.index_put_((y, pred), torch.ones_like(y), accumulate=True)
+    conf = torch.bincount(y * n_classes + pred, minlength=n_classes * n_classes).view(n_classes, n_classes)
     top5 = None
     if n_classes >= 5:
         top5 = 100 * (logits.topk(5, 1).indices == y[:, None]).any(1).float().mean().item()
-    return dict(loss=criterion(logits, y).item(), top1=100 * (pred == y).float().mean().item(), top5=top5,
-                confusion=conf)
+    loss = criterion(logits, y).item()
+    return dict(loss=loss, top1=100 * (pred == y).float().mean().item(), top5=top5, confusion=conf.cpu())
+
+
+def extract_features(loop: Loop, split: DeviceData, check_stop: Callable[[], None]) -> torch.Tensor:
+    """Backbone outputs (`forward_features`) for every image of a split, once, on the device.
+
+    Frozen parts behave the same in eval and train mode (FrozenBatchNorm2d), so eval mode is
+    exact; a stop request ends it between batches.
+    """
+    model = loop.model
+    batch = max(loop.batch_size, 64)  # no gradients kept: a bigger batch is cheaper per image
+    model.eval()
+    out = []
+    n = len(split.y)
+    for i in range(0, n, batch):
+        check_stop()
+        idx = torch.arange(i, min(n, i + batch), device=split.y.device)
+        xb, _ = split.batch(idx)
+        with torch.inference_mode(), loop.precision.autocast():
+            out.append(model.forward_features(loop.inputs(xb)).float())
+    return torch.cat(out).clone()  # clone: leave inference mode so autograd can use it
+
+
+# --------------------------------------------------------------------------- one run
+
+def run(entry: ModelEntry, settings: TrainSettings, dataset: "data.LoadedData", *, label: str = "",
+        should_stop: Callable[[], bool] | None = None, store=None) -> Iterator[Event]:
+    """Fine-tune `entry.model` on `dataset`, yielding events; the last event has kind "end" and a result.
+
+    Args:
+        entry: the model, its weights and freeze policy.
+        settings: the training settings.
+        dataset: a `data.LoadedData` (train and val splits, classes, report).
+        label: the run's name in its comparison (default: the model name); every event carries it.
+        should_stop: polled every step; True ends the run at that step.
+        store: a `runs.RunStore` that receives the config, each epoch's metrics, the results and weights.
+
+    A stop (flag, time budget, or the consumer closing this generator) ends the run at the next
+    step; the weights saved are those of the last finished epoch, so they always match the
+    metrics saved with them. A CUDA out-of-memory error before the first epoch ends restarts the
+    run with half the batch (down to 8), said in an "info" event.
+
+    Raises:
+        CNNCompareError: bad settings, an unknown model, input too small, weights unavailable.
+    """
+    settings.validate()
+    entry.validate(settings.size)
+    device = runtime.resolve_device(settings.device)
+    batch = resolve_batch_size(settings, device)
+    label = label or entry.model
+    with runtime.cpu_threads(device):
+        while True:
+            attempt = _Attempt(entry, settings, dataset, label, batch, device, should_stop, store)
+            try:
+                yield from attempt.events()
+                return
+            except torch.OutOfMemoryError:
+                if attempt.finished_epochs or batch <= 8 or device.type != "cuda":
+                    raise
+                attempt.discard()
+                batch //= 2
+                torch.cuda.empty_cache()
+                yield Event("info", entry.model, label=label,
+                            message=f"{label}: out of GPU memory; starting again with batch {batch}")
+
+
+class _Attempt:
+    """One try at a run with one batch size (`run` retries with a smaller batch on out-of-memory)."""
+
+    def __init__(self, entry, settings, dataset, label, batch, device, should_stop, store):
+        self.entry, self.settings, self.dataset, self.label = entry, settings, dataset, label
+        self.batch, self.device, self.store = batch, device, store
+        self.should_stop = should_stop or (lambda: False)
+        self.finished_epochs = 0
+        self.store_started = False
+
+    def discard(self) -> None:
+        """Forget a failed attempt's files (none finished an epoch), so the retry starts clean."""
+        if self.store is not None and self.store_started:
+            self.store.reset()
+
+    def event(self, kind: EventKind, **kw) -> Event:
+        return Event(kind, self.entry.model, label=self.label, **kw)
+
+    def events(self) -> Iterator[Event]:
+        entry, s, device = self.entry, self.settings, self.device
+        seed_everything(s.seed)
+        classes = list(self.dataset.classes)
+        model = models.build(entry.spec(len(classes)))
+        models.freeze(model, entry.freeze, s.size)
+        params, trainable = models.count_params(model)
+        if trainable == 0:
+            raise CNNCompareError(f"Nothing left to train in {entry.model} with freeze={entry.freeze}.")
+        config = {**run_config(entry, s), "batch_size": self.batch}
+        result = RunResult(name=entry.model, config=config, classes=classes, label=self.label, params=params,
+                           trainable_params=trainable, device=runtime.device_label(device), batch_size=self.batch,
+                           weights_source=model.cnncompare.weights_source)
+        if self.store is not None:
+            self.store.start(config, self.dataset, result)
+            self.store_started = True
+            result.run_dir = str(self.store.path)
+        state = RunState(started=time.perf_counter())
+        model_ref = [model]  # what to save if we are closed mid-run
+
+        def check_stop() -> None:
+            if self.should_stop():
+                raise _Stop("stopped by user")
+            if s.time_budget_s and time.perf_counter() - state.started > s.time_budget_s:
+                raise _Stop("time budget")
+
+        try:
+            yield self.event("start", epochs=s.epochs,
+                             message=f"{self.label}: {trainable:,} of {params:,} parameters train "
+                                     f"({model.cnncompare.weights_source}) on {device}, batch {self.batch}")
+            yield from self._train(model, model_ref, result, state, check_stop)
+        except _Stop as why:
+            result.stopped = str(why)
+            _restore(model_ref[0], state, result)
+        except Diverged as err:
+            result.error = str(err)
+            result.stopped = "diverged"
+            _restore(model_ref[0], state, result)
+        except GeneratorExit:  # the consumer closed us (UI cancel, tab closed): save what finished
+            result.stopped = "stopped by user"
+            _restore(model_ref[0], state, result)
+            _finish(result, model_ref[0], s, device, state, self.store)
+            raise
+        _finish(result, model_ref[0], s, device, state, self.store)
+        yield self.event("end", epoch=result.final_epoch, epochs=s.epochs,
+                         elapsed_s=time.perf_counter() - state.started, val_top1=result.val_top1,
+                         message=_summary(result), result=result)
+
+    def _train(self, model, model_ref, result, state, check_stop) -> Iterator[Event]:
+        s, device, classes = self.settings, self.device, result.classes
+        if device.type == "cuda":
+            runtime.configure_cuda()
+        precision = runtime.precision_for(device, training=True)
+        dcfg = models.data_config(model, s.size)
+        x_train, y_train = cached_tensors(self.dataset.train, s.size, dcfg.get("interpolation", "bilinear"))
+        x_val, y_val = cached_tensors(self.dataset.val, s.size, dcfg.get("interpolation", "bilinear"))
+        budget = _device_budget(device)
+        train = DeviceData.place(x_train, y_train, device, budget)
+        val = DeviceData.place(x_val, y_val, device, budget - x_train.numel() if train.on_device else 0)
+        result.data_on_device = device.type == "cuda" and train.on_device
+        model = model.to(device=device, memory_format=precision.memory_format)
+        model_ref[0] = model
+        runtime.reset_peak_memory(device)
+        gen = torch.Generator().manual_seed(s.seed)
+        loop = Loop(model, Normalizer(dcfg["mean"], dcfg["std"]).to(device), precision, self.batch, s.augment, gen)
+
+        use_cache = s.feature_cache and not s.augment and can_cache_features(model)
+        result.feature_cache = use_cache
+        f_train = f_val = None
+        if use_cache:
+            yield self.event("info", epochs=s.epochs, elapsed_s=time.perf_counter() - state.started,
+                             message=f"{self.label}: backbone frozen and no augmentation: computing its features once")
+            t0 = time.perf_counter()
+            f_train = extract_features(loop, train, check_stop)
+            f_val = extract_features(loop, val, check_stop)
+            runtime.sync(device)
+            state.train_time += time.perf_counter() - t0  # honest totals: extraction is training time
+            state.warmup_time = state.train_time  # extraction is not steady-state head training
+        criterion = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
+        optimizer = make_optimizer(s, (p for p in model.parameters() if p.requires_grad), device)
+        n = len(y_train)
+        steps = n // self.batch if (n % self.batch == 1 and n > 1) else max(1, math.ceil(n / self.batch))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(s, k, steps))
+        scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_scaler)
+        loop_start = time.perf_counter()
+        best = -1.0
+        for epoch in range(1, s.epochs + 1):
+            for p in train_one_epoch(loop, train, f_train, optimizer, scheduler, scaler, criterion, state,
+                                     check_stop):
+                now = time.perf_counter()
+                done = (epoch - 1) * p["steps"] + p["step"]
+                rate = (state.images + p["seen"]) / max(1e-9, state.train_time + p["epoch_time"])
+                if not p.get("done"):
+                    yield self.event("step", epoch=epoch, epochs=s.epochs, step=p["step"], steps=p["steps"],
+                                     loss=p["loss"], lr=p["lr"], images_per_s=rate, elapsed_s=now - state.started,
+                                     eta_s=(now - loop_start) / done * (s.epochs * p["steps"] - done))
+                    continue
+                val_m = evaluate(loop, val, f_val, criterion, len(classes))
+                ips = state.steady_images_per_s()
+                row = dict(epoch=epoch, train_loss=p["loss"], train_acc=p["acc"], val_loss=val_m["loss"],
+                           val_top1=val_m["top1"], val_top5=val_m["top5"], lr=p["lr"], images_per_s=ips,
+                           elapsed_s=time.perf_counter() - state.started)
+                result.history.append(row)
+                result.final_epoch = self.finished_epochs = epoch
+                if val_m["top1"] > best:
+                    best, result.best_epoch = val_m["top1"], epoch
+                _fill_metrics(result, val_m, classes)
+                if epoch < s.epochs:  # weights of the last finished epoch, restored if a stop comes mid-epoch
+                    state.snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                if self.store is not None:
+                    self.store.log_epoch(row)
+                now = time.perf_counter()
+                yield self.event("epoch", epoch=epoch, epochs=s.epochs, step=p["steps"], steps=p["steps"],
+                                 loss=p["loss"], train_acc=p["acc"], val_loss=val_m["loss"], val_top1=val_m["top1"],
+                                 lr=p["lr"], images_per_s=ips, elapsed_s=now - state.started,
+                                 eta_s=(now - loop_start) / epoch * (s.epochs - epoch))
+
+
+def _restore(model: nn.Module, state: RunState, result: RunResult) -> None:
+    """After a mid-epoch stop, go back to the weights the saved metrics describe."""
+    if state.snapshot is not None and result.final_epoch:
+        model.load_state_dict(state.snapshot)
 
 
 def _fill_metrics(result: RunResult, val: dict, classes: list[str]) -> None:
@@ -455,31 +627,39 @@ def _fill_metrics(result: RunResult, val: dict, classes: list[str]) -> None:
     result.per_class_acc = {c: 100 * conf[i, i].item() / totals[i].item() for i, c in enumerate(classes)}
 
 
-def _finish(result, model, cfg, device, state, store) -> None:
-    result.train_time_s = state["train_time"]
-    result.images_per_s = state["images"] / state["train_time"] if state["train_time"] else None
-    result.peak_mem_mb = _peak_mem_mb(device)
+def _finish(result: RunResult, model: nn.Module, settings: TrainSettings, device, state: RunState, store) -> None:
+    result.train_time_s = state.train_time
+    result.images_per_s = state.steady_images_per_s()
+    result.warmup_s = state.warmup_time or None
+    result.peak_mem_mb = runtime.peak_memory_mb(device)
     try:
-        result.macs = profiling.count_macs(model, cfg.size)
-        lat, _, _, _ = profiling.measure_latency(model, cfg.size, device, batch=1, budget_s=0.3)
+        result.macs = profiling.count_macs(model, settings.size)
+        lat, _, _, _ = profiling.measure_latency(model, settings.size, device, batch=1, budget_s=0.3)
         result.latency_ms = lat.p50
-    except Exception as err:  # a profile is a nice-to-have; never lose the run for it
-        result.error = f"profiling failed: {err}"
+    except Exception as err:  # a profile is a nice-to-have: the run trained, so it is a warning
+        result.warnings.append(f"profiling failed: {first_line(err)}")
     if store is not None:
         store.finish(result, model if result.final_epoch else None)
 
 
 def _summary(r: RunResult) -> str:
+    if r.error:
+        return f"{r.label or r.name}: {r.error}"
     acc = f"val top-1 {r.val_top1:.1f}%" if r.val_top1 is not None else "no finished epoch"
     stop = f" ({r.stopped})" if r.stopped else ""
     cache = ", feature cache" if r.feature_cache else ""
-    return f"{r.name}: {acc} after {r.final_epoch} epoch(s), {r.train_time_s:.1f} s training{cache}{stop}"
+    return f"{r.label or r.name}: {acc} after {r.final_epoch} epoch(s), {r.train_time_s:.1f} s training{cache}{stop}"
 
 
-def fine_tune(cfg: TrainConfig, data, *, on_event: Callable[[Event], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, store=None) -> RunResult:
+def fine_tune(entry: ModelEntry, settings: TrainSettings, dataset, *, on_event: Callable[[Event], None] | None = None,
+              should_stop: Callable[[], bool] | None = None, store=None, label: str = "") -> RunResult:
+    """Run `run(...)` to its end, passing each event to `on_event`; returns the RunResult.
+
+    Raises:
+        CNNCompareError: as `run`.
+    """
     result = None
-    for event in run(cfg, data, should_stop=should_stop, store=store):
+    for event in run(entry, settings, dataset, label=label, should_stop=should_stop, store=store):
         if on_event:
             on_event(event)
         if event.kind == "end":
@@ -491,6 +671,8 @@ def fine_tune(cfg: TrainConfig, data, *, on_event: Callable[[Event], None] | Non
 
 @dataclass
 class Estimate:
+    """How long a run should take, from timing a few real steps."""
+
     model: str
     seconds_per_epoch: float
     total_s: float
@@ -506,36 +688,39 @@ def _secs(t: float) -> str:
     return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
 
 
-def estimate(cfg: TrainConfig, n_train: int, n_val: int, n_classes: int, steps: int = 2) -> Estimate:
-    """Time a few real training steps on random data and extrapolate to the whole run."""
-    cfg.validate()
-    device = profiling.resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    model = models.build(models.ModelSpec(cfg.model, num_classes=n_classes, head=cfg.head, init=cfg.init))
-    models.freeze(model, cfg.freeze, cfg.size)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = model.to(device=device, memory_format=fmt)
-    amp, amp_dtype = _amp(device)
-    cached = cfg.feature_cache and not cfg.augment and can_cache_features(model)
-    b = min(cfg.batch_size, max(1, n_train))
-    x = torch.randn(b, 3, cfg.size, cfg.size, device=device).contiguous(memory_format=fmt)
+def estimate(entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: int, n_classes: int,
+             steps: int = 2) -> Estimate:
+    """Time a few real training steps on random data and extrapolate to the whole run.
+
+    Raises:
+        CNNCompareError: as `run`'s validation.
+    """
+    settings.validate()
+    entry.validate(settings.size)
+    device = runtime.resolve_device(settings.device)
+    precision = runtime.precision_for(device, training=True)
+    torch.manual_seed(settings.seed)
+    model = models.build(models.ModelSpec(entry.model, num_classes=n_classes, head=entry.head, init=entry.init))
+    models.freeze(model, entry.freeze, settings.size)
+    model = model.to(device=device, memory_format=precision.memory_format)
+    cached = settings.feature_cache and not settings.augment and can_cache_features(model)
+    b = min(resolve_batch_size(settings, device), max(1, n_train))
+    x = torch.randn(b, 3, settings.size, settings.size, device=device).contiguous(memory_format=precision.memory_format)
     y = torch.randint(0, n_classes, (b,), device=device)
-    opt = make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad))
+    opt = make_optimizer(settings, (p for p in model.parameters() if p.requires_grad), device)
 
     def timed(fn) -> float:
         fn()  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        runtime.sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        runtime.sync(device)
         return (time.perf_counter() - t0) / steps
 
     def train_step():
         model.train()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with precision.autocast():
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
         loss.backward()
@@ -543,18 +728,19 @@ def estimate(cfg: TrainConfig, n_train: int, n_val: int, n_classes: int, steps: 
 
     def forward():
         model.eval()
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+        with torch.inference_mode(), precision.autocast():
             model(x)
 
-    fwd = timed(forward) / b  # per image
-    batches = math.ceil(n_train / b)
-    if cached:
-        once = fwd * (n_train + n_val)
-        per_epoch = batches * 0.002  # head-only steps on stored features: milliseconds
-        total = once + per_epoch * cfg.epochs
-        note = f"features computed once (~{_secs(once)}), then ~{_secs(per_epoch)} per epoch"
-    else:
-        per_epoch = timed(train_step) * batches + fwd * n_val
-        total = per_epoch * cfg.epochs
-        note = f"~{_secs(per_epoch)} per epoch"
-    return Estimate(cfg.model, per_epoch, total, cached, str(device), note)
+    with runtime.cpu_threads(device):
+        fwd = timed(forward) / b  # per image
+        batches = math.ceil(n_train / b)
+        if cached:
+            once = fwd * (n_train + n_val)
+            per_epoch = batches * 0.002  # head-only steps on stored features: milliseconds
+            total = once + per_epoch * settings.epochs
+            note = f"features computed once (~{_secs(once)}), then ~{_secs(per_epoch)} per epoch"
+        else:
+            per_epoch = timed(train_step) * batches + fwd * n_val
+            total = per_epoch * settings.epochs
+            note = f"~{_secs(per_epoch)} per epoch"
+    return Estimate(entry.model, per_epoch, total, cached, str(device), note)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from cnncompare import data, inference, models, runs, training
 from cnncompare.errors import CNNCompareError
+from cnncompare.settings import ModelEntry, TrainSettings
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ def test_overlay_is_an_image_the_size_of_the_map(picture):
 def test_cli_predict_with_a_fine_tuned_run(tmp_path, picture):
     ds = data.load_dataset("shapes", work_dir=tmp_path / "d", shapes_per_class=12, seed=0)
     store = runs.RunStore(tmp_path / "runs", "resnet18")
-    training.fine_tune(training.TrainConfig("resnet18", epochs=1, size=32, device="cpu"), ds, store=store)
+    training.fine_tune(ModelEntry("resnet18"), TrainSettings(epochs=1, size=32, device="cpu"), ds, store=store)
     r = subprocess.run([sys.executable, "-m", "cnncompare", "predict", str(picture), "--run", str(store.path),
                         "--models", "alexnet", "--size", "64", "--json"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)

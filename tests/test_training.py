@@ -10,6 +10,7 @@ import torch
 
 from cnncompare import compare, data, runs, training
 from cnncompare.errors import CNNCompareError
+from cnncompare.settings import ModelEntry, TrainSettings, settings_of
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -19,10 +20,15 @@ def shapes(tmp_path_factory):
     return data.load_dataset("shapes", work_dir=tmp_path_factory.mktemp("data"), shapes_per_class=30, seed=0)
 
 
-def tiny(**kw) -> training.TrainConfig:
+MODEL_FIELDS = {s.name for s in settings_of(ModelEntry)}
+
+
+def tiny(**kw) -> tuple[ModelEntry, TrainSettings]:
+    """(model entry, training settings) of a tiny CPU run, with `kw` changed in whichever they belong to."""
     base = dict(model="resnet18", freeze="head", epochs=1, size=32, batch_size=32, lr=1e-2, device="cpu")
     base.update(kw)
-    return training.TrainConfig(**base)
+    return (ModelEntry(**{k: v for k, v in base.items() if k in MODEL_FIELDS}),
+            TrainSettings(**{k: v for k, v in base.items() if k not in MODEL_FIELDS}))
 
 
 def _strip_times(history):
@@ -34,7 +40,7 @@ def test_the_loop_learns_from_scratch(tmp_path):
     ds = data.load_dataset("shapes", work_dir=tmp_path, shapes_per_class=120, seed=1)
     chance = 100 / len(ds.classes)
     cfg = tiny(freeze="none", epochs=4, size=64, lr=1e-3, optimizer="adam")
-    result = training.fine_tune(cfg, ds)
+    result = training.fine_tune(*cfg, ds)
     assert result.final_epoch == 4 and not result.feature_cache
     assert result.history[-1]["train_loss"] < 0.85 * result.history[0]["train_loss"]
     assert result.val_top1 >= 1.8 * chance, result.history
@@ -42,19 +48,19 @@ def test_the_loop_learns_from_scratch(tmp_path):
 
 def test_same_seed_same_metrics(shapes):
     cfg = tiny(freeze="stages:3", feature_cache=False, epochs=2)
-    a = training.fine_tune(cfg, shapes)
-    b = training.fine_tune(cfg, shapes)
+    a = training.fine_tune(*cfg, shapes)
+    b = training.fine_tune(*cfg, shapes)
     assert _strip_times(a.history) == _strip_times(b.history)
     assert a.confusion == b.confusion
-    c = training.fine_tune(tiny(freeze="stages:3", feature_cache=False, epochs=2, seed=1), shapes)
+    c = training.fine_tune(*tiny(freeze="stages:3", feature_cache=False, epochs=2, seed=1), shapes)
     assert _strip_times(c.history) != _strip_times(a.history)
 
 
 @pytest.mark.parametrize("name,size", [("resnet18", 32), ("alexnet", 64)])
 def test_feature_cache_gives_the_same_result_as_the_plain_frozen_path(shapes, name, size):
     # AlexNet's frozen fc6/fc7 keep their dropout in train mode on both paths
-    cached = training.fine_tune(tiny(model=name, size=size, epochs=2, lr=1e-3), shapes)
-    plain = training.fine_tune(tiny(model=name, size=size, epochs=2, lr=1e-3, feature_cache=False), shapes)
+    cached = training.fine_tune(*tiny(model=name, size=size, epochs=2, lr=1e-3), shapes)
+    plain = training.fine_tune(*tiny(model=name, size=size, epochs=2, lr=1e-3, feature_cache=False), shapes)
     assert cached.feature_cache and not plain.feature_cache
     assert cached.trainable_params == plain.trainable_params
     for a, b in zip(cached.history, plain.history):
@@ -63,12 +69,12 @@ def test_feature_cache_gives_the_same_result_as_the_plain_frozen_path(shapes, na
 
 
 def test_feature_cache_is_off_with_augmentation(shapes):
-    augmented = training.fine_tune(tiny(augment=True), shapes)
+    augmented = training.fine_tune(*tiny(augment=True), shapes)
     assert not augmented.feature_cache  # augmentation changes the images, so features cannot be reused
 
 
 def test_mlp_head_on_vgg_caches_features_before_fc6(shapes):
-    r = training.fine_tune(tiny(model="vgg11", head="mlp", optimizer="sgd"), shapes)
+    r = training.fine_tune(*tiny(model="vgg11", head="mlp", optimizer="sgd"), shapes)
     assert r.feature_cache and r.val_top1 is not None
     assert r.trainable_params == 512 * 49 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 8 + 8
 
@@ -76,22 +82,22 @@ def test_mlp_head_on_vgg_caches_features_before_fc6(shapes):
 @pytest.mark.parametrize("optimizer", training.OPTIMIZERS)
 def test_every_optimizer_trains(shapes, optimizer):
     lr = 0.05 if optimizer in ("sgd", "momentum") else 1e-3
-    r = training.fine_tune(tiny(optimizer=optimizer, lr=lr, epochs=3, schedule="none"), shapes)
+    r = training.fine_tune(*tiny(optimizer=optimizer, lr=lr, epochs=3, schedule="none"), shapes)
     assert r.final_epoch == 3 and r.history[2]["train_loss"] < r.history[0]["train_loss"]
 
 
 def test_a_last_batch_of_one_image_is_dropped_not_fatal(shapes):
     assert len(shapes.train) % 191 == 1  # BatchNorm cannot train on a batch of one 1x1 map
-    r = training.fine_tune(tiny(freeze="stages:3", feature_cache=False, batch_size=191), shapes)
+    r = training.fine_tune(*tiny(freeze="stages:3", feature_cache=False, batch_size=191), shapes)
     assert r.error is None and r.final_epoch == 1
 
 
 def test_schedules_warm_up_then_decay():
-    cfg = tiny(epochs=10, schedule="cosine", warmup_epochs=1)
+    _, cfg = tiny(epochs=10, schedule="cosine", warmup_epochs=1)
     f = [training.lr_factor(cfg, s, 10) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert f[10] == pytest.approx(1.0) and f[-1] < 0.01 and all(a >= b for a, b in zip(f[10:], f[11:]))
-    step = tiny(epochs=9, schedule="step")
+    _, step = tiny(epochs=9, schedule="step")
     assert [training.lr_factor(step, e * 10, 10) for e in (0, 3, 6)] == pytest.approx([1, 0.1, 0.01])
 
 
@@ -106,7 +112,7 @@ def test_stop_flag_ends_within_one_step_and_keeps_finished_work(shapes, tmp_path
         if ev.kind == "epoch" and ev.epoch == 1:
             state["stop"] = True  # ask to stop as soon as the first epoch is done
 
-    r = training.fine_tune(tiny(epochs=5, feature_cache=False, batch_size=16), shapes, on_event=on_event,
+    r = training.fine_tune(*tiny(epochs=5, feature_cache=False, batch_size=16), shapes, on_event=on_event,
                            should_stop=lambda: state["stop"], store=store)
     assert r.stopped == "stopped by user" and r.final_epoch == 1 and len(steps_after_stop) == 0
     rows = list(csv.DictReader((store.path / "metrics.csv").open()))
@@ -126,7 +132,7 @@ def test_a_mid_epoch_stop_keeps_the_weights_of_the_last_finished_epoch(shapes, t
     def count(ev):
         state["steps"] += ev.kind == "step"
 
-    r = training.fine_tune(tiny(freeze="stages:2", epochs=3, feature_cache=False, batch_size=16), shapes,
+    r = training.fine_tune(*tiny(freeze="stages:2", epochs=3, feature_cache=False, batch_size=16), shapes,
                            on_event=count, should_stop=stop, store=store)
     assert r.stopped == "stopped by user" and r.final_epoch == 1 and state["steps"] == 15
     model = runs.load_run(store.path).load_model()
@@ -145,7 +151,7 @@ def _accuracy(model, x, y) -> float:
 
 def test_closing_the_event_stream_stops_the_run_and_saves(shapes, tmp_path):
     store = runs.RunStore(tmp_path, "resnet18")
-    gen = training.run(tiny(epochs=5, feature_cache=False, batch_size=16), shapes, store=store)
+    gen = training.run(*tiny(epochs=5, feature_cache=False, batch_size=16), shapes, store=store)
     for ev in gen:
         if ev.kind == "step" and ev.step == 2:
             break
@@ -156,31 +162,100 @@ def test_closing_the_event_stream_stops_the_run_and_saves(shapes, tmp_path):
 
 
 def test_time_budget_stops_the_run(shapes):
-    r = training.fine_tune(tiny(epochs=50, feature_cache=False, time_budget_s=1.0), shapes)
+    r = training.fine_tune(*tiny(epochs=50, feature_cache=False, time_budget_s=1.0), shapes)
     assert r.stopped == "time budget" and r.final_epoch < 50
 
 
 def test_compare_reports_a_failing_model_and_runs_the_others(shapes, tmp_path):
-    entries = [compare.Entry.parse("alexnet"), compare.Entry.parse("resnet18@stages:4")]
-    results = compare.compare(entries, shapes, tiny(size=48), out_dir=tmp_path)
+    entry, settings = tiny(size=48)
+    plan = compare.Plan.parse("alexnet, resnet18@stages:4", model_defaults=entry, settings=settings)
+    labels = []
+    results = compare.compare(plan, shapes, out_dir=tmp_path, on_event=lambda ev: labels.append(ev.label))
     rows = compare.table_rows(results)
     assert "at least 63" in rows[0]["error"] and rows[0]["run_dir"] is None
     assert rows[1]["error"] is None and rows[1]["freeze"] == "stages:4" and rows[1]["val_top1"] is not None
     assert rows[1]["macs"] > 0 and rows[1]["latency_ms"] > 0
+    assert set(labels) == {"alexnet@head", "resnet18@stages:4"}  # every event names its run
     saved = runs.list_runs(tmp_path)
     assert [s.name for s in saved] == ["resnet18"]
 
 
 def test_an_entry_carries_its_own_policy_and_settings():
-    e = compare.Entry.parse("resnet18@none optimizer=sgd lr=0.05")
-    cfg = e.config(tiny(freeze="head", optimizer="adam"))
-    assert (cfg.model, cfg.freeze, cfg.optimizer, cfg.lr) == ("resnet18", "none", "sgd", 0.05)
-    assert e.label("head") == "resnet18@none optimizer=sgd lr=0.05"
-    assert compare.Entry.parse("vgg11").config(tiny(freeze="stages:1")).freeze == "stages:1"
-    for bad, msg in [("resnet18 momentum=1", "per-run setting"), ("resnet18 optimizer=lbfgs", "choose one of"),
-                     ("resnet18 lr=fast", "not a number")]:
+    e = compare.Entry.parse("resnet18@none optimizer=sgd lr=0.05 init=he")
+    entry, settings = e.resolve(*tiny(freeze="head", optimizer="adam"))
+    assert (entry.model, entry.freeze, entry.init, settings.optimizer, settings.lr) == ("resnet18", "none", "he",
+                                                                                         "sgd", 0.05)
+    assert e.label("head") == "resnet18@none optimizer=sgd lr=0.05 init=he"
+    assert compare.Entry.parse("vgg11").resolve(*tiny(freeze="stages:1"))[0].freeze == "stages:1"
+    for bad, msg in [("resnet18 momentum=1", "per-run setting"), ("resnet18 lr=1e30", "at most 10"), ("resnet18 optimizer=lbfgs", "not one of"),
+                     ("resnet18 lr=fast", "not a number"), ("resnet18 epochs=2.5", "whole number"),
+                     ("resnet18 lr=nan", "finite")]:
         with pytest.raises(CNNCompareError, match=msg):
             compare.Entry.parse(bad)
+
+
+def test_a_plan_gives_every_run_a_unique_label_and_checks_limits():
+    plan = compare.Plan.parse("resnet18@head\nresnet18\nresnet18@none lr=0.01, vgg11", max_runs=4)
+    assert [r.label for r in plan.runs()] == ["resnet18@head", "resnet18@head #2", "resnet18@none lr=0.01",
+                                             "vgg11@head"]
+    with pytest.raises(CNNCompareError, match="At most 2 runs"):
+        compare.Plan.parse("resnet18, vgg11, alexnet", max_runs=2)
+    with pytest.raises(CNNCompareError, match="resnet"):  # unknown names fail before anything runs
+        compare.Plan.parse("resnett18")
+    with pytest.raises(CNNCompareError, match="at least one model"):
+        compare.Plan.parse(" , ")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    from cnncompare import models
+
+    monkeypatch.setenv("CNNCOMPARE_OFFLINE", "1")
+    monkeypatch.setattr(models, "_WEIGHTS_OK", {})
+    return models
+
+
+def test_missing_weights_fall_back_to_random_with_the_reason_recorded(shapes, tmp_path, offline):
+    entry, settings = tiny(pretrained=True)
+    plan = compare.Plan.parse("resnet18@head", model_defaults=entry, settings=settings)
+    events = []
+    [result] = compare.compare(plan, shapes, out_dir=tmp_path, on_event=events.append)
+    assert result.error is None and result.final_epoch == 1
+    assert "random weights" in result.warnings[0] and result.weights_source.startswith("random")
+    assert any(ev.kind == "info" and "random weights" in ev.message for ev in events)
+    failing = compare.Plan.parse("resnet18@head", model_defaults=entry, settings=settings, missing_weights="fail")
+    [failed] = compare.compare(failing, shapes, out_dir=tmp_path)
+    assert "No pretrained ImageNet weights" in failed.error and failed.run_dir is None
+
+
+def test_export_writes_labelled_tables_and_a_whole_zip(shapes, tmp_path):
+    import zipfile
+
+    entry, settings = tiny()
+    plan = compare.Plan.parse("resnet18@head lr=0.02, resnet18@stages:4", model_defaults=entry, settings=settings)
+    results = compare.compare(plan, shapes, out_dir=tmp_path / "runs")
+    csv_path, json_path, zip_path = compare.export(results, tmp_path / "export")
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [r["run"] for r in rows] == ["resnet18@head lr=0.02", "resnet18@stages:4"]
+    assert rows[0]["lr"] == "0.02" and rows[1]["lr"] == "0.01"
+    text = csv_path.read_text() + json_path.read_text()
+    assert str(tmp_path) not in text  # no absolute server paths in what a visitor downloads
+    names = zipfile.ZipFile(zip_path).namelist()
+    for r in results:
+        folder = r.run_dir.split("/")[-1]
+        assert f"{folder}/weights.safetensors" in names and f"{folder}/config.json" in names
+    assert not list((tmp_path / "export").glob("*.tmp"))
+
+
+def test_a_diverging_run_is_reported_not_saved_as_normal(shapes, tmp_path):
+    store = runs.RunStore(tmp_path, "alexnet")
+    r = training.fine_tune(*tiny(model="alexnet", size=64, freeze="none", feature_cache=False, lr=10,
+                                 optimizer="momentum", schedule="none", epochs=2, batch_size=16), shapes, store=store)
+    assert r.error and "diverged" in r.error and "lower the learning rate" in r.error and r.final_epoch == 0
+    def no_bare_constants(name):
+        raise AssertionError(f"bare {name} in results.json")
+
+    json.loads((store.path / "results.json").read_text(), parse_constant=no_bare_constants)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "googlenet"])
@@ -193,7 +268,7 @@ def test_a_saved_run_reloads_and_predicts_like_the_trained_model(shapes, tmp_pat
         torch.save(tv.state_dict(), tmp_path / "googlenet.pth")
         kw.update(pretrained=True, weights_file=str(tmp_path / "googlenet.pth"))
     store = runs.RunStore(tmp_path, name)
-    result = training.fine_tune(tiny(**kw), shapes, store=store)
+    result = training.fine_tune(*tiny(**kw), shapes, store=store)
     saved = runs.load_run(result.run_dir)
     model = saved.load_model()
     assert saved.classes == shapes.classes
@@ -203,8 +278,8 @@ def test_a_saved_run_reloads_and_predicts_like_the_trained_model(shapes, tmp_pat
 
 
 def test_estimate_before_a_run(shapes):
-    plain = training.estimate(tiny(freeze="none"), len(shapes.train), len(shapes.val), len(shapes.classes))
-    cached = training.estimate(tiny(), len(shapes.train), len(shapes.val), len(shapes.classes))
+    plain = training.estimate(*tiny(freeze="none"), len(shapes.train), len(shapes.val), len(shapes.classes))
+    cached = training.estimate(*tiny(), len(shapes.train), len(shapes.val), len(shapes.classes))
     assert plain.total_s > 0 and cached.total_s > 0
     assert cached.feature_cache and not plain.feature_cache
 
@@ -213,8 +288,10 @@ def test_estimate_before_a_run(shapes):
                                     (dict(model="inception_v3", size=32), "at least 75"),
                                     (dict(freeze="stages:x"), "freeze policy"), (dict(lr=0), "Learning rate")])
 def test_bad_settings_are_clear_errors(kw, msg):
+    entry, settings = tiny(**kw)
     with pytest.raises(CNNCompareError, match=msg):
-        tiny(**kw).validate()
+        settings.validate()
+        entry.validate(settings.size)
 
 
 def test_cli_finetune_json(tmp_path):
@@ -229,4 +306,19 @@ def test_cli_finetune_json(tmp_path):
     assert keys <= set(rows[0]) and rows[0]["name"] == "resnet18" and rows[0]["feature_cache"] is True
     assert rows[0]["error"] is None and 0 <= rows[0]["val_top1"] <= 100
     assert "at least 63" in rows[1]["error"]
-    assert (tmp_path / rows[0]["run_dir"].split("/")[-1] / "weights.safetensors").is_file()
+    assert (tmp_path / rows[0]["run_dir"] / "weights.safetensors").is_file()
+
+
+def test_cli_reproduces_a_comparison_with_labels_fallback_and_export(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cnncompare", "finetune", "--models", "resnet18@head lr=0.02",
+                        "resnet18", "--pretrained", "--epochs", "1", "--size", "32", "--max-per-class", "10",
+                        "--out", str(tmp_path / "runs"), "--export", str(tmp_path / "export")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "CNNCOMPARE_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "resnet18@head lr=0.02" in r.stdout and "resnet18@head" in r.stdout
+    assert "random weights" in r.stdout + r.stderr
+    rows = list(csv.DictReader((tmp_path / "export" / "results.csv").open()))
+    assert [row["run"] for row in rows] == ["resnet18@head lr=0.02", "resnet18@head"]
+    assert all("random weights" in row["warnings"] for row in rows)
+    assert len(list((tmp_path / "export").glob("cnncompare-runs-*.zip"))) == 1

@@ -1,0 +1,304 @@
+"""Every setting, defined once: its field, default, bounds, choices and help.
+
+The CLI options (`add_arguments`), the UI widgets (`cnncompare.ui.forms`), validation
+(`validate`), per-run overrides (`resnet18@none lr=0.05`) and the Learn presets (overrides of
+these defaults) are all derived from the dataclasses below; nothing else types a default.
+
+`Env` reads the environment in one place: where runs live, whether downloads are off, and
+the limits a shared server enforces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import CNNCompareError
+
+__all__ = ["Setting", "setting", "settings_of", "TrainSettings", "ModelEntry", "OPTIMIZERS", "SCHEDULES", "HEADS",
+           "INITS", "coerce", "validate", "build", "replace", "add_arguments", "from_args", "Env", "first_line"]
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
+SCHEDULES = ("none", "step", "cosine")
+HEADS = ("linear", "mlp")
+INITS = ("default", "he", "glorot")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What is known about one setting besides its default."""
+
+    name: str
+    label: str
+    help: str
+    kind: type  # int, float, bool or str
+    default: Any
+    choices: tuple | None = None
+    low: float | None = None  # inclusive
+    high: float | None = None  # inclusive
+    low_open: bool = False  # low itself not allowed (learning rate > 0)
+    optional: bool = False  # None allowed ("no time budget")
+    none_text: str = ""  # how the UI/CLI say None ("0 = none")
+    flag: str | None = None  # CLI flag when it differs from --field-name
+
+
+def setting(default, label: str, help: str, *, kind: type | None = None, choices=None, low=None, high=None,
+            low_open=False, optional=False, none_text="", flag=None):
+    """A dataclass field that carries its `Setting` in metadata."""
+    meta = dict(label=label, help=help, kind=kind or type(default), choices=tuple(choices) if choices else None,
+                low=low, high=high, low_open=low_open, optional=optional, none_text=none_text, flag=flag)
+    return field(default=default, metadata={"setting": meta})
+
+
+def settings_of(cls_or_obj) -> list[Setting]:
+    """The `Setting` of every field of a settings dataclass, in order."""
+    out = []
+    for f in dataclasses.fields(cls_or_obj):
+        meta = f.metadata.get("setting")
+        if meta is not None:
+            out.append(Setting(name=f.name, default=f.default, **meta))
+    return out
+
+
+@dataclass
+class TrainSettings:
+    """How to train: the same for every model of a comparison, unless an entry overrides a field."""
+
+    optimizer: str = setting("adam", "Optimizer", "momentum = SGD with momentum 0.9", choices=OPTIMIZERS)
+    lr: float = setting(1e-3, "Learning rate", "base learning rate (before warm-up and schedule)",
+                        low=0.0, high=10.0, low_open=True)
+    weight_decay: float = setting(0.0, "Weight decay", "L2 penalty on the trained weights", low=0.0, high=1.0)
+    batch_size: int = setting(0, "Batch size", "images per step; 0 = auto: 32 on a CPU, 128 on a GPU "
+                              "(lowered automatically if the GPU runs out of memory)", low=0, high=1024, flag="--batch")
+    epochs: int = setting(3, "Epochs", "passes over the training images", low=1, high=200)
+    schedule: str = setting("cosine", "LR schedule", "cosine: decays to 0 over the run; step: x0.1 after each "
+                            "third; none: constant", choices=SCHEDULES)
+    warmup_epochs: float = setting(0.0, "Warm-up epochs", "linear learning-rate warm-up (may be fractional)",
+                                   low=0.0, high=50.0, flag="--warmup")
+    label_smoothing: float = setting(0.0, "Label smoothing", "0 = plain cross-entropy", low=0.0, high=0.9)
+    seed: int = setting(0, "Seed", "same seed, same data split, same run", low=0, high=2**31 - 1)
+    size: int = setting(64, "Input size (px)", "images are resized to size x size; 64 is quick on a CPU",
+                        low=16, high=512)
+    augment: bool = setting(False, "Augment (flips, resized crops)", "random flips and resized crops; turns the "
+                            "feature cache off")
+    device: str = setting("auto", "Device", "auto | cpu | cuda | cuda:N")
+    time_budget_s: float | None = setting(None, "Time budget per run (s)", "stop each run after this many seconds",
+                                          kind=float, low=0.0, high=86400.0, low_open=True, optional=True,
+                                          none_text="0 = none", flag="--time-budget")
+    feature_cache: bool = setting(True, "Feature cache", "when only the head trains, run the frozen backbone once "
+                                  "and train the head on stored features")
+
+    def validate(self) -> None:
+        """Raises CNNCompareError naming the first bad field."""
+        validate(self)
+        from .runtime import resolve_device
+
+        resolve_device(self.device)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ModelEntry:
+    """Which model, and how it starts: weights, head, initialisation and what stays frozen."""
+
+    model: str = setting("resnet18", "Model", "a catalog name (alexnet, vgg16, resnet50, ...) or any timm name")
+    freeze: str = setting("head", "Freeze policy", "none | head | stages:K | layers:N (what stays frozen)")
+    head: str = setting("linear", "Head", "linear: a new linear classifier; mlp: a new 4096-4096 classifier",
+                        choices=HEADS)
+    init: str = setting("default", "Initialisation", "for layers trained from scratch", choices=INITS)
+    pretrained: bool = setting(False, "Start from ImageNet weights", "needs network, or a weights file")
+    weights_file: str | None = setting(None, "Weights file", "local pretrained weights (.safetensors or .pth)",
+                                       kind=str, optional=True, flag="--weights")
+
+    def validate(self, size: int | None = None) -> None:
+        """Raises CNNCompareError for a bad field, an unknown model, or an input size the model cannot take."""
+        validate(self)
+        from . import models
+
+        models.FreezePolicy.parse(self.freeze)
+        if size is not None:
+            models.check_input_size(self.model, size)
+
+    def spec(self, num_classes: int):
+        """The `models.ModelSpec` that builds this entry's model."""
+        from . import models
+
+        return models.ModelSpec(self.model, num_classes=num_classes, pretrained=self.pretrained, head=self.head,
+                                init=self.init, weights_file=self.weights_file)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- values
+
+def first_line(err: BaseException | str) -> str:
+    """The first line of an error's message (or its type when it has none): one sentence for a status line."""
+    text = str(err).strip()
+    if isinstance(err, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def coerce(s: Setting, value: Any) -> Any:
+    """A value from a form, a CLI string or JSON, turned into the setting's type and checked.
+
+    Raises:
+        CNNCompareError: one sentence naming the setting and what it accepts.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if s.optional:
+            return None
+        return s.default
+    if s.kind is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise CNNCompareError(f"{s.label}: '{value}' is not yes or no.")
+            return low in ("1", "true", "yes", "on")
+        return bool(value)
+    if s.kind in (int, float):
+        try:
+            number = float(value.strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise CNNCompareError(f"{s.label}: '{value}' is not a number.") from None
+        if not math.isfinite(number):
+            raise CNNCompareError(f"{s.label} must be a finite number, got {value}.")
+        if s.optional and number == 0 and s.low_open and s.low == 0:
+            return None  # "0 = none"
+        if s.kind is int:
+            if number != int(number):
+                raise CNNCompareError(f"{s.label} must be a whole number, got {value}.")
+            number = int(number)
+        _check_bounds(s, number)
+        return number
+    text = str(value).strip()
+    if s.choices and text.lower() not in s.choices:
+        raise CNNCompareError(f"{s.label}: '{text}' is not one of {', '.join(s.choices)}.")
+    return text.lower() if s.choices else text
+
+
+def _check_bounds(s: Setting, number: float) -> None:
+    low_ok = s.low is None or (number > s.low if s.low_open else number >= s.low)
+    high_ok = s.high is None or number <= s.high
+    if not (low_ok and high_ok):
+        lo = "" if s.low is None else (f"above {s.low:g}" if s.low_open else f"at least {s.low:g}")
+        hi = "" if s.high is None else f"at most {s.high:g}"
+        raise CNNCompareError(f"{s.label} must be {' and '.join(p for p in (lo, hi) if p)}, got {number:g}.")
+
+
+def validate(obj) -> None:
+    """Check every field of a settings dataclass against its type, choices and bounds."""
+    for s in settings_of(obj):
+        value = getattr(obj, s.name)
+        if value is None and s.optional:
+            continue
+        checked = coerce(s, value)
+        if s.kind in (int, float) and isinstance(value, bool):
+            raise CNNCompareError(f"{s.label} must be a number, got {value}.")
+        if s.kind is int and checked != value:
+            raise CNNCompareError(f"{s.label} must be a whole number, got {value}.")
+
+
+def build(cls, values: Mapping[str, Any] | None = None, base=None):
+    """A settings dataclass from loose values (form fields, strings); unknown keys are ignored.
+
+    `base` gives the values of fields missing from `values` (default: the class defaults).
+    """
+    values = values or {}
+    kwargs = {}
+    for s in settings_of(cls):
+        if s.name in values:
+            kwargs[s.name] = coerce(s, values[s.name])
+        elif base is not None:
+            kwargs[s.name] = getattr(base, s.name)
+    return cls(**kwargs)
+
+
+def replace(obj, **changes):
+    """`dataclasses.replace` with each changed value coerced and checked."""
+    by_name = {s.name: s for s in settings_of(obj)}
+    unknown = [k for k in changes if k not in by_name]
+    if unknown:
+        raise CNNCompareError(f"Unknown setting(s): {', '.join(unknown)}.")
+    return dataclasses.replace(obj, **{k: coerce(by_name[k], v) for k, v in changes.items()})
+
+
+# --------------------------------------------------------------------------- CLI
+
+def _flag(s: Setting) -> str:
+    return s.flag or "--" + s.name.replace("_", "-")
+
+
+def add_arguments(parser, cls, *, skip: tuple[str, ...] = ()) -> None:
+    """One CLI option per setting of `cls`: --name VALUE, or --name / --no-name for yes/no settings."""
+    for s in settings_of(cls):
+        if s.name in skip:
+            continue
+        flag = _flag(s)
+        help_text = f"{s.label} — {s.help}" + (f" ({s.none_text})" if s.none_text else "")
+        if s.kind is bool:
+            parser.add_argument(flag, dest=s.name, action="store_true", default=None,
+                                help=f"{help_text} (default {'on' if s.default else 'off'})")
+            parser.add_argument("--no-" + flag[2:], dest=s.name, action="store_false", help="turn it off")
+            continue
+        parser.add_argument(flag, dest=s.name, default=None, metavar=s.name.upper(),
+                            choices=list(s.choices) if s.choices else None,
+                            help=f"{help_text} (default {s.default if s.default is not None else 'none'})")
+
+
+def from_args(cls, args, base=None):
+    """The settings dataclass from parsed CLI args (options left out keep `base` or the defaults)."""
+    given = {s.name: getattr(args, s.name) for s in settings_of(cls) if getattr(args, s.name, None) is not None}
+    return build(cls, given, base)
+
+
+# --------------------------------------------------------------------------- environment
+
+def _env_flag(*names: str) -> bool:
+    return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def _env_number(name: str, default: float, kind: type = int):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(float(raw))
+    except ValueError:
+        raise CNNCompareError(f"Environment variable {name}={raw!r} is not a number.") from None
+    if value < 0:
+        raise CNNCompareError(f"Environment variable {name} must be >= 0, got {raw}.")
+    return value
+
+
+@dataclass(frozen=True)
+class Env:
+    """Everything read from the environment, once. README lists each variable."""
+
+    runs_dir: Path  # CNNCOMPARE_RUNS (default ./runs)
+    offline: bool  # CNNCOMPARE_OFFLINE or HF_HUB_OFFLINE: never try a download
+    debug: bool  # CNNCOMPARE_DEBUG: show tracebacks in the CLI
+    max_models: int  # CNNCOMPARE_MAX_MODELS: models per Compare/Predict request in the app
+    max_runs: int  # CNNCOMPARE_MAX_RUNS: runs per fine-tuning comparison in the app
+
+    @classmethod
+    def read(cls) -> "Env":
+        return cls(
+            runs_dir=Path(os.environ.get("CNNCOMPARE_RUNS") or "runs").expanduser(),
+            offline=_env_flag("CNNCOMPARE_OFFLINE", "HF_HUB_OFFLINE"),
+            debug=_env_flag("CNNCOMPARE_DEBUG"),
+            max_models=_env_number("CNNCOMPARE_MAX_MODELS", 8),
+            max_runs=_env_number("CNNCOMPARE_MAX_RUNS", 6),
+        )
+
+    @property
+    def data_dir(self) -> Path:
+        """Downloads (CIFAR) and unpacked uploads: `<runs>/_data`, for the CLI and the app alike."""
+        return self.runs_dir / "_data"
