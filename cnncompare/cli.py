@@ -127,7 +127,7 @@ def cmd_finetune(args) -> None:
                 print(f"estimate {run.label}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
             except Exception as err:  # the run itself will report this model's problem in its row
                 print(f"estimate {run.label}: not available ({first_line(err)})", file=sys.stderr)
-        results = compare.compare(plan, ds, out_dir=out, on_event=_progress)
+        results = compare.run_comparison(plan, ds, out_dir=out, on_event=_progress)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # unpacked uploads: the runs keep what they need
     rows = compare.table_rows(results)

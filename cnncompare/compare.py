@@ -27,7 +27,7 @@ from .errors import CNNCompareError
 from .runs import RunStore, json_safe as _json_safe
 from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
 
-__all__ = ["Entry", "Plan", "PlannedRun", "MissingWeights", "run_plan", "compare", "table_rows", "export",
+__all__ = ["Entry", "Plan", "PlannedRun", "MissingWeights", "run_plan", "run_comparison", "table_rows", "export",
            "TABLE_COLUMNS", "OVERRIDABLE"]
 
 MissingWeights = Literal["random", "fail"]
@@ -206,7 +206,7 @@ def _failed(run: PlannedRun, dataset, message: str, store=None) -> training.Even
                           result=result)
 
 
-def compare(plan: Plan, dataset, *, out_dir=None, on_event=None, should_stop=None) -> list[training.RunResult]:
+def run_comparison(plan: Plan, dataset, *, out_dir=None, on_event=None, should_stop=None) -> list[training.RunResult]:
     """Run a whole plan; returns one RunResult per run, in plan order."""
     results = []
     for ev in run_plan(plan, dataset, out_dir=out_dir, should_stop=should_stop):

@@ -140,13 +140,13 @@ def test_a_mid_epoch_stop_keeps_the_weights_of_the_last_finished_epoch(shapes, t
     assert _accuracy(model, x, y) == pytest.approx(r.history[0]["val_top1"], abs=1e-4)
 
 
-def _accuracy(model, x, y) -> float:
+def _accuracy(model, x, y, size: int = 32) -> float:
     from cnncompare import models
 
-    cfg = models.data_config(model, x.shape[-1])
+    cfg = models.data_config(model, size)
     norm = training.Normalizer(cfg["mean"], cfg["std"])
     with torch.no_grad():
-        return 100 * (model(norm(x)).argmax(1) == y).float().mean().item()
+        return 100 * (model(training.model_inputs(x, norm, size)).argmax(1) == y).float().mean().item()
 
 
 def test_closing_the_event_stream_stops_the_run_and_saves(shapes, tmp_path):
@@ -170,7 +170,7 @@ def test_compare_reports_a_failing_model_and_runs_the_others(shapes, tmp_path):
     entry, settings = tiny(size=48)
     plan = compare.Plan.parse("alexnet, resnet18@stages:4", model_defaults=entry, settings=settings)
     labels = []
-    results = compare.compare(plan, shapes, out_dir=tmp_path, on_event=lambda ev: labels.append(ev.label))
+    results = compare.run_comparison(plan, shapes, out_dir=tmp_path, on_event=lambda ev: labels.append(ev.label))
     rows = compare.table_rows(results)
     assert "at least 63" in rows[0]["error"] and rows[0]["run_dir"] is None
     assert rows[1]["error"] is None and rows[1]["freeze"] == "stages:4" and rows[1]["val_top1"] is not None
@@ -219,12 +219,12 @@ def test_missing_weights_fall_back_to_random_with_the_reason_recorded(shapes, tm
     entry, settings = tiny(pretrained=True)
     plan = compare.Plan.parse("resnet18@head", model_defaults=entry, settings=settings)
     events = []
-    [result] = compare.compare(plan, shapes, out_dir=tmp_path, on_event=events.append)
+    [result] = compare.run_comparison(plan, shapes, out_dir=tmp_path, on_event=events.append)
     assert result.error is None and result.final_epoch == 1
     assert "random weights" in result.warnings[0] and result.weights_source.startswith("random")
     assert any(ev.kind == "info" and "random weights" in ev.message for ev in events)
     failing = compare.Plan.parse("resnet18@head", model_defaults=entry, settings=settings, missing_weights="fail")
-    [failed] = compare.compare(failing, shapes, out_dir=tmp_path)
+    [failed] = compare.run_comparison(failing, shapes, out_dir=tmp_path)
     assert "No pretrained ImageNet weights" in failed.error and failed.run_dir is None
 
 
@@ -233,7 +233,7 @@ def test_export_writes_labelled_tables_and_a_whole_zip(shapes, tmp_path):
 
     entry, settings = tiny()
     plan = compare.Plan.parse("resnet18@head lr=0.02, resnet18@stages:4", model_defaults=entry, settings=settings)
-    results = compare.compare(plan, shapes, out_dir=tmp_path / "runs")
+    results = compare.run_comparison(plan, shapes, out_dir=tmp_path / "runs")
     csv_path, json_path, zip_path = compare.export(results, tmp_path / "export")
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["run"] for r in rows] == ["resnet18@head lr=0.02", "resnet18@stages:4"]
