@@ -287,6 +287,7 @@ class Env:
     debug: bool  # CNNCOMPARE_DEBUG: show tracebacks in the CLI
     max_models: int  # CNNCOMPARE_MAX_MODELS: models per Compare/Predict request in the app
     max_runs: int  # CNNCOMPARE_MAX_RUNS: runs per fine-tuning comparison in the app
+    max_decoded_bytes: int  # CNNCOMPARE_MAX_DECODED_MB: decoded images held in memory; larger sets stream
 
     @classmethod
     def read(cls) -> "Env":
@@ -296,6 +297,7 @@ class Env:
             debug=_env_flag("CNNCOMPARE_DEBUG"),
             max_models=_env_number("CNNCOMPARE_MAX_MODELS", 8),
             max_runs=_env_number("CNNCOMPARE_MAX_RUNS", 6),
+            max_decoded_bytes=int(_env_number("CNNCOMPARE_MAX_DECODED_MB", 4096, float) * 2**20),
         )
 
     @property

@@ -18,6 +18,7 @@ once over the data ("feature cache") and only the head trains on the stored feat
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ from torch import nn
 
 from . import data, models, profiling, runtime
 from .errors import CNNCompareError
-from .settings import OPTIMIZERS, SCHEDULES, ModelEntry, TrainSettings, first_line
+from .settings import OPTIMIZERS, SCHEDULES, Env, ModelEntry, TrainSettings, first_line
 
 __all__ = ["Event", "EventKind", "RunResult", "Estimate", "run", "fine_tune", "estimate", "train_one_epoch",
            "evaluate", "extract_features", "make_optimizer", "lr_factor", "can_cache_features", "run_config",
@@ -248,6 +249,9 @@ class DeviceData:
     y: torch.Tensor  # int64 N
     device: torch.device
 
+    def __len__(self) -> int:
+        return len(self.y)
+
     @property
     def on_device(self) -> bool:
         return self.x.device.type == self.device.type
@@ -260,14 +264,76 @@ class DeviceData:
             return cls(x.to(device), y.to(device), device)
         return cls(x.pin_memory(), y.to(device), device)
 
-    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images and labels of `idx` (indices on the labels' device), on the device."""
-        if self.on_device:
-            return self.x[idx], self.y[idx]
-        xb = self.x[idx.cpu()]
-        if self.device.type == "cuda":
-            xb = xb.pin_memory().to(self.device, non_blocking=True)
-        return xb, self.y[idx]
+    def batches(self, order: torch.Tensor, batch: int, steps: int) -> Iterator[tuple]:
+        """(indices, uint8 images, labels) on the device for each of `steps` batches of `order`."""
+        order = order.to(self.y.device)
+        for k in range(steps):
+            idx = order[k * batch: (k + 1) * batch]
+            if self.on_device:
+                yield idx, self.x[idx], self.y[idx]
+                continue
+            xb = self.x[idx.cpu()]
+            if self.device.type == "cuda":
+                xb = xb.pin_memory().to(self.device, non_blocking=True)
+            yield idx, xb, self.y[idx]
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """Images decoded and resized one at a time (in DataLoader workers), exactly as `data.to_tensors` does."""
+
+    def __init__(self, ds, size: int, interpolation: str):
+        self.ds, self.size, self.interpolation = ds, size, interpolation
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(data.decode_image(self.ds, i, self.size, self.interpolation))
+
+
+@dataclass
+class StreamedData:
+    """A split too large to decode into memory at once: batches are decoded by DataLoader workers as needed.
+
+    The batches follow the same order as the in-memory path and decode to the same bytes, so a
+    run gives the same result either way.
+    """
+
+    ds: object
+    size: int
+    interpolation: str
+    device: torch.device
+    y: torch.Tensor
+    workers: int = 0
+    on_device: bool = False
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @classmethod
+    def of(cls, ds, size: int, interpolation: str, device: torch.device) -> "StreamedData":
+        y = torch.tensor(ds.labels, dtype=torch.int64, device=device)
+        workers = max(0, min(8, (os.cpu_count() or 1) - 1))
+        return cls(ds, size, interpolation, device, y, workers)
+
+    def batches(self, order: torch.Tensor, batch: int, steps: int) -> Iterator[tuple]:
+        order = order.cpu()
+        sampler = [order[k * batch: (k + 1) * batch].tolist() for k in range(steps)]
+        loader = torch.utils.data.DataLoader(_Decoded(self.ds, self.size, self.interpolation), batch_sampler=sampler,
+                                             num_workers=self.workers, collate_fn=torch.stack,
+                                             pin_memory=self.device.type == "cuda")
+        for k, xb in enumerate(loader):
+            idx = order[k * batch: (k + 1) * batch].to(self.y.device)
+            yield idx, xb.to(self.device, non_blocking=True), self.y[idx]
+
+
+def place_split(ds, size: int, interpolation: str, device: torch.device, device_budget: int):
+    """Where a split's images live during a run: decoded in memory (and on the GPU when they fit
+    `device_budget`), or streamed from their files when decoding them all would pass the memory budget."""
+    if data.decoded_bytes(ds, size) > Env.read().max_decoded_bytes:
+        return StreamedData.of(ds, size, interpolation, device)
+    x, y = cached_tensors(ds, size, interpolation)
+    return DeviceData.place(x, y, device, device_budget)
 
 
 def _device_budget(device: torch.device) -> int:
@@ -348,7 +414,7 @@ def _read_running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> t
     return loss, 100 * correct.item() / max(1, seen)
 
 
-def train_one_epoch(loop: Loop, train: DeviceData, feats: torch.Tensor | None, optimizer, scheduler, scaler,
+def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, scheduler, scaler,
                     criterion, state: RunState, check_stop: Callable[[], None]) -> Iterator[dict]:
     """One pass over the training data; yields a progress dict about every EVENT_EVERY_S and the epoch's totals last.
 
@@ -360,7 +426,7 @@ def train_one_epoch(loop: Loop, train: DeviceData, feats: torch.Tensor | None, o
     b = loop.batch_size
     # a last batch of one image breaks BatchNorm in train mode: drop that single leftover
     steps = n // b if (n % b == 1 and n > 1) else max(1, math.ceil(n / b))
-    order = torch.randperm(n, generator=loop.gen).to(train.y.device)
+    order = torch.randperm(n, generator=loop.gen)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
@@ -368,17 +434,12 @@ def train_one_epoch(loop: Loop, train: DeviceData, feats: torch.Tensor | None, o
     t_epoch = time.perf_counter()
     last_event = t_epoch
     lr = optimizer.param_groups[0]["lr"]
-    for step in range(1, steps + 1):
+    batches = _feature_batches(order, train.y, b, steps) if feats is not None else train.batches(order, b, steps)
+    for step, (idx, xb, yb) in enumerate(batches, start=1):
         check_stop()
-        idx = order[(step - 1) * b: step * b]
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         with loop.precision.autocast():
-            if feats is not None:
-                yb = train.y[idx]
-                logits = model.forward_head(feats[idx])
-            else:
-                xb, yb = train.batch(idx)
-                logits = model(loop.inputs(xb, train=True))
+            logits = model.forward_head(feats[idx]) if feats is not None else model(loop.inputs(xb, train=True))
             loss = criterion(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -407,21 +468,32 @@ def train_one_epoch(loop: Loop, train: DeviceData, feats: torch.Tensor | None, o
     yield dict(step=steps, steps=steps, loss=loss_value, acc=acc, lr=lr, epoch_time=epoch_time, seen=seen, done=True)
 
 
+def _feature_batches(order: torch.Tensor, y: torch.Tensor, batch: int, steps: int) -> Iterator[tuple]:
+    order = order.to(y.device)
+    for k in range(steps):
+        idx = order[k * batch: (k + 1) * batch]
+        yield idx, None, y[idx]
+
+
+def _in_order(split, batch: int) -> Iterator[tuple]:
+    n = len(split)
+    return split.batches(torch.arange(n), batch, math.ceil(n / batch))
+
+
 @torch.no_grad()
-def evaluate(loop: Loop, split: DeviceData, feats: torch.Tensor | None, criterion, n_classes: int) -> dict:
+def evaluate(loop: Loop, split, feats: torch.Tensor | None, criterion, n_classes: int) -> dict:
     """Validation loss, top-1, top-5 (5+ classes) and the confusion matrix (rows: true class)."""
     model = loop.model
     model.eval()
     batch = max(loop.batch_size, 128)
     logits = []
-    n = len(split.y)
+    n = len(split)
     with loop.precision.autocast():
-        for i in range(0, n, batch):
-            idx = torch.arange(i, min(n, i + batch), device=split.y.device)
-            if feats is not None:
-                logits.append(model.forward_head(feats[idx]).float())
-            else:
-                xb, _ = split.batch(idx)
+        if feats is not None:
+            for i in range(0, n, batch):
+                logits.append(model.forward_head(feats[i:i + batch]).float())
+        else:
+            for _, xb, _ in _in_order(split, batch):
                 logits.append(model(loop.inputs(xb)).float())
     logits = torch.cat(logits)
     y = split.y.to(logits.device)
@@ -434,7 +506,7 @@ def evaluate(loop: Loop, split: DeviceData, feats: torch.Tensor | None, criterio
     return dict(loss=loss, top1=100 * (pred == y).float().mean().item(), top5=top5, confusion=conf.cpu())
 
 
-def extract_features(loop: Loop, split: DeviceData, check_stop: Callable[[], None]) -> torch.Tensor:
+def extract_features(loop: Loop, split, check_stop: Callable[[], None]) -> torch.Tensor:
     """Backbone outputs (`forward_features`) for every image of a split, once, on the device.
 
     Frozen parts behave the same in eval and train mode (FrozenBatchNorm2d), so eval mode is
@@ -444,11 +516,8 @@ def extract_features(loop: Loop, split: DeviceData, check_stop: Callable[[], Non
     batch = max(loop.batch_size, 64)  # no gradients kept: a bigger batch is cheaper per image
     model.eval()
     out = []
-    n = len(split.y)
-    for i in range(0, n, batch):
+    for _, xb, _ in _in_order(split, batch):
         check_stop()
-        idx = torch.arange(i, min(n, i + batch), device=split.y.device)
-        xb, _ = split.batch(idx)
         with torch.inference_mode(), loop.precision.autocast():
             out.append(model.forward_features(loop.inputs(xb)).float())
     return torch.cat(out).clone()  # clone: leave inference mode so autograd can use it
@@ -569,12 +638,15 @@ class _Attempt:
             runtime.configure_cuda()
         precision = runtime.precision_for(device, training=True)
         dcfg = models.data_config(model, s.size)
-        x_train, y_train = cached_tensors(self.dataset.train, s.size, dcfg.get("interpolation", "bilinear"))
-        x_val, y_val = cached_tensors(self.dataset.val, s.size, dcfg.get("interpolation", "bilinear"))
+        interp = dcfg.get("interpolation", "bilinear")
         budget = _device_budget(device)
-        train = DeviceData.place(x_train, y_train, device, budget)
-        val = DeviceData.place(x_val, y_val, device, budget - (x_train.numel() if train.on_device else 0))
+        train = place_split(self.dataset.train, s.size, interp, device, budget)
+        used = data.decoded_bytes(self.dataset.train, s.size) if train.on_device else 0
+        val = place_split(self.dataset.val, s.size, interp, device, budget - used)
         result.data_on_device = device.type == "cuda" and train.on_device
+        if isinstance(train, StreamedData):
+            yield self.event("info", epochs=s.epochs, message=f"{self.label}: the images are too many to decode into "
+                             "memory at once: they are read from their files batch by batch")
         model = model.to(device=device, memory_format=precision.memory_format)
         model_ref[0] = model
         runtime.reset_peak_memory(device)
@@ -596,7 +668,7 @@ class _Attempt:
             state.warmup_time = state.train_time  # extraction is not steady-state head training
         criterion = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
         optimizer = make_optimizer(s, (p for p in model.parameters() if p.requires_grad), device)
-        n = len(y_train)
+        n = len(train)
         steps = n // self.batch if (n % self.batch == 1 and n > 1) else max(1, math.ceil(n / self.batch))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(s, k, steps))
         scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_scaler)

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -322,3 +323,24 @@ def test_cli_reproduces_a_comparison_with_labels_fallback_and_export(tmp_path):
     assert [row["run"] for row in rows] == ["resnet18@head lr=0.02", "resnet18@head"]
     assert all("random weights" in row["warnings"] for row in rows)
     assert len(list((tmp_path / "export").glob("cnncompare-runs-*.zip"))) == 1
+
+
+def test_a_dataset_larger_than_the_memory_budget_streams_with_the_same_result(tmp_path, monkeypatch):
+    # image files (not in-memory arrays), so the streamed path decodes them in DataLoader workers
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("circles", "squares", "stars"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(14):
+            Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "imgs" / c / f"{i}.png")
+    ds = data.load_dataset(str(tmp_path / "imgs"), work_dir=tmp_path / "work", seed=0)
+    cfg = tiny(freeze="stages:3", feature_cache=False, epochs=2, batch_size=8)
+    in_memory = training.fine_tune(*cfg, ds)
+    training.release_data()
+    monkeypatch.setenv("CNNCOMPARE_MAX_DECODED_MB", "0")  # nothing fits: stream from the files
+    events = []
+    streamed = training.fine_tune(*cfg, ds, on_event=events.append)
+    assert any("batch by batch" in ev.message for ev in events)
+    assert _strip_times(streamed.history) == _strip_times(in_memory.history)
+    assert streamed.confusion == in_memory.confusion

@@ -31,6 +31,8 @@ from .base import (
     DataReport,
     ImageDataset,
     LoadedData,
+    decode_image,
+    decoded_bytes,
     to_tensors,
 )
 from .folders import MAX_PIXELS, MIN_CLASSES, TEST_DIRS, TRAIN_DIRS, VAL_DIRS
@@ -59,5 +61,7 @@ __all__ = [
     "LoadedData",
     "generate_shapes",
     "load_dataset",
+    "decode_image",
+    "decoded_bytes",
     "to_tensors",
 ]

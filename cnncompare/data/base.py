@@ -32,6 +32,8 @@ __all__ = [
     "ImageDataset",
     "LoadedData",
     "to_tensors",
+    "decode_image",
+    "decoded_bytes",
 ]
 
 # --- limits and conventions -------------------------------------------------------------
@@ -172,14 +174,28 @@ def to_tensors(ds: ImageDataset, size: int, interpolation: str = "bilinear") -> 
     out = np.empty((len(ds), 3, size, size), dtype=np.uint8)
 
     def decode(index: int) -> None:
-        img = TF.resize(ds.image(index), [size, size], interpolation=mode, antialias=True)  # PIL in, PIL out
-        out[index] = np.asarray(img).transpose(2, 0, 1)
+        out[index] = decode_image(ds, index, size, mode)
 
     # PIL decodes and resizes without the GIL; numpy (not torch) copies inside the threads
     # so that torch's own thread pool is not oversubscribed.
     with ThreadPoolExecutor(max_workers=_workers()) as pool:
         list(pool.map(decode, range(len(ds))))
     return torch.from_numpy(out), labels
+
+
+def decode_image(ds: ImageDataset, index: int, size: int, mode: InterpolationMode | str) -> np.ndarray:
+    """One image decoded and resized to size x size: uint8 (3, size, size), the same bytes on every path."""
+    if isinstance(mode, str):
+        mode = _INTERPOLATIONS[mode]
+    img = TF.resize(ds.image(index), [size, size], interpolation=mode, antialias=True)  # PIL in, PIL out
+    return np.asarray(img).transpose(2, 0, 1)
+
+
+def decoded_bytes(ds: ImageDataset, size: int) -> int:
+    """Bytes of a split once decoded for training: at `size` for image files, as stored for in-memory arrays."""
+    if ds.array is not None:
+        return ds.array.nbytes
+    return len(ds) * 3 * size * size
 
 
 # --- options and splitting --------------------------------------------------------------
