@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -107,10 +108,11 @@ def cmd_blocks(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from . import compare, data, training
+    from . import compare, data, runtime, training
     from .settings import Env, ModelEntry, TrainSettings, from_args
 
     env = Env.read()
+    main_process = runtime.is_main_process()  # under torchrun, rank 0 reports and writes
     settings = from_args(TrainSettings, args)
     defaults = from_args(ModelEntry, args)
     plan = compare.Plan.parse(args.models, model_defaults=defaults, settings=settings,
@@ -120,16 +122,20 @@ def cmd_finetune(args) -> None:
     try:
         ds = data.load_dataset(args.dataset, work_dir=scratch, val_fraction=args.val_fraction,
                                max_per_class=args.max_per_class, seed=settings.seed, download=not env.offline)
-        print(ds.report.summary(), file=sys.stderr)
-        for run in plan.runs():
+        if main_process:
+            print(ds.report.summary(), file=sys.stderr)
+        for run in plan.runs() if main_process and "WORLD_SIZE" not in os.environ else []:
             try:
                 est = training.estimate(run.entry, run.settings, len(ds.train), len(ds.val), len(ds.classes))
                 print(f"estimate {run.label}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
             except Exception as err:  # the run itself will report this model's problem in its row
                 print(f"estimate {run.label}: not available ({first_line(err)})", file=sys.stderr)
-        results = compare.run_comparison(plan, ds, out_dir=out, on_event=_progress)
+        results = compare.run_comparison(plan, ds, out_dir=out, on_event=_progress if main_process else None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # unpacked uploads: the runs keep what they need
+        _leave_process_group()
+    if not main_process:
+        return
     rows = compare.table_rows(results)
     if args.export:
         paths = compare.export(results, args.export)
@@ -148,6 +154,13 @@ def cmd_finetune(args) -> None:
     print(f"\nruns saved under {out}/")
     if all(r["error"] for r in rows):
         raise CNNCompareError("every model failed; see the table above.")
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _mkdir(path: Path) -> Path:

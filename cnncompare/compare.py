@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Literal
 
 import torch
 
-from . import catalog, models, training
+from . import catalog, models, runtime, training
 from .errors import CNNCompareError
 from .runs import RunStore, json_safe as _json_safe
 from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
@@ -70,7 +70,7 @@ class Entry:
     def label(self, default_freeze: str) -> str:
         """'resnet18@head', or 'resnet18@none optimizer=sgd lr=0.05' with its own settings."""
         return f"{self.model}@{self.freeze or default_freeze}" + "".join(
-            f" {k}={v:g}" if isinstance(v, float) else f" {k}={v}" for k, v in self.overrides.items())
+            f" {k}={_text(v)}" for k, v in self.overrides.items())
 
     def resolve(self, model_defaults: ModelEntry, settings: TrainSettings) -> tuple[ModelEntry, TrainSettings]:
         """This entry's own ModelEntry and TrainSettings: the plan's, with its changes applied."""
@@ -79,6 +79,12 @@ class Entry:
         t = {k: v for k, v in self.overrides.items() if k not in model_fields}
         entry = dataclasses.replace(model_defaults, model=self.model, freeze=self.freeze or model_defaults.freeze, **m)
         return entry, dataclasses.replace(settings, **t)
+
+
+def _text(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclasses.dataclass
@@ -177,7 +183,7 @@ def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop) -> Iter
             yield training.Event("info", run.entry.model, label=run.label, message=f"{run.label}: {reason}")
         run.settings.validate()  # bad settings fail here, before a run directory is made
         run.entry.validate(run.settings.size)
-        store = RunStore(out_dir, run.entry.model) if out_dir else None
+        store = RunStore(out_dir, run.entry.model) if out_dir and runtime.is_main_process() else None
         for ev in training.run(run.entry, run.settings, dataset, label=run.label, should_stop=should_stop,
                                store=store):
             if ev.kind == "end" and reason:

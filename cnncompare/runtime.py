@@ -20,7 +20,7 @@ import torch
 from .errors import CNNCompareError
 
 __all__ = ["Precision", "resolve_device", "precision_for", "sync", "reset_peak_memory", "peak_memory_mb",
-           "device_label", "cpu_threads", "configure_cuda"]
+           "device_label", "cpu_threads", "configure_cuda", "Dist", "is_main_process"]
 
 
 @dataclass(frozen=True)
@@ -170,3 +170,58 @@ def cpu_threads(device: torch.device):
         with _THREADS_LOCK:
             _JOBS -= 1
             _set_threads_for(_JOBS)
+
+
+# --------------------------------------------------------------------------- more than one process
+
+def is_main_process() -> bool:
+    """False in the processes of a torchrun job other than rank 0 (they neither write runs nor print)."""
+    return os.environ.get("RANK", "0") in ("", "0")
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def current(cls, device_type: str = "cpu") -> "Dist":
+        """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK and join the process group (NCCL on GPUs, gloo on CPUs)."""
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0") or 0))
+
+    @property
+    def main(self) -> bool:
+        """True in the process that writes files and prints (rank 0)."""
+        return self.rank == 0
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` summed over the processes (itself when alone)."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t)
+        return t
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True when `flag` is true in any process."""
+        if self.world == 1:
+            return flag
+        return bool(self.sum(torch.tensor([int(flag)], device=device)).item())
+
+    def wrap(self, module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """DistributedDataParallel around `module` in a torchrun job (gradients averaged); `module` alone."""
+        if self.world == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)

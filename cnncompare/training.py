@@ -264,11 +264,10 @@ class DeviceData:
             return cls(x.to(device), y.to(device), device)
         return cls(x.pin_memory(), y.to(device), device)
 
-    def batches(self, order: torch.Tensor, batch: int, steps: int) -> Iterator[tuple]:
-        """(indices, uint8 images, labels) on the device for each of `steps` batches of `order`."""
-        order = order.to(self.y.device)
-        for k in range(steps):
-            idx = order[k * batch: (k + 1) * batch]
+    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple]:
+        """(indices, uint8 images, labels) on the device for each batch of indices."""
+        for idx in index_batches:
+            idx = idx.to(self.y.device)
             if self.on_device:
                 yield idx, self.x[idx], self.y[idx]
                 continue
@@ -316,14 +315,13 @@ class StreamedData:
         workers = max(0, min(8, (os.cpu_count() or 1) - 1))
         return cls(ds, size, interpolation, device, y, workers)
 
-    def batches(self, order: torch.Tensor, batch: int, steps: int) -> Iterator[tuple]:
-        order = order.cpu()
-        sampler = [order[k * batch: (k + 1) * batch].tolist() for k in range(steps)]
+    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple]:
+        sampler = [idx.tolist() for idx in index_batches]
         loader = torch.utils.data.DataLoader(_Decoded(self.ds, self.size, self.interpolation), batch_sampler=sampler,
                                              num_workers=self.workers, collate_fn=torch.stack,
                                              pin_memory=self.device.type == "cuda")
-        for k, xb in enumerate(loader):
-            idx = order[k * batch: (k + 1) * batch].to(self.y.device)
+        for idx, xb in zip(index_batches, loader):
+            idx = idx.to(self.y.device)
             yield idx, xb.to(self.device, non_blocking=True), self.y[idx]
 
 
@@ -357,6 +355,12 @@ class Loop:
     augment: bool = False
     gen: torch.Generator | None = None
     interpolation: str = "bilinear"
+    dist: runtime.Dist = field(default_factory=runtime.Dist)
+    train_module: nn.Module | None = None  # what a training step calls: the model, its head, or their DDP wrapper
+
+    def __post_init__(self):
+        if self.train_module is None:
+            self.train_module = self.model
 
     @property
     def device(self) -> torch.device:
@@ -407,11 +411,25 @@ class Diverged(CNNCompareError):
     """The loss became NaN or infinite."""
 
 
-def _read_running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> tuple[float, float]:
-    loss = loss_sum.item() / max(1, seen)
+def _read_running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: torch.Tensor,
+                  dist: "runtime.Dist") -> tuple[float, float, int]:
+    """(mean loss, accuracy %, images) so far, summed over the processes; raises Diverged on NaN/inf."""
+    totals = dist.sum(torch.stack([loss_sum.double(), correct.double(), seen.double()])).tolist()
+    n = max(1.0, totals[2])
+    loss = totals[0] / n
     if not math.isfinite(loss):
         raise Diverged("diverged: the loss became NaN or infinite; lower the learning rate.")
-    return loss, 100 * correct.item() / max(1, seen)
+    return loss, 100 * totals[1] / n, int(totals[2])
+
+
+def steps_per_epoch(n: int, batch: int) -> int:
+    """Steps of one epoch; a last batch of one image (which breaks BatchNorm in train mode) is dropped."""
+    return n // batch if (n % batch == 1 and n > 1) else max(1, math.ceil(n / batch))
+
+
+def index_batches(order: torch.Tensor, batch: int, steps: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+    """The indices of each step's batch; with `world` processes, this rank's share of each global batch."""
+    return [order[k * batch: (k + 1) * batch][rank::world] for k in range(steps)]
 
 
 def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, scheduler, scaler,
@@ -419,65 +437,92 @@ def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, sc
     """One pass over the training data; yields a progress dict about every EVENT_EVERY_S and the epoch's totals last.
 
     Loss and correct predictions accumulate on the device: the host reads them only when it
-    yields, so the GPU is never waited for per step.
+    yields, so the GPU is never waited for per step. Under torchrun each process trains on its
+    share of every global batch and DistributedDataParallel averages the gradients; progress is
+    summed over the processes, which all read it at the same steps.
     """
-    model, device = loop.model, loop.device
+    model, device, dist = loop.model, loop.device, loop.dist
     n = len(train.y)
-    b = loop.batch_size
-    # a last batch of one image breaks BatchNorm in train mode: drop that single leftover
-    steps = n // b if (n % b == 1 and n > 1) else max(1, math.ceil(n / b))
-    order = torch.randperm(n, generator=loop.gen)
+    steps = steps_per_epoch(n, loop.batch_size)
+    order = torch.randperm(n, generator=loop.gen)  # the same order in every process (same seed)
+    batches = index_batches(order, loop.batch_size, steps, dist.rank, dist.world)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    model.train()
+    seen = torch.zeros((), device=device, dtype=torch.long)
+    loop.train_module.train()
     t_epoch = time.perf_counter()
     last_event = t_epoch
     lr = optimizer.param_groups[0]["lr"]
-    batches = _feature_batches(order, train.y, b, steps) if feats is not None else train.batches(order, b, steps)
-    for step, (idx, xb, yb) in enumerate(batches, start=1):
-        check_stop()
+    stream = ((idx, None, train.y[idx.to(train.y.device)]) for idx in batches) if feats is not None \
+        else train.batches(batches)
+    for step, (idx, xb, yb) in enumerate(stream, start=1):
+        if dist.world == 1:
+            check_stop()
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         with loop.precision.autocast():
-            logits = model.forward_head(feats[idx]) if feats is not None else model(loop.inputs(xb, train=True))
+            logits = loop.train_module(feats[idx.to(feats.device)] if feats is not None else loop.inputs(xb, True))
             loss = criterion(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        loss_sum += loss.detach().float() * len(idx)
+        loss_sum += loss.detach().float() * len(yb)
         correct += (logits.detach().argmax(1) == yb).sum()
-        seen += len(idx)
+        seen += len(yb)
         state.steps_done += 1
         if state.steps_done == WARMUP_STEPS:  # one wait for the device, once per run: the warm-up's end
             runtime.sync(device)
             state.warmup_time = state.train_time + time.perf_counter() - t_epoch
-            state.warmup_images = state.images + seen
+            state.warmup_images = state.images + int(seen)
         now = time.perf_counter()
-        # on a CPU a read costs nothing, so every step reports; on a GPU a read waits for the device
-        if step < steps and (device.type != "cuda" or now - last_event >= EVENT_EVERY_S):
+        if step < steps and _event_due(device, dist, step, now - last_event):
             last_event = now
-            loss_value, _ = _read_running(loss_sum, correct, seen)  # reads the device: it waits here
+            if dist.world > 1:
+                _agreed_stop(dist, device, check_stop)
+            loss_value, _, seen_all = _read_running(loss_sum, correct, seen, dist)  # reads the device: waits here
             yield dict(step=step, steps=steps, loss=loss_value, lr=lr, epoch_time=time.perf_counter() - t_epoch,
-                       seen=seen)
-    loss_value, acc = _read_running(loss_sum, correct, seen)
+                       seen=seen_all)
+    loss_value, acc, seen_all = _read_running(loss_sum, correct, seen, dist)
     epoch_time = time.perf_counter() - t_epoch
     state.train_time += epoch_time
-    state.images += seen
-    yield dict(step=steps, steps=steps, loss=loss_value, acc=acc, lr=lr, epoch_time=epoch_time, seen=seen, done=True)
+    state.images += seen_all
+    yield dict(step=steps, steps=steps, loss=loss_value, acc=acc, lr=lr, epoch_time=epoch_time, seen=seen_all,
+               done=True)
 
 
-def _feature_batches(order: torch.Tensor, y: torch.Tensor, batch: int, steps: int) -> Iterator[tuple]:
-    order = order.to(y.device)
-    for k in range(steps):
-        idx = order[k * batch: (k + 1) * batch]
-        yield idx, None, y[idx]
+def _agreed_stop(dist: runtime.Dist, device: torch.device, check_stop: Callable[[], None]) -> None:
+    """Under torchrun, stop every process together when any of them is asked to stop."""
+    why = None
+    try:
+        check_stop()
+    except _Stop as err:
+        why = str(err)
+    if dist.any(why is not None, device):
+        raise _Stop(why or "stopped by user")
+
+
+class _Head(nn.Module):
+    """The model's head as a module, so DistributedDataParallel can wrap the feature-cache path."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(feats)
+
+
+def _event_due(device: torch.device, dist: runtime.Dist, step: int, since_last: float) -> bool:
+    if dist.world > 1:  # every process must read at the same steps (the read is a collective)
+        return step % (1 if device.type == "cpu" else 25) == 0
+    # on a CPU a read costs nothing, so every step reports; on a GPU a read waits for the device
+    return device.type != "cuda" or since_last >= EVENT_EVERY_S
 
 
 def _in_order(split, batch: int) -> Iterator[tuple]:
     n = len(split)
-    return split.batches(torch.arange(n), batch, math.ceil(n / batch))
+    return split.batches(index_batches(torch.arange(n), batch, math.ceil(n / batch)))
 
 
 @torch.no_grad()
@@ -548,16 +593,23 @@ def run(entry: ModelEntry, settings: TrainSettings, dataset: "data.LoadedData", 
     settings.validate()
     entry.validate(settings.size)
     device = runtime.resolve_device(settings.device)
+    dist = runtime.Dist.current(device.type)
+    if dist.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)  # one GPU per process
+        torch.cuda.set_device(device)
     batch = resolve_batch_size(settings, device)
+    if batch < dist.world:
+        raise CNNCompareError(f"Batch {batch} cannot be shared by {dist.world} processes: use a batch of at least "
+                              f"{dist.world}.")
     label = label or entry.model
     with runtime.cpu_threads(device):
         while True:
-            attempt = _Attempt(entry, settings, dataset, label, batch, device, should_stop, store)
+            attempt = _Attempt(entry, settings, dataset, label, batch, device, should_stop, store, dist)
             try:
                 yield from attempt.events()
                 return
             except torch.OutOfMemoryError:
-                if attempt.finished_epochs or batch <= 8 or device.type != "cuda":
+                if attempt.finished_epochs or batch <= 8 or device.type != "cuda" or dist.world > 1:
                     raise
                 attempt.discard()
                 batch //= 2
@@ -569,9 +621,10 @@ def run(entry: ModelEntry, settings: TrainSettings, dataset: "data.LoadedData", 
 class _Attempt:
     """One try at a run with one batch size (`run` retries with a smaller batch on out-of-memory)."""
 
-    def __init__(self, entry, settings, dataset, label, batch, device, should_stop, store):
+    def __init__(self, entry, settings, dataset, label, batch, device, should_stop, store, dist):
         self.entry, self.settings, self.dataset, self.label = entry, settings, dataset, label
-        self.batch, self.device, self.store = batch, device, store
+        self.batch, self.device, self.dist = batch, device, dist
+        self.store = store if dist.main else None  # under torchrun, rank 0 writes the run
         self.should_stop = should_stop or (lambda: False)
         self.finished_epochs = 0
         self.store_started = False
@@ -625,9 +678,9 @@ class _Attempt:
         except GeneratorExit:  # the consumer closed us (UI cancel, tab closed): save what finished
             result.stopped = "stopped by user"
             _restore(model_ref[0], state, result)
-            _finish(result, model_ref[0], s, device, state, self.store)
+            _finish(result, model_ref[0], s, device, state, self.store, profile=self.dist.main)
             raise
-        _finish(result, model_ref[0], s, device, state, self.store)
+        _finish(result, model_ref[0], s, device, state, self.store, profile=self.dist.main)
         yield self.event("end", epoch=result.final_epoch, epochs=s.epochs,
                          elapsed_s=time.perf_counter() - state.started, val_top1=result.val_top1,
                          message=_summary(result), result=result)
@@ -666,10 +719,11 @@ class _Attempt:
             runtime.sync(device)
             state.train_time += time.perf_counter() - t0  # honest totals: extraction is training time
             state.warmup_time = state.train_time  # extraction is not steady-state head training
+        loop.dist = self.dist
+        loop.train_module = self.dist.wrap(_Head(model) if use_cache else model, device)
         criterion = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
         optimizer = make_optimizer(s, (p for p in model.parameters() if p.requires_grad), device)
-        n = len(train)
-        steps = n // self.batch if (n % self.batch == 1 and n > 1) else max(1, math.ceil(n / self.batch))
+        steps = steps_per_epoch(len(train), self.batch)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(s, k, steps))
         scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_scaler)
         loop_start = time.perf_counter()
@@ -720,11 +774,14 @@ def _fill_metrics(result: RunResult, val: dict, classes: list[str]) -> None:
     result.per_class_acc = {c: 100 * conf[i, i].item() / totals[i].item() for i, c in enumerate(classes)}
 
 
-def _finish(result: RunResult, model: nn.Module, settings: TrainSettings, device, state: RunState, store) -> None:
+def _finish(result: RunResult, model: nn.Module, settings: TrainSettings, device, state: RunState, store,
+            profile: bool = True) -> None:
     result.train_time_s = state.train_time
     result.images_per_s = state.steady_images_per_s()
     result.warmup_s = state.warmup_time or None
     result.peak_mem_mb = runtime.peak_memory_mb(device)
+    if not profile:
+        return
     try:
         result.macs = profiling.count_macs(model, settings.size)
         lat, _, _, _ = profiling.measure_latency(model, settings.size, device, batch=1, budget_s=0.3)

@@ -4,6 +4,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from cnncompare import compare, data, runs, training
 from cnncompare.errors import CNNCompareError
 from cnncompare.settings import ModelEntry, TrainSettings, settings_of
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -344,3 +345,39 @@ def test_a_dataset_larger_than_the_memory_budget_streams_with_the_same_result(tm
     assert any("batch by batch" in ev.message for ev in events)
     assert _strip_times(streamed.history) == _strip_times(in_memory.history)
     assert streamed.confusion == in_memory.confusion
+
+
+def _run_histories(folder) -> dict:
+    out = {}
+    for f in sorted(folder.glob("*/results.json")):
+        r = json.loads(f.read_text())
+        out[r["label"]] = r["history"]
+    return out
+
+
+@pytest.mark.slow
+def test_torchrun_with_two_processes_matches_one_process_of_the_same_global_batch(tmp_path):
+    import os
+    import shutil
+
+    args = ["-m", "cnncompare", "finetune", "--models", "resnet18@stages:4", "resnet18@stages:3 feature_cache=false",
+            "--epochs", "2", "--size", "32", "--batch", "16", "--lr", "0.01", "--max-per-class", "20",
+            "--device", "cpu", "--json"]
+    env = {**os.environ, "CNNCOMPARE_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    two = subprocess.run([torchrun, "--nproc-per-node", "2", *args, "--out", str(tmp_path / "two")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert len(json.loads(two.stdout)) == 2  # rank 0 alone prints the table
+    assert len(list((tmp_path / "two").iterdir())) == 2  # ... and writes the runs
+    a, b = _run_histories(tmp_path / "two"), _run_histories(tmp_path / "one")
+    assert set(a) == set(b) == {"resnet18@stages:4", "resnet18@stages:3 feature_cache=false"}
+    for x, y in zip(a["resnet18@stages:4"], b["resnet18@stages:4"]):  # head only: the same arithmetic
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+        assert x["val_top1"] == pytest.approx(y["val_top1"], abs=1e-6)
+    # stage 4's BatchNorm normalises each process's half batch, as DistributedDataParallel does: close, not equal
+    for x, y in zip(a["resnet18@stages:3 feature_cache=false"], b["resnet18@stages:3 feature_cache=false"]):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=0.15)
