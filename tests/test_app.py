@@ -55,6 +55,91 @@ def _picture(path: Path) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------- the Fine-tune form
+
+@pytest.fixture(scope="module")
+def ft_form(tmp_path_factory):
+    """The Fine-tune tab built for real (gradio components, no server): its form, name -> component."""
+    import gradio as gr
+
+    from cnncompare.ui import finetune
+    from cnncompare.ui.common import Context
+
+    with gr.Blocks():
+        ft = finetune.build(Context.from_env(tmp_path_factory.mktemp("form-runs")))
+    return ft.form
+
+
+def test_finetune_form_widgets_carry_the_schema(ft_form):
+    import gradio as gr
+
+    from cnncompare.settings import ModelEntry, TrainSettings, settings_of
+
+    schema = {s.name: s for cls in (ModelEntry, TrainSettings) for s in settings_of(cls)}
+    shown = [name for name in ft_form if name in schema]
+    assert shown == ["freeze", "optimizer", "lr", "epochs", "batch_size", "size", "pretrained", "augment", "init",
+                     "head", "time_budget_s"]  # the page's order: same widgets as before the schema
+    for name in shown:
+        s, comp = schema[name], ft_form[name]
+        if name == "freeze":  # free text with suggestions, labelled as the default for models without @
+            assert isinstance(comp, gr.Dropdown) and comp.allow_custom_value and comp.value == s.default
+            assert "head" in [c[1] for c in comp.choices]
+            continue
+        if name == "pretrained":  # the one page default that differs from the CLI's: start from ImageNet
+            assert isinstance(comp, gr.Checkbox) and comp.value is True and comp.label == s.label
+            continue
+        assert comp.label == s.label and comp.info and s.help in comp.info, name
+        if s.choices:
+            assert isinstance(comp, gr.Dropdown) and [c[1] for c in comp.choices] == list(s.choices)
+            assert comp.value == s.default
+        elif s.kind is bool:
+            assert isinstance(comp, gr.Checkbox) and comp.value == s.default
+        else:
+            assert isinstance(comp, gr.Number)
+            assert comp.precision == (0 if s.kind is int else None), name
+            assert (comp.minimum, comp.maximum) == (s.low, s.high), name
+            assert comp.value == (0 if s.default is None else s.default), name
+    assert ft_form["time_budget_s"].value == 0 and "0 = none" in ft_form["time_budget_s"].info
+    assert ft_form["batch_size"].value == 0 and "auto" in ft_form["batch_size"].info
+    # the page's own fields stay page fields
+    assert isinstance(ft_form["dataset"], gr.Radio) and isinstance(ft_form["zip_file"], gr.File)
+    assert isinstance(ft_form["models"], gr.Textbox) and ft_form["max_per_class"].minimum == 0
+
+
+def test_form_values_read_back_through_the_schema(ft_form):
+    from cnncompare.errors import CNNCompareError
+    from cnncompare.settings import TrainSettings
+    from cnncompare.ui import forms
+
+    start = forms.values_of(ft_form)
+    # keyed by component (a set of components as inputs) or by name (inputs_kwargs): the same settings
+    entry, settings = forms.read_form({comp: start[name] for name, comp in ft_form.items()}, ft_form)
+    assert (entry, settings) == forms.read_form(start)
+    assert settings == TrainSettings() and entry.pretrained is True and entry.freeze == "head"
+    assert settings.time_budget_s is None  # 0 = none
+    entry, settings = forms.read_form({**start, "epochs": "7", "lr": 0.01, "time_budget_s": 30, "freeze": "stages:2"})
+    assert (settings.epochs, settings.lr, settings.time_budget_s, entry.freeze) == (7, 0.01, 30.0, "stages:2")
+    for bad, words in ((dict(epochs=2.5), "whole number"), (dict(lr=float("nan")), "finite"),
+                       (dict(size=8), "Input size"), (dict(optimizer="lbfgs"), "not one of")):
+        with pytest.raises(CNNCompareError, match=words):
+            forms.read_form({**start, **bad})
+
+
+def test_learn_presets_fill_the_finetune_form(ft_form):
+    from cnncompare.ui import learn
+
+    for preset in learn.PRESETS:
+        out = learn.apply_preset(preset.key, ft_form)
+        by_name = {name: out[comp] for name, comp in ft_form.items() if comp in out}
+        assert set(by_name) == set(ft_form) - {"zip_file"}  # every field but the visitor's upload
+        assert {k: by_name[k] for k in preset.values} == preset.values
+        untouched = set(ft_form) - set(preset.values) - {"zip_file"}
+        assert all(by_name[k] == ft_form[k].value for k in untouched)  # the form's starting values
+    # the optimizer preset leaves the batch size to the schema's default (0 = auto)
+    out = learn.apply_preset("optimizers", ft_form)
+    assert out[ft_form["batch_size"]] == 0 and out[ft_form["dataset"]] == "shapes"
+
+
 # --------------------------------------------------------------------------- /profile and /blocks
 
 def test_profile_counts_match_the_engine(client):
@@ -132,13 +217,16 @@ def test_finetune_tiny_run_then_predict_with_it(client, app):
     rows = rows_of(table)
     assert [r["run"] for r in rows] == ["resnet18@head", "alexnet@head"]
     r18, alex = rows
-    assert r18["epochs"] == 1 and 0 <= r18["top-1 %"] <= 100 and r18["note"] == ""
+    assert r18["epochs"] == 1 and 0 <= r18["top-1 %"] <= 100
     assert r18["trainable"] == 512 * 8 + 8  # only the new linear head trains
     assert r18["cache"] == "yes" and r18["latency ms"] > 0
     assert "at least 63" in alex["note"]  # AlexNet cannot take 48 px: its row says so, the other run finished
+    assert alex["epochs"] == 0 and alex["top-1 %"] is None
     assert "Done" in status and "alexnet" in status
-    if r18["weights"] == "random init":  # offline: the status says the backbone is random
-        assert "random weights" in status
+    if r18["weights"] == "random init":  # offline: a warning, not a failure: the run trained, its note says why
+        assert "random weights" in status and "random weights" in r18["note"] and "failed" not in r18["note"]
+    else:
+        assert r18["note"] == ""
     assert "100 %" in progress
     curve = plot_of(curves)["data"]
     assert curve[0]["name"] == "resnet18@head" and curve[0]["x"] == [1]
@@ -181,8 +269,59 @@ def test_finetune_on_an_uploaded_zip(client, tmp_path):
         **{**TINY, "dataset": "zip", "zip_file": handle_file(str(archive)), "max_per_class": 0, "size": 32},
         api_name="/finetune")
     (row,) = rows_of(table)
-    assert row["note"] == "" and row["epochs"] == 1
+    assert row["epochs"] == 1 and row["top-1 %"] is not None
+    assert row["note"] == "" or "random weights" in row["note"]  # offline: the weights fallback, said so
     assert "2 classes" in status and "Done" in status
+
+
+def test_downloads_name_the_runs_and_hold_no_server_paths(client, app):
+    """The CSV/JSON of a comparison (written by the engine's export) carry the run labels, folder names only."""
+    models_text = "resnet18@head\nresnet18@head lr=0.01\nresnet18@head"
+    status, *_, table, _, _, files = client.predict(**{**TINY, "models": models_text, "pretrained": False},
+                                                    api_name="/finetune")
+    labels = ["resnet18@head", "resnet18@head lr=0.01", "resnet18@head #2"]  # unique labels, made by the engine
+    assert [r["run"] for r in rows_of(table)] == labels
+    paths = [Path(f) for f in files]
+    csv_path, json_path, zip_path = paths
+    text = csv_path.read_text()
+    # each comparison's downloads sit in a folder of their own under the runs folder's _comparisons
+    served = [f for f in (app.runs / "_comparisons").glob("*/results.csv") if f.read_text() == text]
+    assert len(served) == 1 and {f.name for f in served[0].parent.iterdir()} == {p.name for p in paths}
+    with csv_path.open() as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["run"] for r in csv_rows] == labels
+    assert [float(r["lr"]) for r in csv_rows] == [1e-3, 0.01, 1e-3]
+    assert [r["run_dir"] for r in csv_rows] == [r["folder"] for r in rows_of(table)]
+    assert all(r["run_dir"] and "/" not in r["run_dir"] for r in csv_rows)
+    for written in (text, json_path.read_text()):
+        assert str(app.runs) not in written and str(app.runs.resolve()) not in written
+        assert "/tmp" not in written and "/home" not in written and "/root" not in written
+    assert [r["label"] for r in json.loads(json_path.read_text())] == labels
+    with zipfile.ZipFile(zip_path) as zf:
+        names = zf.namelist()
+    assert "results.csv" in names and all(not n.startswith("/") for n in names)
+
+
+def test_finetune_and_estimate_take_named_parameters(client):
+    """The API's parameters are the form's field names (the settings' names), each with the page's default."""
+    from cnncompare.settings import TrainSettings, settings_of
+
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    for endpoint in ("/finetune", "/estimate"):
+        params = {p["parameter_name"]: p for p in info[endpoint]["parameters"]}
+        assert set(params) == set(TINY)
+        # every field has the page's value as its default, except the upload (required, None for no file, as before)
+        assert [n for n, p in params.items() if not p["parameter_has_default"]] == ["zip_file"]
+        defaults = {s.name: s.default for s in settings_of(TrainSettings)}
+        for name in ("optimizer", "lr", "epochs", "batch_size", "size", "augment"):
+            assert params[name]["parameter_default"] == defaults[name], name
+        assert params["time_budget_s"]["parameter_default"] == 0  # None shown as "0 = none"
+    # a client may leave out everything but what it changes
+    text = client.predict(zip_file=None, models="resnet18@head", max_per_class=4, size=32, api_name="/estimate")
+    assert "| resnet18@head |" in text and "at 32 px" in text
+    # a bad value gets the schema's one-sentence message
+    text = client.predict(zip_file=None, models="resnet18@head", lr=0, api_name="/estimate")
+    assert "Learning rate must be above 0" in text
 
 
 def test_estimate_before_start(client):
@@ -235,7 +374,7 @@ def test_two_clients_training_does_not_block_profile_and_stops_stay_separate(app
     # ... and A's stop did not stop B's queued run, which now runs to the end
     out_b = job_b.result(timeout=120)
     (row_b,) = rows_of(out_b[3])
-    assert row_b["note"] == "" and row_b["epochs"] == 1
+    assert "stopped" not in row_b["note"] and row_b["epochs"] == 1
 
 
 def test_bad_input_gives_a_readable_message_and_the_app_keeps_serving(client, tmp_path):

@@ -9,8 +9,8 @@ import pandas as pd
 
 from .. import catalog, models, plots, profiling
 from ..errors import CNNCompareError
-from .common import (SESSIONS, as_int, billions, message, millions, parse_names, rounded, shape_text, styled,
-                     warn_md)
+from ..settings import Setting, coerce
+from .common import SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
 from .gpu import gpu
 
 PROFILE_COLUMNS = ["model", "family", "year", "input (px)", "params (M)", "MACs (G)", "FLOPs (G)", "weights (MiB)",
@@ -26,6 +26,9 @@ POLICY_CHOICES = [
     ("stages:4: stem + stages 1-4 frozen", "stages:4"),
     ("layers:10: first 10 weight layers (Keras VGG16 recipe)", "layers:10"),
 ]
+# The profiling input size: wider bounds than a training run's (TrainSettings.size), since profiling a
+# 1024 px input is cheap to count and still quick to time.
+INPUT_SIZE = Setting("size", "Input size", "the side of the square input, in pixels", int, 224, low=16, high=1024)
 LATENCY_BUDGET_S = 1.0  # seconds per timing phase and model: enough for a stable median on a CPU
 
 
@@ -103,11 +106,11 @@ def _figures(profiles: list[profiling.Profile], stage_blocks: dict[str, list[dic
 
 
 @gpu(duration=120)
-def profile_models(models_selected, size, measure_latency):
+def profile_models(models_selected, size, measure_latency, *, limit: int | None = None):
     """Profile each chosen model at one input size; yields the growing table and the figures."""
     try:
-        names = parse_names(models_selected)
-        size = as_int(size, "Input size", 16, 1024, default=224)
+        names = parse_names(models_selected, limit)
+        size = coerce(INPUT_SIZE, size)
         if not names:
             raise CNNCompareError("Choose at least one model.")
     except CNNCompareError as err:
@@ -141,15 +144,11 @@ def profile_models(models_selected, size, measure_latency):
            *_figures(profiles, stage_blocks, measure))
 
 
-def count_only(models_selected, size):
-    yield from profile_models(models_selected, size, False)
-
-
-def blocks_view(models_selected, size, policy):
+def blocks_view(models_selected, size, policy, *, limit: int | None = None):
     """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
     try:
-        names = parse_names(models_selected)
-        size = as_int(size, "Input size", 16, 1024, default=224)
+        names = parse_names(models_selected, limit)
+        size = coerce(INPUT_SIZE, size)
         policy_text = (policy or "none").strip() or "none"
         parsed = models.FreezePolicy.parse(policy_text)
     except CNNCompareError as err:
@@ -208,8 +207,8 @@ def build(ctx) -> SimpleNamespace:
         models_dd = gr.Dropdown(choices=catalog.names(), value=list(catalog.CLASSIC_FOUR), multiselect=True,
                                 allow_custom_value=True, scale=4, elem_id="arch-models",
                                 label="Models (from the catalog, or type any timm model name and press Enter)")
-        size = gr.Number(value=224, precision=0, minimum=16, maximum=1024, label="Input size (px)", scale=1,
-                         elem_id="arch-size")
+        size = gr.Number(value=INPUT_SIZE.default, precision=0, minimum=INPUT_SIZE.low, maximum=INPUT_SIZE.high,
+                         label="Input size (px)", scale=1, elem_id="arch-size")
         with gr.Column(scale=1, min_width=200):
             latency = gr.Checkbox(value=True, label="Measure latency on this machine",
                                   info="a few seconds per model; untick to count only")
@@ -236,10 +235,23 @@ def build(ctx) -> SimpleNamespace:
     with gr.Accordion("The catalog", open=False):
         gr.Dataframe(value=catalog_table(), interactive=False, wrap=True, max_height=500)
 
+    # The per-app model cap comes from the environment (CNNCOMPARE_MAX_MODELS); the wrappers keep the
+    # API's parameter names (models_selected, size, measure_latency, policy).
+    def profile(models_selected, size, measure_latency):
+        """Profile each chosen model at one input size; yields the growing table and the figures."""
+        yield from profile_models(models_selected, size, measure_latency, limit=ctx.max_models)
+
+    def count_only(models_selected, size):
+        yield from profile_models(models_selected, size, False, limit=ctx.max_models)
+
+    def blocks(models_selected, size, policy):
+        """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
+        return blocks_view(models_selected, size, policy, limit=ctx.max_models)
+
     profile_event = compare_btn.click(
-        profile_models, [models_dd, size, latency], [note, table, acc_plot, lat_plot, stage_plot],
+        profile, [models_dd, size, latency], [note, table, acc_plot, lat_plot, stage_plot],
         api_name="profile", concurrency_limit=2, concurrency_id="profile", show_progress="minimal")
-    gr.on([compare_btn.click, policy.change], blocks_view, [models_dd, size, policy], [blocks_md, blocks_df],
+    gr.on([compare_btn.click, policy.change], blocks, [models_dd, size, policy], [blocks_md, blocks_df],
           api_name="blocks", concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
 
     def wire_load(demo: gr.Blocks) -> None:
@@ -247,7 +259,7 @@ def build(ctx) -> SimpleNamespace:
         demo.load(count_only, [models_dd, size],
                   [note, table, acc_plot, lat_plot, stage_plot], api_visibility="private",
                   concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
-        demo.load(blocks_view, [models_dd, size, policy], [blocks_md, blocks_df], api_visibility="private",
+        demo.load(blocks, [models_dd, size, policy], [blocks_md, blocks_df], api_visibility="private",
                   concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
 
     return SimpleNamespace(models=models_dd, size=size, latency=latency, compare=compare_btn, table=table,

@@ -8,43 +8,64 @@ Module globals are shared by every visitor, so anything per user is keyed by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CNNCompareError
+from ..settings import Env, first_line
 
 log = logging.getLogger("cnncompare.ui")
 
-MAX_MODELS = 8  # models per Compare / Predict request: keeps one visitor from hogging the machine
-MAX_RUNS = 6  # runs per fine-tuning comparison
 
-
-@dataclass
+@dataclass(frozen=True)
 class Context:
-    """Settings every tab needs; made once per app."""
+    """Where runs live and the limits every tab enforces, read once from the environment (`settings.Env`)."""
 
-    runs_root: Path  # fine-tuning runs (CNNCOMPARE_RUNS or ./runs)
+    env: Env
 
     @classmethod
-    def from_env(cls, runs_root: str | Path | None = None) -> "Context":
-        root = Path(runs_root or os.environ.get("CNNCOMPARE_RUNS") or "runs").expanduser().resolve()
-        root.mkdir(parents=True, exist_ok=True)
-        return cls(runs_root=root)
+    def from_env(cls, runs_root: str | Path | None = None) -> Context:
+        """`settings.Env.read()`, with `runs_root` (when given) in place of CNNCOMPARE_RUNS; makes the runs folder."""
+        env = Env.read()
+        root = Path(runs_root).expanduser() if runs_root else env.runs_dir
+        env = dataclasses.replace(env, runs_dir=root.resolve())
+        env.runs_dir.mkdir(parents=True, exist_ok=True)
+        return cls(env)
+
+    @property
+    def runs_root(self) -> Path:
+        """Fine-tuning runs, one folder each (CNNCOMPARE_RUNS or ./runs)."""
+        return self.env.runs_dir
 
     @property
     def data_dir(self) -> Path:
         """Where CIFAR downloads and unpacked uploads go (never inside a run folder)."""
-        return self.runs_root / "_data"
+        return self.env.data_dir
 
     @property
     def comparisons_dir(self) -> Path:
         """Results tables and zip bundles of whole comparisons."""
-        return self.runs_root / "_comparisons"
+        return self.env.runs_dir / "_comparisons"
+
+    @property
+    def max_models(self) -> int:
+        """Models per Compare / Predict request: keeps one visitor from hogging the machine."""
+        return self.env.max_models
+
+    @property
+    def max_runs(self) -> int:
+        """Runs per fine-tuning comparison."""
+        return self.env.max_runs
+
+    @property
+    def offline(self) -> bool:
+        """Downloads are switched off (no CIFAR, no pretrained weights)."""
+        return self.env.offline
 
 
 # --------------------------------------------------------------------------- sessions
@@ -131,7 +152,7 @@ def message(err: BaseException) -> str:
     if isinstance(err, CNNCompareError):
         return str(err)
     log.exception("unexpected error in the app", exc_info=err)
-    text = str(err).splitlines()[0][:300] if str(err) else ""
+    text = first_line(err)[:300] if str(err).strip() else ""
     return (f"Something unexpected went wrong ({type(err).__name__}{': ' + text if text else ''}). "
             "The app keeps running; try other settings.")
 
@@ -140,8 +161,8 @@ def warn_md(text: str) -> str:
     return f"⚠️ {text}"
 
 
-def parse_names(value, limit: int = MAX_MODELS) -> list[str]:
-    """Model names from a multiselect (list) or a comma/newline separated string, de-duplicated."""
+def parse_names(value, limit: int | None = None) -> list[str]:
+    """Model names from a multiselect (list) or a comma/newline separated string, de-duplicated; at most `limit`."""
     if value is None:
         return []
     items = value if isinstance(value, (list, tuple)) else str(value).replace("\n", ",").split(",")
@@ -150,34 +171,9 @@ def parse_names(value, limit: int = MAX_MODELS) -> list[str]:
         name = str(item).strip()
         if name and name not in out:
             out.append(name)
-    if len(out) > limit:
+    if limit is not None and len(out) > limit:
         raise CNNCompareError(f"Choose at most {limit} models at a time (got {len(out)}).")
     return out
-
-
-def as_int(value, name: str, low: int, high: int | None = None, default: int | None = None) -> int:
-    if value in (None, "") and default is not None:
-        return default
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise CNNCompareError(f"{name} must be a whole number, got {value!r}.") from None
-    if v != int(v):
-        raise CNNCompareError(f"{name} must be a whole number, got {value!r}.")
-    v = int(v)
-    if v < low or (high is not None and v > high):
-        rng = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise CNNCompareError(f"{name} must be {rng}, got {v}.")
-    return v
-
-
-def as_float(value, name: str, default: float | None = None) -> float:
-    if value in (None, "") and default is not None:
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise CNNCompareError(f"{name} must be a number, got {value!r}.") from None
 
 
 def file_path(value) -> str | None:
@@ -249,32 +245,6 @@ class ModelCache:
 
 
 MODELS = ModelCache()
-
-_WEIGHTS_OK: dict[str, bool] = {}
-
-
-def remember_weights(name: str, ok: bool) -> None:
-    _WEIGHTS_OK[name] = ok
-
-
-def pretrained_available(name: str) -> bool:
-    """Whether ImageNet weights for `name` can be had here (local cache or download).
-
-    Asks the engine to build the pretrained model: offline this fails at once with a
-    WeightsUnavailableError; online it downloads into the backend's cache, which the real
-    build then reuses. The answer is remembered for the life of the process.
-    """
-    from .. import models
-    from ..errors import WeightsUnavailableError
-
-    if name not in _WEIGHTS_OK:
-        try:
-            models.build(name, pretrained=True)
-            _WEIGHTS_OK[name] = True
-        except WeightsUnavailableError:
-            _WEIGHTS_OK[name] = False
-    return _WEIGHTS_OK[name]
-
 
 RANDOM_NOTE = ("random weights: pretrained ImageNet weights could not be loaded here (offline), so these "
                "predictions are meaningless; fine-tune a model and pick its run instead")

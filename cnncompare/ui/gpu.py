@@ -7,7 +7,7 @@ so the app runs the same code on a laptop, a CPU Space or a dedicated GPU.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def gpu(duration: int = 60) -> Callable[[Callable], Callable]:

@@ -2,6 +2,11 @@
 
 A preset only fills in the Fine-tune tab (and switches to it); nothing runs until Start.
 All presets are sized for a CPU: small inputs, few epochs, a cap on images per class.
+
+A preset is written as changes to the Fine-tune form's starting values (the settings schema's
+defaults, and the page's own fields): applying it sets every field of that form, through the
+same name -> component mapping the Fine-tune handlers read, so nothing from an earlier preset
+or edit is left behind.
 """
 
 from __future__ import annotations
@@ -14,13 +19,10 @@ from types import SimpleNamespace
 import gradio as gr
 
 from .. import catalog, models, profiling
+from . import forms
 
 NOTES_FILE = Path(__file__).resolve().parents[2] / "assets" / "classroom_notes.md"
 WALKTHROUGH = ["alexnet", "vgg16", "googlenet", "resnet50"]
-FIELDS = ["dataset", "models", "freeze", "max_per_class", "optimizer", "lr", "epochs", "batch_size", "size",
-          "augment", "pretrained", "init", "head", "time_budget"]
-DEFAULTS = dict(dataset="shapes", freeze="head", max_per_class=60, optimizer="adam", lr=1e-3, epochs=3, batch_size=32,
-                size=64, augment=False, pretrained=True, init="default", head="linear", time_budget=0)
 
 
 @dataclass
@@ -29,10 +31,14 @@ class Preset:
     title: str
     summary: str  # one line under the button
     text: str  # shown on the Fine-tune tab when the preset is applied
-    values: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)  # changes to the Fine-tune form's starting values, by field name
 
-    def filled(self) -> dict:
-        return {**DEFAULTS, **self.values}
+    def filled(self, start: dict) -> dict:
+        """Every field of the form: its starting value (`forms.values_of(form)`), changed by this preset."""
+        unknown = set(self.values) - set(start)
+        if unknown:
+            raise KeyError(f"Preset {self.key} sets fields the Fine-tune form lacks: {', '.join(sorted(unknown))}")
+        return {**start, **self.values}
 
 
 OFFLINE_NOTE = ("Without network access there are no ImageNet weights: the app then says so and starts from "
@@ -100,12 +106,22 @@ PRESETS = [
 PRESETS_BY_KEY = {p.key: p for p in PRESETS}
 
 
-def apply_preset(key: str) -> tuple:
-    """Values for the Fine-tune inputs (in FIELDS order), then the preset's explanation."""
-    preset = PRESETS_BY_KEY[key]
-    values = preset.filled()
-    return (*[values[f] for f in FIELDS], gr.Markdown(preset.text + "\n\nPress **Estimate time** to see how long "
-                                                      "it will take here, then **Start**.", visible=True))
+KEEP = ("zip_file",)  # the visitor's upload is not a setting: a preset leaves it where it is
+
+
+def start_values(form: dict) -> dict:
+    """The values the Fine-tune form starts with, by name (the fields a preset resets)."""
+    return {k: v for k, v in forms.values_of(form).items() if k not in KEEP}
+
+
+def apply_preset(key: str, form: dict) -> dict:
+    """Outputs {component: value} that set the Fine-tune form (`form`: name -> component) to its starting
+    values changed by the preset; the preset's explanation goes to the tab by the caller."""
+    return forms.fill(form, PRESETS_BY_KEY[key].filled(start_values(form)))
+
+
+def preset_note(key: str) -> str:
+    return PRESETS_BY_KEY[key].text + "\n\nPress **Estimate time** to see how long it will take here, then **Start**."
 
 
 @functools.cache
@@ -151,10 +167,17 @@ def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
             btn = gr.Button(preset.title, scale=2, elem_id=f"preset-{preset.key}")
             gr.Markdown(preset.summary, elem_classes=["cc-preset-summary"])
         buttons.append((preset.key, btn))
-    outputs = [getattr(ft, f) for f in FIELDS] + [ft.preset_md]
+    form = ft.form
+    for preset in PRESETS:  # a preset naming a field the form lacks fails here, when the app is built
+        preset.filled(start_values(form))
+    outputs = [comp for name, comp in form.items() if name not in KEEP] + [ft.preset_md, tabs]
+
+    def on_click(key: str):
+        return {**apply_preset(key, form), ft.preset_md: gr.Markdown(preset_note(key), visible=True),
+                tabs: gr.Tabs(selected="finetune")}
+
     for key, btn in buttons:
-        btn.click(lambda k=key: (*apply_preset(k), gr.Tabs(selected="finetune")), None, outputs + [tabs],
-                  api_visibility="private", queue=False)
+        btn.click(lambda k=key: on_click(k), None, outputs, api_visibility="private", queue=False)
     gr.Markdown("### The four classic families")
     for i, name in enumerate(WALKTHROUGH):
         info = catalog.get(name)

@@ -11,7 +11,7 @@ import torch
 
 from .. import catalog, inference, models, runs
 from ..errors import CNNCompareError, WeightsUnavailableError
-from .common import MODELS, RANDOM_NOTE, file_path, message, parse_names, remember_weights, warn_md
+from .common import MODELS, RANDOM_NOTE, file_path, message, parse_names, warn_md
 from .gpu import gpu
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
@@ -31,10 +31,10 @@ def imagenet_model(name: str, pretrained: bool):
         if pretrained:
             try:
                 model = models.build(name, pretrained=True, device=device).eval()
-                remember_weights(name, True)
+                models.remember_weights(name, True)
                 return model, "ImageNet (pretrained)", ""
             except WeightsUnavailableError:
-                remember_weights(name, False)
+                models.remember_weights(name, False)
             return models.build(name, device=device).eval(), "random weights", RANDOM_NOTE
         return (models.build(name, device=device).eval(), "random weights",
                 "random weights (ImageNet weights switched off): predictions are meaningless")
@@ -53,9 +53,8 @@ def run_model(root: Path, name: str):
     saved = find_run(root, name)
     device = _device()
     model = MODELS.get(("run", str(saved.path), device), lambda: saved.load_model(device))
-    t = saved.config["train"]
     acc = saved.results.get("val_top1") if saved.results else None
-    weights = "fine-tuned" + (" (from ImageNet)" if t.get("pretrained") else " (from scratch)")
+    weights = "fine-tuned" + (" (from ImageNet)" if saved.entry.pretrained else " (from scratch)")
     note = (f"fine-tuned on {saved.config['dataset']['name']} ({len(saved.classes)} classes"
             + (f", validation top-1 {acc:.1f} %" if acc is not None else "") + "): it only knows those classes")
     return model, saved, weights, note
@@ -87,12 +86,12 @@ def _empty():
 
 
 @gpu(duration=60)
-def predict_image(image, models_selected, runs_selected, pretrained, *, root: Path):
+def predict_image(image, models_selected, runs_selected, pretrained, *, root: Path, limit: int | None = None):
     """Top-5 of every chosen model (and fine-tuned run) on one image, with its time and Grad-CAM."""
     try:
         img = _image_from(image)
-        names = parse_names(models_selected)
-        run_names = parse_names(runs_selected)
+        names = parse_names(models_selected, limit)
+        run_names = parse_names(runs_selected, limit)
         if not names and not run_names:
             raise CNNCompareError("Choose at least one model or fine-tuned run.")
     except Exception as err:
@@ -111,7 +110,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, root: Pa
             else:
                 model, saved, weights, note = run_model(root, name)
                 label = run_label(saved)
-                size, classes = saved.config["train"]["size"], saved.classes
+                size, classes = saved.settings.size, saved.classes
             pred = inference.predict(model, img, size=size, classes=classes, top_k=TOP_K, cam=True)
         except Exception as err:
             errors.append(warn_md(f"{name}: {message(err)}"))
@@ -167,7 +166,7 @@ def build(ctx) -> SimpleNamespace:
         details = gr.JSON(label="predictions", elem_id="pred-json")
 
     def predict(image, models, runs, pretrained):
-        return predict_image(image, models, runs, pretrained, root=ctx.runs_root)
+        return predict_image(image, models, runs, pretrained, root=ctx.runs_root, limit=ctx.max_models)
 
     def refresh_runs():
         return gr.Dropdown(choices=run_choices(ctx.runs_root))
