@@ -278,29 +278,77 @@ def _env_number(name: str, default: float, kind: type = int):
     return value
 
 
+def env_setting(default, var: str, help: str, *, also: tuple[str, ...] = ()):
+    """A field of `Env`: its environment variable(s), default and help, once."""
+    return field(default=default, metadata={"env": (var, *also), "help": help})
+
+
 @dataclass(frozen=True)
 class Env:
-    """Everything read from the environment, once. README lists each variable."""
+    """Everything read from the environment, once; `Env.variables()` lists them (the README's table).
 
-    runs_dir: Path  # CNNCOMPARE_RUNS (default ./runs)
-    offline: bool  # CNNCOMPARE_OFFLINE or HF_HUB_OFFLINE: never try a download
-    debug: bool  # CNNCOMPARE_DEBUG: show tracebacks in the CLI
-    max_models: int  # CNNCOMPARE_MAX_MODELS: models per Compare/Predict request in the app
-    max_runs: int  # CNNCOMPARE_MAX_RUNS: runs per fine-tuning comparison in the app
-    max_decoded_bytes: int  # CNNCOMPARE_MAX_DECODED_MB: decoded images held in memory; larger sets stream
+    The limits apply to the app (a shared server); the CLI, run by its owner, applies only
+    runs_dir, offline, debug and max_decoded_mb.
+    """
+
+    runs_dir: Path = env_setting(Path("runs"), "CNNCOMPARE_RUNS", "where runs are saved")
+    offline: bool = env_setting(False, "CNNCOMPARE_OFFLINE", "never try a download (also HF_HUB_OFFLINE=1)",
+                                also=("HF_HUB_OFFLINE",))
+    debug: bool = env_setting(False, "CNNCOMPARE_DEBUG", "show tracebacks in the CLI")
+    max_decoded_mb: float = env_setting(4096.0, "CNNCOMPARE_MAX_DECODED_MB",
+                                        "decoded training images held in memory; larger datasets stream from disk")
+    # --- limits of a shared server (the app)
+    max_models: int = env_setting(8, "CNNCOMPARE_MAX_MODELS", "models per Compare or Predict request")
+    max_runs: int = env_setting(6, "CNNCOMPARE_MAX_RUNS", "runs per fine-tuning comparison")
+    max_epochs: int = env_setting(50, "CNNCOMPARE_MAX_EPOCHS", "epochs per run")
+    max_run_s: float = env_setting(900.0, "CNNCOMPARE_MAX_RUN_S", "longest a fine-tuning run may take, in seconds")
+    max_dataset_mpix: float = env_setting(2000.0, "CNNCOMPARE_MAX_DATASET_MPIX",
+                                          "images x pixels of one dataset at the training size, in megapixels")
+    max_model_params_m: float = env_setting(200.0, "CNNCOMPARE_MAX_MODEL_PARAMS_M",
+                                            "timm models beyond the catalog above this many million parameters "
+                                            "are refused")
+    model_cache_mb: float = env_setting(2048.0, "CNNCOMPARE_MODEL_CACHE_MB", "memory for built models kept for Predict")
+    visitor_quota_mb: float = env_setting(500.0, "CNNCOMPARE_VISITOR_QUOTA_MB",
+                                          "disk for one visitor's runs; the oldest go first")
+    runs_cap_mb: float = env_setting(20000.0, "CNNCOMPARE_RUNS_CAP_MB", "disk for all visitors' runs together")
+    run_expiry_h: float = env_setting(24.0, "CNNCOMPARE_RUN_EXPIRY_H", "visitors' runs are deleted after this many "
+                                      "hours (0 = never)")
+    max_unpack_mb: float = env_setting(1024.0, "CNNCOMPARE_MAX_UNPACK_MB", "bytes one uploaded zip may unpack to")
+    max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
+    queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")
+    shared_examples: bool = env_setting(False, "CNNCOMPARE_SHARED_EXAMPLES",
+                                        "offer the runs made with the CLI (in the runs dir) to every visitor, read-only")
 
     @classmethod
     def read(cls) -> "Env":
-        return cls(
-            runs_dir=Path(os.environ.get("CNNCOMPARE_RUNS") or "runs").expanduser(),
-            offline=_env_flag("CNNCOMPARE_OFFLINE", "HF_HUB_OFFLINE"),
-            debug=_env_flag("CNNCOMPARE_DEBUG"),
-            max_models=_env_number("CNNCOMPARE_MAX_MODELS", 8),
-            max_runs=_env_number("CNNCOMPARE_MAX_RUNS", 6),
-            max_decoded_bytes=int(_env_number("CNNCOMPARE_MAX_DECODED_MB", 4096, float) * 2**20),
-        )
+        """The values set in the environment; unset variables keep their defaults.
+
+        Raises:
+            CNNCompareError: a variable that is not a number, or a negative one.
+        """
+        values = {}
+        for f in dataclasses.fields(cls):
+            names = f.metadata["env"]
+            if f.type in (bool, "bool"):
+                values[f.name] = _env_flag(*names) if any(os.environ.get(n) for n in names) else f.default
+            elif f.type in (Path, "Path"):
+                raw = os.environ.get(names[0], "").strip()
+                values[f.name] = Path(raw).expanduser() if raw else f.default
+            else:
+                kind = int if f.type in (int, "int") else float
+                values[f.name] = _env_number(names[0], f.default, kind)
+        return cls(**values)
+
+    @classmethod
+    def variables(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) of every environment variable, for the README and --help."""
+        return [(f.metadata["env"][0], str(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]
 
     @property
     def data_dir(self) -> Path:
         """Downloads (CIFAR) and unpacked uploads: `<runs>/_data`, for the CLI and the app alike."""
         return self.runs_dir / "_data"
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * 2**20)
