@@ -274,6 +274,14 @@ def test_a_saved_run_reloads_and_predicts_like_the_trained_model(shapes, tmp_pat
     saved = runs.load_run(result.run_dir)
     model = saved.load_model()
     assert saved.classes == shapes.classes
+    from safetensors import safe_open
+
+    with safe_open(str(store.path / "weights.safetensors"), "pt") as f:
+        kind, keys = f.metadata()["cnncompare"], set(f.keys())
+    # random frozen layers come back from the seed, so only the trained ones are stored; a weights file may
+    # go away, so a run started from one stores everything
+    assert kind == ("full" if name == "googlenet" else "trained-only")
+    assert (kind == "full") == any(k.startswith("conv1.") and k.endswith("weight") for k in keys)
     assert getattr(model, "transform_input", False) == (name == "googlenet")
     x, y = training.cached_tensors(shapes.val, 32, "bilinear")
     assert _accuracy(model, x, y) == pytest.approx(result.val_top1, abs=1e-4)
@@ -381,3 +389,23 @@ def test_torchrun_with_two_processes_matches_one_process_of_the_same_global_batc
     # stage 4's BatchNorm normalises each process's half batch, as DistributedDataParallel does: close, not equal
     for x, y in zip(a["resnet18@stages:3 feature_cache=false"], b["resnet18@stages:3 feature_cache=false"]):
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=0.15)
+
+
+def test_prune_removes_expired_then_oldest_runs_and_keeps_a_run_in_progress(shapes, tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "visitors" / "abc"
+    done = [training.fine_tune(*tiny(), shapes, store=runs.RunStore(root, "resnet18")).run_dir for _ in range(3)]
+    in_progress = runs.RunStore(root, "resnet18")
+    in_progress.start({"model": "resnet18"}, shapes, training.RunResult("resnet18", {}, shapes.classes))
+    (root / "x.safetensors.tmp").write_bytes(b"half")
+    assert runs.clean_tmp(tmp_path) == 1
+    old = time.time() - 3 * 86400
+    os.utime(f"{done[0]}/config.json", (old, old))
+    removed = runs.prune(tmp_path, max_age_s=86400)
+    assert [str(p) for p in removed] == [done[0]]
+    size = runs.folder_bytes(done[2]) + runs.folder_bytes(in_progress.path)
+    removed = runs.prune(tmp_path, max_bytes=size)  # room for the newest finished run and the one in progress
+    assert [str(p) for p in removed] == [done[1]]
+    assert in_progress.path.is_dir() and runs.load_run(done[2]).load_model() is not None
