@@ -148,6 +148,28 @@ def pretrained_available(name: str) -> bool:
     return _WEIGHTS_OK[name]
 
 
+def model_bytes(model: nn.Module) -> int:
+    """Bytes held by a model's parameters and buffers (what keeping it in a cache costs)."""
+    return sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+
+
+def check_allowed(name: str, max_params_m: float) -> None:
+    """A shared server's rule: catalog models always; any other timm model only under `max_params_m` million params.
+
+    Counted on the meta device (no memory, milliseconds).
+
+    Raises:
+        CNNCompareError: an unknown name, or a model over the cap (the message gives its size).
+    """
+    info = catalog.get(name)
+    if name.split(".")[0] in catalog.CATALOG:
+        return
+    params, _ = count_params(build(name, device="meta"))
+    if params > max_params_m * 1e6:
+        raise CNNCompareError(f"{info.name} has {params / 1e6:,.0f} M parameters, more than this server allows for "
+                              f"models outside the catalog ({max_params_m:,.0f} M): pick a smaller one.")
+
+
 def remember_weights(name: str, ok: bool) -> None:
     """Record what a build with pretrained weights found (so `pretrained_available` need not build again)."""
     _WEIGHTS_OK[name] = ok

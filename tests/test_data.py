@@ -541,3 +541,23 @@ def test_fake_cifar_is_read_by_the_real_torchvision_loader(tmp_path, monkeypatch
 def test_data_module_does_not_import_gradio():
     source = Path(data.__file__).read_text()
     assert "gradio" not in source
+
+
+def test_a_zip_nested_too_deep_is_a_clear_error(tmp_path):
+    deep = "/".join(["d"] * 1500)
+    members = {f"{deep}/{c}/{i}.png": image_bytes(i) for c in "ab" for i in range(3)}
+    with pytest.raises(DataError, match="No class folders"):
+        load_dataset(str(make_zip(tmp_path / "deep.zip", members)), work_dir=tmp_path / "w")
+
+
+def test_a_server_caps_unpacked_bytes_and_dataset_pixels(tmp_path):
+    from cnncompare.data import check_dataset_size
+
+    members = {f"{c}/{i}.png": image_bytes(i, size=(64, 64)) for c in "ab" for i in range(6)}
+    path = make_zip(tmp_path / "ok.zip", members)
+    with pytest.raises(DataError, match="expands to"):
+        load_dataset(str(path), work_dir=tmp_path / "w1", max_unpack_bytes=1000)
+    ds = load_dataset(str(path), work_dir=tmp_path / "w2")
+    check_dataset_size(ds, 64, max_mpix=1)
+    with pytest.raises(DataError, match="lower the input size"):
+        check_dataset_size(ds, 512, max_mpix=1)

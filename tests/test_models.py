@@ -204,3 +204,13 @@ def test_local_weights_files_load_through_the_real_loaders(tmp_path):
     # a file for another architecture is refused with a clear message
     with pytest.raises(WeightsUnavailableError, match="do not fit|Could not load"):
         models.build("alexnet", pretrained=True, weights_file=str(tmp_path / "googlenet.pth"))
+
+
+def test_a_public_server_allows_the_catalog_and_small_timm_models_only():
+    from cnncompare import models as m
+
+    m.check_allowed("vgg19", max_params_m=1)  # catalog models always
+    m.check_allowed("regnety_016", max_params_m=200)
+    with pytest.raises(CNNCompareError, match="632 M parameters"):
+        m.check_allowed("vit_huge_patch14_224", max_params_m=200)
+    assert 46.7e6 < m.model_bytes(m.build("resnet18", device="meta")) < 46.9e6  # 11.69 M fp32 weights + BN stats

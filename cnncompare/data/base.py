@@ -34,6 +34,7 @@ __all__ = [
     "to_tensors",
     "decode_image",
     "decoded_bytes",
+    "check_dataset_size",
 ]
 
 # --- limits and conventions -------------------------------------------------------------
@@ -189,6 +190,21 @@ def decode_image(ds: ImageDataset, index: int, size: int, mode: InterpolationMod
         mode = _INTERPOLATIONS[mode]
     img = TF.resize(ds.image(index), [size, size], interpolation=mode, antialias=True)  # PIL in, PIL out
     return np.asarray(img).transpose(2, 0, 1)
+
+
+def check_dataset_size(dataset: LoadedData, size: int, max_mpix: float) -> None:
+    """Refuse a dataset whose images x pixels at the training size pass `max_mpix` megapixels (a server's limit).
+
+    Raises:
+        DataError: one sentence saying what to lower.
+    """
+    n = len(dataset.train) + len(dataset.val)
+    mpix = n * size * size / 1e6
+    if mpix > max_mpix:
+        most = int(max_mpix * 1e6 / (size * size))
+        raise DataError(f"{n:,} images at {size} px are {mpix:,.0f} megapixels, more than this server's limit of "
+                        f"{max_mpix:,.0f}: lower the input size or the images per class (at most {most:,} images "
+                        f"at {size} px).")
 
 
 def decoded_bytes(ds: ImageDataset, size: int) -> int:

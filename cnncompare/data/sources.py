@@ -55,14 +55,18 @@ def load_dataset(
     cifar_root: str | Path | None = None,
     download: bool = True,
     max_total_bytes: int = MAX_TOTAL_BYTES,
+    max_unpack_bytes: int | None = None,
 ) -> LoadedData:
     """Load, validate and split a dataset; raise DataError for anything the user must fix.
 
     `max_per_class` caps the images per class over both splits (a seeded random subset);
     for data that comes already split the cap is shared as `val_fraction` says. The words
     'shapes', 'cifar10' and 'cifar100' win over folders of that name: write './shapes'.
-    `max_total_bytes` lowers the zip size limit (tests use it).
+    `max_total_bytes` (or its synonym `max_unpack_bytes`, a server's per-job budget) lowers the
+    limit on what a zip may unpack to.
     """
+    if max_unpack_bytes is not None:
+        max_total_bytes = min(max_total_bytes, max_unpack_bytes)
     _check_options(val_fraction, max_per_class, seed)
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,13 @@ from pathlib import Path
 
 from .base import IMAGE_EXTENSIONS, DataError, _is_ignored
 
-__all__ = ["MAX_MEMBERS", "MAX_TOTAL_BYTES", "MAX_RATIO", "RATIO_MIN_BYTES", "extract_zip"]
+__all__ = ["MAX_MEMBERS", "MAX_TOTAL_BYTES", "MAX_RATIO", "RATIO_MIN_BYTES", "MAX_DEPTH", "extract_zip"]
 
 MAX_MEMBERS = 50_000  # zip entries
 MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed size of a zip's members, all together
 MAX_RATIO = 100  # uncompressed/compressed size of one zip member
 RATIO_MIN_BYTES = 1024**2  # tiny members may compress very well without being bombs
+MAX_DEPTH = 16  # folders a member may sit in: class folders need 1-3; 1,500 once broke path handling
 
 _CHUNK = 1024**2
 
@@ -103,6 +104,8 @@ def _member_parts(filename: str) -> list[str] | None:
 def _unsafe_reason(info: zipfile.ZipInfo, parts: list[str] | None) -> str | None:
     if parts is None:
         return "unsafe path (absolute or outside the upload)"
+    if len(parts) > MAX_DEPTH + 1:
+        return f"folders nested too deep (more than {MAX_DEPTH})"
     mode = info.external_attr >> 16  # Unix mode bits; the file type is often left out (0)
     if stat.S_ISLNK(mode):
         return "symbolic link"
