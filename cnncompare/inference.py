@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from . import models
+from . import models, runtime
 from .errors import CNNCompareError
 
 
@@ -89,12 +89,10 @@ def predict(model: nn.Module, image, *, size: int | None = None, classes: list[s
     model.eval()
     with torch.inference_mode():
         model(x)  # warm-up: first calls allocate
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        runtime.sync(device)
         t0 = time.perf_counter()
         logits = model(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        runtime.sync(device)
         elapsed = (time.perf_counter() - t0) * 1e3
     labels = classes or (imagenet_labels() if logits.shape[1] == 1000 else [f"class {i}" for i in range(logits.shape[1])])
     probs = logits.float().softmax(1)[0]
