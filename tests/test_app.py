@@ -39,6 +39,13 @@ def client(app):
     return _client(app)
 
 
+def runs_of(app, client: Client) -> Path:
+    """The runs folder of a client that sends no visitor key: one visitor per gradio session."""
+    from cnncompare.ui.visitors import folder_id
+
+    return app.runs / "visitors" / folder_id(f"session:{client.session_hash}")
+
+
 def rows_of(table: dict) -> list[dict]:
     return [dict(zip(table["headers"], row)) for row in table["data"]]
 
@@ -243,7 +250,7 @@ def test_finetune_tiny_run_then_predict_with_it(client, app):
     assert json.loads(paths[1].read_text())[0]["classes"] == list(data.SHAPE_CLASSES)
     with zipfile.ZipFile(paths[2]) as zf:
         assert f"{r18['folder']}/weights.safetensors" in zf.namelist()
-    run_dir = app.runs / r18["folder"]
+    run_dir = runs_of(app, client) / r18["folder"]  # the client's own folder
     assert (run_dir / "results.json").is_file() and (run_dir / "weights.safetensors").is_file()
 
     # the fine-tuned run predicts with its own classes
@@ -284,9 +291,13 @@ def test_downloads_name_the_runs_and_hold_no_server_paths(client, app):
     paths = [Path(f) for f in files]
     csv_path, json_path, zip_path = paths
     text = csv_path.read_text()
-    # each comparison's downloads sit in a folder of their own under the runs folder's _comparisons
-    served = [f for f in (app.runs / "_comparisons").glob("*/results.csv") if f.read_text() == text]
+    # each comparison's downloads are copies in a folder of their own, with a random name, in gradio's upload
+    # folder: never in (nor served from) the runs folder
+    from cnncompare.ui.uploads import upload_folder
+
+    served = [f for f in (upload_folder() / "cnncompare-downloads").glob("*/results.csv") if f.read_text() == text]
     assert len(served) == 1 and {f.name for f in served[0].parent.iterdir()} == {p.name for p in paths}
+    assert len(served[0].parent.name) == 32 and not (app.runs / "_comparisons").exists()
     with csv_path.open() as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["run"] for r in csv_rows] == labels
@@ -309,7 +320,8 @@ def test_finetune_and_estimate_take_named_parameters(client):
     info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     for endpoint in ("/finetune", "/estimate"):
         params = {p["parameter_name"]: p for p in info[endpoint]["parameters"]}
-        assert set(params) == set(TINY)
+        assert set(params) == set(TINY) | {"visitor"}  # + the caller's key (optional: one visitor per session)
+        assert params["visitor"]["parameter_has_default"] and params["visitor"]["parameter_default"] is None
         # every field has the page's value as its default, except the upload (required, None for no file, as before)
         assert [n for n, p in params.items() if not p["parameter_has_default"]] == ["zip_file"]
         defaults = {s.name: s.default for s in settings_of(TrainSettings)}
@@ -343,10 +355,8 @@ def _wait(predicate, timeout: float, what: str):
 
 
 def test_two_clients_training_does_not_block_profile_and_stops_stay_separate(app):
-    from gradio_client.utils import Status
-
     a, b = _client(app), _client(app)
-    long_run = {**TINY, "models": "resnet18@none", "epochs": 60, "max_per_class": 20, "batch_size": 8, "size": 32,
+    long_run = {**TINY, "models": "resnet18@none", "epochs": 40, "max_per_class": 20, "batch_size": 8, "size": 32,
                 "pretrained": False}
     job_a = a.submit(**long_run, api_name="/finetune")
     _wait(lambda: any("step" in str(o[0]) for o in job_a.outputs()), 90, "A's run to start training")
@@ -357,21 +367,20 @@ def test_two_clients_training_does_not_block_profile_and_stops_stay_separate(app
     assert [r["model"] for r in rows_of(table)] == ["resnet50", "vgg16"]
     assert not job_a.done(), "the profile call must answer while the fine-tune is still running"
 
-    # B's own fine-tune waits in the queue (one training run at a time)
-    job_b = b.submit(**TINY, api_name="/finetune")
-    _wait(lambda: job_b.status().code == Status.IN_QUEUE, 20, "B to wait in the queue")
-    assert job_b.status().rank is not None
     # B pressing Stop does not touch A's run
     assert b.predict(api_name="/stop") == "Nothing is running."
     time.sleep(1.5)
     assert not job_a.done()
+    # B's own fine-tune waits for the machine (one training run at a time), and sees its place in line
+    job_b = b.submit(**TINY, api_name="/finetune")
+    _wait(lambda: any("number 1 in line" in str(o[0]) for o in job_b.outputs()), 20, "B to wait in line")
 
     assert "Stopping" in a.predict(api_name="/stop")
     out_a = job_a.result(timeout=60)
     (row_a,) = rows_of(out_a[3])
-    assert row_a["note"] == "stopped by user" and row_a["epochs"] < 60
+    assert row_a["note"] == "stopped by user" and row_a["epochs"] < 40
     assert "Stopped" in out_a[0]
-    # ... and A's stop did not stop B's queued run, which now runs to the end
+    # ... and A's stop did not stop B's waiting run, which now runs to the end
     out_b = job_b.result(timeout=120)
     (row_b,) = rows_of(out_b[3])
     assert "stopped" not in row_b["note"] and row_b["epochs"] == 1

@@ -1,8 +1,13 @@
-"""The whole app: four tabs over the engine, a queue, and launch settings.
+"""The whole app: four tabs over the engine, the shared-server layer, and launch settings.
 
 `build_app()` returns the Blocks; `launch(demo, **kw)` starts it with the app's theme, CSS,
-upload limit and file permissions (keyword arguments override them, e.g. for tests:
+upload limit and worker threads (keyword arguments override them, e.g. for tests:
 `launch(demo, prevent_thread_lock=True, server_port=PORT)`).
+
+A shared server (docs/SERVER.md): each visitor is a random key kept in their browser
+(visitors.py), their runs live in a folder of their own and are never served by path; file
+inputs accept only uploads (uploads.py); the work waits in a fair queue (fairqueue.py) with
+per-visitor limits; the limits come from `settings.Env`.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ from pathlib import Path
 import gradio as gr
 
 from .. import models
-from . import architectures, finetune, learn, predict
-from .common import Context
+from ..errors import CNNCompareError
+from ..settings import Env
+from . import architectures, finetune, learn, predict, visitors
+from .common import LANES, MODELS, Context
 
-QUEUE_MAX_SIZE = 64  # waiting events over all users; more are refused with a "queue full" message
 MAX_FILE_SIZE = "200mb"
 
 CSS = """
@@ -50,10 +56,15 @@ def _banner() -> str:
     return text
 
 
-def build_app(runs_root: str | Path | None = None) -> gr.Blocks:
-    """The Blocks app. Fine-tuning runs go to `runs_root`, else $CNNCOMPARE_RUNS, else ./runs."""
-    ctx = Context.from_env(runs_root)
+def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) -> gr.Blocks:
+    """The Blocks app. Runs go to `runs_root`, else $CNNCOMPARE_RUNS, else ./runs (each visitor's under
+    visitors/); the limits come from `env`, else the environment (`settings.Env`)."""
+    ctx = Context.from_env(runs_root, env)
+    visitors.at_start(ctx)  # leftover *.tmp files, expired runs, old downloads
+    MODELS.resize(int(ctx.env.model_cache_mb * 2**20))
     with gr.Blocks(title="cnncompare: classic CNNs side by side", delete_cache=(3600, 3600)) as demo:
+        # The visitor's key, kept (encrypted) in the browser's storage: a refresh keeps their runs.
+        ctx.visitor_state = gr.BrowserState(None, storage_key="cnncompare-visitor", secret=visitors.browser_secret(ctx))
         gr.Markdown(_banner(), elem_classes=["cc-banner"])
         with gr.Tabs(selected="architectures") as tabs:
             with gr.Tab("Architectures", id="architectures", elem_id="tab-architectures"):
@@ -64,19 +75,45 @@ def build_app(runs_root: str | Path | None = None) -> gr.Blocks:
                 ft = finetune.build(ctx)
             with gr.Tab("Learn", id="learn", elem_id="tab-learn"):
                 learn.build(ctx, ft, tabs)
+        # A first visit gets a new random key (the browser keeps it); then its runs are listed.
+        demo.load(visitors.new_state, ctx.visitor_state, ctx.visitor_state, api_visibility="private",
+                  queue=False).then(pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note],
+                                    api_visibility="private", queue=False)
         # Newly finished runs appear in the Predict tab's list.
-        ft.start_event.then(pred.refresh_runs, None, pred.runs, api_visibility="private", queue=False)
-        predict_tab.select(pred.refresh_runs, None, pred.runs, api_visibility="private", queue=False)
+        ft.start_event.then(pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note],
+                            api_visibility="private", queue=False)
+        predict_tab.select(pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note],
+                           api_visibility="private", queue=False)
         arch.wire_load(demo)
-    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=2)
+        # The visitor's own runs, for API clients (the page's dropdown shows the same list).
+        gr.api(_runs_api(ctx), api_name="runs", queue=False)
+    # Gradio's queue is a backstop: the app's events start at once and wait in ctx.queue, the fair queue.
+    demo.queue(max_size=ctx.env.queue_size, default_concurrency_limit=2)
     demo.cnncompare_context = ctx
     return demo
 
 
+def _runs_api(ctx: Context):
+    def runs(visitor: str | None = None, request: gr.Request = None) -> dict:
+        """The caller's fine-tuned runs that can predict (and shared examples): `runs` as (label, name) pairs,
+        newest first; `skipped`: a note on run folders that could not be read."""
+        try:
+            choices, notes = visitors.visible_runs(ctx, visitors.resolve(visitor, request))
+        except CNNCompareError as err:
+            return {"runs": [], "skipped": "", "error": str(err)}
+        return {"runs": [[c.label, c.value] for c in choices], "skipped": visitors.skipped_note(notes)}
+
+    return runs
+
+
 def launch(demo: gr.Blocks, **kwargs):
-    """Start the app. Server name and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when not given."""
+    """Start the app. Server name and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when not given.
+
+    The runs folder is never among `allowed_paths`: runs are served only as per-visitor download copies.
+    """
     ctx: Context = demo.cnncompare_context
-    allowed = [str(ctx.runs_root)] + list(kwargs.pop("allowed_paths", None) or [])
-    options = dict(theme=theme(), css=CSS, ssr_mode=False, max_file_size=MAX_FILE_SIZE, allowed_paths=allowed)
+    # Every queued event holds a worker thread while it runs or waits in the fair queue.
+    threads = ctx.env.queue_size + sum(LANES.values()) + 16
+    options = dict(theme=theme(), css=CSS, ssr_mode=False, max_file_size=MAX_FILE_SIZE, max_threads=threads)
     options.update(kwargs)
     return demo.launch(**options)

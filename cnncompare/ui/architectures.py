@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import gradio as gr
@@ -10,7 +11,9 @@ import pandas as pd
 from .. import catalog, models, plots, profiling
 from ..errors import CNNCompareError
 from ..settings import Setting, coerce
+from . import visitors
 from .common import SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
+from .fairqueue import wait_text
 from .gpu import gpu
 
 PROFILE_COLUMNS = ["model", "family", "year", "input (px)", "params (M)", "MACs (G)", "FLOPs (G)", "weights (MiB)",
@@ -106,7 +109,8 @@ def _figures(profiles: list[profiling.Profile], stage_blocks: dict[str, list[dic
 
 
 @gpu(duration=120)
-def profile_models(models_selected, size, measure_latency, *, limit: int | None = None):
+def profile_models(models_selected, size, measure_latency, *, limit: int | None = None,
+                   check: Callable[[str], None] | None = None):
     """Profile each chosen model at one input size; yields the growing table and the figures."""
     try:
         names = parse_names(models_selected, limit)
@@ -130,6 +134,8 @@ def profile_models(models_selected, size, measure_latency, *, limit: int | None 
                    gr.skip(), gr.skip(), gr.skip())
         try:
             busy = busy or (measure and SESSIONS.active > 0)
+            if check is not None:
+                check(name)  # the catalog, or a timm model under this server's size cap
             p = profiling.profile(name, size, latency=measure, budget_s=LATENCY_BUDGET_S)
             profiles.append(p)
             rows.append(_profile_row(p))
@@ -144,7 +150,8 @@ def profile_models(models_selected, size, measure_latency, *, limit: int | None 
            *_figures(profiles, stage_blocks, measure))
 
 
-def blocks_view(models_selected, size, policy, *, limit: int | None = None):
+def blocks_view(models_selected, size, policy, *, limit: int | None = None,
+                check: Callable[[str], None] | None = None):
     """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
     try:
         names = parse_names(models_selected, limit)
@@ -160,6 +167,8 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None):
     rows = []
     for name in names:
         try:
+            if check is not None:
+                check(name)
             model = models.build(name, device="meta")
             problem = ""
             try:
@@ -236,31 +245,64 @@ def build(ctx) -> SimpleNamespace:
         gr.Dataframe(value=catalog_table(), interactive=False, wrap=True, max_height=500)
 
     # The per-app model cap comes from the environment (CNNCOMPARE_MAX_MODELS); the wrappers keep the
-    # API's parameter names (models_selected, size, measure_latency, policy).
-    def profile(models_selected, size, measure_latency):
+    # API's parameter names (models_selected, size, measure_latency, policy), plus `visitor` (the key kept in
+    # the browser; API clients may leave it out). Each waits for its lane of the fair queue.
+    state = ctx.visitor_state
+    empty = plots.message_figure("Choose models and press Compare.")
+
+    def queued(lane: str, visitor, request, refused: Callable[[str], tuple], waiting: Callable[[str], tuple], work):
+        try:
+            ticket = ctx.queue.join(visitors.resolve(visitor, request).id, lane)
+        except CNNCompareError as err:
+            gr.Warning(str(err))
+            yield refused(warn_md(str(err)))
+            return
+        try:
+            for position, eta in ctx.queue.waits(ticket):
+                yield waiting(wait_text(lane, position, eta))
+            yield from work()
+        finally:
+            ctx.queue.leave(ticket)
+
+    def profile_refused(text):
+        return text, _table([]), empty, empty, empty
+
+    def profile_waiting(text):
+        return text, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+
+    def profile(models_selected, size, measure_latency, visitor=None, request: gr.Request = None):
         """Profile each chosen model at one input size; yields the growing table and the figures."""
-        yield from profile_models(models_selected, size, measure_latency, limit=ctx.max_models)
+        yield from queued("profile", visitor, request, profile_refused, profile_waiting,
+                          lambda: profile_models(models_selected, size, measure_latency, limit=ctx.max_models,
+                                                 check=ctx.check_model))
 
-    def count_only(models_selected, size):
-        yield from profile_models(models_selected, size, False, limit=ctx.max_models)
+    def count_only(models_selected, size, visitor=None, request: gr.Request = None):
+        yield from queued("blocks", visitor, request, profile_refused, profile_waiting,
+                          lambda: profile_models(models_selected, size, False, limit=ctx.max_models,
+                                                 check=ctx.check_model))
 
-    def blocks(models_selected, size, policy):
+    def blocks(models_selected, size, policy, visitor=None, request: gr.Request = None):
         """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
-        return blocks_view(models_selected, size, policy, limit=ctx.max_models)
+        yield from queued("blocks", visitor, request, lambda text: (text, pd.DataFrame(columns=BLOCK_COLUMNS)),
+                          lambda text: (text, gr.skip()),
+                          lambda: iter([blocks_view(models_selected, size, policy, limit=ctx.max_models,
+                                                    check=ctx.check_model)]))
 
+    extra = [state] if state is not None else []
+    # concurrency_limit=None: they start at once in gradio's queue and wait in the app's fair queue.
     profile_event = compare_btn.click(
-        profile, [models_dd, size, latency], [note, table, acc_plot, lat_plot, stage_plot],
-        api_name="profile", concurrency_limit=2, concurrency_id="profile", show_progress="minimal")
-    gr.on([compare_btn.click, policy.change], blocks, [models_dd, size, policy], [blocks_md, blocks_df],
-          api_name="blocks", concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
+        profile, [models_dd, size, latency] + extra, [note, table, acc_plot, lat_plot, stage_plot],
+        api_name="profile", concurrency_limit=None, concurrency_id="profile", show_progress="minimal")
+    gr.on([compare_btn.click, policy.change], blocks, [models_dd, size, policy] + extra, [blocks_md, blocks_df],
+          api_name="blocks", concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
 
     def wire_load(demo: gr.Blocks) -> None:
         # A counting-only comparison on page load, so the tab never opens empty (well under a second).
-        demo.load(count_only, [models_dd, size],
+        demo.load(count_only, [models_dd, size] + extra,
                   [note, table, acc_plot, lat_plot, stage_plot], api_visibility="private",
-                  concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
-        demo.load(blocks, [models_dd, size, policy], [blocks_md, blocks_df], api_visibility="private",
-                  concurrency_limit=4, concurrency_id="blocks", show_progress="minimal")
+                  concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
+        demo.load(blocks, [models_dd, size, policy] + extra, [blocks_md, blocks_df], api_visibility="private",
+                  concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
 
     return SimpleNamespace(models=models_dd, size=size, latency=latency, compare=compare_btn, table=table,
                            note=note, policy=policy, blocks_df=blocks_df, profile_event=profile_event,

@@ -15,23 +15,40 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import gradio as gr
+
+from .. import models
 from ..errors import CNNCompareError
 from ..settings import Env, first_line
+from .fairqueue import FairQueue
 
 log = logging.getLogger("cnncompare.ui")
 
 
-@dataclass(frozen=True)
+# Lanes of the fair queue and their slots (jobs at once): one training uses the machine at a time.
+LANES = {"train": 1, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4}
+
+
+@dataclass
 class Context:
-    """Where runs live and the limits every tab enforces, read once from the environment (`settings.Env`)."""
+    """Where runs live and the limits every tab enforces, read once from the environment (`settings.Env`);
+    the fair queue in front of the work; the component that holds the visitor's key (set by build_app)."""
 
     env: Env
+    queue: FairQueue = None  # type: ignore[assignment]
+    visitor_state: Any = None  # gr.BrowserState; None when a tab is built on its own (tests)
+
+    def __post_init__(self):
+        if self.queue is None:
+            self.queue = FairQueue(LANES, max_waiting=self.env.max_waiting, max_queued=self.env.queue_size)
 
     @classmethod
-    def from_env(cls, runs_root: str | Path | None = None) -> Context:
-        """`settings.Env.read()`, with `runs_root` (when given) in place of CNNCOMPARE_RUNS; makes the runs folder."""
-        env = Env.read()
+    def from_env(cls, runs_root: str | Path | None = None, env: Env | None = None) -> Context:
+        """`settings.Env.read()` (or `env`), with `runs_root` (when given) in place of CNNCOMPARE_RUNS; makes the
+        runs folder."""
+        env = env or Env.read()
         root = Path(runs_root).expanduser() if runs_root else env.runs_dir
         env = dataclasses.replace(env, runs_dir=root.resolve())
         env.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -39,18 +56,14 @@ class Context:
 
     @property
     def runs_root(self) -> Path:
-        """Fine-tuning runs, one folder each (CNNCOMPARE_RUNS or ./runs)."""
+        """Runs made with the CLI (offered as shared examples when CNNCOMPARE_SHARED_EXAMPLES=1) and, under
+        visitors/, every visitor's runs (CNNCOMPARE_RUNS or ./runs)."""
         return self.env.runs_dir
 
     @property
     def data_dir(self) -> Path:
         """Where CIFAR downloads and unpacked uploads go (never inside a run folder)."""
         return self.env.data_dir
-
-    @property
-    def comparisons_dir(self) -> Path:
-        """Results tables and zip bundles of whole comparisons."""
-        return self.env.runs_dir / "_comparisons"
 
     @property
     def max_models(self) -> int:
@@ -66,6 +79,14 @@ class Context:
     def offline(self) -> bool:
         """Downloads are switched off (no CIFAR, no pretrained weights)."""
         return self.env.offline
+
+    def check_model(self, name: str) -> None:
+        """The catalog, or a timm model under CNNCOMPARE_MAX_MODEL_PARAMS_M million parameters.
+
+        Raises:
+            CNNCompareError: an unknown model, or one too big for this server.
+        """
+        models.check_allowed(name, self.env.max_model_params_m)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -151,6 +172,8 @@ def message(err: BaseException) -> str:
     """One readable sentence for the page; unexpected errors are logged with their traceback."""
     if isinstance(err, CNNCompareError):
         return str(err)
+    if isinstance(err, gr.Error):  # raised on purpose, e.g. by the upload checks: its message is for the visitor
+        return str(err.message)
     log.exception("unexpected error in the app", exc_info=err)
     text = first_line(err)[:300] if str(err).strip() else ""
     return (f"Something unexpected went wrong ({type(err).__name__}{': ' + text if text else ''}). "
@@ -177,7 +200,8 @@ def parse_names(value, limit: int | None = None) -> list[str]:
 
 
 def file_path(value) -> str | None:
-    """A path from whatever an upload component hands over (path string, FileData dict, object)."""
+    """A path from whatever an upload component hands over (path string, FileData dict, object); whether it
+    is an upload is checked by `uploads.checked_upload`."""
     if value is None or value == "":
         return None
     if isinstance(value, (str, Path)):
@@ -213,31 +237,64 @@ def shape_text(shape) -> str:
 # --------------------------------------------------------------------------- model cache
 
 class ModelCache:
-    """A few built models shared by all visitors (inference only: eval mode, never trained)."""
+    """Built models shared by all visitors (inference only: eval mode, never trained), bounded in bytes.
 
-    def __init__(self, max_items: int = 6):
-        self.max_items = max_items
-        self._items: OrderedDict = OrderedDict()
+    A model's size is the bytes of its parameters and buffers (`models.model_bytes`); the least
+    recently used go first. A model larger than the whole budget is built, used and not kept.
+    """
+
+    def __init__(self, max_bytes: int = 2048 * 2**20):
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict = OrderedDict()  # key -> (value, bytes)
         self._lock = threading.Lock()
         self._building: dict = {}
 
-    def get(self, key, build: Callable):
+    @property
+    def bytes(self) -> int:
+        with self._lock:
+            return sum(n for _, n in self._items.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def __contains__(self, key) -> bool:
+        with self._lock:
+            return key in self._items
+
+    def resize(self, max_bytes: int) -> None:
+        with self._lock:
+            self.max_bytes = int(max_bytes)
+            self._evict()
+
+    def get(self, key, build: Callable, size: Callable = models.model_bytes):
+        """The cached value of `key`, else `build()` (kept when `size(value)` fits the budget)."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
-                return self._items[key]
+                return self._items[key][0]
             key_lock = self._building.setdefault(key, threading.Lock())
         with key_lock:  # two visitors asking for the same model build it once
             with self._lock:
                 if key in self._items:
-                    return self._items[key]
-            value = build()
+                    return self._items[key][0]
+            try:
+                value = build()
+            finally:
+                with self._lock:
+                    self._building.pop(key, None)
+            nbytes = int(size(value))
             with self._lock:
-                self._items[key] = value
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
-                self._building.pop(key, None)
+                if nbytes <= self.max_bytes:
+                    self._items[key] = (value, nbytes)
+                    self._evict()
             return value
+
+    def _evict(self) -> None:  # lock held
+        total = sum(n for _, n in self._items.values())
+        while self._items and total > self.max_bytes:
+            _, (_, n) = self._items.popitem(last=False)
+            total -= n
 
     def clear(self) -> None:
         with self._lock:

@@ -31,9 +31,11 @@ import pandas as pd
 from .. import compare, data, plots, training
 from ..errors import CNNCompareError
 from ..settings import Setting, coerce
-from . import forms
+from . import forms, visitors
 from .common import SESSIONS, Context, file_path, message, rounded, session_of, styled, warn_md
+from .fairqueue import wait_text
 from .gpu import gpu
+from .uploads import UploadedFile, checked_upload
 
 DATASETS = [("shapes: drawn shapes, made here (offline)", "shapes"), ("your images: a .zip upload", "zip"),
             ("CIFAR-10 (needs a download)", "cifar10"), ("CIFAR-100 (needs a download)", "cifar100")]
@@ -74,11 +76,12 @@ class Comparison:
 
 
 def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
-    """The form's values (by name) as a dataset choice and a checked `compare.Plan`.
+    """The form's values (by name) as a dataset choice and a checked `compare.Plan`, within this server's limits.
 
     Raises:
         CNNCompareError: the first problem (unknown dataset, no upload, a bad setting, an unknown
-        model or freeze policy, too many runs), in one sentence.
+        model or freeze policy, too many runs, a limit of the server), in one sentence.
+        gr.Error: a zip that was not uploaded (a path on the server).
     """
     source = str(values.get("dataset") or "shapes").strip().lower()
     if source not in {v for _, v in DATASETS}:
@@ -86,27 +89,71 @@ def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
     zip_path = file_path(values.get("zip_file"))
     if source == "zip" and not zip_path:
         raise CNNCompareError("Upload a .zip of your images first (one folder per class inside).")
+    if source == "zip":
+        zip_path = str(checked_upload(zip_path, "The zip"))  # only an upload, never a file of the server
     cap = coerce(IMAGES_PER_CLASS, values.get("max_per_class"))
     entry, settings = forms.read_form(values)
     settings.validate()
     plan = compare.Plan.parse(values.get("models") or "", model_defaults=entry, settings=settings,
                               missing_weights="random", max_runs=ctx.max_runs)
-    return Comparison(source, zip_path, cap or None, plan)
+    apply_limits(ctx, plan)
+    return Comparison(source, zip_path if source == "zip" else None, cap or None, plan)
+
+
+def _capped(budget: float | None, most: float) -> float | None:
+    if not most or most <= 0:
+        return budget
+    return most if budget is None else min(float(budget), most)
+
+
+def apply_limits(ctx: Context, plan: compare.Plan) -> None:
+    """This server's limits on a plan: epochs per run, models (the catalog or small timm models), and each run's
+    time budget set to min(the visitor's, CNNCOMPARE_MAX_RUN_S).
+
+    Raises:
+        CNNCompareError: a run over the epochs limit, or a model this server does not build.
+    """
+    env = ctx.env
+    budget = _capped(plan.settings.time_budget_s, env.max_run_s)
+    plan.settings = dataclasses.replace(plan.settings, time_budget_s=budget)
+    for e in plan.entries:
+        if "time_budget_s" in e.overrides:
+            e.overrides["time_budget_s"] = _capped(e.overrides["time_budget_s"], env.max_run_s)
+    for run in plan.runs():
+        if env.max_epochs and run.settings.epochs > env.max_epochs:
+            raise CNNCompareError(f"{run.label}: at most {env.max_epochs} epochs per run on this server "
+                                  f"(got {run.settings.epochs}).")
+    for name in dict.fromkeys(e.model for e in plan.entries):
+        ctx.check_model(name)
 
 
 def load_data(ctx: Context, c: Comparison) -> tuple[data.LoadedData, Path | None]:
-    """The dataset, plus a scratch folder to delete afterwards (unpacked uploads)."""
+    """The dataset, plus a scratch folder to delete afterwards (unpacked uploads).
+
+    Raises:
+        CNNCompareError: a bad zip, one that unpacks to more than CNNCOMPARE_MAX_UNPACK_MB, or a dataset over
+        CNNCOMPARE_MAX_DATASET_MPIX at the largest input size of the plan.
+    """
     seed = c.plan.settings.seed
+    scratch = None
     if c.dataset == "zip":
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=ctx.data_dir))
-        try:
-            return data.load_dataset(c.zip_path, work_dir=scratch, max_per_class=c.max_per_class, seed=seed), scratch
-        except BaseException:
+    try:
+        if c.dataset == "zip":
+            unpack = int(ctx.env.max_unpack_mb * 2**20) if ctx.env.max_unpack_mb > 0 else None
+            ds = data.load_dataset(c.zip_path, work_dir=scratch, max_per_class=c.max_per_class, seed=seed,
+                                   max_unpack_bytes=unpack)
+        else:
+            ds = data.load_dataset(c.dataset, work_dir=ctx.data_dir, max_per_class=c.max_per_class, seed=seed,
+                                   download=not ctx.offline)
+        if ctx.env.max_dataset_mpix > 0:
+            data.check_dataset_size(ds, max(run.settings.size for run in c.plan.runs()), ctx.env.max_dataset_mpix)
+        return ds, scratch
+    except BaseException:
+        if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-            raise
-    return data.load_dataset(c.dataset, work_dir=ctx.data_dir, max_per_class=c.max_per_class, seed=seed,
-                             download=not ctx.offline), None
+        raise
 
 
 # --------------------------------------------------------------------------- rendering
@@ -240,27 +287,29 @@ def _blank_outputs(status: str):
             plots.confusion_matrices([]), plots.accuracy_vs_latency([]), None)
 
 
-def write_downloads(ctx: Context, session: str, results: list[training.RunResult]) -> list[str]:
-    """The engine's export (results.csv, results.json, a zip of the run folders with weights) into a folder
-    of its own under the runs folder's `_comparisons`."""
+def write_downloads(results: list[training.RunResult]) -> list[str]:
+    """The engine's export (results.csv, results.json, a zip of the run folders with weights), written for this
+    visitor into a folder with a random name in gradio's upload folder: run folders are never served by path."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    ctx.comparisons_dir.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix=f"{stamp}-{session[:6]}-", dir=ctx.comparisons_dir))
-    return [str(p) for p in compare.export(results, out, stamp=stamp)]
+    return [str(p) for p in compare.export(results, visitors.downloads_dir(), stamp=stamp)]
 
 
-def _wrap_up(ctx: Context, session: str, view: _View, stopped: bool) -> tuple:
+def _wrap_up(ctx: Context, visitor: visitors.Visitor, view: _View, stopped: bool) -> tuple:
     if stopped:
         view.headline = "**Stopped.** Finished epochs are saved; the table shows what each run reached."
         view.bar_text = "stopped"
     else:
         view.headline, view.bar_text, view.fraction = f"**Done: {len(view.labels)} run(s).**", "done", 1.0
     try:
-        view.files = write_downloads(ctx, session, view.results)
+        view.files = write_downloads(view.results)
         view.log.append("Downloads: the results table (CSV, JSON) and a zip of the run folders with weights. "
-                        "Fine-tuned runs can now be picked on the Predict tab.")
+                        "Fine-tuned runs can now be picked on the Predict tab (only by you).")
     except OSError as err:
-        view.log.append(warn_md(f"Could not write the downloads: {err}"))
+        view.log.append(warn_md(f"Could not write the downloads ({type(err).__name__})."))
+    try:  # the visitor's quota and the server's cap and expiry, after the downloads hold this comparison
+        view.log += [warn_md(line) for line in visitors.after_run(ctx, visitor)]
+    except OSError:
+        pass
     return view.outputs(full=True)
 
 
@@ -273,9 +322,17 @@ class _Job:
         self.view: _View | None = None
         self.stream = None  # the engine's event stream (compare.run_plan)
         self.scratch: Path | None = None
+        self.ticket = None  # its place in the fair queue, held until the engine has stopped and saved
 
 
-def _finish_in_background(ctx: Context, session: str, handle, job: _Job) -> None:
+def _release(ctx: Context, job: _Job) -> None:
+    if job.scratch is not None:
+        shutil.rmtree(job.scratch, ignore_errors=True)
+    if job.ticket is not None:
+        ctx.queue.leave(job.ticket)
+
+
+def _finish_in_background(ctx: Context, session: str, visitor, handle, job: _Job) -> None:
     """After a cancel (Stop, closed tab): let the engine stop at its next step and save, off the event loop.
 
     Gradio closes a cancelled generator from its event-loop thread, so the slow part (the engine
@@ -287,18 +344,30 @@ def _finish_in_background(ctx: Context, session: str, handle, job: _Job) -> None
             for ev in job.stream:  # the stop flag is set: the current run stops within one step, the rest not at all
                 job.view.event(ev)
         if job.view is not None:
-            outputs = _wrap_up(ctx, session, job.view, stopped=True)
+            outputs = _wrap_up(ctx, visitor, job.view, stopped=True)
     except Exception as err:  # never let a background thread die silently
         message(err)
     finally:
         SESSIONS.finish(session, handle, outputs)
-        if job.scratch is not None:
-            shutil.rmtree(job.scratch, ignore_errors=True)
+        _release(ctx, job)
 
 
-def finetune(ctx: Context, session: str, values: Mapping[str, Any]):
-    """Generator: fine-tune each planned run in turn; yields (status, progress, curves, table, confusion,
-    accuracy-vs-latency, files)."""
+def _status_only(text: str) -> tuple:
+    return (text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+
+def _limits_line(ctx: Context) -> str | None:
+    most = ctx.env.max_run_s
+    if most and most > 0:
+        return (f"On this server each run stops after at most {_fmt_s(most)} (what it reached is kept), and "
+                f"takes at most {ctx.env.max_epochs} epochs.")
+    return None
+
+
+def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: visitors.Visitor | None = None):
+    """Generator: wait for the machine in the fair queue, then fine-tune each planned run in turn; yields
+    (status, progress, curves, table, confusion, accuracy-vs-latency, files)."""
+    visitor = visitor or visitors.resolve(None, None)
     handle = SESSIONS.start(session)
     job = _Job()
     final = None
@@ -306,6 +375,24 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any]):
     try:
         try:
             c = read_comparison(ctx, values)
+            job.ticket = ctx.queue.join(visitor.id, "train")
+        except Exception as err:
+            text = message(err)
+            gr.Warning(text)
+            final = _blank_outputs(warn_md(text))
+            finished = True
+            yield final
+            return
+        for position, eta in ctx.queue.waits(job.ticket):
+            if handle.stop.is_set():
+                break
+            yield _status_only(wait_text("train", position, eta))
+        if handle.stop.is_set():
+            final = _blank_outputs("**Stopped** before the run started: nothing ran.")
+            finished = True
+            yield final
+            return
+        try:
             yield _blank_outputs(f"**Loading the dataset ({c.dataset})…**")
             ds, job.scratch = load_data(ctx, c)
         except Exception as err:
@@ -318,8 +405,12 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any]):
         view = job.view = _View([run.label for run in c.plan.runs()])
         view.log.append(f"Dataset **{ds.name}**: {len(ds.classes)} classes, {len(ds.train)} training and "
                         f"{len(ds.val)} validation images.")
+        limits = _limits_line(ctx)
+        if limits:
+            view.log.append(limits)
         last_yield = 0.0
-        job.stream = compare.run_plan(c.plan, ds, out_dir=ctx.runs_root, should_stop=handle.stop.is_set)
+        out_dir = visitors.visitor_dir(ctx, visitor, create=True)  # this visitor's own folder
+        job.stream = compare.run_plan(c.plan, ds, out_dir=out_dir, should_stop=handle.stop.is_set)
         for ev in job.stream:
             if view.event(ev):
                 yield view.outputs(full=True)
@@ -328,17 +419,18 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any]):
                 last_yield = time.monotonic()
                 yield view.outputs(full=False)
         job.stream = None  # all runs are over: nothing left to finish if the page goes away now
-        final = _wrap_up(ctx, session, view, stopped=handle.stop.is_set())
+        final = _wrap_up(ctx, visitor, view, stopped=handle.stop.is_set())
         finished = True
         yield final
     finally:
         handle.stop.set()  # whatever happens, this session's run ends at its next step
         if finished or job.view is None:
+            if final is None and handle.user_stop.is_set():  # stopped while waiting or loading
+                final = _blank_outputs("**Stopped** before the run started: nothing ran.")
             SESSIONS.finish(session, handle, final)
-            if job.scratch is not None:
-                shutil.rmtree(job.scratch, ignore_errors=True)
+            _release(ctx, job)
         else:  # cancelled (Stop, closed tab) or crashed mid-run
-            threading.Thread(target=_finish_in_background, args=(ctx, session, handle, job),
+            threading.Thread(target=_finish_in_background, args=(ctx, session, visitor, handle, job),
                              name=f"cnncompare-stop-{session[:8]}", daemon=True).start()
 
 
@@ -378,6 +470,9 @@ def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
                   "Estimates come from timing two training steps; real runs vary by ±30 %."]
         if SESSIONS.active:
             lines.append(warn_md("A fine-tuning run is using this machine right now, so this estimate is pessimistic."))
+        waiting = ctx.queue.waiting("train")
+        if waiting:
+            lines.append(f"{waiting} training(s) are waiting for the machine: yours would start after them.")
         return "\n".join(lines)
     except Exception as err:
         text = message(err)
@@ -386,6 +481,22 @@ def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def queued_estimate(ctx: Context, visitor: visitors.Visitor, values: Mapping[str, Any]):
+    """Generator: `estimate` once the estimate lane has a slot (waiting pages before)."""
+    try:
+        ticket = ctx.queue.join(visitor.id, "estimate")
+    except CNNCompareError as err:
+        gr.Warning(str(err))
+        yield warn_md(str(err))
+        return
+    try:
+        for position, eta in ctx.queue.waits(ticket):
+            yield wait_text("estimate", position, eta)
+        yield estimate(ctx, values)
+    finally:
+        ctx.queue.leave(ticket)
 
 
 # --------------------------------------------------------------------------- the page
@@ -400,8 +511,8 @@ def build(ctx: Context) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             form["dataset"] = gr.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
-            form["zip_file"] = gr.File(label="Your images (.zip with one folder per class; used with 'your images')",
-                                       file_types=[".zip"], type="filepath", elem_id="ft-zip")
+            form["zip_file"] = UploadedFile(label="Your images (.zip with one folder per class; used with 'your "
+                                                  "images')", file_types=[".zip"], type="filepath", elem_id="ft-zip")
             form["max_per_class"] = forms.widget(IMAGES_PER_CLASS)
             form["models"] = gr.Textbox(value=DEFAULT_MODELS, lines=3, elem_id="ft-models",
                                         label="Models: model@freeze, separated by commas or one per line",
@@ -431,14 +542,28 @@ def build(ctx: Context) -> SimpleNamespace:
 
     # The form's values arrive as one mapping, by name (inputs_kwargs=form): the names are also the API's
     # parameter names, so clients call predict(dataset=..., models=..., epochs=..., api_name="/finetune").
-    @gpu(duration=600)
-    def run_finetune(request: gr.Request, **values):
-        """Fine-tune each model of `models` on the dataset in turn; streams status, curves and results."""
-        yield from finetune(ctx, session_of(request), values)
+    # `visitor` is the key kept in the browser (API clients may leave it out: one visitor per session).
+    state = ctx.visitor_state
+    named = {**form, "visitor": state} if state is not None else form
 
-    def run_estimate(**values):
+    @gpu(duration=600)
+    def run_finetune(request: gr.Request, visitor=None, **values):
+        """Fine-tune each model of `models` on the dataset in turn; streams status, curves and results."""
+        try:
+            who = visitors.resolve(visitor, request)
+        except CNNCompareError as err:
+            yield _blank_outputs(warn_md(str(err)))
+            return
+        yield from finetune(ctx, session_of(request), values, who)
+
+    def run_estimate(request: gr.Request, visitor=None, **values):
         """How long each planned run would take here, from two timed training steps per model."""
-        return estimate(ctx, values)
+        try:
+            who = visitors.resolve(visitor, request)
+        except CNNCompareError as err:
+            yield warn_md(str(err))
+            return
+        yield from queued_estimate(ctx, who, values)
 
     def stop(request: gr.Request):
         stopped = SESSIONS.stop(session_of(request))
@@ -447,10 +572,12 @@ def build(ctx: Context) -> SimpleNamespace:
     def show_final(request: gr.Request):
         return final_page(session_of(request))
 
+    # concurrency_limit=None: these start at once in gradio's queue and wait in the app's fair queue
+    # (one training at a time, per-visitor limits), so one client can never fill gradio's queue.
     start_event = start_btn.click(
-        run_finetune, None, outputs, inputs_kwargs=form, api_name="finetune", concurrency_limit=1,
+        run_finetune, None, outputs, inputs_kwargs=named, api_name="finetune", concurrency_limit=None,
         concurrency_id="train", show_progress="full", show_progress_on=[status])
-    estimate_btn.click(run_estimate, None, status, inputs_kwargs=form, api_name="estimate", concurrency_limit=1,
+    estimate_btn.click(run_estimate, None, status, inputs_kwargs=named, api_name="estimate", concurrency_limit=None,
                        concurrency_id="estimate", show_progress_on=[status])
     stop_btn.click(stop, None, status, api_name="stop", cancels=[start_event], queue=False).then(
         show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden")

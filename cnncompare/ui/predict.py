@@ -11,12 +11,16 @@ import torch
 
 from .. import catalog, inference, models, runs
 from ..errors import CNNCompareError, WeightsUnavailableError
+from . import visitors
 from .common import MODELS, RANDOM_NOTE, file_path, message, parse_names, warn_md
+from .fairqueue import Refused, wait_text
 from .gpu import gpu
+from .uploads import UploadedImage, checked_upload, display_name
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 DEFAULT_MODELS = ["alexnet", "vgg16", "googlenet", "resnet50"]
 TOP_K = 5
+NO_HEAT_MAP = "no heat map for this architecture (its last features have no spatial layout)"
 
 
 def _device() -> str:
@@ -39,18 +43,12 @@ def imagenet_model(name: str, pretrained: bool):
         return (models.build(name, device=device).eval(), "random weights",
                 "random weights (ImageNet weights switched off): predictions are meaningless")
 
-    return MODELS.get(("imagenet", name, bool(pretrained), device), build)
+    return MODELS.get(("imagenet", name, bool(pretrained), device), build, size=lambda v: models.model_bytes(v[0]))
 
 
-def find_run(root: Path, name: str) -> runs.SavedRun:
-    for saved in runs.list_runs(root):
-        if saved.path.name == name or saved.label == name:
-            return saved
-    raise CNNCompareError(f"No fine-tuned run called '{name}' in the runs folder: press ↻ to refresh the list.")
-
-
-def run_model(root: Path, name: str):
-    saved = find_run(root, name)
+def run_model(ctx, visitor: visitors.Visitor, name: str):
+    """(model, saved run, weights text, note) of one of the visitor's runs (or a shared example)."""
+    saved = visitors.find_run(ctx, visitor, name)
     device = _device()
     model = MODELS.get(("run", str(saved.path), device), lambda: saved.load_model(device))
     acc = saved.results.get("val_top1") if saved.results else None
@@ -69,16 +67,22 @@ def run_label(saved: runs.SavedRun) -> str:
     return f"{saved.name} · {saved.path.name}"
 
 
-def run_choices(root: Path) -> list[tuple[str, str]]:
-    """(label, value) pairs of finished runs (those with saved weights), newest first."""
-    return [(r.label, r.path.name) for r in runs.list_runs(root) if (r.path / "weights.safetensors").is_file()]
+def run_choices(ctx, visitor: visitors.Visitor) -> tuple[list[tuple[str, str]], str]:
+    """(label, value) pairs of the visitor's finished runs (newest first, then shared examples), and a note on
+    run folders that could not be read (skipped)."""
+    choices, notes = visitors.visible_runs(ctx, visitor)
+    return [(c.label, c.value) for c in choices], visitors.skipped_note(notes)
 
 
 def _image_from(value):
     path = file_path(value)
     if path is None:
         raise CNNCompareError("Upload an image (or click one of the examples) first.")
-    return inference.load_image(path)
+    path = checked_upload(path, "The image")
+    try:
+        return inference.load_image(path)
+    except CNNCompareError:  # the engine's sentence names the file by its server path: name the upload instead
+        raise CNNCompareError(f"Could not read the image '{display_name(path)}': upload a JPEG or PNG file.") from None
 
 
 def _empty():
@@ -86,14 +90,18 @@ def _empty():
 
 
 @gpu(duration=60)
-def predict_image(image, models_selected, runs_selected, pretrained, *, root: Path, limit: int | None = None):
+def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, visitor: visitors.Visitor):
     """Top-5 of every chosen model (and fine-tuned run) on one image, with its time and Grad-CAM."""
+    limit = ctx.max_models
     try:
         img = _image_from(image)
         names = parse_names(models_selected, limit)
         run_names = parse_names(runs_selected, limit)
         if not names and not run_names:
             raise CNNCompareError("Choose at least one model or fine-tuned run.")
+        if len(names) + len(run_names) > limit:
+            raise CNNCompareError(f"Choose at most {limit} models and runs at a time (got "
+                                  f"{len(names) + len(run_names)}).")
     except Exception as err:
         text = message(err)
         gr.Warning(text)
@@ -105,10 +113,11 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, root: Pa
     for kind, name in jobs:
         try:
             if kind == "model":
+                ctx.check_model(name)  # the catalog, or a timm model under this server's size cap
                 model, weights, note = imagenet_model(name, bool(pretrained))
                 label, size, classes = name, None, None
             else:
-                model, saved, weights, note = run_model(root, name)
+                model, saved, weights, note = run_model(ctx, visitor, name)
                 label = run_label(saved)
                 size, classes = saved.settings.size, saved.classes
             pred = inference.predict(model, img, size=size, classes=classes, top_k=TOP_K, cam=True)
@@ -117,14 +126,19 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, root: Pa
             continue
         cells = [f"{lab} — {100 * p:.1f} %" for lab, p in pred.top] + [""] * (TOP_K - len(pred.top))
         columns[label] = cells + [f"{pred.time_ms:.1f}", weights]
-        note = note or pred.note
-        if note:
-            notes.setdefault(note, []).append(label)
+        model_notes = [note] if note else []  # e.g. random weights
+        if pred.note and not (note and pred.note.startswith("random weights")):  # said once per model
+            model_notes.append(pred.note)
+        if pred.cam is None and not any("heat map" in n for n in model_notes):
+            model_notes.append(NO_HEAT_MAP)
+        for n in model_notes:
+            notes.setdefault(n, []).append(label)
         if pred.cam is not None:
             top_label, top_p = pred.top[0]
             gallery.append((inference.overlay(img, pred.cam),
                             f"{label}: {top_label} ({100 * top_p:.1f} %), {pred.time_ms:.0f} ms"))
-        details.append(dict(model=label, run=name if kind == "run" else None, weights=weights, time_ms=round(pred.time_ms, 2), note=note,
+        details.append(dict(model=label, run=name if kind == "run" else None, weights=weights,
+                            time_ms=round(pred.time_ms, 2), note="; ".join(model_notes), heat_map=pred.cam is not None,
                             top=[dict(label=lab, prob=round(p, 6)) for lab, p in pred.top]))
     rows = [str(i + 1) for i in range(TOP_K)] + ["time (ms)", "weights"]
     table = pd.DataFrame({"rank": rows, **columns})
@@ -141,8 +155,9 @@ def build(ctx) -> SimpleNamespace:
                 "Fine-tune tab knows only the classes of its dataset.")
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            image = gr.Image(type="filepath", label="Image", height=300, elem_id="pred-image",
-                             sources=["upload", "clipboard"])
+            # Only uploads are opened: a file named by its path on the server is refused (uploads.py).
+            image = UploadedImage(type="filepath", label="Image", height=300, elem_id="pred-image",
+                                  sources=["upload", "clipboard"])
             examples = sorted(EXAMPLES_DIR.glob("*.jpg"))
             if examples:
                 gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples (drawn pictures)",
@@ -150,13 +165,30 @@ def build(ctx) -> SimpleNamespace:
         with gr.Column(scale=3):
             models_dd = gr.Dropdown(choices=catalog.names(), value=DEFAULT_MODELS, multiselect=True,
                                     allow_custom_value=True, elem_id="pred-models",
-                                    label="Models (ImageNet classes)")
+                                    label="Models (ImageNet classes)",
+                                    info=f"the catalog, or any timm model under {ctx.env.max_model_params_m:,.0f} M "
+                                         "parameters")
             pretrained = gr.Checkbox(value=True, label="Use pretrained ImageNet weights when they can be loaded",
                                      info="offline they cannot: the models then have random weights (said so below)")
             with gr.Row(equal_height=True):
-                runs_dd = gr.Dropdown(choices=run_choices(ctx.runs_root), value=[], multiselect=True, scale=5,
-                                      label="Fine-tuned runs (from the Fine-tune tab)", elem_id="pred-runs")
+                # the choices differ per visitor (set when the page loads): any name is taken, and the handler
+                # finds it among the caller's own runs only
+                runs_dd = gr.Dropdown(choices=[], value=[], multiselect=True, scale=5, allow_custom_value=True,
+                                      label="Your fine-tuned runs (from the Fine-tune tab)", elem_id="pred-runs")
                 refresh = gr.Button("↻", scale=0, min_width=50, elem_id="pred-refresh")
+            runs_note = gr.Markdown(elem_id="pred-runs-note")
+            with gr.Accordion("Your runs are private to this browser (workspace codes)", open=False):
+                gr.Markdown("Runs you fine-tune are kept for this browser only: nobody else sees, uses or "
+                            "downloads them, and a page refresh keeps them. A **workspace code** lets several "
+                            "browsers share their runs (a class): everyone types the same code here. Pick a long "
+                            "code nobody can guess (10 to 64 letters, digits, - or _); clear it to go back to "
+                            "your own runs. Runs are deleted after a while and when the space runs out: keep "
+                            "the zip download of the ones that matter.", elem_classes=["cc-note"])
+                with gr.Row(equal_height=True):
+                    code = gr.Textbox(label="Workspace code", type="password", scale=4, elem_id="pred-code",
+                                      placeholder="empty: your own runs")
+                    join = gr.Button("Use this code", scale=1, elem_id="pred-join")
+                workspace_md = gr.Markdown(elem_id="pred-workspace")
             go_btn = gr.Button("Predict", variant="primary", elem_id="pred-go")
     note = gr.Markdown(elem_classes=["cc-note"], elem_id="pred-note")
     table = gr.Dataframe(label="Top-5, side by side", interactive=False, wrap=True, elem_id="pred-table")
@@ -164,17 +196,50 @@ def build(ctx) -> SimpleNamespace:
                          object_fit="contain", elem_id="pred-gallery", allow_preview=True)
     with gr.Accordion("Raw predictions (JSON)", open=False):
         details = gr.JSON(label="predictions", elem_id="pred-json")
+    state = ctx.visitor_state
 
-    def predict(image, models, runs, pretrained):
-        return predict_image(image, models, runs, pretrained, root=ctx.runs_root, limit=ctx.max_models)
+    def predict(image, models, runs, pretrained, visitor=None, request: gr.Request = None):
+        """Top-5 of every chosen model (and of the caller's own fine-tuned runs) on one uploaded image.
+        `visitor`: the caller's key (the page sends it; API clients may leave it out)."""
+        try:
+            who = visitors.resolve(visitor, request)
+            ticket = ctx.queue.join(who.id, "predict")
+        except (CNNCompareError, Refused) as err:
+            gr.Warning(str(err))
+            yield (warn_md(str(err)), *_empty())
+            return
+        try:
+            for position, eta in ctx.queue.waits(ticket):
+                yield wait_text("predict", position, eta), gr.skip(), gr.skip(), gr.skip()
+            yield predict_image(image, models, runs, pretrained, ctx=ctx, visitor=who)
+        finally:
+            ctx.queue.leave(ticket)
 
-    def refresh_runs():
-        return gr.Dropdown(choices=run_choices(ctx.runs_root))
+    def refresh_runs(visitor=None, request: gr.Request = None):
+        try:
+            choices, skipped = run_choices(ctx, visitors.resolve(visitor, request))
+        except CNNCompareError as err:
+            return gr.Dropdown(choices=[]), warn_md(str(err))
+        return gr.Dropdown(choices=choices), skipped
 
-    # preprocess=False: the image arrives as its uploaded file, so a corrupt file reaches the engine,
-    # which answers with a readable message instead of a failure inside the image component.
-    event = go_btn.click(predict, [image, models_dd, runs_dd, pretrained], [note, table, gallery, details],
-                         api_name="predict", preprocess=False, concurrency_limit=2, concurrency_id="predict")
-    refresh.click(refresh_runs, None, runs_dd, api_visibility="private", queue=False)
-    return SimpleNamespace(image=image, models=models_dd, runs=runs_dd, pretrained=pretrained, go=go_btn,
-                           table=table, gallery=gallery, event=event, refresh_runs=refresh_runs)
+    def use_code(code_text, visitor=None, request: gr.Request = None):
+        try:
+            value = visitors.join_workspace(visitor, code_text)
+        except CNNCompareError as err:
+            return gr.skip(), warn_md(str(err)), gr.skip(), gr.skip()
+        dd, skipped = refresh_runs(value, request)
+        text = ("Using the shared workspace of that code: its runs are listed above, and your new runs go there."
+                if value["code"] else "Back to your own runs.")
+        return value, text, dd, skipped
+
+    inputs = [image, models_dd, runs_dd, pretrained] + ([state] if state is not None else [])
+    event = go_btn.click(predict, inputs, [note, table, gallery, details], api_name="predict",
+                         concurrency_limit=None, concurrency_id="predict")
+    refresh_inputs = [state] if state is not None else None
+    refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)
+    if state is not None:
+        gr.on([join.click, code.submit], use_code, [code, state], [state, workspace_md, runs_dd, runs_note],
+              api_visibility="private", queue=False)
+    return SimpleNamespace(image=image, models=models_dd, runs=runs_dd, runs_note=runs_note, pretrained=pretrained,
+                           go=go_btn, table=table, gallery=gallery, event=event, refresh_runs=refresh_runs,
+                           refresh_inputs=refresh_inputs)

@@ -1,0 +1,147 @@
+"""File inputs that accept only what a visitor uploaded: no file of the server is reachable by naming it.
+
+What gradio 6.31 does with a file input (checked on the running app):
+
+- An upload lands in gradio's upload folder (`$GRADIO_TEMP_DIR`, else `<tmp>/gradio`) as
+  `<folder>/<sha256>/<name>`; the browser and gradio_client then send `{"path": <that path>,
+  "meta": {"_type": "gradio.FileData"}}`.
+- With `meta`, preprocessing refuses any path outside the upload folder ("not uploaded by a
+  user"). `gr.File` also refuses a payload without `meta`.
+- `gr.Image` does not: its data model (`ImageData`) does not ask for `meta`, so
+  `{"path": "/any/file"}` reaches `Image.preprocess`, which opens that file, and the error
+  tells whether it exists, is a folder or is no image: an oracle on the server's files.
+
+So the components here check the path themselves, in `preprocess`, before anything opens it:
+it must lie inside the upload folder (after resolving links), else the visitor gets one
+sentence saying that only uploads are accepted. A string instead of a file object is taken
+as a path and refused the same way (instead of a validation error). Messages name the
+upload by its own file name, never by its place on the server.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import gradio.component_meta
+from gradio.data_classes import FileData, ImageData
+from pydantic import model_validator
+
+__all__ = ["UploadedImage", "UploadedFile", "upload_folder", "checked_upload", "display_name", "NOT_UPLOADED"]
+
+NOT_UPLOADED = ("only files uploaded to this page are accepted: upload the file (or, from the API, pass it with "
+                "gradio_client.handle_file); a path on the server is not accepted")
+
+
+def upload_folder() -> Path:
+    """Where gradio keeps uploads (and its cache): $GRADIO_TEMP_DIR, else <tmp>/gradio."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder()).resolve()
+
+
+def checked_upload(path: str | Path | None, what: str = "The file") -> Path:
+    """`path` resolved, if it is a file inside gradio's upload folder.
+
+    Raises:
+        gr.Error: anything else (a server path, a folder, a missing file), with the same
+        sentence for all of them, so the answer says nothing about the server's files.
+    """
+    if path is None or str(path).strip() == "":
+        raise gr.Error(f"{what}: {NOT_UPLOADED}.", print_exception=False)
+    try:
+        resolved = Path(str(path)).resolve()
+        inside = resolved.is_relative_to(upload_folder()) and resolved.is_file()
+    except (OSError, ValueError, RuntimeError):
+        inside = False
+    if not inside:
+        raise gr.Error(f"{what}: {NOT_UPLOADED}.", print_exception=False)
+    return resolved
+
+
+def display_name(path: str | Path | None) -> str:
+    """The upload's own file name (gradio keeps it as the last part of the path), for messages."""
+    return Path(str(path)).name if path else ""
+
+
+def _path_object(v: Any) -> Any:
+    # A bare string is a path: make it a file object, so that preprocess refuses it in one sentence
+    # instead of a validation error.
+    if isinstance(v, str):
+        return {"path": v}
+    if isinstance(v, dict) and not isinstance(v.get("path"), str) and not str(v.get("url") or "").startswith("data:"):
+        return {**v, "path": ""}  # no path (e.g. only a URL): refused by preprocess, like any other
+    return v
+
+
+class _ImagePayload(ImageData):
+    """gradio's ImageData (same schema, so clients still upload files), taking a bare string as a path."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _string_is_path(cls, v: Any) -> Any:
+        return _path_object(v)
+
+
+class _FilePayload(FileData):
+    """gradio's FileData (same schema) without its 'meta' demand: preprocess checks the path instead."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def validate_model(cls, v: Any, info) -> Any:  # replaces FileData's check of 'meta'
+        return _path_object(v)
+
+
+# Gradio writes a .pyi stub next to the module of every component class defined anywhere; these two are plain
+# gr.Image / gr.File to the browser, so no stub is written into the package while they are defined.
+_write_stub = gradio.component_meta.create_or_modify_pyi
+gradio.component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+
+
+class UploadedImage(gr.Image):
+    """`gr.Image(type="filepath")` that opens only uploads. An unreadable upload is passed on as its path,
+    so the handler can say in its own words that it is no image (naming the file, not the server path)."""
+
+    is_template = True  # drawn by the browser as a plain gr.Image
+    data_model = _ImagePayload
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("type", "filepath")
+        super().__init__(*args, **kwargs)
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.url and payload.url.startswith("data:"):  # the image itself, sent with the request
+            return super().preprocess(payload)
+        path = checked_upload(payload.path, "The image")
+        try:
+            return super().preprocess(payload)
+        except gr.Error:
+            raise
+        except Exception:  # not an image: the handler says so, by the file's name
+            return str(path)
+
+
+class UploadedFile(gr.File):
+    """`gr.File(type="filepath")` for one upload, refusing any path outside the upload folder in one sentence."""
+
+    is_template = True  # drawn by the browser as a plain gr.File
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("type", "filepath")
+        kwargs.setdefault("file_count", "single")
+        super().__init__(*args, **kwargs)
+        if self.file_count != "single":
+            raise ValueError("UploadedFile takes one file")
+        self.data_model = _FilePayload
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        checked_upload(payload.path, "The file")
+        return super().preprocess(payload)
+
+
+gradio.component_meta.create_or_modify_pyi = _write_stub
