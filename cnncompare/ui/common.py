@@ -108,21 +108,23 @@ class RunHandle:
 class Sessions:
     """Per-session training runs: stop flags, and the final page of the last run.
 
-    The Stop button sets the flag of its own session only; the training generator checks it
+    The Stop button sets the flags of its own session only; the training generator checks them
     between steps, so a stop lands within one step even while the generator is not yielding.
+    (An API client may run more than one training in one session, under different visitor keys:
+    Stop stops them all.)
     """
 
     KEEP_LAST = 256  # finished runs remembered (their final tables), oldest forgotten first
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._active: dict[str, RunHandle] = {}
+        self._active: dict[str, list[RunHandle]] = {}
         self._last: OrderedDict[str, RunHandle] = OrderedDict()
 
     def start(self, session: str) -> RunHandle:
         handle = RunHandle()
         with self._lock:
-            self._active[session] = handle
+            self._active.setdefault(session, []).append(handle)
             self._last[session] = handle
             self._last.move_to_end(session)
             while len(self._last) > self.KEEP_LAST:
@@ -131,17 +133,19 @@ class Sessions:
 
     def stop(self, session: str) -> bool:
         with self._lock:
-            handle = self._active.get(session)
-        if handle is None:
-            return False
-        handle.user_stop.set()
-        handle.stop.set()
-        return True
+            handles = list(self._active.get(session, ()))
+        for handle in handles:
+            handle.user_stop.set()
+            handle.stop.set()
+        return bool(handles)
 
     def finish(self, session: str, handle: RunHandle, outputs: tuple | None) -> None:
         with self._lock:
-            if self._active.get(session) is handle:
-                del self._active[session]
+            handles = self._active.get(session, [])
+            if handle in handles:
+                handles.remove(handle)
+            if not handles:
+                self._active.pop(session, None)
         handle.finish(outputs)
 
     def last(self, session: str) -> RunHandle | None:
@@ -150,12 +154,12 @@ class Sessions:
 
     def running(self, session: str) -> bool:
         with self._lock:
-            return session in self._active
+            return bool(self._active.get(session))
 
     @property
     def active(self) -> int:
         with self._lock:
-            return len(self._active)
+            return sum(len(h) for h in self._active.values())
 
 
 SESSIONS = Sessions()

@@ -368,21 +368,19 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
     """Generator: wait for the machine in the fair queue, then fine-tune each planned run in turn; yields
     (status, progress, curves, table, confusion, accuracy-vs-latency, files)."""
     visitor = visitor or visitors.resolve(None, None)
-    handle = SESSIONS.start(session)
     job = _Job()
+    try:  # a comparison that cannot run, or a visitor over their share, never gets a stop flag or a place in line
+        c = read_comparison(ctx, values)
+        job.ticket = ctx.queue.join(visitor.id, "train")
+    except Exception as err:
+        text = message(err)
+        gr.Warning(text)
+        yield _blank_outputs(warn_md(text))
+        return
+    handle = SESSIONS.start(session)
     final = None
     finished = False
     try:
-        try:
-            c = read_comparison(ctx, values)
-            job.ticket = ctx.queue.join(visitor.id, "train")
-        except Exception as err:
-            text = message(err)
-            gr.Warning(text)
-            final = _blank_outputs(warn_md(text))
-            finished = True
-            yield final
-            return
         for position, eta in ctx.queue.waits(job.ticket):
             if handle.stop.is_set():
                 break
