@@ -256,6 +256,11 @@ class DeviceData:
     def on_device(self) -> bool:
         return self.x.device.type == self.device.type
 
+    @property
+    def index_device(self) -> torch.device:
+        """Where batch indices should live: with the images, so no step waits for a copy."""
+        return self.y.device if self.on_device else torch.device("cpu")
+
     @classmethod
     def place(cls, x: torch.Tensor, y: torch.Tensor, device: torch.device, budget_bytes: int) -> "DeviceData":
         if device.type != "cuda":
@@ -265,16 +270,21 @@ class DeviceData:
         return cls(x.pin_memory(), y.to(device), device)
 
     def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple]:
-        """(indices, uint8 images, labels) on the device for each batch of indices."""
+        """(indices, uint8 images, labels) on the device for each batch of indices (on `index_device`)."""
         for idx in index_batches:
-            idx = idx.to(self.y.device)
             if self.on_device:
                 yield idx, self.x[idx], self.y[idx]
                 continue
-            xb = self.x[idx.cpu()]
-            if self.device.type == "cuda":
-                xb = xb.pin_memory().to(self.device, non_blocking=True)
-            yield idx, xb, self.y[idx]
+            xb = self.x[idx]  # pinned host memory: gather there, copy without making the host wait
+            idx = _to_device(idx, self.device)
+            yield idx, _to_device(xb, self.device), self.y[idx]
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor -> device, asynchronously (through pinned memory) on a GPU."""
+    if device.type != "cuda":
+        return t
+    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
 
 
 class _Decoded(torch.utils.data.Dataset):
@@ -309,6 +319,10 @@ class StreamedData:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def index_device(self) -> torch.device:
+        return torch.device("cpu")  # the DataLoader's sampler takes host lists
+
     @classmethod
     def of(cls, ds, size: int, interpolation: str, device: torch.device) -> "StreamedData":
         y = torch.tensor(ds.labels, dtype=torch.int64, device=device)
@@ -321,7 +335,7 @@ class StreamedData:
                                              num_workers=self.workers, collate_fn=torch.stack,
                                              pin_memory=self.device.type == "cuda")
         for idx, xb in zip(index_batches, loader):
-            idx = idx.to(self.y.device)
+            idx = _to_device(idx, self.device)
             yield idx, xb.to(self.device, non_blocking=True), self.y[idx]
 
 
@@ -379,7 +393,8 @@ def model_inputs(xb: torch.Tensor, norm: Normalizer, size: int, interpolation: s
     x = norm(xb)
     if x.shape[-2:] != (size, size):  # images kept at their stored size are resized per batch, on the device
         mode = "bicubic" if interpolation == "bicubic" else "bilinear"
-        x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=True)
+        # antialiasing only changes a downscale, and its kernel is several times slower when upscaling
+        x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=size < x.shape[-1])
     return x
 
 
@@ -444,7 +459,9 @@ def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, sc
     model, device, dist = loop.model, loop.device, loop.dist
     n = len(train.y)
     steps = steps_per_epoch(n, loop.batch_size)
-    order = torch.randperm(n, generator=loop.gen)  # the same order in every process (same seed)
+    # the same order in every process (same seed), moved to the device once: a per-step copy of indices
+    # from pageable host memory would make the host wait for the GPU at every step
+    order = torch.randperm(n, generator=loop.gen).to(feats.device if feats is not None else train.index_device)
     batches = index_batches(order, loop.batch_size, steps, dist.rank, dist.world)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -453,14 +470,14 @@ def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, sc
     t_epoch = time.perf_counter()
     last_event = t_epoch
     lr = optimizer.param_groups[0]["lr"]
-    stream = ((idx, None, train.y[idx.to(train.y.device)]) for idx in batches) if feats is not None \
+    stream = ((idx, None, train.y.to(idx.device)[idx]) for idx in batches) if feats is not None \
         else train.batches(batches)
     for step, (idx, xb, yb) in enumerate(stream, start=1):
         if dist.world == 1:
             check_stop()
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
         with loop.precision.autocast():
-            logits = loop.train_module(feats[idx.to(feats.device)] if feats is not None else loop.inputs(xb, True))
+            logits = loop.train_module(feats[idx] if feats is not None else loop.inputs(xb, True))
             loss = criterion(logits, yb)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -522,7 +539,7 @@ def _event_due(device: torch.device, dist: runtime.Dist, step: int, since_last: 
 
 def _in_order(split, batch: int) -> Iterator[tuple]:
     n = len(split)
-    return split.batches(index_batches(torch.arange(n), batch, math.ceil(n / batch)))
+    return split.batches(index_batches(torch.arange(n, device=split.index_device), batch, math.ceil(n / batch)))
 
 
 @torch.no_grad()
