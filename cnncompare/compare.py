@@ -28,7 +28,7 @@ from .runs import RunStore, json_safe as _json_safe
 from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
 
 __all__ = ["Entry", "Plan", "PlannedRun", "MissingWeights", "run_plan", "run_comparison", "table_rows", "export",
-           "TABLE_COLUMNS", "OVERRIDABLE"]
+           "TABLE_COLUMNS", "OVERRIDABLE", "gpu_seconds", "gpu_duration"]
 
 MissingWeights = Literal["random", "fail"]
 
@@ -221,6 +221,48 @@ def run_comparison(plan: Plan, dataset, *, out_dir=None, on_event=None, should_s
         if ev.kind == "end":
             results.append(ev.result)
     return results
+
+
+# --------------------------------------------------------------------------- GPU time on a shared GPU
+
+# Training throughput on a GPU, as FLOPs per second, low end of what bench_gpu.py measured on an H200
+# (googlenet 48, resnet50 105, vgg16 305 TFLOP/s counting 3 x the forward pass): an estimate made
+# before a GPU is attached (ZeroGPU attaches it only inside the decorated call) must not run short.
+GPU_TRAIN_FLOPS = 40e12
+GPU_RUN_OVERHEAD_S = 20.0  # build, cuDNN autotuning, evaluation, profiling, saving
+
+
+def gpu_seconds(plan: Plan, n_train: int, n_val: int) -> float:
+    """Seconds of GPU time a plan needs, from each model's MACs (counted on the meta device, no GPU needed).
+
+    A full run costs 3 forward passes per training image (forward + backward) and one per
+    validation image, every epoch; a head-only run with the feature cache pays one forward pass
+    per image once.
+    """
+    from . import profiling
+
+    total = 0.0
+    for run in plan.runs():
+        s = run.settings
+        macs = profiling.count_macs(run.entry.spec(10), s.size)
+        head_only = run.entry.freeze == "head" and s.feature_cache and not s.augment
+        passes = (n_train + n_val) if head_only else s.epochs * (3 * n_train + n_val)
+        total += GPU_RUN_OVERHEAD_S + 2 * macs * passes / GPU_TRAIN_FLOPS
+    return total
+
+
+def gpu_duration(plan: Plan, n_train: int, n_val: int, limit_s: float) -> int:
+    """The GPU time to ask a shared GPU (ZeroGPU) for: the estimate with a 25 % margin, at most `limit_s`.
+
+    Raises:
+        CNNCompareError: the plan cannot fit the limit; the message says what to shrink.
+    """
+    need = gpu_seconds(plan, n_train, n_val)
+    if need > limit_s:
+        raise CNNCompareError(f"This comparison needs about {need:.0f} s of GPU time, more than the {limit_s:.0f} s "
+                              "one request may have here: use fewer models, fewer epochs, a smaller input size or "
+                              "fewer images per class.")
+    return int(min(limit_s, max(30.0, 1.25 * need)))
 
 
 # --------------------------------------------------------------------------- tables and export

@@ -316,6 +316,8 @@ class Env:
     max_unpack_mb: float = env_setting(1024.0, "CNNCOMPARE_MAX_UNPACK_MB", "bytes one uploaded zip may unpack to")
     max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
     queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")
+    gpu_limit_s: float = env_setting(300.0, "CNNCOMPARE_GPU_LIMIT_S", "GPU seconds one request may ask a shared GPU "
+                                     "(ZeroGPU) for; a comparison estimated to need more is refused")
     shared_examples: bool = env_setting(False, "CNNCOMPARE_SHARED_EXAMPLES",
                                         "offer the runs made with the CLI (in the runs dir) to every visitor, read-only")
 

@@ -409,3 +409,15 @@ def test_prune_removes_expired_then_oldest_runs_and_keeps_a_run_in_progress(shap
     removed = runs.prune(tmp_path, max_bytes=size)  # room for the newest finished run and the one in progress
     assert [str(p) for p in removed] == [done[1]]
     assert in_progress.path.is_dir() and runs.load_run(done[2]).load_model() is not None
+
+
+def test_a_shared_gpu_request_is_sized_from_the_plan_and_refused_when_it_cannot_fit():
+    small = compare.Plan.parse("alexnet@head, resnet50@none", settings=TrainSettings(epochs=3, size=224))
+    need = compare.gpu_seconds(small, 2000, 500)
+    assert need > 2 * compare.GPU_RUN_OVERHEAD_S  # two runs, each with real work
+    assert compare.gpu_duration(small, 2000, 500, limit_s=300) == int(max(30, 1.25 * need))
+    more_epochs = compare.Plan.parse("alexnet@head, resnet50@none", settings=TrainSettings(epochs=6, size=224))
+    assert compare.gpu_seconds(more_epochs, 2000, 500) > need  # the full run scales with epochs
+    big = compare.Plan.parse("vgg16@none, vgg19@none", settings=TrainSettings(epochs=50, size=224))
+    with pytest.raises(CNNCompareError, match="fewer epochs"):
+        compare.gpu_duration(big, 50_000, 10_000, limit_s=300)
