@@ -22,8 +22,20 @@ from . import models, runtime
 from .errors import CNNCompareError
 
 
+__all__ = ["Prediction", "predict", "preprocess", "load_image", "grad_cam", "overlay", "imagenet_labels",
+           "NoSpatialMap", "NO_HEAT_MAP"]
+
+NO_HEAT_MAP = "no heat map for this architecture (its features have no spatial layout)"
+
+
+class NoSpatialMap(CNNCompareError):
+    """The model's features are not an image-shaped map (a vision transformer): Grad-CAM does not apply."""
+
+
 @dataclass
 class Prediction:
+    """One model's answer for one image: top classes, time, heat map (None where it does not apply), note."""
+
     model: str
     top: list[tuple[str, float]]  # (label, probability 0..1), best first
     time_ms: float  # one forward pass, after a warm-up
@@ -55,8 +67,13 @@ def preprocess(image: Image.Image, model: nn.Module, size: int, fit: str = "crop
     if fit == "squash":
         img = TF.resize(img, [size, size], interpolation=mode, antialias=True)
     else:
+        # the central square first, then the resize: the same pixels as resizing the shorter side and
+        # cropping, but the cost no longer depends on the aspect ratio (a 1x20000 image once became
+        # 256x5,120,000 pixels, 6 GB, before its crop)
+        side = min(img.size)
+        img = TF.center_crop(img, [side, side])
         crop_pct = cfg.get("crop_pct", 0.875) or 1.0
-        img = TF.resize(img, int(round(size / crop_pct)), interpolation=mode, antialias=True)
+        img = TF.resize(img, [int(round(size / crop_pct))] * 2, interpolation=mode, antialias=True)
         img = TF.center_crop(img, [size, size])
     x = TF.to_dtype(TF.pil_to_tensor(img), torch.float32, scale=True)
     x = TF.normalize(x, list(cfg["mean"]), list(cfg["std"]))
@@ -78,8 +95,25 @@ def load_image(path_or_image) -> Image.Image:
 
 def predict(model: nn.Module, image, *, size: int | None = None, classes: list[str] | None = None, top_k: int = 5,
             cam: bool = True, fit: str | None = None) -> Prediction:
-    """Top-k of one image. A model with its own `classes` (a fine-tuned run) sees the image
-    resized as in training ("squash"); an ImageNet model gets the ImageNet centre crop."""
+    """Top-k classes of one image, with its time and (optionally) a Grad-CAM heat map.
+
+    Args:
+        model: a built model (`build_model`, or a run's `load_model()`).
+        image: a path, PIL image or HxWx3 uint8 array.
+        size: input size (default: the model's own).
+        classes: the class names of a fine-tuned run (default: ImageNet's when the model has 1000 outputs).
+        top_k: how many classes to return (at least 1).
+        cam: compute the heat map (None, with a note, for models without a spatial feature map).
+        fit: "squash" (as fine-tuning resized) or "crop" (ImageNet centre crop); default by `classes`.
+
+    Returns:
+        A Prediction.
+
+    Raises:
+        CNNCompareError: an unreadable image, an input size the model cannot take, top_k < 1.
+    """
+    if top_k < 1:
+        raise CNNCompareError(f"Ask for at least one class (top_k={top_k}).")
     card = model.cnncompare
     fit = fit or ("squash" if classes else "crop")
     size = size or card.info.default_size
@@ -102,7 +136,12 @@ def predict(model: nn.Module, image, *, size: int | None = None, classes: list[s
     note = ""
     if card.weights_source.startswith("random"):
         note = "random weights: predictions are meaningless (no pretrained weights offline; load a fine-tuned run)"
-    heat = grad_cam(model, x, int(idx[0])) if cam else None
+    heat = None
+    if cam:
+        try:
+            heat = grad_cam(model, x, int(idx[0]))
+        except NoSpatialMap:  # e.g. a vision transformer: its top-5 still stands
+            note = "; ".join(p for p in (note, NO_HEAT_MAP) if p)
     return Prediction(card.spec.name, top, elapsed, heat, note)
 
 
@@ -112,7 +151,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int) -> np.ndarray:
     with torch.no_grad():
         feats = model.forward_features(x)
     if feats.ndim != 4:
-        raise CNNCompareError("This model's features have no spatial layout; no activation map.")
+        raise NoSpatialMap(NO_HEAT_MAP)
     feats = feats.detach().requires_grad_(True)
     with torch.enable_grad():
         score = model.forward_head(feats)[0, target]

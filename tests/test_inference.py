@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,24 @@ def test_cli_predict_with_a_fine_tuned_run(tmp_path, picture):
     bad = subprocess.run([sys.executable, "-m", "cnncompare", "predict", str(tmp_path / "nope.png"), "--models",
                           "resnet18"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: Could not read the image")
+
+
+def test_a_tall_thin_image_costs_what_a_square_one_costs(tmp_path):
+    # 1 x 20000 pixels: resizing the short side first made it 256 x 5,120,000 (6 GB) before the crop
+    Image.new("RGB", (1, 20000), (200, 30, 30)).save(tmp_path / "tall.png")
+    code = ("import resource, sys; from cnncompare import inference, models; "
+            "p = inference.predict(models.build('resnet18'), sys.argv[1], size=224); "
+            "print(len(p.top), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tall.png")], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-1000:]
+    n, peak_mb = map(int, out.stdout.split())
+    assert n == 5 and peak_mb < 1500, peak_mb
+
+
+def test_a_model_without_a_spatial_map_still_predicts_top5():
+    model = models.build("vit_tiny_patch16_224")
+    p = inference.predict(model, np.zeros((224, 224, 3), dtype=np.uint8), size=224)
+    assert len(p.top) == 5 and p.cam is None and "no heat map for this architecture" in p.note
+    with pytest.raises(CNNCompareError, match="at least one class"):
+        inference.predict(model, np.zeros((224, 224, 3), dtype=np.uint8), size=224, top_k=0)
