@@ -94,3 +94,42 @@ def test_preset_fills_the_finetune_tab_and_stop_ends_a_run(page):
     _wait_text(page, "#ft-status", "Stopped", timeout_s=90)
     rows = _table_rows(page, "#ft-table")
     assert rows and rows[0][0] == "resnet18@none" and "stopped by user" in rows[0]
+
+
+def _run_options(page) -> list[str]:
+    page.get_by_role("tab", name="Predict").click()
+    page.locator("#pred-refresh").click()
+    time.sleep(1.0)
+    page.locator("#pred-runs input").click()
+    time.sleep(0.5)
+    options = [o.inner_text() for o in page.get_by_role("option").all()]
+    page.keyboard.press("Escape")
+    return options
+
+
+def test_a_visitors_runs_survive_a_page_refresh_and_stay_private(page, app_url):
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#ft-models textarea").fill("resnet18@head")
+    for label, value in (("Epochs", "1"), ("Input size (px)", "32"), ("Images per class (0 = all)", "8")):
+        box = page.locator("#tab-finetune").get_by_label(label, exact=True)
+        box.fill(value)
+        box.press("Tab")
+    page.click("#ft-start")
+    _wait_text(page, "#ft-status", "Done", timeout_s=180)
+    folder = _table_rows(page, "#ft-table")[0][-1]
+    assert folder.endswith("resnet18")
+    assert any(folder in o for o in _run_options(page))
+    # the key is kept in the browser's storage, encrypted: a refresh keeps the runs
+    stored = page.evaluate("() => window.localStorage.getItem('cnncompare-visitor')")
+    assert stored and "key" not in stored
+    page.reload()
+    _wait_text(page, "#arch-note", "profiled at", timeout_s=120)
+    assert any(folder in o for o in _run_options(page))
+    # another browser (a new context: its own storage) is another visitor and sees none of them
+    other = page.context.browser.new_context().new_page()
+    try:
+        other.goto(app_url)
+        _wait_text(other, "#arch-note", "profiled at", timeout_s=120)
+        assert not any(folder in o for o in _run_options(other))
+    finally:
+        other.close()

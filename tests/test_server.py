@@ -385,3 +385,20 @@ def test_image_files_still_work_through_upload(app, tmp_path):
     note, table, gallery, details = _client(app).predict(handle_file(str(path)), ["resnet18"], [], False,
                                                          api_name="/predict")
     assert details and len(details[0]["top"]) == 5
+
+
+def test_upload_components_reach_the_browser_as_plain_image_and_file():
+    """The checked components send the browser exactly what gr.Image / gr.File send (their type and props)."""
+    import gradio as gr
+
+    from cnncompare.ui.uploads import UploadedFile, UploadedImage
+
+    with gr.Blocks() as demo:
+        pairs = [(gr.Image(type="filepath", label="x", sources=["upload"], height=300),
+                  UploadedImage(type="filepath", label="x", sources=["upload"], height=300)),
+                 (gr.File(type="filepath", file_types=[".zip"]), UploadedFile(type="filepath", file_types=[".zip"]))]
+    config = {c["id"]: c for c in demo.get_config_file()["components"]}
+    for plain, checked in pairs:
+        assert config[checked._id]["type"] == config[plain._id]["type"]
+        assert config[checked._id]["props"] == config[plain._id]["props"]
+    assert not list((ROOT / "cnncompare" / "ui").glob("*.pyi"))  # no stub written into the package

@@ -100,15 +100,12 @@ gradio.component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
 
 
 class UploadedImage(gr.Image):
-    """`gr.Image(type="filepath")` that opens only uploads. An unreadable upload is passed on as its path,
+    """`gr.Image` that opens only uploads (use type="filepath"). An unreadable upload is passed on as its path,
     so the handler can say in its own words that it is no image (naming the file, not the server path)."""
 
+    # No __init__ of its own: gradio sends the browser the parameters of the class's __init__ signature.
     is_template = True  # drawn by the browser as a plain gr.Image
     data_model = _ImagePayload
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("type", "filepath")
-        super().__init__(*args, **kwargs)
 
     def preprocess(self, payload):
         if payload is None:
@@ -125,21 +122,25 @@ class UploadedImage(gr.Image):
 
 
 class UploadedFile(gr.File):
-    """`gr.File(type="filepath")` for one upload, refusing any path outside the upload folder in one sentence."""
+    """`gr.File(type="filepath")` for one upload (file_count="single"), refusing any path outside the upload
+    folder in one sentence."""
 
+    # No __init__ of its own: gradio sends the browser the parameters of the class's __init__ signature.
     is_template = True  # drawn by the browser as a plain gr.File
 
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("type", "filepath")
-        kwargs.setdefault("file_count", "single")
-        super().__init__(*args, **kwargs)
-        if self.file_count != "single":
-            raise ValueError("UploadedFile takes one file")
-        self.data_model = _FilePayload
+    @property
+    def data_model(self):
+        return _FilePayload
+
+    @data_model.setter
+    def data_model(self, value):  # gr.File.__init__ sets FileData (or ListFiles): this one takes a single file
+        pass
 
     def preprocess(self, payload):
         if payload is None:
             return None
+        if self.file_count != "single" or self.type != "filepath":
+            raise ValueError("UploadedFile takes one file, as a path")
         checked_upload(payload.path, "The file")
         return super().preprocess(payload)
 
