@@ -213,7 +213,18 @@ def _failed(run: PlannedRun, dataset, message: str, store=None) -> training.Even
 
 
 def run_comparison(plan: Plan, dataset, *, out_dir=None, on_event=None, should_stop=None) -> list[training.RunResult]:
-    """Run a whole plan; returns one RunResult per run, in plan order."""
+    """Run a whole plan, one run after another.
+
+    Args:
+        plan: the runs and shared settings (`Plan.parse("resnet18@head, vgg11@stages:2", ...)`).
+        dataset: a `LoadedData` (`load_dataset(...)`).
+        out_dir: where run folders go (None: nothing written).
+        on_event: called with every `training.Event` (each carries its run's label).
+        should_stop: polled every step; True stops the current run and skips the rest.
+
+    Returns:
+        One RunResult per run, in plan order; a run that failed has `error` set, the others still ran.
+    """
     results = []
     for ev in run_plan(plan, dataset, out_dir=out_dir, should_stop=should_stop):
         if on_event:

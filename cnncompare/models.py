@@ -39,6 +39,11 @@ from torch import nn
 from . import catalog
 from .errors import CNNCompareError, InputSizeError, WeightsUnavailableError
 
+__all__ = ["ModelSpec", "ModelCard", "Block", "FreezePolicy", "HEADS", "INITS", "build", "blocks", "freeze",
+           "count_params", "data_config", "check_input_size", "min_input_size", "modules_to_freeze", "weight_layers",
+           "offline", "pretrained_available", "weights_downloadable", "check_allowed", "model_bytes",
+           "remember_weights", "classifier_name"]
+
 HEADS = ("linear", "mlp")
 INITS = ("default", "he", "glorot")
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -72,11 +77,23 @@ class ModelCard:
 
 def build(spec: ModelSpec | str, device: str | torch.device | None = None, *, load_weights: bool = True,
           **kwargs) -> nn.Module:
-    """Build a model from a spec (or a name plus ModelSpec fields).
+    """Build a model from a spec (or a name plus ModelSpec fields), with timm's model API whatever its backend.
 
     On the meta device nothing is allocated and no weights are loaded: use it to count
     parameters and MACs for free. `load_weights=False` builds a pretrained spec's
     architecture without fetching its weights (a saved run brings its own).
+
+    Args:
+        spec: a `ModelSpec`, or a catalog/timm name with ModelSpec fields as keywords
+            (num_classes, pretrained, head, init, weights_file).
+        device: where to build it ("meta" for shapes only).
+        load_weights: fetch the pretrained weights the spec asks for.
+
+    Returns:
+        The model, with `model.cnncompare` (its card: spec, catalog info, weights source, head modules).
+
+    Raises:
+        CNNCompareError: an unknown name (with suggestions), a bad head or init, weights that cannot be had.
     """
     if isinstance(spec, str):
         spec = ModelSpec(spec, **kwargs)

@@ -433,6 +433,13 @@ def profile(name_or_model: str | nn.Module, size: int | None = None, *, batch: i
         device: "auto", "cpu", "cuda" or "cuda:N".
         latency: False counts only (no real model is built or run).
         budget_s: seconds per timing phase (at least the minimum number of runs is always made).
+
+    Returns:
+        A Profile: params, MACs/FLOPs, size, activation memory, latency (eager; CUDA graph on a GPU),
+        throughput, TFLOP/s and fraction of peak, device and versions.
+
+    Raises:
+        CNNCompareError: an unknown model, an input size it cannot take, a bad batch or device.
     """
     if batch is not None and batch < 1:
         raise CNNCompareError(f"Batch size must be at least 1, got {batch}.")

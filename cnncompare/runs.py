@@ -213,6 +213,17 @@ class SavedRun:
 
 
 def load_run(path: str | Path) -> SavedRun:
+    """Open a run folder (as written by a fine-tuning run) to read it or rebuild its model.
+
+    Args:
+        path: the run's folder.
+
+    Returns:
+        A SavedRun: `.config`, `.results`, `.entry`, `.settings`, `.classes`, `.load_model()`.
+
+    Raises:
+        CNNCompareError: not a run folder, or a damaged one (one sentence naming the folder).
+    """
     path = Path(path)
     try:
         config = json.loads((path / "config.json").read_text())

@@ -66,7 +66,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def _cpu_channels_last() -> bool:
-    return os.environ.get("CNNCOMPARE_CPU_CHANNELS_LAST", "1") not in ("0", "false", "no")
+    from .settings import Env
+
+    return Env.read().cpu_channels_last
 
 
 def precision_for(device: torch.device | str, *, training: bool = False) -> Precision:

@@ -295,6 +295,8 @@ class Env:
     offline: bool = env_setting(False, "CNNCOMPARE_OFFLINE", "never try a download (also HF_HUB_OFFLINE=1)",
                                 also=("HF_HUB_OFFLINE",))
     debug: bool = env_setting(False, "CNNCOMPARE_DEBUG", "show tracebacks in the CLI")
+    cpu_channels_last: bool = env_setting(True, "CNNCOMPARE_CPU_CHANNELS_LAST",
+                                          "channels_last memory format on a CPU (faster convolutions on AVX-512)")
     max_decoded_mb: float = env_setting(4096.0, "CNNCOMPARE_MAX_DECODED_MB",
                                         "decoded training images held in memory; larger datasets stream from disk")
     # --- limits of a shared server (the app)

@@ -64,6 +64,16 @@ def load_dataset(
     'shapes', 'cifar10' and 'cifar100' win over folders of that name: write './shapes'.
     `max_total_bytes` (or its synonym `max_unpack_bytes`, a server's per-job budget) lowers the
     limit on what a zip may unpack to.
+
+    Args:
+        source: "shapes", "cifar10", "cifar100", "hf:NAME", a folder of class folders, or a .zip of one.
+        work_dir: where zips are unpacked and downloads go (the source itself is never changed).
+
+    Returns:
+        LoadedData: name, classes, train and val splits, and the report (counts, skipped files, notes).
+
+    Raises:
+        DataError: anything the user must fix (not a zip, one class only, offline CIFAR...), in one sentence.
     """
     if max_unpack_bytes is not None:
         max_total_bytes = min(max_total_bytes, max_unpack_bytes)
