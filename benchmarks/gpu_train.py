@@ -19,7 +19,9 @@ import time
 
 import numpy as np
 
-MODELS = ["alexnet", "vgg16", "googlenet", "resnet50"]
+from cnncompare.catalog import CLASSIC_FOUR
+
+MODELS = list(CLASSIC_FOUR)
 
 # The plain loop a user would write; run in a fresh interpreter so no setting of ours leaks in.
 PLAIN_LOOP = r"""
