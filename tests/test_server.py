@@ -202,6 +202,25 @@ def test_a_flood_from_one_client_does_not_lock_out_another(app):
     assert "Stopped" in first.result(timeout=90)[0]
 
 
+def test_stop_while_waiting_in_line_takes_the_job_out(app):
+    running, waiting = _client(app), _client(app)
+    long_run = {**TINY, "models": "resnet18@none", "epochs": 30, "max_per_class": 20, "batch_size": 8}
+    first = running.submit(**long_run, api_name="/finetune")
+    second = waiting.submit(**TINY, api_name="/finetune")
+    end = time.monotonic() + 60
+    while not any("number 1 in line" in str(o[0]) for o in second.outputs()):
+        assert time.monotonic() < end, "the second training should wait in line"
+        time.sleep(0.2)
+    queue = app.demo.cnncompare_context.queue
+    assert queue.waiting("train") == 1
+    assert "Stopping" in waiting.predict(api_name="/stop")
+    assert "Stopped** before the run started" in second.result(timeout=30)[0]
+    assert queue.waiting("train") == 0 and not first.done()  # out of the line; the other run goes on
+    running.predict(api_name="/stop")
+    assert "Stopped" in first.result(timeout=90)[0]
+    assert queue.running("train") == 0
+
+
 def test_fair_queue_rules():
     q = FairQueue({"train": 1, "profile": 2}, max_waiting=2, max_queued=5)
     a1 = q.join("a", "profile")

@@ -7,9 +7,12 @@ are added by hand. Handlers get the form's values as one mapping keyed by those 
 
 The engine plans and runs the comparison (`compare.Plan`, `compare.run_plan`) and writes its
 downloads (`compare.export`); this module only renders its events. The Start handler is a
-generator that yields about once a second and checks a per-session stop flag. Stop both cancels
-the event and sets that flag, so the run ends within one training step; what finished is saved
-in its run folder.
+generator: it first waits for the machine in the app's fair queue (one training at a time, one
+per visitor; its place in line is shown), then yields about once a second and checks a
+per-session stop flag. Stop both cancels the event and sets that flag, so the run ends within
+one training step; what finished is saved in the visitor's own run folder. This server's limits
+(`settings.Env`: epochs, run time, model size, dataset pixels, zip size) are applied to the plan
+and the dataset before anything runs.
 """
 
 from __future__ import annotations
@@ -365,7 +368,7 @@ def _limits_line(ctx: Context) -> str | None:
 
 
 def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: visitors.Visitor | None = None):
-    """Generator: wait for the machine in the fair queue, then fine-tune each planned run in turn; yields
+    """Generator: wait for the machine in the fair queue (in the app's own process), then `train`; yields
     (status, progress, curves, table, confusion, accuracy-vs-latency, files)."""
     visitor = visitor or visitors.resolve(None, None)
     job = _Job()
@@ -378,18 +381,36 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
         yield _blank_outputs(warn_md(text))
         return
     handle = SESSIONS.start(session)
-    final = None
-    finished = False
+    training_started = False
     try:
         for position, eta in ctx.queue.waits(job.ticket):
             if handle.stop.is_set():
                 break
             yield _status_only(wait_text("train", position, eta))
         if handle.stop.is_set():
-            final = _blank_outputs("**Stopped** before the run started: nothing ran.")
-            finished = True
-            yield final
+            yield _stopped_before()
             return
+        training_started = True  # from here on, `train` releases the stop flag and the place in line
+        yield from train(ctx, session, handle, c, visitor, job)
+    finally:
+        if not training_started:  # stopped (Stop, closed tab) while waiting
+            handle.stop.set()
+            SESSIONS.finish(session, handle, _stopped_before() if handle.user_stop.is_set() else None)
+            _release(ctx, job)
+
+
+def _stopped_before() -> tuple:
+    return _blank_outputs("**Stopped** before the run started: nothing ran.")
+
+
+@gpu(duration=600)
+def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.Visitor, job: _Job):
+    """Generator: load the dataset, fine-tune each planned run in turn into the visitor's folder, write the
+    downloads; the stop flag is checked between steps, and a cancelled page lets the engine save in the
+    background (`_finish_in_background`)."""
+    final = None
+    finished = False
+    try:
         try:
             yield _blank_outputs(f"**Loading the dataset ({c.dataset})…**")
             ds, job.scratch = load_data(ctx, c)
@@ -423,8 +444,8 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
     finally:
         handle.stop.set()  # whatever happens, this session's run ends at its next step
         if finished or job.view is None:
-            if final is None and handle.user_stop.is_set():  # stopped while waiting or loading
-                final = _blank_outputs("**Stopped** before the run started: nothing ran.")
+            if final is None and handle.user_stop.is_set():  # stopped while loading the dataset
+                final = _stopped_before()
             SESSIONS.finish(session, handle, final)
             _release(ctx, job)
         else:  # cancelled (Stop, closed tab) or crashed mid-run
@@ -544,7 +565,6 @@ def build(ctx: Context) -> SimpleNamespace:
     state = ctx.visitor_state
     named = {**form, "visitor": state} if state is not None else form
 
-    @gpu(duration=600)
     def run_finetune(request: gr.Request, visitor=None, **values):
         """Fine-tune each model of `models` on the dataset in turn; streams status, curves and results."""
         try:
