@@ -2,6 +2,10 @@
 
 Works offline: the `shapes` dataset is generated here, and models fall back to random weights
 (with a note saying so) when pretrained weights cannot be downloaded.
+
+Safe to open to a class and to anonymous visitors: each visitor's runs are private, file inputs
+take only uploads, and the work waits in a fair queue; docs/SERVER.md lists the limits and the
+environment variables that set them.
 """
 
 try:  # On a ZeroGPU Space, `spaces` must be imported before torch; elsewhere it is absent.
