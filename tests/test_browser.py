@@ -133,3 +133,36 @@ def test_a_visitors_runs_survive_a_page_refresh_and_stay_private(page, app_url):
         assert not any(folder in o for o in _run_options(other))
     finally:
         other.close()
+
+
+def _use_code(page, code: str) -> None:
+    page.get_by_role("tab", name="Predict").click()
+    accordion = page.get_by_text("Your runs are private to this browser")
+    if not page.locator("#pred-code").is_visible():
+        accordion.click()
+    page.locator("#pred-code input").fill(code)
+    page.click("#pred-join")
+
+
+def test_a_workspace_code_shares_runs_between_browsers(page, app_url):
+    code = "test-class-workspace-0042"
+    _use_code(page, code)
+    _wait_text(page, "#pred-workspace", "shared workspace")
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.click("#ft-start")  # the form as the previous test left it: one quick run
+    _wait_text(page, "#ft-status", "Done", timeout_s=180)
+    folder = _table_rows(page, "#ft-table")[0][-1]
+    other = page.context.browser.new_context().new_page()
+    try:
+        other.goto(app_url)
+        _wait_text(other, "#arch-note", "profiled at", timeout_s=120)
+        assert not any(folder in o for o in _run_options(other))
+        _use_code(other, code)
+        _wait_text(other, "#pred-workspace", "shared workspace")
+        assert any(folder in o for o in _run_options(other))
+        _use_code(other, "")  # back to its own (empty) runs
+        _wait_text(other, "#pred-workspace", "Back to your own runs")
+        assert not any(folder in o for o in _run_options(other))
+    finally:
+        other.close()
+    _use_code(page, "")
