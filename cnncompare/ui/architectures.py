@@ -272,7 +272,9 @@ def build(ctx) -> SimpleNamespace:
 
     def profile(models_selected, size, measure_latency, visitor=None, request: gr.Request = None):
         """Profile each chosen model at one input size; yields the growing table and the figures."""
-        yield from queued("profile", visitor, request, profile_refused, profile_waiting,
+        # Counting is cheap (meta device): it waits in the quick lane, not behind others' latency measurements.
+        lane = "profile" if measure_latency else "blocks"
+        yield from queued(lane, visitor, request, profile_refused, profile_waiting,
                           lambda: profile_models(models_selected, size, measure_latency, limit=ctx.max_models,
                                                  check=ctx.check_model))
 

@@ -28,7 +28,7 @@ log = logging.getLogger("cnncompare.ui")
 
 
 # Lanes of the fair queue and their slots (jobs at once): one training uses the machine at a time.
-LANES = {"train": 1, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4}
+LANES = {"train": 1, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4}  # blocks: quick jobs (meta device)
 
 
 @dataclass

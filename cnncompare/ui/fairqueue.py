@@ -48,7 +48,7 @@ class Ticket:
 
 
 LANE_WORDS = {"train": "training", "profile": "profiling", "predict": "predictions", "estimate": "estimates",
-              "blocks": "block views"}
+              "blocks": "quick jobs (counting, block views)"}
 
 
 class FairQueue:
