@@ -25,18 +25,19 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._results import report  # noqa: E402
 from cnncompare import data, models, training  # noqa: E402
+from cnncompare.data import placement  # noqa: E402
+from cnncompare.settings import ModelEntry, TrainSettings  # noqa: E402
 
 
 def feature_cache(ds, epochs: int = 3) -> list[list]:
     """Wall time of whole runs (build, decode, train, evaluate each epoch, final profile)."""
     rows, walls, per_epoch = [], {}, {}
-    training.cached_tensors(ds.train, 64, "bilinear")  # decode once for both, outside the timing
-    training.cached_tensors(ds.val, 64, "bilinear")
+    placement.cached_tensors(ds.train, 64, "bilinear")  # decode once for both, outside the timing
+    placement.cached_tensors(ds.val, 64, "bilinear")
     for cache in (False, True):  # plain first: it also warms up the CPU kernels for both
-        cfg = training.TrainConfig("resnet18", freeze="head", epochs=epochs, size=64, batch_size=32, lr=1e-2,
-                                   feature_cache=cache, device="cpu")
+        cfg = TrainSettings(epochs=epochs, size=64, batch_size=32, lr=1e-2, feature_cache=cache, device="cpu")
         t0 = time.perf_counter()
-        r = training.fine_tune(cfg, ds)
+        r = training.fine_tune(ModelEntry("resnet18", freeze="head"), cfg, ds)
         walls[cache] = time.perf_counter() - t0
         h = r.history
         per_epoch[cache] = (h[-1]["elapsed_s"] - h[0]["elapsed_s"]) / (len(h) - 1)
@@ -71,11 +72,11 @@ def plain_loop_ips(x, y, steps: int, batch: int) -> float:
 
 
 def loop_overhead(ds, rounds: int, epochs: int) -> list[list]:
-    x, y = training.cached_tensors(ds.train, 64, "bilinear")
+    x, y = placement.cached_tensors(ds.train, 64, "bilinear")
     ours, plain = [], []
     for _ in range(rounds):  # interleaved: the machine's speed drifts
-        cfg = training.TrainConfig("resnet18", freeze="none", epochs=epochs, size=64, batch_size=32, device="cpu")
-        r = training.fine_tune(cfg, ds)
+        cfg = TrainSettings(epochs=epochs, size=64, batch_size=32, device="cpu")
+        r = training.fine_tune(ModelEntry("resnet18", freeze="none"), cfg, ds)
         ours.append(r.images_per_s)
         plain.append(plain_loop_ips(x, y, steps=len(y) // 32 * epochs, batch=32))
     o, p = statistics.median(ours), statistics.median(plain)
@@ -84,9 +85,9 @@ def loop_overhead(ds, rounds: int, epochs: int) -> list[list]:
 
 
 def from_scratch(ds) -> list[list]:
-    cfg = training.TrainConfig("resnet18", freeze="none", epochs=5, size=64, batch_size=32, lr=1e-3, device="cpu")
+    cfg = TrainSettings(epochs=5, size=64, batch_size=32, lr=1e-3, device="cpu")
     t0 = time.perf_counter()
-    r = training.fine_tune(cfg, ds)
+    r = training.fine_tune(ModelEntry("resnet18", freeze="none"), cfg, ds)
     return [["resnet18 from scratch, 64 px, 5 epochs", f"{time.perf_counter() - t0:.0f}", f"{r.val_top1:.1f}",
              f"{100 / len(ds.classes):.1f}"]]
 

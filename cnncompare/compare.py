@@ -23,6 +23,7 @@ from typing import Callable, Iterator, Literal
 import torch
 
 from . import catalog, models, runtime, training
+from .data import placement
 from .errors import CNNCompareError
 from .runs import RunStore, json_safe as _json_safe
 from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
@@ -169,7 +170,7 @@ def run_plan(plan: Plan, dataset, *, out_dir: str | Path | None = None,
         for run in plan.runs():
             yield from _one_run(run, plan, dataset, out_dir, should_stop)
     finally:
-        training.release_data()
+        placement.release_data()
 
 
 def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop) -> Iterator[training.Event]:

@@ -18,7 +18,6 @@ once over the data ("feature cache") and only the head trains on the stored feat
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,17 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data, models, profiling, runtime
+from .data.placement import StreamedData, device_budget, place_split
 from .errors import CNNCompareError
-from .settings import OPTIMIZERS, SCHEDULES, Env, ModelEntry, TrainSettings, first_line
+from .settings import OPTIMIZERS, SCHEDULES, ModelEntry, TrainSettings, first_line
 
 __all__ = ["Event", "EventKind", "RunResult", "Estimate", "run", "fine_tune", "estimate", "train_one_epoch",
            "evaluate", "extract_features", "make_optimizer", "lr_factor", "can_cache_features", "run_config",
-           "resolve_batch_size", "model_inputs", "release_data", "OPTIMIZERS", "SCHEDULES"]
+           "resolve_batch_size", "model_inputs", "OPTIMIZERS", "SCHEDULES"]
 
 EventKind = Literal["start", "info", "step", "epoch", "end"]
 EVENT_EVERY_S = 0.5  # step events (and the device reads they need) at most this often
 WARMUP_STEPS = 3  # steps timed apart: cuDNN autotuning and allocator warm-up happen there
-DEVICE_DATA_FRACTION = 0.4  # decoded images go to the GPU when they fit in this share of its free memory
 
 
 @dataclass
@@ -207,154 +206,6 @@ def can_cache_features(model: nn.Module) -> bool:
     return bool(trainable) and all(t.startswith(heads) for t in trainable)
 
 
-# --------------------------------------------------------------------------- data on the device
-
-# Decoded tensors are shared by the runs of one comparison (same dataset, size, interpolation)
-# and dropped by `release_data()` when the comparison ends.
-_TENSOR_CACHE: dict[tuple, tuple[object, torch.Tensor, torch.Tensor]] = {}
-_TENSOR_CACHE_SIZE = 2  # train + val of one comparison
-
-
-def cached_tensors(ds, size: int, interpolation: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(uint8 images N x 3 x H x W, int64 labels) of a split, decoded once per comparison.
-
-    Image files are decoded and resized to `size` once. Images already in memory (CIFAR) stay at
-    their stored size (50,000 CIFAR images: 150 MB instead of 7.5 GB at 224 px) and each batch is
-    resized on the device as it is used.
-    """
-    key = (id(ds), size, interpolation)
-    hit = _TENSOR_CACHE.get(key)
-    if hit is None or hit[0] is not ds:
-        while len(_TENSOR_CACHE) >= _TENSOR_CACHE_SIZE:
-            _TENSOR_CACHE.pop(next(iter(_TENSOR_CACHE)))
-        if getattr(ds, "array", None) is not None:
-            stored = torch.from_numpy(ds.array).permute(0, 3, 1, 2)  # a view: NHWC memory, NCHW shape
-            hit = (ds, stored, torch.tensor(ds.labels, dtype=torch.int64))
-        else:
-            hit = (ds, *data.to_tensors(ds, size, interpolation))
-        _TENSOR_CACHE[key] = hit
-    return hit[1], hit[2]
-
-
-def release_data() -> None:
-    """Forget decoded datasets (call when a comparison ends, so its memory goes back)."""
-    _TENSOR_CACHE.clear()
-
-
-@dataclass
-class DeviceData:
-    """One split's images and labels where the loop reads them: on the device, or pinned in host memory."""
-
-    x: torch.Tensor  # uint8 N x 3 x H x W
-    y: torch.Tensor  # int64 N
-    device: torch.device
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    @property
-    def on_device(self) -> bool:
-        return self.x.device.type == self.device.type
-
-    @property
-    def index_device(self) -> torch.device:
-        """Where batch indices should live: with the images, so no step waits for a copy."""
-        return self.y.device if self.on_device else torch.device("cpu")
-
-    @classmethod
-    def place(cls, x: torch.Tensor, y: torch.Tensor, device: torch.device, budget_bytes: int) -> "DeviceData":
-        if device.type != "cuda":
-            return cls(x, y, device)
-        if x.numel() * x.element_size() <= budget_bytes:
-            return cls(x.to(device), y.to(device), device)
-        return cls(x.pin_memory(), y.to(device), device)
-
-    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple]:
-        """(indices, uint8 images, labels) on the device for each batch of indices (on `index_device`)."""
-        for idx in index_batches:
-            if self.on_device:
-                yield idx, self.x[idx], self.y[idx]
-                continue
-            xb = self.x[idx]  # pinned host memory: gather there, copy without making the host wait
-            idx = _to_device(idx, self.device)
-            yield idx, _to_device(xb, self.device), self.y[idx]
-
-
-def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host tensor -> device, asynchronously (through pinned memory) on a GPU."""
-    if device.type != "cuda":
-        return t
-    return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
-
-
-class _Decoded(torch.utils.data.Dataset):
-    """Images decoded and resized one at a time (in DataLoader workers), exactly as `data.to_tensors` does."""
-
-    def __init__(self, ds, size: int, interpolation: str):
-        self.ds, self.size, self.interpolation = ds, size, interpolation
-
-    def __len__(self) -> int:
-        return len(self.ds)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(data.decode_image(self.ds, i, self.size, self.interpolation))
-
-
-@dataclass
-class StreamedData:
-    """A split too large to decode into memory at once: batches are decoded by DataLoader workers as needed.
-
-    The batches follow the same order as the in-memory path and decode to the same bytes, so a
-    run gives the same result either way.
-    """
-
-    ds: object
-    size: int
-    interpolation: str
-    device: torch.device
-    y: torch.Tensor
-    workers: int = 0
-    on_device: bool = False
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    @property
-    def index_device(self) -> torch.device:
-        return torch.device("cpu")  # the DataLoader's sampler takes host lists
-
-    @classmethod
-    def of(cls, ds, size: int, interpolation: str, device: torch.device) -> "StreamedData":
-        y = torch.tensor(ds.labels, dtype=torch.int64, device=device)
-        workers = max(0, min(8, (os.cpu_count() or 1) - 1))
-        return cls(ds, size, interpolation, device, y, workers)
-
-    def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple]:
-        sampler = [idx.tolist() for idx in index_batches]
-        loader = torch.utils.data.DataLoader(_Decoded(self.ds, self.size, self.interpolation), batch_sampler=sampler,
-                                             num_workers=self.workers, collate_fn=torch.stack,
-                                             pin_memory=self.device.type == "cuda")
-        for idx, xb in zip(index_batches, loader):
-            idx = _to_device(idx, self.device)
-            yield idx, xb.to(self.device, non_blocking=True), self.y[idx]
-
-
-def place_split(ds, size: int, interpolation: str, device: torch.device, device_budget: int):
-    """Where a split's images live during a run: decoded in memory (and on the GPU when they fit
-    `device_budget`), or streamed from their files when decoding them all would pass the memory budget."""
-    if data.decoded_bytes(ds, size) > Env.read().max_decoded_bytes:
-        return StreamedData.of(ds, size, interpolation, device)
-    x, y = cached_tensors(ds, size, interpolation)
-    return DeviceData.place(x, y, device, device_budget)
-
-
-def _device_budget(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 0
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(free * DEVICE_DATA_FRACTION)
-
-
 # --------------------------------------------------------------------------- the parts
 
 @dataclass
@@ -456,7 +307,7 @@ def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, sc
     share of every global batch and DistributedDataParallel averages the gradients; progress is
     summed over the processes, which all read it at the same steps.
     """
-    model, device, dist = loop.model, loop.device, loop.dist
+    device, dist = loop.device, loop.dist
     n = len(train.y)
     steps = steps_per_epoch(n, loop.batch_size)
     # the same order in every process (same seed), moved to the device once: a per-step copy of indices
@@ -709,7 +560,7 @@ class _Attempt:
         precision = runtime.precision_for(device, training=True)
         dcfg = models.data_config(model, s.size)
         interp = dcfg.get("interpolation", "bilinear")
-        budget = _device_budget(device)
+        budget = device_budget(device)
         train = place_split(self.dataset.train, s.size, interp, device, budget)
         used = data.decoded_bytes(self.dataset.train, s.size) if train.on_device else 0
         val = place_split(self.dataset.val, s.size, interp, device, budget - used)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cnncompare import compare, data, inference, models, runs, training
+from cnncompare.data import placement
 from cnncompare.settings import ModelEntry, TrainSettings
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -38,7 +39,7 @@ def test_full_fine_tuning_on_the_gpu_learns_with_data_on_the_device(shapes):
 
 def test_streaming_from_pinned_memory_matches_the_on_device_path(shapes, monkeypatch):
     on_device = training.fine_tune(*gpu(batch_size=32), shapes)
-    monkeypatch.setattr(training, "DEVICE_DATA_FRACTION", 0.0)  # nothing fits: pinned memory + async copies
+    monkeypatch.setattr(placement, "DEVICE_DATA_FRACTION", 0.0)  # nothing fits: pinned memory + async copies
     streamed = training.fine_tune(*gpu(batch_size=32), shapes)
     assert on_device.data_on_device and not streamed.data_on_device
     for a, b in zip(on_device.history, streamed.history):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from cnncompare import compare, data, runs, training
+from cnncompare.data import placement
 from cnncompare.errors import CNNCompareError
 from cnncompare.settings import ModelEntry, TrainSettings, settings_of
 
@@ -138,7 +139,7 @@ def test_a_mid_epoch_stop_keeps_the_weights_of_the_last_finished_epoch(shapes, t
                            on_event=count, should_stop=stop, store=store)
     assert r.stopped == "stopped by user" and r.final_epoch == 1 and state["steps"] == 15
     model = runs.load_run(store.path).load_model()
-    x, y = training.cached_tensors(shapes.val, 32, "bilinear")
+    x, y = placement.cached_tensors(shapes.val, 32, "bilinear")
     assert _accuracy(model, x, y) == pytest.approx(r.history[0]["val_top1"], abs=1e-4)
 
 
@@ -283,7 +284,7 @@ def test_a_saved_run_reloads_and_predicts_like_the_trained_model(shapes, tmp_pat
     assert kind == ("full" if name == "googlenet" else "trained-only")
     assert (kind == "full") == any(k.startswith("conv1.") and k.endswith("weight") for k in keys)
     assert getattr(model, "transform_input", False) == (name == "googlenet")
-    x, y = training.cached_tensors(shapes.val, 32, "bilinear")
+    x, y = placement.cached_tensors(shapes.val, 32, "bilinear")
     assert _accuracy(model, x, y) == pytest.approx(result.val_top1, abs=1e-4)
 
 
@@ -346,7 +347,7 @@ def test_a_dataset_larger_than_the_memory_budget_streams_with_the_same_result(tm
     ds = data.load_dataset(str(tmp_path / "imgs"), work_dir=tmp_path / "work", seed=0)
     cfg = tiny(freeze="stages:3", feature_cache=False, epochs=2, batch_size=8)
     in_memory = training.fine_tune(*cfg, ds)
-    training.release_data()
+    placement.release_data()
     monkeypatch.setenv("CNNCOMPARE_MAX_DECODED_MB", "0")  # nothing fits: stream from the files
     events = []
     streamed = training.fine_tune(*cfg, ds, on_event=events.append)
@@ -426,4 +427,4 @@ def test_a_shared_gpu_request_is_sized_from_the_plan_and_refused_when_it_cannot_
 def test_decoded_images_are_released_when_a_comparison_ends(shapes, tmp_path):
     plan = compare.Plan.parse("resnet18@head", model_defaults=tiny()[0], settings=tiny()[1])
     compare.run_comparison(plan, shapes, out_dir=tmp_path)
-    assert training._TENSOR_CACHE == {}  # a module-level cache once kept 8.66 GB after the run
+    assert placement._TENSOR_CACHE == {}  # a module-level cache once kept 8.66 GB after the run
