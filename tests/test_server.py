@@ -421,3 +421,24 @@ def test_upload_components_reach_the_browser_as_plain_image_and_file():
         assert config[checked._id]["type"] == config[plain._id]["type"]
         assert config[checked._id]["props"] == config[plain._id]["props"]
     assert not list((ROOT / "cnncompare" / "ui").glob("*.pyi"))  # no stub written into the package
+
+
+def test_predict_survives_another_visitors_mac_counting():
+    """torch's FlopCounterMode (a profile counting MACs) hooks every module of the process for a moment, and a
+    Grad-CAM gradient in another thread then fails: Predict retries, else answers without the heat map."""
+    import threading
+
+    from cnncompare import models, profiling
+    from cnncompare.ui.predict import _predict
+
+    model = models.build("resnet18").eval()
+    image = Image.new("RGB", (80, 80), (200, 30, 30))
+    end = time.monotonic() + 6
+    counting = threading.Thread(target=lambda: [profiling.count_macs("alexnet", 64) for _ in iter(
+        lambda: time.monotonic() < end, False)], daemon=True)
+    counting.start()
+    answers = []
+    while time.monotonic() < end:
+        answers.append(_predict(model, image))
+    counting.join()
+    assert answers and all(len(p.top) == 5 for p in answers)

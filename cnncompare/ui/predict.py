@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,6 +21,7 @@ from .uploads import UploadedImage, checked_upload, display_name
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 DEFAULT_MODELS = ["alexnet", "vgg16", "googlenet", "resnet50"]
 TOP_K = 5
+BUSY_HEAT_MAP = "no heat map this time (the server was busy counting another model): predict again for it"
 NO_HEAT_MAP = "no heat map for this architecture (its last features have no spatial layout)"
 
 
@@ -85,6 +87,22 @@ def _image_from(value):
         raise CNNCompareError(f"Could not read the image '{display_name(path)}': upload a JPEG or PNG file.") from None
 
 
+def _predict(model, img, **kw) -> inference.Prediction:
+    """`inference.predict` with Grad-CAM. While another visitor's profile counts MACs (torch's FlopCounterMode
+    hooks every module of the process for a moment), torch refuses the Grad-CAM gradient in this thread with a
+    RuntimeError: try again after the counting, and give the top-5 without a heat map if it still fails."""
+    for pause in (0.3, 1.0):
+        try:
+            return inference.predict(model, img, top_k=TOP_K, cam=True, **kw)
+        except RuntimeError as err:
+            if "autograd" not in str(err):
+                raise
+            time.sleep(pause)
+    pred = inference.predict(model, img, top_k=TOP_K, cam=False, **kw)
+    pred.note = "; ".join(n for n in (pred.note, BUSY_HEAT_MAP) if n)
+    return pred
+
+
 def _empty():
     return pd.DataFrame(columns=["rank"]), [], []
 
@@ -120,7 +138,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
                 model, saved, weights, note = run_model(ctx, visitor, name)
                 label = run_label(saved)
                 size, classes = saved.settings.size, saved.classes
-            pred = inference.predict(model, img, size=size, classes=classes, top_k=TOP_K, cam=True)
+            pred = _predict(model, img, size=size, classes=classes)
         except Exception as err:
             errors.append(warn_md(f"{name}: {message(err)}"))
             continue
@@ -129,6 +147,8 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         model_notes = [note] if note else []  # e.g. random weights
         if pred.note and not (note and pred.note.startswith("random weights")):  # said once per model
             model_notes.append(pred.note)
+        if BUSY_HEAT_MAP in pred.note and BUSY_HEAT_MAP not in model_notes:
+            model_notes.append(BUSY_HEAT_MAP)
         if pred.cam is None and not any("heat map" in n for n in model_notes):
             model_notes.append(NO_HEAT_MAP)
         for n in model_notes:
