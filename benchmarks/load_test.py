@@ -14,9 +14,10 @@ with a pause of 1-4 s between actions, picking one of:
     disconnect  a /finetune or /profile abandoned after a few seconds (the job cancelled: a closed tab)
     runs        /runs, the visitor's own runs
 
-A probe visitor asks for a counting-only /profile every 5 s all along: its times show whether quick
-requests keep answering while the machine trains. Bounded in count (visitors) and time (the run,
-then at most `--drain` seconds for what is still running, then everything is stopped).
+A probe visitor asks for a counting-only /profile every 5 s all along, and GETs /gradio_api/info: their
+times show whether quick requests, and the web server itself, keep answering while the machine trains.
+Bounded in count (visitors) and time (the run, then at most `--drain` seconds for what is still running,
+then everything is stopped).
 
 An answer is an error when the call raises or its page shows a warning that is not one of the
 documented refusals (docs/SERVER.md: a second training, too many waiting jobs, server busy).
@@ -96,12 +97,22 @@ class Tally:
         self.refused: dict[str, int] = defaultdict(int)
         self.errors: dict[str, list[str]] = defaultdict(list)
         self.calls: dict[str, int] = defaultdict(int)
+        self.t0 = time.monotonic()
+        self.in_flight = 0  # actions started and not yet recorded
+        self.closed = False  # set when the drain ends: what is still running then is "unfinished", not an error
+
+    def begin(self) -> None:
+        with self.lock:
+            self.in_flight += 1
 
     def record(self, endpoint: str, seconds: float, text: str | None = None, error: str | None = None) -> None:
         with self.lock:
+            if self.closed:
+                return
+            self.in_flight = max(0, self.in_flight - 1)
             self.calls[endpoint] += 1
             if error is not None:
-                self.errors[endpoint].append(error[:200])
+                self.errors[endpoint].append(f"{error[:200]} (at {time.monotonic() - self.t0:.0f} s)")
             elif text and any(r in text for r in REFUSALS):
                 self.refused[endpoint] += 1
             elif text and "⚠️" in text.split("\n", 1)[0]:  # the page's headline is a warning
@@ -138,11 +149,18 @@ class Visitor(threading.Thread):
         time.sleep(self.rng.uniform(0, 5))  # visitors arrive over a few seconds
         while time.monotonic() < self.deadline:
             action = self.rng.choices([a for a, _ in ACTIONS], [w for _, w in ACTIONS])[0]
+            self.tally.begin()
             try:
                 getattr(self, action)()
             except Exception as err:  # noqa: BLE001
                 self.tally.record(action, 0.0, error=f"{type(err).__name__}: {str(err)[:150]}")
             time.sleep(self.rng.uniform(1, 4))
+
+    def leave(self) -> None:
+        try:
+            self.client.predict(api_name="/stop")
+        except Exception:  # noqa: BLE001 - leaving is best effort
+            pass
 
     def timed(self, endpoint: str, *args, **kwargs):
         t0 = time.monotonic()
@@ -181,7 +199,7 @@ class Visitor(threading.Thread):
         t0 = time.monotonic()
         job = self.client.submit(**LONG, visitor=self.key, api_name="/finetune")
         time.sleep(self.rng.uniform(3, 8))
-        self.client.predict(api_name="/stop")
+        self.client.predict(api_name="/stop")  # Stop: a running training stops within a step, a waiting one leaves
         out = job.result(timeout=300)
         self.tally.record("finetune+stop", time.monotonic() - t0, text=out[0])
 
@@ -192,7 +210,9 @@ class Visitor(threading.Thread):
         else:
             job = self.client.submit(self.models(), 64, True, self.key, api_name="/profile")
         time.sleep(self.rng.uniform(1, 5))
-        job.cancel()  # like a closed tab: the server closes the job's generator
+        # like a closed tab: the server closes the job's generator at its next yield. A tab does not wait for an
+        # answer, so neither does this visitor (gradio answers the cancel once the generator can be closed).
+        threading.Thread(target=job.cancel, name="cancel", daemon=True).start()
         self.tally.record("disconnect", time.monotonic() - t0)
 
 
@@ -209,12 +229,37 @@ class Probe(threading.Thread):
         client = Client(self.url, analytics_enabled=False, verbose=False)
         while time.monotonic() < self.deadline:
             t0 = time.monotonic()
+            self.tally.begin()
+            try:  # the web server itself: a plain GET
+                with urllib.request.urlopen(self.url + "gradio_api/info", timeout=60) as r:
+                    r.read()
+                self.tally.record("probe GET /info", time.monotonic() - t0)
+            except Exception as err:  # noqa: BLE001
+                self.tally.record("probe GET /info", 0.0, error=f"{type(err).__name__}: {err}")
+            t0 = time.monotonic()
+            self.tally.begin()
             try:
                 out = client.predict(["resnet18"], 64, False, api_name="/profile")
                 self.tally.record("probe profile", time.monotonic() - t0, text=out[0])
             except Exception as err:  # noqa: BLE001
                 self.tally.record("probe profile", 0.0, error=f"{type(err).__name__}: {err}")
             time.sleep(5)
+
+
+def after_check(url: str, timeout_s: float = 240.0) -> str:
+    """After the crowd: a new visitor's small fine-tune and counting-only profile still answer."""
+    from gradio_client import Client
+
+    t0 = time.monotonic()
+    try:
+        client = Client(url, analytics_enabled=False, verbose=False)
+        job = client.submit(**SMALL, api_name="/finetune")
+        status = job.result(timeout=timeout_s)[0]
+        note = client.predict(["resnet18"], 64, False, api_name="/profile")[0]
+    except Exception as err:  # noqa: BLE001
+        return f"FAILED ({type(err).__name__}: {str(err)[:120]})"
+    ok = "Done" in status and "profiled" in note
+    return f"{'ok' if ok else 'FAILED'} in {time.monotonic() - t0:.0f} s" + ("" if ok else f": {status[:120]}")
 
 
 def wait_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -264,6 +309,13 @@ def main(argv=None) -> int:
         print(f"{visitors_n} visitors on {url} for {seconds:.0f} s …", flush=True)
         for t in threads:
             t.join(timeout=max(0.0, deadline + args.drain - time.monotonic()))
+        with tally.lock:  # what has not answered by now is left unfinished (the server stops next)
+            tally.closed = True
+            unfinished = tally.in_flight
+        for t in threads:  # the visitors still waiting leave: Stop ends their running or waiting training
+            if t.is_alive() and isinstance(t, Visitor):
+                t.leave()
+        after = after_check(url)  # no place in line or slot leaked: a new visitor still trains
         hung = [t.name for t in threads if t.is_alive()]
         wall = time.monotonic() - started
         rss = peak_rss_mb(proc.pid)
@@ -291,9 +343,11 @@ def main(argv=None) -> int:
              f"Server peak RSS (VmHWM): {rss:,.0f} MB (at start {rss0:,.0f} MB); disk gained (runs + downloads + "
              f"uploads): {disk / 2**20:,.1f} MB.",
              "Times include waiting in the fair queue (one training at a time); refusals are the documented ones "
-             "(docs/SERVER.md)."]
-    if hung:
-        notes.append(f"Still running after the drain (stopped with the server): {', '.join(hung)}.")
+             "(docs/SERVER.md).",
+             f"After the crowd (unfinished trainings stopped), a new visitor's small fine-tune and profile: {after}."]
+    if hung or unfinished:
+        notes.append(f"Unfinished when the drain ended (not counted; stopped with the server): {unfinished} "
+                     f"call(s), of {', '.join(hung) or 'no visitor'}.")
     if errors:
         seen: dict[str, int] = defaultdict(int)
         for ep, msgs in tally.errors.items():
@@ -310,7 +364,7 @@ def main(argv=None) -> int:
         report(title, header, rows, notes="\n".join(f"- {n}" for n in notes),
                command=f"python benchmarks/load_test.py --visitors {visitors_n} --seconds {seconds:.0f}")
     shutil.rmtree(work, ignore_errors=True)
-    return 1 if errors else 0
+    return 1 if errors or not after.startswith("ok") else 0
 
 
 if __name__ == "__main__":
