@@ -295,7 +295,7 @@ def test_estimate_before_a_run(shapes):
     assert cached.feature_cache and not plain.feature_cache
 
 
-@pytest.mark.parametrize("kw,msg", [(dict(optimizer="lbfgs"), "optimizer"), (dict(epochs=0), "epochs"),
+@pytest.mark.parametrize("kw,msg", [(dict(optimizer="lbfgs"), "Optimizer"), (dict(epochs=0), "Epochs"),
                                     (dict(model="inception_v3", size=32), "at least 75"),
                                     (dict(freeze="stages:x"), "freeze policy"), (dict(lr=0), "Learning rate")])
 def test_bad_settings_are_clear_errors(kw, msg):
