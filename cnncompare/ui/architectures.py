@@ -41,8 +41,9 @@ def _profile_row(p: profiling.Profile) -> dict:
             "params (M)": millions(p.params), "MACs (G)": billions(p.macs), "FLOPs (G)": billions(p.flops),
             "weights (MiB)": rounded(p.size_mb), "activations (MiB)": rounded(p.activation_mb),
             "latency p50 (ms)": rounded(lat.p50) if lat else None, "latency p90 (ms)": rounded(lat.p90) if lat else None,
+            GRAPH_COLUMN: rounded(p.latency_graph_ms.p50, 2) if p.latency_graph_ms else None,
             "throughput (img/s)": rounded(p.throughput_ips) if p.throughput_ips else None,
-            "ImageNet top-1 (%)": rounded(p.ref_top1, 2), "note": ""}
+            "ImageNet top-1 (%)": rounded(p.ref_top1, 2), "note": "; ".join(p.warnings)}
 
 
 def _error_row(name: str, size: int, err: str) -> dict:
@@ -61,8 +62,14 @@ PROFILE_FORMATS = {"year": "{}", "input (px)": "{}", "params (M)": "{:.2f}", "MA
                    "latency p90 (ms)": "{:.1f}", "throughput (img/s)": "{:.1f}", "ImageNet top-1 (%)": "{:.2f}"}
 
 
+GRAPH_COLUMN = "CUDA-graph p50 (ms)"  # shown only when measured (on a GPU)
+
+
 def _table(rows: list[dict]):
-    return styled(pd.DataFrame(rows, columns=PROFILE_COLUMNS, dtype=object), PROFILE_FORMATS)
+    columns = list(PROFILE_COLUMNS)
+    if any(r.get(GRAPH_COLUMN) is not None for r in rows):
+        columns.insert(columns.index("latency p90 (ms)") + 1, GRAPH_COLUMN)
+    return styled(pd.DataFrame(rows, columns=columns, dtype=object), {**PROFILE_FORMATS, GRAPH_COLUMN: "{:.2f}"})
 
 
 def _stage_blocks(name: str, size: int) -> list[dict]:
@@ -85,8 +92,10 @@ def _note(n_done: int, n_total: int, size: int, profiles: list[profiling.Profile
                  "for the pretrained weights, not measured here.")
     if profiles and measured:
         p = profiles[0]
+        where = "These are this machine's numbers, not a GPU's." if not p.device.startswith("cuda") else (
+            profiling.GRAPH_NOTE)
         lines.append(f"Latency: batch 1 on **{p.device}**, {p.dtype}, median (p50) and p90 of repeated runs; "
-                     f"throughput at batch {p.batch}. These are this machine's numbers, not a GPU's.")
+                     f"throughput at batch {p.batch}. {where}")
         if busy:
             lines.append(warn_md("A fine-tuning run was using this machine during the measurement, so the "
                                  "latencies are slower than usual. Measure again when it has finished."))

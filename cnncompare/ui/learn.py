@@ -22,7 +22,7 @@ from .. import catalog, models, profiling
 from . import forms
 
 NOTES_FILE = Path(__file__).resolve().parents[2] / "assets" / "classroom_notes.md"
-WALKTHROUGH = ["alexnet", "vgg16", "googlenet", "resnet50"]
+WALKTHROUGH = catalog.CLASSIC_FOUR
 
 
 @dataclass

@@ -19,7 +19,7 @@ from .gpu import gpu
 from .uploads import UploadedImage, checked_upload, display_name
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
-DEFAULT_MODELS = ["alexnet", "vgg16", "googlenet", "resnet50"]
+DEFAULT_MODELS = list(catalog.CLASSIC_FOUR)
 TOP_K = 5
 BUSY_HEAT_MAP = "no heat map this time (the server was busy counting another model): predict again for it"
 NO_HEAT_MAP = "no heat map for this architecture (its last features have no spatial layout)"
