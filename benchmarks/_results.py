@@ -19,8 +19,10 @@ def machine() -> str:
         dev = f"GPU {torch.cuda.get_device_name(0)}"
     else:
         dev = f"CPU {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    return (f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"torchvision {torchvision.__version__}, timm {timm.__version__}")
+    return (
+        f"{dev}; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"torchvision {torchvision.__version__}, timm {timm.__version__}"
+    )
 
 
 def markdown_table(header: list[str], rows: list[list]) -> str:
@@ -30,7 +32,7 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
 
 
 def report(title: str, header: list[str], rows: list[list], notes: str = "", command: str = "") -> str:
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = f"\n## {title}\n\n{stamp} · {machine()}\n\n"
     if command:
         text += f"`{command}`\n\n"

@@ -36,6 +36,7 @@ PAIR_BUDGET_S = 1.0  # each concurrent profile's timing phases (the CLI keeps it
 
 # --------------------------------------------------------------------------- workers (fresh processes)
 
+
 def _bare_model(channels_last: bool = False):
     import torch
     import torchvision
@@ -96,14 +97,19 @@ def worker(kind: str) -> dict:
         from cnncompare import models, profiling  # as the app: cnncompare first, then torch
 
         built = [models.build("resnet18"), models.build("resnet18")]
-        profiles = _in_threads([lambda m=m: profiling.profile(m, SIZE, device="cpu", budget_s=PAIR_BUDGET_S)
-                                for m in built])
-        return {"p50": [p.latency_ms.p50 for p in profiles], "threads": [p.threads for p in profiles],
-                "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset")}
+        profiles = _in_threads(
+            [lambda m=m: profiling.profile(m, SIZE, device="cpu", budget_s=PAIR_BUDGET_S) for m in built]
+        )
+        return {
+            "p50": [p.latency_ms.p50 for p in profiles],
+            "threads": [p.threads for p in profiles],
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
+        }
     raise SystemExit(f"unknown worker {kind}")
 
 
 # --------------------------------------------------------------------------- driver
+
 
 def _run(cmd: list[str], timeout: float = 150) -> str:
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -121,8 +127,13 @@ def measure(kind: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-LABELS = {"bare": "bare loop", "bare-cl": "bare loop, channels_last", "cli": "cnncompare profile (CLI)",
-          "pair-profile": "2 cnncompare profiles at once, one process", "pair-bare": "2 bare loops at once, one process"}
+LABELS = {
+    "bare": "bare loop",
+    "bare-cl": "bare loop, channels_last",
+    "cli": "cnncompare profile (CLI)",
+    "pair-profile": "2 cnncompare profiles at once, one process",
+    "pair-bare": "2 bare loops at once, one process",
+}
 
 
 def _load() -> str:
@@ -139,8 +150,12 @@ def _fmt(values, spec: str = ".1f") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--budget-s", type=float, default=160,
-                        help="start no new measurement after this many seconds (a busy machine slows every row)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=160,
+        help="start no new measurement after this many seconds (a busy machine slows every row)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -154,7 +169,7 @@ def main() -> None:
     extra: dict[str, object] = {}
     started = time.monotonic()
     for r in range(args.rounds):
-        for kind in kinds[r % len(kinds):] + kinds[:r % len(kinds)]:  # rotate: no kind always goes first
+        for kind in kinds[r % len(kinds) :] + kinds[: r % len(kinds)]:  # rotate: no kind always goes first
             if time.monotonic() - started > args.budget_s:
                 errors.setdefault(kind, f"round {r + 1} skipped: past --budget-s {args.budget_s:.0f}")
                 continue
@@ -166,8 +181,11 @@ def main() -> None:
                 continue
             samples[kind][r] = result["p50"]
             extra.setdefault(kind, {k: v for k, v in result.items() if k != "p50"})
-            print(f"round {r + 1}: {LABELS[kind]}: {_fmt(result['p50'])} ms "
-                  f"({time.monotonic() - t0:.0f} s with start-up)", flush=True)
+            print(
+                f"round {r + 1}: {LABELS[kind]}: {_fmt(result['p50'])} ms "
+                f"({time.monotonic() - t0:.0f} s with start-up)",
+                flush=True,
+            )
 
     bare = {r: v[0] for r, v in samples["bare"].items()}
     rows = []
@@ -181,8 +199,9 @@ def main() -> None:
         ratios = [[v / bare[r] for v in vals] for r, vals in samples[kind].items() if r in bare]
         ratio = _fmt([statistics.median(t) for t in zip(*ratios)], ".2f") if ratios else "-"
         rounds = "; ".join(_fmt(v) for v in samples[kind].values())
-        notes = ", ".join(f"{k} {'/'.join(map(str, v)) if isinstance(v, list) else v}"
-                          for k, v in (extra.get(kind) or {}).items())
+        notes = ", ".join(
+            f"{k} {'/'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in (extra.get(kind) or {}).items()
+        )
         if kind in errors:
             notes = f"{notes}; {errors[kind]}".lstrip("; ")
         rows.append([LABELS[kind], rounds, _fmt(medians), ratio, notes])
@@ -191,13 +210,18 @@ def main() -> None:
 
     load = f"1-min load average {load_before} before, {_load()} after (other work on the machine skews all rows)."
 
-    report(f"CPU batch-1 latency, resnet18 at {SIZE} px: cnncompare vs a bare loop",
-           ["measurement", "p50 per round (ms; threads split by /)", "median p50 (ms)", "÷ bare", "notes"], rows,
-           notes=(f"Each row in a fresh process, default settings, {args.rounds} interleaved rounds; bare loops: "
-                  f"{WARMUP} warm-up + median of {RUNS}. ÷ bare: median over rounds of each round's ratio to "
-                  "that round's bare loop. Target: cnncompare ÷ bare within 0.90-1.10. "
-                  "Concurrent rows: two jobs share this machine's cores, so each is slower than alone. " + load),
-           command="python benchmarks/bench_cpu_latency.py")
+    report(
+        f"CPU batch-1 latency, resnet18 at {SIZE} px: cnncompare vs a bare loop",
+        ["measurement", "p50 per round (ms; threads split by /)", "median p50 (ms)", "÷ bare", "notes"],
+        rows,
+        notes=(
+            f"Each row in a fresh process, default settings, {args.rounds} interleaved rounds; bare loops: "
+            f"{WARMUP} warm-up + median of {RUNS}. ÷ bare: median over rounds of each round's ratio to "
+            "that round's bare loop. Target: cnncompare ÷ bare within 0.90-1.10. "
+            "Concurrent rows: two jobs share this machine's cores, so each is slower than alone. " + load
+        ),
+        command="python benchmarks/bench_cpu_latency.py",
+    )
 
 
 if __name__ == "__main__":

@@ -97,10 +97,16 @@ def _free_cuda() -> None:
 
 # --------------------------------------------------------------------------- profile
 
+
 def bare_graph_p50(name: str, timeout: float = 120) -> float:
     """p50 (ms) of a bare CUDA-graph replay loop of torchvision's `name`, batch 1, in a fresh process."""
-    r = subprocess.run([sys.executable, "-c", BARE_GRAPH, name, str(SIZE), str(BARE_RUNS)], capture_output=True,
-                       text=True, timeout=timeout, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", BARE_GRAPH, name, str(SIZE), str(BARE_RUNS)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
     if r.returncode != 0:
         tail = r.stderr.strip().splitlines()
         raise RuntimeError(tail[-1] if tail else f"exit {r.returncode}")
@@ -114,9 +120,18 @@ def profile_row(name: str) -> dict:
     row: dict = {"model": name}
     try:
         p = profiling.profile(name, SIZE, device="cuda", budget_s=TIMING_BUDGET_S)
-        row.update(eager_p50=p.latency_ms.p50, graph_p50=p.latency_graph_ms.p50 if p.latency_graph_ms else None,
-                   batch=p.batch, images_per_s=p.throughput_ips, tflops=p.tflops, peak_tflops=p.peak_tflops,
-                   peak_fraction=p.peak_fraction, macs=p.macs, dtype=p.dtype, warnings=p.warnings)
+        row.update(
+            eager_p50=p.latency_ms.p50,
+            graph_p50=p.latency_graph_ms.p50 if p.latency_graph_ms else None,
+            batch=p.batch,
+            images_per_s=p.throughput_ips,
+            tflops=p.tflops,
+            peak_tflops=p.peak_tflops,
+            peak_fraction=p.peak_fraction,
+            macs=p.macs,
+            dtype=p.dtype,
+            warnings=p.warnings,
+        )
     except Exception as err:  # noqa: BLE001 - keep the other models
         row["error"] = f"profile: {type(err).__name__}: {err}"
     finally:
@@ -143,22 +158,49 @@ def section_profile(args) -> dict:
         rows.append(profile_row(name))
         rows[-1]["wall_s"] = time.monotonic() - t0
         print(json.dumps(rows[-1]), flush=True)
-    table = [[r["model"], _f(r.get("eager_p50")), _f(r.get("graph_p50")), _f(r.get("bare_graph_p50")),
-              _f(r.get("ours_over_bare"), ".3f"), _f(r.get("batch"), "d"), _f(r.get("images_per_s"), ",.0f"),
-              _f(r.get("tflops"), ".1f"), _f(r["peak_fraction"] * 100, ".1f") if r.get("peak_fraction") else "-",
-              "; ".join(r.get("warnings", []) + ([r["error"]] if r.get("error") else []))] for r in rows]
-    report(f"GPU profile: batch-1 latency (eager, CUDA graph, bare graph loop) and throughput at {SIZE} px",
-           ["model", "eager p50 ms", "graph p50 ms", "bare graph p50 ms", "ours ÷ bare", "batch", "img/s",
-            "TFLOP/s", "% of peak", "notes"], table,
-           notes=(f"{profiling.GRAPH_NOTE} Bare loop: plain torchvision model in a fresh process, same precision "
-                  f"and timing (perf_counter around replay + synchronize, median of {BARE_RUNS}); ours uses timm "
-                  "for vgg16 and resnet50 (same layers). Target ours ÷ bare within 0.90-1.10. TFLOP/s = "
-                  "2 × MACs × img/s; peak = dense bf16 tensor peak of the card (profiling.PEAK_TFLOPS)."),
-           command="python benchmarks/bench_gpu.py --only profile")
+    table = [
+        [
+            r["model"],
+            _f(r.get("eager_p50")),
+            _f(r.get("graph_p50")),
+            _f(r.get("bare_graph_p50")),
+            _f(r.get("ours_over_bare"), ".3f"),
+            _f(r.get("batch"), "d"),
+            _f(r.get("images_per_s"), ",.0f"),
+            _f(r.get("tflops"), ".1f"),
+            _f(r["peak_fraction"] * 100, ".1f") if r.get("peak_fraction") else "-",
+            "; ".join(r.get("warnings", []) + ([r["error"]] if r.get("error") else [])),
+        ]
+        for r in rows
+    ]
+    report(
+        f"GPU profile: batch-1 latency (eager, CUDA graph, bare graph loop) and throughput at {SIZE} px",
+        [
+            "model",
+            "eager p50 ms",
+            "graph p50 ms",
+            "bare graph p50 ms",
+            "ours ÷ bare",
+            "batch",
+            "img/s",
+            "TFLOP/s",
+            "% of peak",
+            "notes",
+        ],
+        table,
+        notes=(
+            f"{profiling.GRAPH_NOTE} Bare loop: plain torchvision model in a fresh process, same precision "
+            f"and timing (perf_counter around replay + synchronize, median of {BARE_RUNS}); ours uses timm "
+            "for vgg16 and resnet50 (same layers). Target ours ÷ bare within 0.90-1.10. TFLOP/s = "
+            "2 × MACs × img/s; peak = dense bf16 tensor peak of the card (profiling.PEAK_TFLOPS)."
+        ),
+        command="python benchmarks/bench_gpu.py --only profile",
+    )
     return {"rows": rows}
 
 
 # --------------------------------------------------------------------------- training
+
 
 def section_train(args) -> dict:
     """Steady-state training img/s of our loop vs a plain loop in a fresh process, per model (gpu_train.py)."""
@@ -167,17 +209,31 @@ def section_train(args) -> dict:
     args.batch, args.steps = TRAIN_BATCH, TRAIN_STEPS
     args_models = [m for m in args.models if _left(args) > MIN_LEFT_S]
     rows = gpu_train.section_train(_with(args, models=args_models))
-    table = [[r["model"], _f(r.get("batch"), "d"), _f(r.get("ours_ips"), ",.0f"), _f(r.get("plain_ips"), ",.0f"),
-              _f(r.get("ratio"), ".3f"), _f(r.get("ours_warmup_s"), ".1f"), _f(r.get("plain_warmup_s"), ".1f"),
-              r.get("error", "")] for r in rows]
-    report("GPU training: our loop vs a plain PyTorch loop (full fine-tuning, 224 px, bf16 autocast, channels_last)",
-           ["model", "batch", "ours img/s", "plain img/s", "ours ÷ plain", "ours warm-up s", "plain warm-up s",
-            "notes"], table,
-           notes=("Steady state after the warm-up steps (cuDNN autotuning) in both. Plain loop: torchvision model in a "
-                  "fresh process, Adam (fused), data already on the GPU as uint8, normalised per step, cuDNN "
-                  "autotuning on. Ours: cnncompare.training.run with the images decoded once and kept on the GPU; "
-                  "per-epoch evaluation not counted in img/s. Target ours ÷ plain >= 0.90; resnet50 >= 3,500 img/s."),
-           command="python benchmarks/bench_gpu.py --only train")
+    table = [
+        [
+            r["model"],
+            _f(r.get("batch"), "d"),
+            _f(r.get("ours_ips"), ",.0f"),
+            _f(r.get("plain_ips"), ",.0f"),
+            _f(r.get("ratio"), ".3f"),
+            _f(r.get("ours_warmup_s"), ".1f"),
+            _f(r.get("plain_warmup_s"), ".1f"),
+            r.get("error", ""),
+        ]
+        for r in rows
+    ]
+    report(
+        "GPU training: our loop vs a plain PyTorch loop (full fine-tuning, 224 px, bf16 autocast, channels_last)",
+        ["model", "batch", "ours img/s", "plain img/s", "ours ÷ plain", "ours warm-up s", "plain warm-up s", "notes"],
+        table,
+        notes=(
+            "Steady state after the warm-up steps (cuDNN autotuning) in both. Plain loop: torchvision model in a "
+            "fresh process, Adam (fused), data already on the GPU as uint8, normalised per step, cuDNN "
+            "autotuning on. Ours: cnncompare.training.run with the images decoded once and kept on the GPU; "
+            "per-epoch evaluation not counted in img/s. Target ours ÷ plain >= 0.90; resnet50 >= 3,500 img/s."
+        ),
+        command="python benchmarks/bench_gpu.py --only train",
+    )
     return {"rows": rows}
 
 
@@ -188,15 +244,30 @@ def section_epoch(args) -> dict:
     args.epoch_images = EPOCH_IMAGES
     rows = gpu_train.section_epoch(args)
     total = sum(r.get("wall_s", 0) for r in rows)
-    table = [[r["model"], _f(r.get("images"), ",d"), _f(r.get("batch"), "d"), _f(r.get("wall_s"), ".1f"),
-              _f(r.get("train_s"), ".1f"), _f(r.get("ours_ips"), ",.0f"), r.get("error", "")] for r in rows]
+    table = [
+        [
+            r["model"],
+            _f(r.get("images"), ",d"),
+            _f(r.get("batch"), "d"),
+            _f(r.get("wall_s"), ".1f"),
+            _f(r.get("train_s"), ".1f"),
+            _f(r.get("ours_ips"), ",.0f"),
+            r.get("error", ""),
+        ]
+        for r in rows
+    ]
     table.append(["all four", "", "", _f(total, ".1f"), "", "", "target < 300 s (aim 180 s)"])
-    report("GPU: one epoch of 50,000 CIFAR-sized images at 224 px per model",
-           ["model", "images", "batch", "wall s", "train s", "img/s", "notes"], table,
-           notes=("Images generated at 32 px (CIFAR-10's size: 150 MB for 50k), kept at that size in GPU memory and "
-                  "resized to 224 px per batch on the GPU; automatic batch (128); wall time includes building the "
-                  "model, evaluating 1,000 validation images and profiling the trained model."),
-           command="python benchmarks/bench_gpu.py --only epoch")
+    report(
+        "GPU: one epoch of 50,000 CIFAR-sized images at 224 px per model",
+        ["model", "images", "batch", "wall s", "train s", "img/s", "notes"],
+        table,
+        notes=(
+            "Images generated at 32 px (CIFAR-10's size: 150 MB for 50k), kept at that size in GPU memory and "
+            "resized to 224 px per batch on the GPU; automatic batch (128); wall time includes building the "
+            "model, evaluating 1,000 validation images and profiling the trained model."
+        ),
+        command="python benchmarks/bench_gpu.py --only epoch",
+    )
     return {"rows": rows, "total_wall_s": total}
 
 
@@ -211,6 +282,7 @@ SECTIONS = {"profile": section_profile, "train": section_train, "epoch": section
 
 
 # --------------------------------------------------------------------------- driver
+
 
 def _write(path: str | None, results: dict) -> None:
     if path:
@@ -229,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    results: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "sections": {}}
+    results: dict = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "sections": {}}
     if not torch.cuda.is_available():
         print("no CUDA: bench_gpu.py measures a GPU and there is none here; nothing measured.")
         results["error"] = "no CUDA"

@@ -35,8 +35,17 @@ def counting_rows() -> list[list]:
         t2 = time.perf_counter()
         profiling.activation_bytes(name, size)
         t3 = time.perf_counter()
-        rows.append([name, size, f"{params / 1e6:.2f} M", f"{macs / 1e9:.3f} G", f"{(t1 - t0) * 1e3:.0f}",
-                     f"{(t2 - t1) * 1e3:.0f}", f"{(t3 - t2) * 1e3:.0f}"])
+        rows.append(
+            [
+                name,
+                size,
+                f"{params / 1e6:.2f} M",
+                f"{macs / 1e9:.3f} G",
+                f"{(t1 - t0) * 1e3:.0f}",
+                f"{(t2 - t1) * 1e3:.0f}",
+                f"{(t3 - t2) * 1e3:.0f}",
+            ]
+        )
     return rows
 
 
@@ -48,14 +57,24 @@ def cli_wall() -> float:
 
 
 def main() -> None:
-    report("Counting cost (meta device)", ["model", "px", "params", "MACs", "build+params ms", "MACs ms",
-                                            "activation ms"], counting_rows(),
-           command="python benchmarks/bench_profile.py")
+    report(
+        "Counting cost (meta device)",
+        ["model", "px", "params", "MACs", "build+params ms", "MACs ms", "activation ms"],
+        counting_rows(),
+        command="python benchmarks/bench_profile.py",
+    )
     walls = [cli_wall() for _ in range(2)]
-    report("CLI wall time", ["measure", "value", "target"], [
-        ["`profile alexnet vgg16 googlenet resnet50 inception_v3 --no-latency --json` wall s (best of 2)",
-         f"{min(walls):.1f}", "< 15"],
-    ])
+    report(
+        "CLI wall time",
+        ["measure", "value", "target"],
+        [
+            [
+                "`profile alexnet vgg16 googlenet resnet50 inception_v3 --no-latency --json` wall s (best of 2)",
+                f"{min(walls):.1f}",
+                "< 15",
+            ],
+        ],
+    )
 
 
 if __name__ == "__main__":

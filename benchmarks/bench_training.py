@@ -41,8 +41,16 @@ def feature_cache(ds, epochs: int = 3) -> list[list]:
         walls[cache] = time.perf_counter() - t0
         h = r.history
         per_epoch[cache] = (h[-1]["elapsed_s"] - h[0]["elapsed_s"]) / (len(h) - 1)
-        rows.append([("cached features" if cache else "plain frozen path"), f"{walls[cache]:.1f}",
-                     f"{h[0]['elapsed_s']:.2f}", f"{per_epoch[cache]:.2f}", f"{r.val_top1:.1f}", r.feature_cache])
+        rows.append(
+            [
+                ("cached features" if cache else "plain frozen path"),
+                f"{walls[cache]:.1f}",
+                f"{h[0]['elapsed_s']:.2f}",
+                f"{per_epoch[cache]:.2f}",
+                f"{r.val_top1:.1f}",
+                r.feature_cache,
+            ]
+        )
     rows.append([f"speed-up at {epochs} epochs", f"{walls[False] / walls[True]:.1f}x", "", "", "", ""])
     fixed = {c: walls[c] - epochs * per_epoch[c] for c in walls}  # start-up + first-epoch extra + final profile
     for e in (10, 30):
@@ -59,7 +67,7 @@ def plain_loop_ips(x, y, steps: int, batch: int) -> float:
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
     seen, spent = 0, 0.0
     for i in range(steps + 2):
-        xb, yb = x[(i * batch) % len(x):][:batch], y[(i * batch) % len(y):][:batch]
+        xb, yb = x[(i * batch) % len(x) :][:batch], y[(i * batch) % len(y) :][:batch]
         t0 = time.perf_counter()
         loss = F.cross_entropy(model((xb.float() - mean) / std), yb)
         opt.zero_grad()
@@ -80,16 +88,25 @@ def loop_overhead(ds, rounds: int, epochs: int) -> list[list]:
         ours.append(r.images_per_s)
         plain.append(plain_loop_ips(x, y, steps=len(y) // 32 * epochs, batch=32))
     o, p = statistics.median(ours), statistics.median(plain)
-    return [["cnncompare loop img/s", f"{o:.1f}"], ["minimal PyTorch loop img/s", f"{p:.1f}"],
-            ["ratio", f"{o / p:.3f}"]]
+    return [
+        ["cnncompare loop img/s", f"{o:.1f}"],
+        ["minimal PyTorch loop img/s", f"{p:.1f}"],
+        ["ratio", f"{o / p:.3f}"],
+    ]
 
 
 def from_scratch(ds) -> list[list]:
     cfg = TrainSettings(epochs=5, size=64, batch_size=32, lr=1e-3, device="cpu")
     t0 = time.perf_counter()
     r = training.fine_tune(ModelEntry("resnet18", freeze="none"), cfg, ds)
-    return [["resnet18 from scratch, 64 px, 5 epochs", f"{time.perf_counter() - t0:.0f}", f"{r.val_top1:.1f}",
-             f"{100 / len(ds.classes):.1f}"]]
+    return [
+        [
+            "resnet18 from scratch, 64 px, 5 epochs",
+            f"{time.perf_counter() - t0:.0f}",
+            f"{r.val_top1:.1f}",
+            f"{100 / len(ds.classes):.1f}",
+        ]
+    ]
 
 
 def main() -> None:
@@ -100,14 +117,22 @@ def main() -> None:
     work = tempfile.mkdtemp()
     ds = data.load_dataset("shapes", work_dir=work, shapes_per_class=per_class, seed=0)
     n = len(ds.train) + len(ds.val)
-    report(f"Feature cache: resnet18, 64 px, {n} images, 3 epochs, freeze=head",
-           ["path", "wall s", "1st epoch done at s", "each further epoch s", "val top-1 %", "feature_cache"],
-           feature_cache(ds),
-           command="python benchmarks/bench_training.py" + (" --quick" if args.quick else ""))
-    report("Training loop vs minimal PyTorch loop (resnet18, full fine-tuning, batch 32, 64 px)",
-           ["measure", "value"], loop_overhead(ds, rounds=1 if args.quick else 3, epochs=1))
-    report(f"From scratch on shapes ({len(ds.train)} train / {len(ds.val)} val images)",
-           ["run", "wall s", "val top-1 %", "chance %"], from_scratch(ds))
+    report(
+        f"Feature cache: resnet18, 64 px, {n} images, 3 epochs, freeze=head",
+        ["path", "wall s", "1st epoch done at s", "each further epoch s", "val top-1 %", "feature_cache"],
+        feature_cache(ds),
+        command="python benchmarks/bench_training.py" + (" --quick" if args.quick else ""),
+    )
+    report(
+        "Training loop vs minimal PyTorch loop (resnet18, full fine-tuning, batch 32, 64 px)",
+        ["measure", "value"],
+        loop_overhead(ds, rounds=1 if args.quick else 3, epochs=1),
+    )
+    report(
+        f"From scratch on shapes ({len(ds.train)} train / {len(ds.val)} val images)",
+        ["run", "wall s", "val top-1 %", "chance %"],
+        from_scratch(ds),
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,12 @@ print(json.dumps(dict(warmup_s=t1 - t0, images_per_s=batch * steps / (t2 - t1)))
 
 def plain_loop(name: str, batch: int, steps: int, warm: int = 10, timeout: float = 240) -> dict:
     """Steady-state images/s of the plain loop, measured in a fresh process."""
-    out = subprocess.run([sys.executable, "-c", PLAIN_LOOP, name, str(batch), str(steps), str(warm)],
-                         capture_output=True, text=True, timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_LOOP, name, str(batch), str(steps), str(warm)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if out.returncode:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "plain loop failed")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -73,8 +77,9 @@ def _random_dataset(n_train: int, n_val: int, size: int, classes: int = 10, seed
     names = [f"class{i}" for i in range(classes)]
 
     def split(n):
-        return ImageDataset(names, rng.integers(0, classes, n).tolist(),
-                            array=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+        return ImageDataset(
+            names, rng.integers(0, classes, n).tolist(), array=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        )
 
     train, val = split(n_train), split(n_val)
     report = DataReport(source="generated", classes=names, counts={"train": {}, "val": {}})
@@ -92,8 +97,15 @@ def ours(name: str, dataset, batch: int, epochs: int = 1) -> dict:
     r = training.fine_tune(entry, settings, dataset)
     if r.error:
         raise RuntimeError(r.error)
-    return dict(images_per_s=r.images_per_s, warmup_s=r.warmup_s, wall_s=time.perf_counter() - t0,
-                train_s=r.train_time_s, batch=r.batch_size, on_device=r.data_on_device, val_top1=r.val_top1)
+    return dict(
+        images_per_s=r.images_per_s,
+        warmup_s=r.warmup_s,
+        wall_s=time.perf_counter() - t0,
+        train_s=r.train_time_s,
+        batch=r.batch_size,
+        on_device=r.data_on_device,
+        val_top1=r.val_top1,
+    )
 
 
 def section_train(args) -> list[dict]:
@@ -110,9 +122,18 @@ def section_train(args) -> list[dict]:
         try:
             plain = plain_loop(name, batch, steps)
             mine = ours(name, ds, batch)
-            rows.append(dict(model=name, batch=batch, ours_ips=mine["images_per_s"], plain_ips=plain["images_per_s"],
-                             ratio=mine["images_per_s"] / plain["images_per_s"], ours_warmup_s=mine["warmup_s"],
-                             plain_warmup_s=plain["warmup_s"], on_device=mine["on_device"]))
+            rows.append(
+                dict(
+                    model=name,
+                    batch=batch,
+                    ours_ips=mine["images_per_s"],
+                    plain_ips=plain["images_per_s"],
+                    ratio=mine["images_per_s"] / plain["images_per_s"],
+                    ours_warmup_s=mine["warmup_s"],
+                    plain_warmup_s=plain["warmup_s"],
+                    on_device=mine["on_device"],
+                )
+            )
         except Exception as err:  # one model's failure must not lose the others' numbers
             rows.append(dict(model=name, error=f"{type(err).__name__}: {str(err)[:200]}"))
         print(json.dumps(rows[-1]), flush=True)
@@ -131,8 +152,17 @@ def section_epoch(args) -> list[dict]:
     for name in args.models:
         try:
             mine = ours(name, ds, 0)  # 0 = the automatic GPU batch
-            rows.append(dict(model=name, images=args.epoch_images, wall_s=mine["wall_s"], train_s=mine["train_s"],
-                             ours_ips=mine["images_per_s"], batch=mine["batch"], warmup_s=mine["warmup_s"]))
+            rows.append(
+                dict(
+                    model=name,
+                    images=args.epoch_images,
+                    wall_s=mine["wall_s"],
+                    train_s=mine["train_s"],
+                    ours_ips=mine["images_per_s"],
+                    batch=mine["batch"],
+                    warmup_s=mine["warmup_s"],
+                )
+            )
         except Exception as err:
             rows.append(dict(model=name, error=f"{type(err).__name__}: {str(err)[:200]}"))
         print(json.dumps(rows[-1]), flush=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 from .errors import CNNCompareError
 from .settings import Env, ModelEntry, TrainSettings, add_arguments, first_line
 
-
 # --------------------------------------------------------------------------- formatting
+
 
 def fmt_count(n: float | None) -> str:
     if n is None:
@@ -47,6 +47,7 @@ def _dump(obj) -> None:
 
 # --------------------------------------------------------------------------- commands
 
+
 def cmd_models(args) -> None:
     from . import catalog
 
@@ -57,11 +58,23 @@ def cmd_models(args) -> None:
     rows = []
     for e in entries:
         ref = e.reference
-        rows.append([e.name, e.family, str(e.year or "-"), e.backend, f"{e.default_size}", f"{e.min_size}",
-                     fmt_num(ref.top1 if ref else None, 2), e.depth_note])
+        rows.append(
+            [
+                e.name,
+                e.family,
+                str(e.year or "-"),
+                e.backend,
+                f"{e.default_size}",
+                f"{e.min_size}",
+                fmt_num(ref.top1 if ref else None, 2),
+                e.depth_note,
+            ]
+        )
     print(table(rows, ["name", "family", "year", "backend", "size", "min", "ref top-1", "note"]))
-    print("\nAny other timm model works by its timm name (e.g. regnety_016). Reference top-1: torchvision's "
-          "published ImageNet accuracy for the same weights; '-' where the backend publishes none.")
+    print(
+        "\nAny other timm model works by its timm name (e.g. regnety_016). Reference top-1: torchvision's "
+        "published ImageNet accuracy for the same weights; '-' where the backend publishes none."
+    )
 
 
 def cmd_profile(args) -> None:
@@ -69,22 +82,56 @@ def cmd_profile(args) -> None:
 
     if args.batch is not None and args.batch < 1:
         raise CNNCompareError(f"--batch must be at least 1, got {args.batch}.")
-    results = [profiling.profile(n, args.size, batch=args.batch, device=args.device, latency=not args.no_latency)
-               for n in args.names]
+    results = [
+        profiling.profile(n, args.size, batch=args.batch, device=args.device, latency=not args.no_latency)
+        for n in args.names
+    ]
     if args.json:
         _dump([r.to_dict() for r in results])
         return
     rows = []
     for r in results:
         lat = r.latency_ms
-        rows.append([r.name, r.family, str(r.input_size), fmt_count(r.params), fmt_count(r.macs), fmt_count(r.flops),
-                     fmt_num(r.size_mb), fmt_num(r.activation_mb), fmt_num(lat.p50 if lat else None),
-                     fmt_num(lat.p90 if lat else None), fmt_num(r.throughput_ips), fmt_num(r.ref_top1, 2)])
-    print(table(rows, ["model", "family", "px", "params", "MACs", "FLOPs", "MiB", "act MiB", "p50 ms", "p90 ms",
-                       f"img/s@{results[0].batch}", "ref top-1"]))
+        rows.append(
+            [
+                r.name,
+                r.family,
+                str(r.input_size),
+                fmt_count(r.params),
+                fmt_count(r.macs),
+                fmt_count(r.flops),
+                fmt_num(r.size_mb),
+                fmt_num(r.activation_mb),
+                fmt_num(lat.p50 if lat else None),
+                fmt_num(lat.p90 if lat else None),
+                fmt_num(r.throughput_ips),
+                fmt_num(r.ref_top1, 2),
+            ]
+        )
+    print(
+        table(
+            rows,
+            [
+                "model",
+                "family",
+                "px",
+                "params",
+                "MACs",
+                "FLOPs",
+                "MiB",
+                "act MiB",
+                "p50 ms",
+                "p90 ms",
+                f"img/s@{results[0].batch}",
+                "ref top-1",
+            ],
+        )
+    )
     r = results[0]
-    print(f"\ndevice: {r.device}, {r.dtype}; torch {r.env['torch']}, timm {r.env['timm']}. "
-          f"MACs count {profiling.COUNTED_OPS}; FLOPs = 2 x MACs.")
+    print(
+        f"\ndevice: {r.device}, {r.dtype}; torch {r.env['torch']}, timm {r.env['timm']}. "
+        f"MACs count {profiling.COUNTED_OPS}; FLOPs = 2 x MACs."
+    )
 
 
 def cmd_blocks(args) -> None:
@@ -97,14 +144,33 @@ def cmd_blocks(args) -> None:
     groups = models.blocks(model, size)
     total, trainable = models.count_params(model)
     if args.json:
-        _dump(dict(name=args.name, input_size=size, freeze=args.freeze or "none", params=total,
-                   trainable_params=trainable, blocks=[g.to_dict() for g in groups]))
+        _dump(
+            dict(
+                name=args.name,
+                input_size=size,
+                freeze=args.freeze or "none",
+                params=total,
+                trainable_params=trainable,
+                blocks=[g.to_dict() for g in groups],
+            )
+        )
         return
-    rows = [[g.name, str(len(g.modules)), fmt_count(g.params), fmt_count(g.trainable),
-             "x".join(map(str, g.out_shape)) if g.out_shape else "-", "frozen" if g.frozen else ""] for g in groups]
+    rows = [
+        [
+            g.name,
+            str(len(g.modules)),
+            fmt_count(g.params),
+            fmt_count(g.trainable),
+            "x".join(map(str, g.out_shape)) if g.out_shape else "-",
+            "frozen" if g.frozen else "",
+        ]
+        for g in groups
+    ]
     print(table(rows, ["block", "layers", "params", "trainable", "output", ""]))
-    print(f"\n{args.name} at {size} px, freeze={args.freeze or 'none'}: "
-          f"{fmt_count(trainable)} of {fmt_count(total)} parameters train.")
+    print(
+        f"\n{args.name} at {size} px, freeze={args.freeze or 'none'}: "
+        f"{fmt_count(trainable)} of {fmt_count(total)} parameters train."
+    )
 
 
 def cmd_finetune(args) -> None:
@@ -115,13 +181,20 @@ def cmd_finetune(args) -> None:
     main_process = runtime.is_main_process()  # under torchrun, rank 0 reports and writes
     settings = from_args(TrainSettings, args)
     defaults = from_args(ModelEntry, args)
-    plan = compare.Plan.parse(args.models, model_defaults=defaults, settings=settings,
-                              missing_weights=args.missing_weights)
+    plan = compare.Plan.parse(
+        args.models, model_defaults=defaults, settings=settings, missing_weights=args.missing_weights
+    )
     out = Path(args.out) if args.out else env.runs_dir
     scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=_mkdir(env.data_dir)))
     try:
-        ds = data.load_dataset(args.dataset, work_dir=scratch, val_fraction=args.val_fraction,
-                               max_per_class=args.max_per_class, seed=settings.seed, download=not env.offline)
+        ds = data.load_dataset(
+            args.dataset,
+            work_dir=scratch,
+            val_fraction=args.val_fraction,
+            max_per_class=args.max_per_class,
+            seed=settings.seed,
+            download=not env.offline,
+        )
         if main_process:
             print(ds.report.summary(), file=sys.stderr)
         for run in plan.runs() if main_process and "WORLD_SIZE" not in os.environ else []:
@@ -145,12 +218,27 @@ def cmd_finetune(args) -> None:
         if all(r["error"] for r in rows):
             raise CNNCompareError("every model failed; see the 'error' fields.")
         return
-    table_rows = [[r["run"], fmt_num(r["val_top1"]), fmt_num(r["val_top5"]),
-                   fmt_num(r["train_time_s"]), fmt_num(r["images_per_s"]), fmt_count(r["trainable_params"]),
-                   fmt_count(r["macs"]), fmt_num(r["latency_ms"]), "yes" if r["feature_cache"] else "",
-                   r["error"] or r["stopped"] or r["warnings"] or ""] for r in rows]
-    print(table(table_rows, ["run", "top-1 %", "top-5 %", "train s", "img/s", "trainable", "MACs",
-                             "lat ms", "cache", "note"]))
+    table_rows = [
+        [
+            r["run"],
+            fmt_num(r["val_top1"]),
+            fmt_num(r["val_top5"]),
+            fmt_num(r["train_time_s"]),
+            fmt_num(r["images_per_s"]),
+            fmt_count(r["trainable_params"]),
+            fmt_count(r["macs"]),
+            fmt_num(r["latency_ms"]),
+            "yes" if r["feature_cache"] else "",
+            r["error"] or r["stopped"] or r["warnings"] or "",
+        ]
+        for r in rows
+    ]
+    print(
+        table(
+            table_rows,
+            ["run", "top-1 %", "top-5 %", "train s", "img/s", "trainable", "MACs", "lat ms", "cache", "note"],
+        )
+    )
     print(f"\nruns saved under {out}/")
     if all(r["error"] for r in rows):
         raise CNNCompareError("every model failed; see the table above.")
@@ -189,8 +277,11 @@ def cmd_predict(args) -> None:
     preds = []
     for model, saved in built:
         size = args.size or (saved.settings.size if saved else model.cnncompare.info.default_size)
-        preds.append(inference.predict(model, image, size=size, classes=saved.classes if saved else None,
-                                       top_k=args.top, cam=False))
+        preds.append(
+            inference.predict(
+                model, image, size=size, classes=saved.classes if saved else None, top_k=args.top, cam=False
+            )
+        )
     if args.json:
         _dump([p.to_dict() for p in preds])
         return
@@ -204,17 +295,26 @@ def _progress(ev) -> None:
     if ev.kind == "step":
         eta = f", ~{ev.eta_s:.0f} s left" if ev.eta_s is not None else ""
         bar = "#" * int(20 * ev.progress)
-        print(f"\r{ev.label or ev.model:>16s} [{bar:<20s}] epoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} "
-              f"loss {ev.loss:.3f}{eta}   ", end="", file=sys.stderr, flush=True)
+        print(
+            f"\r{ev.label or ev.model:>16s} [{bar:<20s}] epoch {ev.epoch}/{ev.epochs} step {ev.step}/{ev.steps} "
+            f"loss {ev.loss:.3f}{eta}   ",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
     elif ev.kind == "epoch":
         ips = f", {ev.images_per_s:.0f} img/s" if ev.images_per_s else ""
-        print(f"\r{ev.label or ev.model:>16s} epoch {ev.epoch}/{ev.epochs}: train loss {ev.loss:.3f}, "
-              f"val top-1 {ev.val_top1:.1f}%{ips}{' ' * 20}", file=sys.stderr)
+        print(
+            f"\r{ev.label or ev.model:>16s} epoch {ev.epoch}/{ev.epochs}: train loss {ev.loss:.3f}, "
+            f"val top-1 {ev.val_top1:.1f}%{ips}{' ' * 20}",
+            file=sys.stderr,
+        )
     elif ev.message:
         print(ev.message, file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- parser
+
 
 def _positive_int(text: str) -> int:
     try:
@@ -233,8 +333,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m cnncompare",
-                                description="Compare classic CNN image classifiers side by side.")
+    p = _Parser(prog="python -m cnncompare", description="Compare classic CNN image classifiers side by side.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     m = sub.add_parser("models", help="list the catalog")
@@ -258,15 +357,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_blocks)
 
     f = sub.add_parser("finetune", help="fine-tune several models on one dataset and compare them")
-    f.add_argument("--models", nargs="+", required=True, metavar="NAME[@POLICY]",
-                   help="models, each optionally with its own freeze policy: resnet18@stages:2; quote one to give "
-                        "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (any setting below)")
+    f.add_argument(
+        "--models",
+        nargs="+",
+        required=True,
+        metavar="NAME[@POLICY]",
+        help="models, each optionally with its own freeze policy: resnet18@stages:2; quote one to give "
+        "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (any setting below)",
+    )
     f.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | hf:NAME | folder | .zip")
     add_arguments(f, ModelEntry, skip=("model",))
     add_arguments(f, TrainSettings)
-    f.add_argument("--missing-weights", default="random", choices=["random", "fail"],
-                   help="when ImageNet weights cannot be had: start from random weights (said in the results) "
-                        "or fail that run (default random)")
+    f.add_argument(
+        "--missing-weights",
+        default="random",
+        choices=["random", "fail"],
+        help="when ImageNet weights cannot be had: start from random weights (said in the results) "
+        "or fail that run (default random)",
+    )
     f.add_argument("--val-fraction", type=float, default=0.2)
     f.add_argument("--max-per-class", type=int)
     f.add_argument("--out", help="directory for run folders (default $CNNCOMPARE_RUNS or ./runs)")
@@ -300,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # one clear line, never a traceback (unless debugging)
         if Env.read().debug:
             raise
-        print(f"error: unexpected {type(err).__name__}: {first_line(err)} (set CNNCOMPARE_DEBUG=1 for details)",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(err).__name__}: {first_line(err)} (set CNNCOMPARE_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
         return 1

@@ -17,26 +17,41 @@ import datetime as dt
 import json
 import os
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import torch
 
 from . import catalog, models, runtime, training
 from .data import placement
 from .errors import CNNCompareError
-from .runs import RunStore, json_safe as _json_safe
+from .runs import RunStore
+from .runs import json_safe as _json_safe
 from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
 
-__all__ = ["Entry", "Plan", "PlannedRun", "MissingWeights", "run_plan", "run_comparison", "table_rows", "export",
-           "TABLE_COLUMNS", "OVERRIDABLE", "gpu_seconds", "gpu_duration"]
+__all__ = [
+    "Entry",
+    "Plan",
+    "PlannedRun",
+    "MissingWeights",
+    "run_plan",
+    "run_comparison",
+    "table_rows",
+    "export",
+    "TABLE_COLUMNS",
+    "OVERRIDABLE",
+    "gpu_seconds",
+    "gpu_duration",
+]
 
 MissingWeights = Literal["random", "fail"]
 
 # Settings one run may change for itself ('resnet18@none optimizer=sgd lr=0.05'): every training
 # setting and every model setting except the model and its freeze policy (written with @).
 OVERRIDABLE = {s.name: s for s in settings_of(TrainSettings)} | {
-    s.name: s for s in settings_of(ModelEntry) if s.name not in ("model", "freeze")}
+    s.name: s for s in settings_of(ModelEntry) if s.name not in ("model", "freeze")
+}
 
 
 @dataclasses.dataclass
@@ -48,7 +63,7 @@ class Entry:
     overrides: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def parse(cls, text: str) -> "Entry":
+    def parse(cls, text: str) -> Entry:
         """'resnet18', 'resnet18@stages:2' or 'resnet18@none optimizer=sgd lr=0.05'.
 
         Raises:
@@ -63,15 +78,18 @@ class Entry:
             key, eq, value = token.partition("=")
             key = key.lower().replace("-", "_")
             if not eq or key not in OVERRIDABLE:
-                raise CNNCompareError(f"'{token}' in '{text}' is not a per-run setting: after the model you may add "
-                                      f"key=value for {', '.join(OVERRIDABLE)}.")
+                raise CNNCompareError(
+                    f"'{token}' in '{text}' is not a per-run setting: after the model you may add "
+                    f"key=value for {', '.join(OVERRIDABLE)}."
+                )
             overrides[key] = coerce(OVERRIDABLE[key], value)
         return cls(name.strip(), freeze.strip() or None, overrides)
 
     def label(self, default_freeze: str) -> str:
         """'resnet18@head', or 'resnet18@none optimizer=sgd lr=0.05' with its own settings."""
         return f"{self.model}@{self.freeze or default_freeze}" + "".join(
-            f" {k}={_text(v)}" for k, v in self.overrides.items())
+            f" {k}={_text(v)}" for k, v in self.overrides.items()
+        )
 
     def resolve(self, model_defaults: ModelEntry, settings: TrainSettings) -> tuple[ModelEntry, TrainSettings]:
         """This entry's own ModelEntry and TrainSettings: the plan's, with its changes applied."""
@@ -108,15 +126,14 @@ class Plan:
     max_runs: int | None = None
 
     @classmethod
-    def parse(cls, text: str | list[str], **kw) -> "Plan":
+    def parse(cls, text: str | list[str], **kw) -> Plan:
         """Runs from 'resnet18@head, vgg11@stages:2' or one per line (or a list of such strings).
 
         Raises:
             CNNCompareError: no model, too many runs, an unknown model or freeze policy.
         """
         lines = text if isinstance(text, (list, tuple)) else [text or ""]
-        items = [s.strip() for line in lines for chunk in str(line).splitlines() for s in chunk.split(",")
-                 if s.strip()]
+        items = [s.strip() for line in lines for chunk in str(line).splitlines() for s in chunk.split(",") if s.strip()]
         if not items:
             raise CNNCompareError("Enter at least one model, e.g. resnet18@head (model@freeze policy).")
         plan = cls([Entry.parse(item) for item in items], **kw)
@@ -152,15 +169,20 @@ def _weights_fallback(run: PlannedRun, policy: MissingWeights) -> tuple[PlannedR
     if not e.pretrained or e.weights_file or models.pretrained_available(e.model):
         return run, None
     if policy == "fail":
-        raise CNNCompareError(f"No pretrained ImageNet weights for {e.model} here (offline or not downloadable); "
-                              "give a weights file, allow random weights, or turn pretrained off.")
-    reason = (f"no pretrained ImageNet weights for {e.model} here (offline): started from random weights, so a "
-              "frozen backbone is only a weak, random feature extractor")
+        raise CNNCompareError(
+            f"No pretrained ImageNet weights for {e.model} here (offline or not downloadable); "
+            "give a weights file, allow random weights, or turn pretrained off."
+        )
+    reason = (
+        f"no pretrained ImageNet weights for {e.model} here (offline): started from random weights, so a "
+        "frozen backbone is only a weak, random feature extractor"
+    )
     return dataclasses.replace(run, entry=dataclasses.replace(e, pretrained=False)), reason
 
 
-def run_plan(plan: Plan, dataset, *, out_dir: str | Path | None = None,
-             should_stop: Callable[[], bool] | None = None) -> Iterator[training.Event]:
+def run_plan(
+    plan: Plan, dataset, *, out_dir: str | Path | None = None, should_stop: Callable[[], bool] | None = None
+) -> Iterator[training.Event]:
     """Events of every run in turn, each labelled; each run ends with an "end" event carrying its RunResult.
 
     Decoded images are shared by the runs and released when the comparison ends.
@@ -185,16 +207,16 @@ def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop) -> Iter
         run.settings.validate()  # bad settings fail here, before a run directory is made
         run.entry.validate(run.settings.size)
         store = RunStore(out_dir, run.entry.model) if out_dir and runtime.is_main_process() else None
-        for ev in training.run(run.entry, run.settings, dataset, label=run.label, should_stop=should_stop,
-                               store=store):
+        for ev in training.run(run.entry, run.settings, dataset, label=run.label, should_stop=should_stop, store=store):
             if ev.kind == "end" and reason:
                 ev.result.warnings.insert(0, reason)
             yield ev
     except CNNCompareError as err:
         yield _failed(run, dataset, str(err), store)
     except torch.OutOfMemoryError:
-        yield _failed(run, dataset, f"out of memory at {run.settings.size} px: try a smaller batch or input size",
-                      store)
+        yield _failed(
+            run, dataset, f"out of memory at {run.settings.size} px: try a smaller batch or input size", store
+        )
     except Exception as err:  # any other model-specific failure: report it, run the next model
         yield _failed(run, dataset, f"{type(err).__name__}: {first_line(err)[:200]}", store)
     finally:
@@ -206,11 +228,17 @@ def _failed(run: PlannedRun, dataset, message: str, store=None) -> training.Even
     if store is not None and not any(store.path.iterdir()):
         store.path.rmdir()  # failed before it started (e.g. weights offline): leave no empty folder
         store = None
-    result = training.RunResult(name=run.entry.model, config=training.run_config(run.entry, run.settings),
-                                classes=list(dataset.classes), label=run.label, error=message,
-                                run_dir=str(store.path) if store else None)
-    return training.Event("end", run.entry.model, label=run.label, message=f"{run.label}: failed: {message}",
-                          result=result)
+    result = training.RunResult(
+        name=run.entry.model,
+        config=training.run_config(run.entry, run.settings),
+        classes=list(dataset.classes),
+        label=run.label,
+        error=message,
+        run_dir=str(store.path) if store else None,
+    )
+    return training.Event(
+        "end", run.entry.model, label=run.label, message=f"{run.label}: failed: {message}", result=result
+    )
 
 
 def run_comparison(plan: Plan, dataset, *, out_dir=None, on_event=None, should_stop=None) -> list[training.RunResult]:
@@ -271,35 +299,76 @@ def gpu_duration(plan: Plan, n_train: int, n_val: int, limit_s: float) -> int:
     """
     need = gpu_seconds(plan, n_train, n_val)
     if need > limit_s:
-        raise CNNCompareError(f"This comparison needs about {need:.0f} s of GPU time, more than the {limit_s:.0f} s "
-                              "one request may have here: use fewer models, fewer epochs, a smaller input size or "
-                              "fewer images per class.")
+        raise CNNCompareError(
+            f"This comparison needs about {need:.0f} s of GPU time, more than the {limit_s:.0f} s "
+            "one request may have here: use fewer models, fewer epochs, a smaller input size or "
+            "fewer images per class."
+        )
     return int(min(limit_s, max(30.0, 1.25 * need)))
 
 
 # --------------------------------------------------------------------------- tables and export
 
-TABLE_COLUMNS = ["run", "model", "freeze", "val_top1", "val_top5", "best_epoch", "epochs", "train_time_s",
-                 "images_per_s", "warmup_s", "batch_size", "trainable_params", "params", "macs", "latency_ms",
-                 "feature_cache", "weights", "stopped", "error", "warnings", "run_dir"]
+TABLE_COLUMNS = [
+    "run",
+    "model",
+    "freeze",
+    "val_top1",
+    "val_top5",
+    "best_epoch",
+    "epochs",
+    "train_time_s",
+    "images_per_s",
+    "warmup_s",
+    "batch_size",
+    "trainable_params",
+    "params",
+    "macs",
+    "latency_ms",
+    "feature_cache",
+    "weights",
+    "stopped",
+    "error",
+    "warnings",
+    "run_dir",
+]
 
 
 def table_rows(results: list[training.RunResult]) -> list[dict]:
     """One flat row per run (the CLI's --json, the app's table, the CSV); run_dir is the folder's name only."""
     rows = []
     for r in results:
-        rows.append(dict(run=r.label or r.name, model=r.name, freeze=r.config.get("freeze"), val_top1=r.val_top1,
-                         val_top5=r.val_top5, best_epoch=r.best_epoch, epochs=r.final_epoch,
-                         train_time_s=r.train_time_s, images_per_s=r.images_per_s, warmup_s=r.warmup_s,
-                         batch_size=r.batch_size, trainable_params=r.trainable_params, params=r.params, macs=r.macs,
-                         latency_ms=r.latency_ms, feature_cache=r.feature_cache, weights=r.weights_source,
-                         stopped=r.stopped, error=r.error, warnings="; ".join(r.warnings),
-                         run_dir=Path(r.run_dir).name if r.run_dir else None))
+        rows.append(
+            dict(
+                run=r.label or r.name,
+                model=r.name,
+                freeze=r.config.get("freeze"),
+                val_top1=r.val_top1,
+                val_top5=r.val_top5,
+                best_epoch=r.best_epoch,
+                epochs=r.final_epoch,
+                train_time_s=r.train_time_s,
+                images_per_s=r.images_per_s,
+                warmup_s=r.warmup_s,
+                batch_size=r.batch_size,
+                trainable_params=r.trainable_params,
+                params=r.params,
+                macs=r.macs,
+                latency_ms=r.latency_ms,
+                feature_cache=r.feature_cache,
+                weights=r.weights_source,
+                stopped=r.stopped,
+                error=r.error,
+                warnings="; ".join(r.warnings),
+                run_dir=Path(r.run_dir).name if r.run_dir else None,
+            )
+        )
     return rows
 
 
 SETTING_COLUMNS = [s.name for s in settings_of(ModelEntry) if s.name not in ("model", "freeze")] + [
-    s.name for s in settings_of(TrainSettings)]
+    s.name for s in settings_of(TrainSettings)
+]
 
 
 def _result_json(r: training.RunResult) -> dict:
@@ -308,8 +377,9 @@ def _result_json(r: training.RunResult) -> dict:
     return _json_safe(d)
 
 
-def export(results: list[training.RunResult], out_dir: str | Path, *, stamp: str | None = None,
-           include_weights: bool = True) -> list[Path]:
+def export(
+    results: list[training.RunResult], out_dir: str | Path, *, stamp: str | None = None, include_weights: bool = True
+) -> list[Path]:
     """Write results.csv, results.json and a zip of the run folders under `out_dir`; returns the three paths.
 
     The CSV has one row per run with every metric and setting; no absolute server paths are

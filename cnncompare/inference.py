@@ -21,9 +21,17 @@ from torch import nn
 from . import models, runtime
 from .errors import CNNCompareError
 
-
-__all__ = ["Prediction", "predict", "preprocess", "load_image", "grad_cam", "overlay", "imagenet_labels",
-           "NoSpatialMap", "NO_HEAT_MAP"]
+__all__ = [
+    "Prediction",
+    "predict",
+    "preprocess",
+    "load_image",
+    "grad_cam",
+    "overlay",
+    "imagenet_labels",
+    "NoSpatialMap",
+    "NO_HEAT_MAP",
+]
 
 NO_HEAT_MAP = "no heat map for this architecture (its features have no spatial layout)"
 
@@ -43,8 +51,12 @@ class Prediction:
     note: str = ""
 
     def to_dict(self) -> dict:
-        return dict(model=self.model, top=[dict(label=l, prob=p) for l, p in self.top], time_ms=self.time_ms,
-                    note=self.note)
+        return dict(
+            model=self.model,
+            top=[dict(label=label, prob=p) for label, p in self.top],
+            time_ms=self.time_ms,
+            note=self.note,
+        )
 
 
 @functools.cache
@@ -93,8 +105,16 @@ def load_image(path_or_image) -> Image.Image:
         raise CNNCompareError(f"Could not read the image ({err}); upload a JPEG or PNG file.") from err
 
 
-def predict(model: nn.Module, image, *, size: int | None = None, classes: list[str] | None = None, top_k: int = 5,
-            cam: bool = True, fit: str | None = None) -> Prediction:
+def predict(
+    model: nn.Module,
+    image,
+    *,
+    size: int | None = None,
+    classes: list[str] | None = None,
+    top_k: int = 5,
+    cam: bool = True,
+    fit: str | None = None,
+) -> Prediction:
     """Top-k classes of one image, with its time and (optionally) a Grad-CAM heat map.
 
     Args:
@@ -128,7 +148,9 @@ def predict(model: nn.Module, image, *, size: int | None = None, classes: list[s
         logits = model(x)
         runtime.sync(device)
         elapsed = (time.perf_counter() - t0) * 1e3
-    labels = classes or (imagenet_labels() if logits.shape[1] == 1000 else [f"class {i}" for i in range(logits.shape[1])])
+    labels = classes or (
+        imagenet_labels() if logits.shape[1] == 1000 else [f"class {i}" for i in range(logits.shape[1])]
+    )
     probs = logits.float().softmax(1)[0]
     k = min(top_k, probs.numel())
     values, idx = probs.topk(k)
@@ -173,8 +195,13 @@ def overlay(image, cam: np.ndarray, alpha: float = 0.45, fit: str = "crop") -> I
         img = img.crop((left, top, left + side, top + side))
     img = img.resize(cam.shape[::-1], Image.BILINEAR)
     c = np.clip(cam, 0, 1)
-    heat = np.stack([np.clip(1.5 - np.abs(4 * c - 3), 0, 1),  # red peaks at 0.75-1
-                     np.clip(1.5 - np.abs(4 * c - 2), 0, 1),  # green in the middle
-                     np.clip(1.5 - np.abs(4 * c - 1), 0, 1)], -1)  # blue at the low end
+    heat = np.stack(
+        [
+            np.clip(1.5 - np.abs(4 * c - 3), 0, 1),  # red peaks at 0.75-1
+            np.clip(1.5 - np.abs(4 * c - 2), 0, 1),  # green in the middle
+            np.clip(1.5 - np.abs(4 * c - 1), 0, 1),
+        ],
+        -1,
+    )  # blue at the low end
     out = (1 - alpha) * np.asarray(img, dtype=np.float32) / 255 + alpha * heat
     return Image.fromarray((np.clip(out, 0, 1) * 255).astype(np.uint8))

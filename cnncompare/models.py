@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import re
 import socket
 from dataclasses import asdict, dataclass, field
@@ -38,11 +37,32 @@ from torch import nn
 
 from . import catalog
 from .errors import CNNCompareError, InputSizeError, WeightsUnavailableError
+from .settings import first_line
 
-__all__ = ["ModelSpec", "ModelCard", "Block", "FreezePolicy", "HEADS", "INITS", "build", "blocks", "freeze",
-           "count_params", "data_config", "check_input_size", "min_input_size", "modules_to_freeze", "weight_layers",
-           "offline", "pretrained_available", "weights_downloadable", "check_allowed", "model_bytes",
-           "remember_weights", "classifier_name"]
+__all__ = [
+    "ModelSpec",
+    "ModelCard",
+    "Block",
+    "FreezePolicy",
+    "HEADS",
+    "INITS",
+    "build",
+    "blocks",
+    "freeze",
+    "count_params",
+    "data_config",
+    "check_input_size",
+    "min_input_size",
+    "modules_to_freeze",
+    "weight_layers",
+    "offline",
+    "pretrained_available",
+    "weights_downloadable",
+    "check_allowed",
+    "model_bytes",
+    "remember_weights",
+    "classifier_name",
+]
 
 HEADS = ("linear", "mlp")
 INITS = ("default", "he", "glorot")
@@ -75,8 +95,10 @@ class ModelCard:
 
 # --------------------------------------------------------------------------- building
 
-def build(spec: ModelSpec | str, device: str | torch.device | None = None, *, load_weights: bool = True,
-          **kwargs) -> nn.Module:
+
+def build(
+    spec: ModelSpec | str, device: str | torch.device | None = None, *, load_weights: bool = True, **kwargs
+) -> nn.Module:
     """Build a model from a spec (or a name plus ModelSpec fields), with timm's model API whatever its backend.
 
     On the meta device nothing is allocated and no weights are loaded: use it to count
@@ -134,9 +156,10 @@ def _validate_spec(spec: ModelSpec) -> None:
 
 def _offline_message(what: str, err: Exception) -> WeightsUnavailableError:
     return WeightsUnavailableError(
-        f"Could not get pretrained weights for {what} ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else 'no details'}). "
+        f"Could not get pretrained weights for {what} ({type(err).__name__}: {first_line(err)[:160]}). "
         "Without network access, pass a local weights file (--weights PATH / 'weights file' in the app) "
-        "or train from scratch (pretrained off).")
+        "or train from scratch (pretrained off)."
+    )
 
 
 def offline() -> bool:
@@ -183,8 +206,10 @@ def check_allowed(name: str, max_params_m: float) -> None:
         return
     params, _ = count_params(build(name, device="meta"))
     if params > max_params_m * 1e6:
-        raise CNNCompareError(f"{info.name} has {params / 1e6:,.0f} M parameters, more than this server allows for "
-                              f"models outside the catalog ({max_params_m:,.0f} M): pick a smaller one.")
+        raise CNNCompareError(
+            f"{info.name} has {params / 1e6:,.0f} M parameters, more than this server allows for "
+            f"models outside the catalog ({max_params_m:,.0f} M): pick a smaller one."
+        )
 
 
 def remember_weights(name: str, ok: bool) -> None:
@@ -262,11 +287,13 @@ def _build_torchvision(info, spec, load_weights):
                 raise _offline_message(info.name, err) from err
             source = f"torchvision: {info.tv_model} {info.tv_weights}"
     try:
-        model = tvmodels.create(info.backend_name, num_classes=spec.num_classes,
-                                pretrained=spec.pretrained, state_dict=state_dict)
+        model = tvmodels.create(
+            info.backend_name, num_classes=spec.num_classes, pretrained=spec.pretrained, state_dict=state_dict
+        )
     except RuntimeError as err:  # load_state_dict key/shape mismatch
-        raise WeightsUnavailableError(f"The weights in {spec.weights_file} do not fit {info.name}: "
-                                      f"{str(err).splitlines()[0]}") from err
+        raise WeightsUnavailableError(
+            f"The weights in {spec.weights_file} do not fit {info.name}: {str(err).splitlines()[0]}"
+        ) from err
     return model, source
 
 
@@ -292,8 +319,9 @@ def _build_timm(info, spec, load_weights):
         model = timm.create_model(info.backend_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except Exception as err:  # hub/HTTP/OS errors when offline; key mismatch for a wrong file
         if spec.weights_file:
-            raise WeightsUnavailableError(f"Could not load {spec.weights_file} into {info.name}: "
-                                          f"{str(err).splitlines()[0][:200]}") from err
+            raise WeightsUnavailableError(
+                f"Could not load {spec.weights_file} into {info.name}: {str(err).splitlines()[0][:200]}"
+            ) from err
         raise _offline_message(info.name, err) from err
     return model, source
 
@@ -302,9 +330,16 @@ class MLPHead(nn.Sequential):
     """The classic 4096-4096 classifier (ReLU + Dropout 0.5), as in the Keras VGG16 transfer recipe."""
 
     def __init__(self, in_features: int, num_classes: int, hidden: int = 4096, drop: float = 0.5):
-        super().__init__(nn.Flatten(1), nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(drop),
-                         nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(drop),
-                         nn.Linear(hidden, num_classes))
+        super().__init__(
+            nn.Flatten(1),
+            nn.Linear(in_features, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(drop),
+            nn.Linear(hidden, num_classes),
+        )
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -363,6 +398,7 @@ def data_config(model: nn.Module, size: int | None = None) -> dict:
 
 # --------------------------------------------------------------------------- input sizes
 
+
 def _runs_at(name: str, size: int) -> bool:
     try:  # fixed-size models (e.g. ViTs) assert on the size when built for it or when run
         model = build(name, device="meta").eval()
@@ -396,11 +432,14 @@ def check_input_size(name: str, size: int) -> None:
         raise InputSizeError(f"Input size must be a positive number of pixels, got {size!r}.")
     smallest = min_input_size(name)
     if size < smallest:
-        raise InputSizeError(f"{name} needs inputs of at least {smallest}x{smallest} px (asked for {size}); "
-                             f"choose an input size of {smallest} px or more.")
+        raise InputSizeError(
+            f"{name} needs inputs of at least {smallest}x{smallest} px (asked for {size}); "
+            f"choose an input size of {smallest} px or more."
+        )
 
 
 # --------------------------------------------------------------------------- blocks
+
 
 @dataclass
 class Block:
@@ -429,8 +468,11 @@ def _param_modules(model: nn.Module) -> dict[str, nn.Module]:
 
     timm's FrozenBatchNorm2d keeps its weight as a buffer, so it counts as owning them too.
     """
-    return {n: m for n, m in model.named_modules()
-            if any(True for _ in m.parameters(recurse=False)) or isinstance(m, _frozen_bn_types())}
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if any(True for _ in m.parameters(recurse=False)) or isinstance(m, _frozen_bn_types())
+    }
 
 
 def _own_numel(m: nn.Module, trainable_only: bool = False) -> int:
@@ -457,11 +499,13 @@ def _trace(model: nn.Module, size: int) -> tuple[dict[str, int], dict[str, tuple
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
     for name, m in twin.named_modules():
+
         def hook(mod, inp, out, name=name):
             if name not in done:
                 done[name] = len(done)
                 if isinstance(out, torch.Tensor):
                     shapes[name] = tuple(out.shape[1:])
+
         handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -500,7 +544,7 @@ def blocks(model: nn.Module, size: int | None = None) -> list[Block]:
     start = 0
     stage = 0
     for k, end in enumerate(ends):
-        members = [n for n in order[start:end + 1] if not in_head(n)]
+        members = [n for n in order[start : end + 1] if not in_head(n)]
         start = max(start, end + 1)
         if not members:
             continue
@@ -534,12 +578,13 @@ class FreezePolicy:
     k: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> "FreezePolicy":
+    def parse(cls, text: str) -> FreezePolicy:
         t = (text or "none").strip().lower().replace(" ", "")
         m = _POLICY_RE.match(t)
         if not m:
-            raise CNNCompareError(f"Unknown freeze policy '{text}': use none, head, stages:K or layers:N "
-                                  "(e.g. stages:2, layers:10).")
+            raise CNNCompareError(
+                f"Unknown freeze policy '{text}': use none, head, stages:K or layers:N (e.g. stages:2, layers:10)."
+            )
         if m.group(2) is not None:
             return cls("stages", int(m.group(2)))
         if m.group(3) is not None:
@@ -579,14 +624,18 @@ def modules_to_freeze(model: nn.Module, policy: FreezePolicy | str, size: int | 
     if policy.kind == "stages":
         n_stages = sum(g.kind == "stage" for g in groups)
         if policy.k > n_stages:
-            raise CNNCompareError(f"{model.cnncompare.spec.name} has {n_stages} stages; stages:{policy.k} is too many "
-                                  f"(use stages:0..{n_stages}, or head to freeze everything but the classifier).")
+            raise CNNCompareError(
+                f"{model.cnncompare.spec.name} has {n_stages} stages; stages:{policy.k} is too many "
+                f"(use stages:0..{n_stages}, or head to freeze everything but the classifier)."
+            )
         chosen = [g for g in groups if g.kind == "stem" or (g.kind == "stage" and int(g.name[5:]) <= policy.k)]
         return [n for g in chosen for n in g.modules]
     layers = weight_layers(model, size)
     if policy.k > len(layers):
-        raise CNNCompareError(f"{model.cnncompare.spec.name} has {len(layers)} weight layers; layers:{policy.k} is too many.")
-    return [n for layer in layers[:policy.k] for n in layer]
+        raise CNNCompareError(
+            f"{model.cnncompare.spec.name} has {len(layers)} weight layers; layers:{policy.k} is too many."
+        )
+    return [n for layer in layers[: policy.k] for n in layer]
 
 
 def freeze(model: nn.Module, policy: FreezePolicy | str, size: int | None = None) -> list[str]:

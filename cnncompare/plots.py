@@ -11,7 +11,7 @@ empty pair of axes, so a page never shows a blank plot without saying why.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.colors import qualitative
@@ -27,16 +27,30 @@ def color(i: int) -> str:
 
 
 def _layout(fig: go.Figure, title: str, height: int = HEIGHT, margin: dict | None = None, **kw) -> go.Figure:
-    fig.update_layout(title=dict(text=title, x=0.01, xanchor="left", font=dict(size=15)), height=height,
-                      template="plotly_white", font=FONT, margin=margin or dict(l=60, r=20, t=60, b=60), **kw)
+    fig.update_layout(
+        title=dict(text=title, x=0.01, xanchor="left", font=dict(size=15)),
+        height=height,
+        template="plotly_white",
+        font=FONT,
+        margin=margin or dict(l=60, r=20, t=60, b=60),
+        **kw,
+    )
     return fig
 
 
 def message_figure(text: str, title: str = "", height: int = 260) -> go.Figure:
     """A figure that only says `text` (used where there is nothing to plot yet)."""
     fig = go.Figure()
-    fig.add_annotation(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                       font=dict(size=14, color="#555"), align="center")
+    fig.add_annotation(
+        text=text,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font=dict(size=14, color="#555"),
+        align="center",
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     return _layout(fig, title, height=height)
@@ -60,6 +74,7 @@ def _fmt_count(n: float) -> str:
 
 
 # --------------------------------------------------------------------------- architectures
+
 
 def without_reference(rows: Iterable[Mapping]) -> list[str]:
     """Names of the models that have no published ImageNet accuracy (not plotted at 0)."""
@@ -86,25 +101,43 @@ def accuracy_vs_macs(rows: Sequence[Mapping]) -> go.Figure:
         params = _num(r.get("params")) or 0
         gmacs = _num(r["macs"]) / 1e9
         size_px = 14 + 46 * math.sqrt(params / pmax)  # diameter ~ sqrt(params): area ~ params
-        fig.add_trace(go.Scatter(
-            x=[gmacs], y=[_num(r["ref_top1"])], mode="markers+text", name=r["name"], text=[r["name"]],
-            textposition="top center", showlegend=False,
-            marker=dict(size=size_px, color=color(i), opacity=0.75, line=dict(width=1, color="#333")),
-            hovertemplate=(f"<b>{r['name']}</b><br>MACs: %{{x:.2f}} G<br>top-1: %{{y:.2f}} %<br>"
-                           f"params: {_fmt_count(params)}<extra></extra>")))
+        fig.add_trace(
+            go.Scatter(
+                x=[gmacs],
+                y=[_num(r["ref_top1"])],
+                mode="markers+text",
+                name=r["name"],
+                text=[r["name"]],
+                textposition="top center",
+                showlegend=False,
+                marker=dict(size=size_px, color=color(i), opacity=0.75, line=dict(width=1, color="#333")),
+                hovertemplate=(
+                    f"<b>{r['name']}</b><br>MACs: %{{x:.2f}} G<br>top-1: %{{y:.2f}} %<br>"
+                    f"params: {_fmt_count(params)}<extra></extra>"
+                ),
+            )
+        )
     size = plotted[0].get("input_size")
     xlab = "MACs per image (G, log scale)" + (f", at {size} px" if size else "")
     xs = [_num(r["macs"]) / 1e9 for r in plotted]
     lo, hi = math.log10(min(xs)) - 0.25, math.log10(max(xs)) + 0.25
-    ticks = [t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500)
-             if lo <= math.log10(t) <= hi]
+    ticks = [
+        t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500) if lo <= math.log10(t) <= hi
+    ]
     fig.update_xaxes(title=xlab, type="log", range=[lo, hi], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     ys = [_num(r["ref_top1"]) for r in plotted]
     fig.update_yaxes(title="ImageNet top-1 (%), published", range=[min(ys) - 4, max(ys) + 5])
     if missing:
-        fig.add_annotation(text="Not plotted (no published ImageNet accuracy): " + ", ".join(missing),
-                           x=0, y=-0.2, xref="paper", yref="paper", showarrow=False, xanchor="left",
-                           font=dict(size=12, color="#555"))
+        fig.add_annotation(
+            text="Not plotted (no published ImageNet accuracy): " + ", ".join(missing),
+            x=0,
+            y=-0.2,
+            xref="paper",
+            yref="paper",
+            showarrow=False,
+            xanchor="left",
+            font=dict(size=12, color="#555"),
+        )
         return _layout(fig, title, margin=dict(l=60, r=20, t=60, b=90))
     return _layout(fig, title)
 
@@ -121,11 +154,22 @@ def latency_bars(rows: Sequence[Mapping], device: str = "") -> go.Figure:
     p50 = [_num(r["latency_p50"]) for r in measured]
     p90 = [_num(r.get("latency_p90")) or v for r, v in zip(measured, p50)]
     names = [r["name"] for r in measured]
-    fig = go.Figure(go.Bar(
-        x=names, y=p50, marker_color=[color(i) for i in range(len(measured))],
-        error_y=dict(type="data", symmetric=False, array=[max(0.0, b - a) for a, b in zip(p50, p90)],
-                     arrayminus=[0] * len(p50), color="#333"),
-        customdata=p90, hovertemplate="<b>%{x}</b><br>p50: %{y:.1f} ms<br>p90: %{customdata:.1f} ms<extra></extra>"))
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=p50,
+            marker_color=[color(i) for i in range(len(measured))],
+            error_y=dict(
+                type="data",
+                symmetric=False,
+                array=[max(0.0, b - a) for a, b in zip(p50, p90)],
+                arrayminus=[0] * len(p50),
+                color="#333",
+            ),
+            customdata=p90,
+            hovertemplate="<b>%{x}</b><br>p50: %{y:.1f} ms<br>p90: %{customdata:.1f} ms<extra></extra>",
+        )
+    )
     # the median under each name, so the bar's value never collides with its whisker
     fig.update_xaxes(tickvals=names, ticktext=[f"{n}<br><b>{v:.1f} ms</b>" for n, v in zip(names, p50)])
     fig.update_yaxes(title="milliseconds per image", rangemode="tozero")
@@ -143,6 +187,7 @@ def _block_order(names: Iterable[str]) -> list[str]:
         if n.startswith("stage"):
             return (1, int(n[5:]) if n[5:].isdigit() else 99)
         return (2, 0) if n == "pre-logits" else (3, 0)
+
     return sorted(set(names), key=key)
 
 
@@ -166,14 +211,22 @@ def params_per_stage(blocks: Mapping[str, Sequence[Mapping]]) -> go.Figure:
         else:
             k = int(name[5:]) if name[5:].isdigit() else 1
             col = STAGE_COLORS[min(k - 1, len(STAGE_COLORS) - 1)]
-        fig.add_trace(go.Bar(x=models, y=ys, name=name, marker_color=col,
-                             hovertemplate=f"<b>%{{x}}</b><br>{name}: %{{y:.2f}} M<extra></extra>"))
+        fig.add_trace(
+            go.Bar(
+                x=models,
+                y=ys,
+                name=name,
+                marker_color=col,
+                hovertemplate=f"<b>%{{x}}</b><br>{name}: %{{y:.2f}} M<extra></extra>",
+            )
+        )
     fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.18, x=0))
     fig.update_yaxes(title="parameters (millions)")
     return _layout(fig, title, margin=dict(l=60, r=20, t=60, b=90))
 
 
 # --------------------------------------------------------------------------- training
+
 
 def training_curves(series: Sequence[Mapping], title: str = "Training curves") -> go.Figure:
     """Train loss and validation top-1 per epoch, one colour per run, both panels side by side.
@@ -183,19 +236,41 @@ def training_curves(series: Sequence[Mapping], title: str = "Training curves") -
     series = [s for s in series if s.get("history")]
     if not series:
         return message_figure("The curves appear here when the first epoch ends.", title)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Training loss", "Validation top-1 (%)"),
-                        horizontal_spacing=0.1)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("Training loss", "Validation top-1 (%)"), horizontal_spacing=0.1
+    )
     for i, s in enumerate(series):
         hist = s["history"]
         epochs = [h["epoch"] for h in hist]
-        common = dict(mode="lines+markers", line=dict(color=color(i), width=2), marker=dict(size=7),
-                      legendgroup=s["label"], name=s["label"])
-        fig.add_trace(go.Scatter(x=epochs, y=[_num(h.get("train_loss")) for h in hist], showlegend=True,
-                                 hovertemplate="epoch %{x}: loss %{y:.3f}<extra>" + s["label"] + "</extra>",
-                                 **common), row=1, col=1)
-        fig.add_trace(go.Scatter(x=epochs, y=[_num(h.get("val_top1")) for h in hist], showlegend=False,
-                                 hovertemplate="epoch %{x}: %{y:.1f} %<extra>" + s["label"] + "</extra>",
-                                 **common), row=1, col=2)
+        common = dict(
+            mode="lines+markers",
+            line=dict(color=color(i), width=2),
+            marker=dict(size=7),
+            legendgroup=s["label"],
+            name=s["label"],
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[_num(h.get("train_loss")) for h in hist],
+                showlegend=True,
+                hovertemplate="epoch %{x}: loss %{y:.3f}<extra>" + s["label"] + "</extra>",
+                **common,
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=[_num(h.get("val_top1")) for h in hist],
+                showlegend=False,
+                hovertemplate="epoch %{x}: %{y:.1f} %<extra>" + s["label"] + "</extra>",
+                **common,
+            ),
+            row=1,
+            col=2,
+        )
     max_epoch = max(h["epoch"] for s in series for h in s["history"])
     fig.update_xaxes(title="epoch", dtick=1 if max_epoch <= 15 else None, range=[0.7, max(max_epoch, 1) + 0.3])
     fig.update_yaxes(title="loss", rangemode="tozero", row=1, col=1)
@@ -222,21 +297,39 @@ def confusion_matrices(items: Sequence[Mapping], max_cols: int = 3) -> go.Figure
         acc = _num(it.get("val_top1"))
         head, _, rest = str(it["label"]).partition(" ")  # "resnet18@none optimizer=sgd" -> two lines
         titles.append(head + (f" ({acc:.1f} %)" if acc is not None else "") + (f"<br>{rest}" if rest else ""))
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles,
-                        horizontal_spacing=(0.03 if shared else 0.12) if cols > 1 else 0,
-                        vertical_spacing=0.2 if rows > 1 else 0)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=(0.03 if shared else 0.12) if cols > 1 else 0,
+        vertical_spacing=0.2 if rows > 1 else 0,
+    )
     for i, it in enumerate(items):
         classes = [str(c) for c in it["classes"]]
         row, col = i // cols + 1, i % cols + 1
         small = len(classes) <= 12
         ticks = len(classes) <= 20
-        fig.add_trace(go.Heatmap(
-            z=it["confusion"], x=classes, y=classes, colorscale="Blues", showscale=False,
-            texttemplate="%{z}" if small else None, textfont=dict(size=11),
-            hovertemplate="true %{y}<br>predicted %{x}<br>%{z} image(s)<extra>" + it["label"] + "</extra>"),
-            row=row, col=col)
-        fig.update_yaxes(autorange="reversed", row=row, col=col, tickfont=dict(size=10),
-                         showticklabels=ticks and (col == 1 or not shared))
+        fig.add_trace(
+            go.Heatmap(
+                z=it["confusion"],
+                x=classes,
+                y=classes,
+                colorscale="Blues",
+                showscale=False,
+                texttemplate="%{z}" if small else None,
+                textfont=dict(size=11),
+                hovertemplate="true %{y}<br>predicted %{x}<br>%{z} image(s)<extra>" + it["label"] + "</extra>",
+            ),
+            row=row,
+            col=col,
+        )
+        fig.update_yaxes(
+            autorange="reversed",
+            row=row,
+            col=col,
+            tickfont=dict(size=10),
+            showticklabels=ticks and (col == 1 or not shared),
+        )
         fig.update_xaxes(row=row, col=col, tickangle=-45, tickfont=dict(size=10), showticklabels=ticks)
     fig.update_annotations(font_size=12)
     height = 150 + rows * (330 if cols > 1 else 420)
@@ -257,10 +350,17 @@ def accuracy_vs_latency(rows: Sequence[Mapping]) -> go.Figure:
         label = r.get("label") or r.get("model")
         tp = _num(r.get("trainable_params"))
         extra = f"<br>trainable: {_fmt_count(tp)}" if tp is not None else ""
-        fig.add_trace(go.Scatter(
-            x=[_num(r["latency_ms"])], y=[_num(r["val_top1"])], mode="markers", showlegend=True, name=label,
-            marker=dict(size=16, color=color(i), line=dict(width=1, color="#333")),
-            hovertemplate=f"<b>{label}</b><br>latency %{{x:.1f}} ms<br>top-1 %{{y:.1f}} %{extra}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[_num(r["latency_ms"])],
+                y=[_num(r["val_top1"])],
+                mode="markers",
+                showlegend=True,
+                name=label,
+                marker=dict(size=16, color=color(i), line=dict(width=1, color="#333")),
+                hovertemplate=f"<b>{label}</b><br>latency %{{x:.1f}} ms<br>top-1 %{{y:.1f}} %{extra}<extra></extra>",
+            )
+        )
     xmax = max(_num(r["latency_ms"]) for r in pts)
     fig.update_xaxes(title="latency (ms per image)", range=[0, xmax * 1.2 + 1e-9])
     fig.update_yaxes(title="validation top-1 (%)", range=[0, 105])

@@ -25,8 +25,9 @@ import statistics
 import subprocess
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -38,26 +39,58 @@ from . import catalog, models, runtime
 from .errors import CNNCompareError
 from .runtime import Precision
 
-__all__ = ["COUNTED_OPS", "GRAPH_NOTE", "PEAK_TFLOPS", "Latency", "Profile", "profile", "count_macs",
-           "activation_bytes", "weights_bytes", "environment", "driver_version", "peak_tflops", "default_batch", "prepare",
-           "time_calls", "time_forward", "summarize", "capture_graph", "measure_graph_latency",
-           "measure_throughput", "with_batch_backoff", "measure_latency"]
+__all__ = [
+    "COUNTED_OPS",
+    "GRAPH_NOTE",
+    "PEAK_TFLOPS",
+    "Latency",
+    "Profile",
+    "profile",
+    "count_macs",
+    "activation_bytes",
+    "weights_bytes",
+    "environment",
+    "driver_version",
+    "peak_tflops",
+    "default_batch",
+    "prepare",
+    "time_calls",
+    "time_forward",
+    "summarize",
+    "capture_graph",
+    "measure_graph_latency",
+    "measure_throughput",
+    "with_batch_backoff",
+    "measure_latency",
+]
 
 COUNTED_OPS = "conv, mm, addmm, bmm (multiply-adds; BatchNorm, activations, pooling, adds and biases not counted)"
 
-GRAPH_NOTE = ("On a GPU, batch-1 eager latency is mostly the CPU launching one small kernel after another "
-              "(resnet50 on an H200: 5.4 ms eager, 0.86 ms as a CUDA-graph replay that launches the whole "
-              "forward pass at once), so the graph latency is what the GPU itself needs and the eager one is "
-              "what a plain PyTorch loop sees.")
+GRAPH_NOTE = (
+    "On a GPU, batch-1 eager latency is mostly the CPU launching one small kernel after another "
+    "(resnet50 on an H200: 5.4 ms eager, 0.86 ms as a CUDA-graph replay that launches the whole "
+    "forward pass at once), so the graph latency is what the GPU itself needs and the eager one is "
+    "what a plain PyTorch loop sees."
+)
 
 # Dense (no 2:4 sparsity) tensor-core peak in TFLOP/s for the precision cnncompare runs on the card: bf16,
 # or fp16 on cards without bf16 (T4, V100). Vendor datasheets; the first substring found in
 # torch.cuda.get_device_name() wins, so specific names come before general ones. None: not published.
 PEAK_TFLOPS: tuple[tuple[str, float | None], ...] = (
-    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),  # GH200 matches H200
-    ("A100", 312.0), ("A10G", None), ("A10", 125.0),  # AWS publishes no tensor peak for its A10G
-    ("L40S", 362.0), ("L40", 181.0), ("L4", 121.0), ("RTX 4090", 165.2),  # 4090: fp32 accumulate
-    ("T4", 65.0), ("V100-PCIE", 112.0), ("V100", 125.0),  # fp16: no bf16 tensor cores
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),
+    ("H200", 989.4),  # GH200 matches H200
+    ("A100", 312.0),
+    ("A10G", None),
+    ("A10", 125.0),  # AWS publishes no tensor peak for its A10G
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("RTX 4090", 165.2),  # 4090: fp32 accumulate
+    ("T4", 65.0),
+    ("V100-PCIE", 112.0),
+    ("V100", 125.0),  # fp16: no bf16 tensor cores
 )
 
 CPU_BATCH = 8
@@ -110,20 +143,33 @@ class Profile:
 
 # --------------------------------------------------------------------------- environment
 
+
 def environment(device: torch.device) -> dict:
     """Versions and hardware that the numbers depend on (GPU name, driver, CUDA, cuDNN on CUDA)."""
     import numpy
     import timm
     import torchvision
 
-    env = dict(torch=torch.__version__, torchvision=torchvision.__version__, timm=timm.__version__,
-               numpy=numpy.__version__, python=platform.python_version(), threads=torch.get_num_threads(),
-               cpu=platform.processor() or platform.machine(), cpu_count=os.cpu_count())
+    env = dict(
+        torch=torch.__version__,
+        torchvision=torchvision.__version__,
+        timm=timm.__version__,
+        numpy=numpy.__version__,
+        python=platform.python_version(),
+        threads=torch.get_num_threads(),
+        cpu=platform.processor() or platform.machine(),
+        cpu_count=os.cpu_count(),
+    )
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                   compute_capability=f"{props.major}.{props.minor}", cuda=torch.version.cuda,
-                   cudnn=torch.backends.cudnn.version(), driver=driver_version())
+        env.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            compute_capability=f"{props.major}.{props.minor}",
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            driver=driver_version(),
+        )
     return env
 
 
@@ -134,8 +180,13 @@ def driver_version() -> str | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
+        out = subprocess.run(
+            [exe, "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     lines = out.strip().splitlines()
@@ -151,6 +202,7 @@ def peak_tflops(device_name: str) -> float | None:
 
 
 # --------------------------------------------------------------------------- counting
+
 
 def count_macs(model_or_spec: nn.Module | models.ModelSpec | str, size: int) -> int:
     """Multiply-accumulates of one batch-1 forward pass at size x size, counted on the meta device."""
@@ -217,6 +269,7 @@ def weights_bytes(model: nn.Module) -> int:
 
 # --------------------------------------------------------------------------- timing
 
+
 def default_batch(device: torch.device) -> int:
     """Throughput batch: 256 on a GPU (backed off on out-of-memory), 8 on a CPU."""
     return GPU_BATCH if device.type == "cuda" else CPU_BATCH
@@ -235,8 +288,15 @@ def _input(batch: int, size: int, precision: Precision) -> torch.Tensor:
     return x.contiguous(memory_format=precision.memory_format)
 
 
-def time_calls(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, min_runs: int = 10,
-               max_runs: int = 50, budget_s: float = 2.0) -> list[float]:
+def time_calls(
+    fn: Callable[[], object],
+    device: torch.device,
+    *,
+    warmup: int = 3,
+    min_runs: int = 10,
+    max_runs: int = 50,
+    budget_s: float = 2.0,
+) -> list[float]:
     """Wall times (ms) of single calls of `fn` after warm-up, each ended by a device sync.
 
     Runs at least `min_runs`, then stops once `budget_s` is spent or `max_runs` is reached.
@@ -282,8 +342,9 @@ def _graph_autocast(precision: Precision):
     return torch.autocast(precision.device.type, dtype=precision.dtype, cache_enabled=False)
 
 
-def capture_graph(model: nn.Module, x: torch.Tensor, precision: Precision,
-                  warmup: int = 3) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+def capture_graph(
+    model: nn.Module, x: torch.Tensor, precision: Precision, warmup: int = 3
+) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
     """Record one inference forward pass on a static copy of `x` as a CUDA graph.
 
     Warms up on a side stream first (cuDNN autotuning and lazy allocations stay out of the graph).
@@ -305,8 +366,9 @@ def capture_graph(model: nn.Module, x: torch.Tensor, precision: Precision,
     return graph, static_x, static_out
 
 
-def measure_graph_latency(model: nn.Module, x: torch.Tensor, precision: Precision,
-                          budget_s: float = 2.0) -> tuple[Latency | None, str | None]:
+def measure_graph_latency(
+    model: nn.Module, x: torch.Tensor, precision: Precision, budget_s: float = 2.0
+) -> tuple[Latency | None, str | None]:
     """Batch latency of CUDA-graph replays of `model` on `x` (CUDA only).
 
     Returns:
@@ -358,8 +420,9 @@ def with_batch_backoff(run: Callable[[int], B], batch: int, min_batch: int = 1) 
             torch.cuda.empty_cache()
 
 
-def measure_throughput(model: nn.Module, size: int, precision: Precision, batch: int | None = None,
-                       budget_s: float = 2.0) -> tuple[float, int]:
+def measure_throughput(
+    model: nn.Module, size: int, precision: Precision, batch: int | None = None, budget_s: float = 2.0
+) -> tuple[float, int]:
     """Images/s of eager forward passes at `batch` (default: `default_batch`), halved on out-of-memory.
 
     Returns:
@@ -376,8 +439,9 @@ def measure_throughput(model: nn.Module, size: int, precision: Precision, batch:
     return with_batch_backoff(run, batch or default_batch(device))
 
 
-def measure_latency(model: nn.Module, size: int, device: torch.device, batch: int | None = None,
-                    budget_s: float = 2.0) -> tuple[Latency, float, int, str]:
+def measure_latency(
+    model: nn.Module, size: int, device: torch.device, batch: int | None = None, budget_s: float = 2.0
+) -> tuple[Latency, float, int, str]:
     """Eager batch-1 latency and throughput of a real model (moved to `device`, eval mode).
 
     Returns:
@@ -391,6 +455,7 @@ def measure_latency(model: nn.Module, size: int, device: torch.device, batch: in
 
 
 # --------------------------------------------------------------------------- one call
+
 
 @dataclass
 class _Timing:
@@ -422,8 +487,15 @@ def _time_model(model: nn.Module, size: int, device: torch.device, batch: int | 
     return t
 
 
-def profile(name_or_model: str | nn.Module, size: int | None = None, *, batch: int | None = None,
-            device: str = "auto", latency: bool = True, budget_s: float = 2.0) -> Profile:
+def profile(
+    name_or_model: str | nn.Module,
+    size: int | None = None,
+    *,
+    batch: int | None = None,
+    device: str = "auto",
+    latency: bool = True,
+    budget_s: float = 2.0,
+) -> Profile:
     """Profile a catalog/timm model by name (random weights), or an already built model.
 
     Args:
@@ -463,11 +535,29 @@ def profile(name_or_model: str | nn.Module, size: int | None = None, *, batch: i
     tflops = 2 * macs * timing.ips / 1e12 if timing.ips else None
     peak = peak_tflops(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None
     ref = info.reference
-    return Profile(name=spec.name, family=info.family, input_size=size, params=params, trainable_params=trainable,
-                   macs=macs, flops=2 * macs, size_mb=weights_bytes(meta) / 2**20, activation_mb=act / 2**20,
-                   latency_ms=timing.latency, throughput_ips=timing.ips, batch=timing.batch,
-                   device=runtime.device_label(dev), dtype=runtime.precision_for(dev).label,
-                   threads=timing.threads, ref_top1=ref.top1 if ref else None, ref_top5=ref.top5 if ref else None,
-                   year=info.year, env=environment(dev), latency_graph_ms=timing.graph, tflops=tflops,
-                   peak_tflops=peak, peak_fraction=tflops / peak if tflops and peak else None,
-                   warnings=timing.warnings)
+    return Profile(
+        name=spec.name,
+        family=info.family,
+        input_size=size,
+        params=params,
+        trainable_params=trainable,
+        macs=macs,
+        flops=2 * macs,
+        size_mb=weights_bytes(meta) / 2**20,
+        activation_mb=act / 2**20,
+        latency_ms=timing.latency,
+        throughput_ips=timing.ips,
+        batch=timing.batch,
+        device=runtime.device_label(dev),
+        dtype=runtime.precision_for(dev).label,
+        threads=timing.threads,
+        ref_top1=ref.top1 if ref else None,
+        ref_top5=ref.top5 if ref else None,
+        year=info.year,
+        env=environment(dev),
+        latency_graph_ms=timing.graph,
+        tflops=tflops,
+        peak_tflops=peak,
+        peak_fraction=tflops / peak if tflops and peak else None,
+        warnings=timing.warnings,
+    )

@@ -27,11 +27,29 @@ from . import models
 from .errors import CNNCompareError
 from .settings import ModelEntry, TrainSettings, build, first_line
 
-__all__ = ["RunStore", "SavedRun", "load_run", "list_runs", "prune", "clean_tmp", "folder_bytes", "json_safe",
-           "METRIC_FIELDS"]
+__all__ = [
+    "RunStore",
+    "SavedRun",
+    "load_run",
+    "list_runs",
+    "prune",
+    "clean_tmp",
+    "folder_bytes",
+    "json_safe",
+    "METRIC_FIELDS",
+]
 
-METRIC_FIELDS = ["epoch", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr", "images_per_s",
-                 "elapsed_s"]
+METRIC_FIELDS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "lr",
+    "images_per_s",
+    "elapsed_s",
+]
 
 
 def _versions() -> dict:
@@ -40,8 +58,12 @@ def _versions() -> dict:
     import timm
     import torchvision
 
-    return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
-                timm=timm.__version__)
+    return dict(
+        python=platform.python_version(),
+        torch=torch.__version__,
+        torchvision=torchvision.__version__,
+        timm=timm.__version__,
+    )
 
 
 class RunStore:
@@ -60,11 +82,14 @@ class RunStore:
 
     def start(self, train_config: dict, dataset, result) -> None:
         """Write config.json (model entry + training settings, dataset, versions) and an empty metrics.csv."""
-        config = dict(train=train_config, label=result.label,
-                      dataset=dict(name=dataset.name, classes=list(dataset.classes),
-                                   report=dataset.report.to_dict()),
-                      device=result.device, versions=_versions(),
-                      created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        config = dict(
+            train=train_config,
+            label=result.label,
+            dataset=dict(name=dataset.name, classes=list(dataset.classes), report=dataset.report.to_dict()),
+            device=result.device,
+            versions=_versions(),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
         self.train_config = train_config
         _write_atomic(self.path / "config.json", json.dumps(config, indent=2, default=str))
         with (self.path / "metrics.csv").open("w", newline="") as f:
@@ -99,9 +124,9 @@ class RunStore:
             tmp = self.path / "weights.safetensors.tmp"
             save_file(saved, str(tmp), metadata={"cnncompare": kind})
             os.replace(tmp, self.path / "weights.safetensors")
-        _write_atomic(self.path / "results.json",
-                      json.dumps(json_safe(result.to_dict()), indent=2, default=str, allow_nan=False))
-
+        _write_atomic(
+            self.path / "results.json", json.dumps(json_safe(result.to_dict()), indent=2, default=str, allow_nan=False)
+        )
 
     def _trained_only(self, model: nn.Module, state: dict, num_classes: int) -> dict | None:
         """The trained parameters and all buffers, if a rebuild restores the rest exactly; else None."""
@@ -198,11 +223,14 @@ class SavedRun:
             try:
                 model = _rebuild(entry, self.settings, len(self.classes), load_file(str(weights)))
             except CNNCompareError as err:
-                raise CNNCompareError(f"Run {self.path.name} saved only its trained layers, and the rest cannot be "
-                                      f"rebuilt here: {first_line(err)}") from None
+                raise CNNCompareError(
+                    f"Run {self.path.name} saved only its trained layers, and the rest cannot be "
+                    f"rebuilt here: {first_line(err)}"
+                ) from None
         else:
-            spec = models.ModelSpec(entry.model, num_classes=len(self.classes), pretrained=entry.pretrained,
-                                    head=entry.head)
+            spec = models.ModelSpec(
+                entry.model, num_classes=len(self.classes), pretrained=entry.pretrained, head=entry.head
+            )
             # same architecture and input handling as trained (e.g. GoogLeNet's transform_input when
             # pretrained), without downloading anything: the weights come from the run
             model = models.build(spec, load_weights=False)
@@ -262,6 +290,7 @@ def list_runs(root: str | Path) -> list[SavedRun]:
 
 # --------------------------------------------------------------------------- disk
 
+
 def folder_bytes(path: str | Path) -> int:
     """Bytes of the files under `path`."""
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
@@ -281,8 +310,9 @@ def _run_dirs(root: Path) -> list[Path]:
     return [p.parent for p in root.rglob("config.json") if p.parent != root]
 
 
-def prune(root: str | Path, *, max_bytes: float | None = None, max_age_s: float | None = None,
-          busy_s: float = 3600) -> list[Path]:
+def prune(
+    root: str | Path, *, max_bytes: float | None = None, max_age_s: float | None = None, busy_s: float = 3600
+) -> list[Path]:
     """Delete run folders under `root`: those older than `max_age_s`, then the oldest until the rest fit `max_bytes`.
 
     A folder without results.json that changed in the last `busy_s` seconds is a run in progress

@@ -19,8 +19,19 @@ import torch
 
 from .errors import CNNCompareError
 
-__all__ = ["Precision", "resolve_device", "precision_for", "sync", "reset_peak_memory", "peak_memory_mb",
-           "device_label", "cpu_threads", "configure_cuda", "Dist", "is_main_process"]
+__all__ = [
+    "Precision",
+    "resolve_device",
+    "precision_for",
+    "sync",
+    "reset_peak_memory",
+    "peak_memory_mb",
+    "device_label",
+    "cpu_threads",
+    "configure_cuda",
+    "Dist",
+    "is_main_process",
+]
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,7 @@ def cpu_threads(device: torch.device):
 
 # --------------------------------------------------------------------------- more than one process
 
+
 def is_main_process() -> bool:
     """False in the processes of a torchrun job other than rank 0 (they neither write runs nor print)."""
     return os.environ.get("RANK", "0") in ("", "0")
@@ -190,7 +202,7 @@ class Dist:
     local_rank: int = 0
 
     @classmethod
-    def current(cls, device_type: str = "cpu") -> "Dist":
+    def current(cls, device_type: str = "cpu") -> Dist:
         """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK and join the process group (NCCL on GPUs, gloo on CPUs)."""
         world = int(os.environ.get("WORLD_SIZE", "1") or 1)
         if world <= 1:

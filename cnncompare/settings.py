@@ -13,14 +13,32 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import CNNCompareError
 
-__all__ = ["Setting", "setting", "settings_of", "TrainSettings", "ModelEntry", "OPTIMIZERS", "SCHEDULES", "HEADS",
-           "INITS", "coerce", "validate", "build", "replace", "add_arguments", "from_args", "Env", "first_line"]
+__all__ = [
+    "Setting",
+    "setting",
+    "settings_of",
+    "TrainSettings",
+    "ModelEntry",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "HEADS",
+    "INITS",
+    "coerce",
+    "validate",
+    "build",
+    "replace",
+    "add_arguments",
+    "from_args",
+    "Env",
+    "first_line",
+]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine")
@@ -46,11 +64,33 @@ class Setting:
     flag: str | None = None  # CLI flag when it differs from --field-name
 
 
-def setting(default, label: str, help: str, *, kind: type | None = None, choices=None, low=None, high=None,
-            low_open=False, optional=False, none_text="", flag=None):
+def setting(
+    default,
+    label: str,
+    help: str,
+    *,
+    kind: type | None = None,
+    choices=None,
+    low=None,
+    high=None,
+    low_open=False,
+    optional=False,
+    none_text="",
+    flag=None,
+):
     """A dataclass field that carries its `Setting` in metadata."""
-    meta = dict(label=label, help=help, kind=kind or type(default), choices=tuple(choices) if choices else None,
-                low=low, high=high, low_open=low_open, optional=optional, none_text=none_text, flag=flag)
+    meta = dict(
+        label=label,
+        help=help,
+        kind=kind or type(default),
+        choices=tuple(choices) if choices else None,
+        low=low,
+        high=high,
+        low_open=low_open,
+        optional=optional,
+        none_text=none_text,
+        flag=flag,
+    )
     return field(default=default, metadata={"setting": meta})
 
 
@@ -69,28 +109,54 @@ class TrainSettings:
     """How to train: the same for every model of a comparison, unless an entry overrides a field."""
 
     optimizer: str = setting("adam", "Optimizer", "momentum = SGD with momentum 0.9", choices=OPTIMIZERS)
-    lr: float = setting(1e-3, "Learning rate", "base learning rate (before warm-up and schedule)",
-                        low=0.0, high=10.0, low_open=True)
+    lr: float = setting(
+        1e-3, "Learning rate", "base learning rate (before warm-up and schedule)", low=0.0, high=10.0, low_open=True
+    )
     weight_decay: float = setting(0.0, "Weight decay", "L2 penalty on the trained weights", low=0.0, high=1.0)
-    batch_size: int = setting(0, "Batch size", "images per step; 0 = auto: 32 on a CPU, 128 on a GPU "
-                              "(lowered automatically if the GPU runs out of memory)", low=0, high=1024, flag="--batch")
+    batch_size: int = setting(
+        0,
+        "Batch size",
+        "images per step; 0 = auto: 32 on a CPU, 128 on a GPU (lowered automatically if the GPU runs out of memory)",
+        low=0,
+        high=1024,
+        flag="--batch",
+    )
     epochs: int = setting(3, "Epochs", "passes over the training images", low=1, high=200)
-    schedule: str = setting("cosine", "LR schedule", "cosine: decays to 0 over the run; step: x0.1 after each "
-                            "third; none: constant", choices=SCHEDULES)
-    warmup_epochs: float = setting(0.0, "Warm-up epochs", "linear learning-rate warm-up (may be fractional)",
-                                   low=0.0, high=50.0, flag="--warmup")
+    schedule: str = setting(
+        "cosine",
+        "LR schedule",
+        "cosine: decays to 0 over the run; step: x0.1 after each third; none: constant",
+        choices=SCHEDULES,
+    )
+    warmup_epochs: float = setting(
+        0.0, "Warm-up epochs", "linear learning-rate warm-up (may be fractional)", low=0.0, high=50.0, flag="--warmup"
+    )
     label_smoothing: float = setting(0.0, "Label smoothing", "0 = plain cross-entropy", low=0.0, high=0.9)
     seed: int = setting(0, "Seed", "same seed, same data split, same run", low=0, high=2**31 - 1)
-    size: int = setting(64, "Input size (px)", "images are resized to size x size; 64 is quick on a CPU",
-                        low=16, high=512)
-    augment: bool = setting(False, "Augment (flips, resized crops)", "random flips and resized crops; turns the "
-                            "feature cache off")
+    size: int = setting(
+        64, "Input size (px)", "images are resized to size x size; 64 is quick on a CPU", low=16, high=512
+    )
+    augment: bool = setting(
+        False, "Augment (flips, resized crops)", "random flips and resized crops; turns the feature cache off"
+    )
     device: str = setting("auto", "Device", "auto | cpu | cuda | cuda:N")
-    time_budget_s: float | None = setting(None, "Time budget per run (s)", "stop each run after this many seconds",
-                                          kind=float, low=0.0, high=86400.0, low_open=True, optional=True,
-                                          none_text="0 = none", flag="--time-budget")
-    feature_cache: bool = setting(True, "Feature cache", "when only the head trains, run the frozen backbone once "
-                                  "and train the head on stored features")
+    time_budget_s: float | None = setting(
+        None,
+        "Time budget per run (s)",
+        "stop each run after this many seconds",
+        kind=float,
+        low=0.0,
+        high=86400.0,
+        low_open=True,
+        optional=True,
+        none_text="0 = none",
+        flag="--time-budget",
+    )
+    feature_cache: bool = setting(
+        True,
+        "Feature cache",
+        "when only the head trains, run the frozen backbone once and train the head on stored features",
+    )
 
     def validate(self) -> None:
         """Raises CNNCompareError naming the first bad field."""
@@ -109,12 +175,19 @@ class ModelEntry:
 
     model: str = setting("resnet18", "Model", "a catalog name (alexnet, vgg16, resnet50, ...) or any timm name")
     freeze: str = setting("head", "Freeze policy", "none | head | stages:K | layers:N (what stays frozen)")
-    head: str = setting("linear", "Head", "linear: a new linear classifier; mlp: a new 4096-4096 classifier",
-                        choices=HEADS)
+    head: str = setting(
+        "linear", "Head", "linear: a new linear classifier; mlp: a new 4096-4096 classifier", choices=HEADS
+    )
     init: str = setting("default", "Initialisation", "for layers trained from scratch", choices=INITS)
     pretrained: bool = setting(False, "Start from ImageNet weights", "needs network, or a weights file")
-    weights_file: str | None = setting(None, "Weights file", "local pretrained weights (.safetensors or .pth)",
-                                       kind=str, optional=True, flag="--weights")
+    weights_file: str | None = setting(
+        None,
+        "Weights file",
+        "local pretrained weights (.safetensors or .pth)",
+        kind=str,
+        optional=True,
+        flag="--weights",
+    )
 
     def validate(self, size: int | None = None) -> None:
         """Raises CNNCompareError for a bad field, an unknown model, or an input size the model cannot take."""
@@ -129,14 +202,21 @@ class ModelEntry:
         """The `models.ModelSpec` that builds this entry's model."""
         from . import models
 
-        return models.ModelSpec(self.model, num_classes=num_classes, pretrained=self.pretrained, head=self.head,
-                                init=self.init, weights_file=self.weights_file)
+        return models.ModelSpec(
+            self.model,
+            num_classes=num_classes,
+            pretrained=self.pretrained,
+            head=self.head,
+            init=self.init,
+            weights_file=self.weights_file,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 # --------------------------------------------------------------------------- values
+
 
 def first_line(err: BaseException | str) -> str:
     """The first line of an error's message (or its type when it has none): one sentence for a status line."""
@@ -232,6 +312,7 @@ def replace(obj, **changes):
 
 # --------------------------------------------------------------------------- CLI
 
+
 def _flag(s: Setting) -> str:
     return s.flag or "--" + s.name.replace("_", "-")
 
@@ -244,13 +325,23 @@ def add_arguments(parser, cls, *, skip: tuple[str, ...] = ()) -> None:
         flag = _flag(s)
         help_text = f"{s.label} — {s.help}" + (f" ({s.none_text})" if s.none_text else "")
         if s.kind is bool:
-            parser.add_argument(flag, dest=s.name, action="store_true", default=None,
-                                help=f"{help_text} (default {'on' if s.default else 'off'})")
+            parser.add_argument(
+                flag,
+                dest=s.name,
+                action="store_true",
+                default=None,
+                help=f"{help_text} (default {'on' if s.default else 'off'})",
+            )
             parser.add_argument("--no-" + flag[2:], dest=s.name, action="store_false", help="turn it off")
             continue
-        parser.add_argument(flag, dest=s.name, default=None, metavar=s.name.upper(),
-                            choices=list(s.choices) if s.choices else None,
-                            help=f"{help_text} (default {s.default if s.default is not None else 'none'})")
+        parser.add_argument(
+            flag,
+            dest=s.name,
+            default=None,
+            metavar=s.name.upper(),
+            choices=list(s.choices) if s.choices else None,
+            help=f"{help_text} (default {s.default if s.default is not None else 'none'})",
+        )
 
 
 def from_args(cls, args, base=None):
@@ -260,6 +351,7 @@ def from_args(cls, args, base=None):
 
 
 # --------------------------------------------------------------------------- environment
+
 
 def _env_flag(*names: str) -> bool:
     return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)
@@ -292,39 +384,53 @@ class Env:
     """
 
     runs_dir: Path = env_setting(Path("runs"), "CNNCOMPARE_RUNS", "where runs are saved")
-    offline: bool = env_setting(False, "CNNCOMPARE_OFFLINE", "never try a download (also HF_HUB_OFFLINE=1)",
-                                also=("HF_HUB_OFFLINE",))
+    offline: bool = env_setting(
+        False, "CNNCOMPARE_OFFLINE", "never try a download (also HF_HUB_OFFLINE=1)", also=("HF_HUB_OFFLINE",)
+    )
     debug: bool = env_setting(False, "CNNCOMPARE_DEBUG", "show tracebacks in the CLI")
-    cpu_channels_last: bool = env_setting(True, "CNNCOMPARE_CPU_CHANNELS_LAST",
-                                          "channels_last memory format on a CPU (faster convolutions on AVX-512)")
-    max_decoded_mb: float = env_setting(4096.0, "CNNCOMPARE_MAX_DECODED_MB",
-                                        "decoded training images held in memory; larger datasets stream from disk")
+    cpu_channels_last: bool = env_setting(
+        True, "CNNCOMPARE_CPU_CHANNELS_LAST", "channels_last memory format on a CPU (faster convolutions on AVX-512)"
+    )
+    max_decoded_mb: float = env_setting(
+        4096.0, "CNNCOMPARE_MAX_DECODED_MB", "decoded training images held in memory; larger datasets stream from disk"
+    )
     # --- limits of a shared server (the app)
     max_models: int = env_setting(8, "CNNCOMPARE_MAX_MODELS", "models per Compare or Predict request")
     max_runs: int = env_setting(6, "CNNCOMPARE_MAX_RUNS", "runs per fine-tuning comparison")
     max_epochs: int = env_setting(50, "CNNCOMPARE_MAX_EPOCHS", "epochs per run")
     max_run_s: float = env_setting(900.0, "CNNCOMPARE_MAX_RUN_S", "longest a fine-tuning run may take, in seconds")
-    max_dataset_mpix: float = env_setting(2000.0, "CNNCOMPARE_MAX_DATASET_MPIX",
-                                          "images x pixels of one dataset at the training size, in megapixels")
-    max_model_params_m: float = env_setting(200.0, "CNNCOMPARE_MAX_MODEL_PARAMS_M",
-                                            "timm models beyond the catalog above this many million parameters "
-                                            "are refused")
+    max_dataset_mpix: float = env_setting(
+        2000.0, "CNNCOMPARE_MAX_DATASET_MPIX", "images x pixels of one dataset at the training size, in megapixels"
+    )
+    max_model_params_m: float = env_setting(
+        200.0,
+        "CNNCOMPARE_MAX_MODEL_PARAMS_M",
+        "timm models beyond the catalog above this many million parameters are refused",
+    )
     model_cache_mb: float = env_setting(2048.0, "CNNCOMPARE_MODEL_CACHE_MB", "memory for built models kept for Predict")
-    visitor_quota_mb: float = env_setting(500.0, "CNNCOMPARE_VISITOR_QUOTA_MB",
-                                          "disk for one visitor's runs; the oldest go first")
+    visitor_quota_mb: float = env_setting(
+        500.0, "CNNCOMPARE_VISITOR_QUOTA_MB", "disk for one visitor's runs; the oldest go first"
+    )
     runs_cap_mb: float = env_setting(20000.0, "CNNCOMPARE_RUNS_CAP_MB", "disk for all visitors' runs together")
-    run_expiry_h: float = env_setting(24.0, "CNNCOMPARE_RUN_EXPIRY_H", "visitors' runs are deleted after this many "
-                                      "hours (0 = never)")
+    run_expiry_h: float = env_setting(
+        24.0, "CNNCOMPARE_RUN_EXPIRY_H", "visitors' runs are deleted after this many hours (0 = never)"
+    )
     max_unpack_mb: float = env_setting(1024.0, "CNNCOMPARE_MAX_UNPACK_MB", "bytes one uploaded zip may unpack to")
     max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
     queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")
-    gpu_limit_s: float = env_setting(300.0, "CNNCOMPARE_GPU_LIMIT_S", "GPU seconds one request may ask a shared GPU "
-                                     "(ZeroGPU) for; a comparison estimated to need more is refused")
-    shared_examples: bool = env_setting(False, "CNNCOMPARE_SHARED_EXAMPLES",
-                                        "offer the runs made with the CLI (in the runs dir) to every visitor, read-only")
+    gpu_limit_s: float = env_setting(
+        300.0,
+        "CNNCOMPARE_GPU_LIMIT_S",
+        "GPU seconds one request may ask a shared GPU (ZeroGPU) for; a comparison estimated to need more is refused",
+    )
+    shared_examples: bool = env_setting(
+        False,
+        "CNNCOMPARE_SHARED_EXAMPLES",
+        "offer the runs made with the CLI (in the runs dir) to every visitor, read-only",
+    )
 
     @classmethod
-    def read(cls) -> "Env":
+    def read(cls) -> Env:
         """The values set in the environment; unset variables keep their defaults.
 
         Raises:

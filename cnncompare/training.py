@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,9 +34,26 @@ from .data.placement import StreamedData, device_budget, place_split
 from .errors import CNNCompareError
 from .settings import OPTIMIZERS, SCHEDULES, ModelEntry, TrainSettings, first_line
 
-__all__ = ["Event", "EventKind", "RunResult", "Estimate", "run", "fine_tune", "estimate", "train_one_epoch",
-           "evaluate", "extract_features", "make_optimizer", "lr_factor", "can_cache_features", "run_config",
-           "resolve_batch_size", "model_inputs", "OPTIMIZERS", "SCHEDULES"]
+__all__ = [
+    "Event",
+    "EventKind",
+    "RunResult",
+    "Estimate",
+    "run",
+    "fine_tune",
+    "estimate",
+    "train_one_epoch",
+    "evaluate",
+    "extract_features",
+    "make_optimizer",
+    "lr_factor",
+    "can_cache_features",
+    "run_config",
+    "resolve_batch_size",
+    "model_inputs",
+    "OPTIMIZERS",
+    "SCHEDULES",
+]
 
 EventKind = Literal["start", "info", "step", "epoch", "end"]
 EVENT_EVERY_S = 0.5  # step events (and the device reads they need) at most this often
@@ -61,7 +79,7 @@ class Event:
     elapsed_s: float = 0.0
     eta_s: float | None = None
     message: str = ""
-    result: "RunResult | None" = None
+    result: RunResult | None = None
     label: str = ""  # the run's label in its comparison ('resnet18@none lr=0.05'); the model name when alone
 
     @property
@@ -116,6 +134,7 @@ def run_config(entry: ModelEntry, settings: TrainSettings) -> dict:
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -208,6 +227,7 @@ def can_cache_features(model: nn.Module) -> bool:
 
 # --------------------------------------------------------------------------- the parts
 
+
 @dataclass
 class Loop:
     """What every part of one run needs: the model's input pipeline, precision and batch."""
@@ -277,8 +297,9 @@ class Diverged(CNNCompareError):
     """The loss became NaN or infinite."""
 
 
-def _read_running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: torch.Tensor,
-                  dist: "runtime.Dist") -> tuple[float, float, int]:
+def _read_running(
+    loss_sum: torch.Tensor, correct: torch.Tensor, seen: torch.Tensor, dist: runtime.Dist
+) -> tuple[float, float, int]:
     """(mean loss, accuracy %, images) so far, summed over the processes; raises Diverged on NaN/inf."""
     totals = dist.sum(torch.stack([loss_sum.double(), correct.double(), seen.double()])).tolist()
     n = max(1.0, totals[2])
@@ -295,11 +316,20 @@ def steps_per_epoch(n: int, batch: int) -> int:
 
 def index_batches(order: torch.Tensor, batch: int, steps: int, rank: int = 0, world: int = 1) -> list[torch.Tensor]:
     """The indices of each step's batch; with `world` processes, this rank's share of each global batch."""
-    return [order[k * batch: (k + 1) * batch][rank::world] for k in range(steps)]
+    return [order[k * batch : (k + 1) * batch][rank::world] for k in range(steps)]
 
 
-def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, scheduler, scaler,
-                    criterion, state: RunState, check_stop: Callable[[], None]) -> Iterator[dict]:
+def train_one_epoch(
+    loop: Loop,
+    train,
+    feats: torch.Tensor | None,
+    optimizer,
+    scheduler,
+    scaler,
+    criterion,
+    state: RunState,
+    check_stop: Callable[[], None],
+) -> Iterator[dict]:
     """One pass over the training data; yields a progress dict about every EVENT_EVERY_S and the epoch's totals last.
 
     Loss and correct predictions accumulate on the device: the host reads them only when it
@@ -321,8 +351,9 @@ def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, sc
     t_epoch = time.perf_counter()
     last_event = t_epoch
     lr = optimizer.param_groups[0]["lr"]
-    stream = ((idx, None, train.y.to(idx.device)[idx]) for idx in batches) if feats is not None \
-        else train.batches(batches)
+    stream = (
+        ((idx, None, train.y.to(idx.device)[idx]) for idx in batches) if feats is not None else train.batches(batches)
+    )
     for step, (idx, xb, yb) in enumerate(stream, start=1):
         if dist.world == 1:
             check_stop()
@@ -349,14 +380,16 @@ def train_one_epoch(loop: Loop, train, feats: torch.Tensor | None, optimizer, sc
             if dist.world > 1:
                 _agreed_stop(dist, device, check_stop)
             loss_value, _, seen_all = _read_running(loss_sum, correct, seen, dist)  # reads the device: waits here
-            yield dict(step=step, steps=steps, loss=loss_value, lr=lr, epoch_time=time.perf_counter() - t_epoch,
-                       seen=seen_all)
+            yield dict(
+                step=step, steps=steps, loss=loss_value, lr=lr, epoch_time=time.perf_counter() - t_epoch, seen=seen_all
+            )
     loss_value, acc, seen_all = _read_running(loss_sum, correct, seen, dist)
     epoch_time = time.perf_counter() - t_epoch
     state.train_time += epoch_time
     state.images += seen_all
-    yield dict(step=steps, steps=steps, loss=loss_value, acc=acc, lr=lr, epoch_time=epoch_time, seen=seen_all,
-               done=True)
+    yield dict(
+        step=steps, steps=steps, loss=loss_value, acc=acc, lr=lr, epoch_time=epoch_time, seen=seen_all, done=True
+    )
 
 
 def _agreed_stop(dist: runtime.Dist, device: torch.device, check_stop: Callable[[], None]) -> None:
@@ -404,7 +437,7 @@ def evaluate(loop: Loop, split, feats: torch.Tensor | None, criterion, n_classes
     with loop.precision.autocast():
         if feats is not None:
             for i in range(0, n, batch):
-                logits.append(model.forward_head(feats[i:i + batch]).float())
+                logits.append(model.forward_head(feats[i : i + batch]).float())
         else:
             for _, xb, _ in _in_order(split, batch):
                 logits.append(model(loop.inputs(xb)).float())
@@ -438,8 +471,16 @@ def extract_features(loop: Loop, split, check_stop: Callable[[], None]) -> torch
 
 # --------------------------------------------------------------------------- one run
 
-def run(entry: ModelEntry, settings: TrainSettings, dataset: "data.LoadedData", *, label: str = "",
-        should_stop: Callable[[], bool] | None = None, store=None) -> Iterator[Event]:
+
+def run(
+    entry: ModelEntry,
+    settings: TrainSettings,
+    dataset: data.LoadedData,
+    *,
+    label: str = "",
+    should_stop: Callable[[], bool] | None = None,
+    store=None,
+) -> Iterator[Event]:
     """Fine-tune `entry.model` on `dataset`, yielding events; the last event has kind "end" and a result.
 
     Args:
@@ -467,8 +508,9 @@ def run(entry: ModelEntry, settings: TrainSettings, dataset: "data.LoadedData", 
         torch.cuda.set_device(device)
     batch = resolve_batch_size(settings, device)
     if batch < dist.world:
-        raise CNNCompareError(f"Batch {batch} cannot be shared by {dist.world} processes: use a batch of at least "
-                              f"{dist.world}.")
+        raise CNNCompareError(
+            f"Batch {batch} cannot be shared by {dist.world} processes: use a batch of at least {dist.world}."
+        )
     label = label or entry.model
     with runtime.cpu_threads(device):
         while True:
@@ -482,8 +524,12 @@ def run(entry: ModelEntry, settings: TrainSettings, dataset: "data.LoadedData", 
                 attempt.discard()
                 batch //= 2
                 torch.cuda.empty_cache()
-                yield Event("info", entry.model, label=label,
-                            message=f"{label}: out of GPU memory; starting again with batch {batch}")
+                yield Event(
+                    "info",
+                    entry.model,
+                    label=label,
+                    message=f"{label}: out of GPU memory; starting again with batch {batch}",
+                )
 
 
 class _Attempt:
@@ -515,9 +561,17 @@ class _Attempt:
         if trainable == 0:
             raise CNNCompareError(f"Nothing left to train in {entry.model} with freeze={entry.freeze}.")
         config = {**run_config(entry, s), "batch_size": self.batch}
-        result = RunResult(name=entry.model, config=config, classes=classes, label=self.label, params=params,
-                           trainable_params=trainable, device=runtime.device_label(device), batch_size=self.batch,
-                           weights_source=model.cnncompare.weights_source)
+        result = RunResult(
+            name=entry.model,
+            config=config,
+            classes=classes,
+            label=self.label,
+            params=params,
+            trainable_params=trainable,
+            device=runtime.device_label(device),
+            batch_size=self.batch,
+            weights_source=model.cnncompare.weights_source,
+        )
         if self.store is not None:
             self.store.start(config, self.dataset, result)
             self.store_started = True
@@ -532,9 +586,12 @@ class _Attempt:
                 raise _Stop("time budget")
 
         try:
-            yield self.event("start", epochs=s.epochs,
-                             message=f"{self.label}: {trainable:,} of {params:,} parameters train "
-                                     f"({model.cnncompare.weights_source}) on {device}, batch {self.batch}")
+            yield self.event(
+                "start",
+                epochs=s.epochs,
+                message=f"{self.label}: {trainable:,} of {params:,} parameters train "
+                f"({model.cnncompare.weights_source}) on {device}, batch {self.batch}",
+            )
             yield from self._train(model, model_ref, result, state, check_stop)
         except _Stop as why:
             result.stopped = str(why)
@@ -549,9 +606,15 @@ class _Attempt:
             _finish(result, model_ref[0], s, device, state, self.store, profile=self.dist.main)
             raise
         _finish(result, model_ref[0], s, device, state, self.store, profile=self.dist.main)
-        yield self.event("end", epoch=result.final_epoch, epochs=s.epochs,
-                         elapsed_s=time.perf_counter() - state.started, val_top1=result.val_top1,
-                         message=_summary(result), result=result)
+        yield self.event(
+            "end",
+            epoch=result.final_epoch,
+            epochs=s.epochs,
+            elapsed_s=time.perf_counter() - state.started,
+            val_top1=result.val_top1,
+            message=_summary(result),
+            result=result,
+        )
 
     def _train(self, model, model_ref, result, state, check_stop) -> Iterator[Event]:
         s, device, classes = self.settings, self.device, result.classes
@@ -566,21 +629,37 @@ class _Attempt:
         val = place_split(self.dataset.val, s.size, interp, device, budget - used)
         result.data_on_device = device.type == "cuda" and train.on_device
         if isinstance(train, StreamedData):
-            yield self.event("info", epochs=s.epochs, message=f"{self.label}: the images are too many to decode into "
-                             "memory at once: they are read from their files batch by batch")
+            yield self.event(
+                "info",
+                epochs=s.epochs,
+                message=f"{self.label}: the images are too many to decode into "
+                "memory at once: they are read from their files batch by batch",
+            )
         model = model.to(device=device, memory_format=precision.memory_format)
         model_ref[0] = model
         runtime.reset_peak_memory(device)
         gen = torch.Generator().manual_seed(s.seed)
-        loop = Loop(model, Normalizer(dcfg["mean"], dcfg["std"]).to(device), precision, self.batch, s.size,
-                    s.augment, gen, dcfg.get("interpolation", "bilinear"))
+        loop = Loop(
+            model,
+            Normalizer(dcfg["mean"], dcfg["std"]).to(device),
+            precision,
+            self.batch,
+            s.size,
+            s.augment,
+            gen,
+            dcfg.get("interpolation", "bilinear"),
+        )
 
         use_cache = s.feature_cache and not s.augment and can_cache_features(model)
         result.feature_cache = use_cache
         f_train = f_val = None
         if use_cache:
-            yield self.event("info", epochs=s.epochs, elapsed_s=time.perf_counter() - state.started,
-                             message=f"{self.label}: backbone frozen and no augmentation: computing its features once")
+            yield self.event(
+                "info",
+                epochs=s.epochs,
+                elapsed_s=time.perf_counter() - state.started,
+                message=f"{self.label}: backbone frozen and no augmentation: computing its features once",
+            )
             t0 = time.perf_counter()
             f_train = extract_features(loop, train, check_stop)
             f_val = extract_features(loop, val, check_stop)
@@ -597,21 +676,37 @@ class _Attempt:
         loop_start = time.perf_counter()
         best = -1.0
         for epoch in range(1, s.epochs + 1):
-            for p in train_one_epoch(loop, train, f_train, optimizer, scheduler, scaler, criterion, state,
-                                     check_stop):
+            for p in train_one_epoch(loop, train, f_train, optimizer, scheduler, scaler, criterion, state, check_stop):
                 now = time.perf_counter()
                 done = (epoch - 1) * p["steps"] + p["step"]
                 rate = (state.images + p["seen"]) / max(1e-9, state.train_time + p["epoch_time"])
                 if not p.get("done"):
-                    yield self.event("step", epoch=epoch, epochs=s.epochs, step=p["step"], steps=p["steps"],
-                                     loss=p["loss"], lr=p["lr"], images_per_s=rate, elapsed_s=now - state.started,
-                                     eta_s=(now - loop_start) / done * (s.epochs * p["steps"] - done))
+                    yield self.event(
+                        "step",
+                        epoch=epoch,
+                        epochs=s.epochs,
+                        step=p["step"],
+                        steps=p["steps"],
+                        loss=p["loss"],
+                        lr=p["lr"],
+                        images_per_s=rate,
+                        elapsed_s=now - state.started,
+                        eta_s=(now - loop_start) / done * (s.epochs * p["steps"] - done),
+                    )
                     continue
                 val_m = evaluate(loop, val, f_val, criterion, len(classes))
                 ips = state.steady_images_per_s()
-                row = dict(epoch=epoch, train_loss=p["loss"], train_acc=p["acc"], val_loss=val_m["loss"],
-                           val_top1=val_m["top1"], val_top5=val_m["top5"], lr=p["lr"], images_per_s=ips,
-                           elapsed_s=time.perf_counter() - state.started)
+                row = dict(
+                    epoch=epoch,
+                    train_loss=p["loss"],
+                    train_acc=p["acc"],
+                    val_loss=val_m["loss"],
+                    val_top1=val_m["top1"],
+                    val_top5=val_m["top5"],
+                    lr=p["lr"],
+                    images_per_s=ips,
+                    elapsed_s=time.perf_counter() - state.started,
+                )
                 result.history.append(row)
                 result.final_epoch = self.finished_epochs = epoch
                 if val_m["top1"] > best:
@@ -622,10 +717,21 @@ class _Attempt:
                 if self.store is not None:
                     self.store.log_epoch(row)
                 now = time.perf_counter()
-                yield self.event("epoch", epoch=epoch, epochs=s.epochs, step=p["steps"], steps=p["steps"],
-                                 loss=p["loss"], train_acc=p["acc"], val_loss=val_m["loss"], val_top1=val_m["top1"],
-                                 lr=p["lr"], images_per_s=ips, elapsed_s=now - state.started,
-                                 eta_s=(now - loop_start) / epoch * (s.epochs - epoch))
+                yield self.event(
+                    "epoch",
+                    epoch=epoch,
+                    epochs=s.epochs,
+                    step=p["steps"],
+                    steps=p["steps"],
+                    loss=p["loss"],
+                    train_acc=p["acc"],
+                    val_loss=val_m["loss"],
+                    val_top1=val_m["top1"],
+                    lr=p["lr"],
+                    images_per_s=ips,
+                    elapsed_s=now - state.started,
+                    eta_s=(now - loop_start) / epoch * (s.epochs - epoch),
+                )
 
 
 def _restore(model: nn.Module, state: RunState, result: RunResult) -> None:
@@ -642,8 +748,9 @@ def _fill_metrics(result: RunResult, val: dict, classes: list[str]) -> None:
     result.per_class_acc = {c: 100 * conf[i, i].item() / totals[i].item() for i, c in enumerate(classes)}
 
 
-def _finish(result: RunResult, model: nn.Module, settings: TrainSettings, device, state: RunState, store,
-            profile: bool = True) -> None:
+def _finish(
+    result: RunResult, model: nn.Module, settings: TrainSettings, device, state: RunState, store, profile: bool = True
+) -> None:
     result.train_time_s = state.train_time
     result.images_per_s = state.steady_images_per_s()
     result.warmup_s = state.warmup_time or None
@@ -669,8 +776,16 @@ def _summary(r: RunResult) -> str:
     return f"{r.label or r.name}: {acc} after {r.final_epoch} epoch(s), {r.train_time_s:.1f} s training{cache}{stop}"
 
 
-def fine_tune(entry: ModelEntry, settings: TrainSettings, dataset, *, on_event: Callable[[Event], None] | None = None,
-              should_stop: Callable[[], bool] | None = None, store=None, label: str = "") -> RunResult:
+def fine_tune(
+    entry: ModelEntry,
+    settings: TrainSettings,
+    dataset,
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    store=None,
+    label: str = "",
+) -> RunResult:
     """Run `run(...)` to its end, passing each event to `on_event`; returns the RunResult.
 
     Raises:
@@ -686,6 +801,7 @@ def fine_tune(entry: ModelEntry, settings: TrainSettings, dataset, *, on_event: 
 
 
 # --------------------------------------------------------------------------- estimates
+
 
 @dataclass
 class Estimate:
@@ -706,8 +822,9 @@ def _secs(t: float) -> str:
     return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
 
 
-def estimate(entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: int, n_classes: int,
-             steps: int = 2) -> Estimate:
+def estimate(
+    entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: int, n_classes: int, steps: int = 2
+) -> Estimate:
     """Time a few real training steps on random data and extrapolate to the whole run.
 
     Raises:

@@ -12,15 +12,23 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-_IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bilinear",
-                 crop_pct=0.875, input_size=(3, 224, 224), num_classes=1000)
+_IMAGENET = dict(
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    interpolation="bilinear",
+    crop_pct=0.875,
+    input_size=(3, 224, 224),
+    num_classes=1000,
+)
 
 
 class AlexNet(tvm.AlexNet):
     # Stage ends (the ReLU after conv1, conv2 and conv5), as timm's feature_info would list them.
-    feature_info = [dict(module="features.1", num_chs=64, reduction=4),
-                    dict(module="features.4", num_chs=192, reduction=8),
-                    dict(module="features.11", num_chs=256, reduction=16)]
+    feature_info = [
+        dict(module="features.1", num_chs=64, reduction=4),
+        dict(module="features.4", num_chs=192, reduction=8),
+        dict(module="features.11", num_chs=256, reduction=16),
+    ]
 
     def __init__(self, num_classes: int = 1000, drop_rate: float = 0.5):
         super().__init__(num_classes=num_classes, dropout=drop_rate)
@@ -49,25 +57,48 @@ class AlexNet(tvm.AlexNet):
 class GoogLeNet(tvm.GoogLeNet):
     """Inception v1 without the auxiliary classifiers (used only to help training in 2014)."""
 
-    feature_info = [dict(module="conv1", num_chs=64, reduction=2),
-                    dict(module="conv3", num_chs=192, reduction=4),
-                    dict(module="inception3b", num_chs=480, reduction=8),
-                    dict(module="inception4e", num_chs=832, reduction=16),
-                    dict(module="inception5b", num_chs=1024, reduction=32)]
+    feature_info = [
+        dict(module="conv1", num_chs=64, reduction=2),
+        dict(module="conv3", num_chs=192, reduction=4),
+        dict(module="inception3b", num_chs=480, reduction=8),
+        dict(module="inception4e", num_chs=832, reduction=16),
+        dict(module="inception5b", num_chs=1024, reduction=32),
+    ]
 
-    def __init__(self, num_classes: int = 1000, transform_input: bool = False, init_weights: bool = True,
-                 drop_rate: float = 0.2):
-        super().__init__(num_classes=num_classes, aux_logits=False, transform_input=transform_input,
-                         init_weights=init_weights, dropout=drop_rate)
+    def __init__(
+        self, num_classes: int = 1000, transform_input: bool = False, init_weights: bool = True, drop_rate: float = 0.2
+    ):
+        super().__init__(
+            num_classes=num_classes,
+            aux_logits=False,
+            transform_input=transform_input,
+            init_weights=init_weights,
+            dropout=drop_rate,
+        )
         self.pretrained_cfg = dict(_IMAGENET, classifier="fc", architecture="googlenet")
         self.num_classes = num_classes
         self.num_features = 1024
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._transform_input(x)
-        for name in ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b",
-                     "maxpool3", "inception4a", "inception4b", "inception4c", "inception4d", "inception4e",
-                     "maxpool4", "inception5a", "inception5b"):
+        for name in (
+            "conv1",
+            "maxpool1",
+            "conv2",
+            "conv3",
+            "maxpool2",
+            "inception3a",
+            "inception3b",
+            "maxpool3",
+            "inception4a",
+            "inception4b",
+            "inception4c",
+            "inception4d",
+            "inception4e",
+            "maxpool4",
+            "inception5a",
+            "inception5b",
+        ):
             x = getattr(self, name)(x)
         return x
 

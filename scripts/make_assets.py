@@ -73,8 +73,13 @@ def scene() -> Image.Image:
     return _noise(img.filter(ImageFilter.SMOOTH), amount=6, seed=5)
 
 
-EXAMPLES = {"star.jpg": star, "ring.jpg": ring, "vertical-stripes.jpg": stripes, "triangle.jpg": triangle,
-            "house.jpg": scene}
+EXAMPLES = {
+    "star.jpg": star,
+    "ring.jpg": ring,
+    "vertical-stripes.jpg": stripes,
+    "triangle.jpg": triangle,
+    "house.jpg": scene,
+}
 
 
 def main() -> None:

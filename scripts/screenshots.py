@@ -22,13 +22,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for key, value in dict(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1",
-                       CNNCOMPARE_OFFLINE="1").items():
+for key, value in dict(
+    GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1", CNNCOMPARE_OFFLINE="1"
+).items():
     os.environ.setdefault(key, value)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -42,7 +49,9 @@ def wait_text(page, selector: str, text: str, timeout_s: float, *more: str) -> N
     page.wait_for_function(
         "([sel, texts]) => { const el = document.querySelector(sel);"
         " return el && texts.every(t => el.innerText.includes(t)); }",
-        arg=[selector, [text, *more]], timeout=timeout_s * 1000)
+        arg=[selector, [text, *more]],
+        timeout=timeout_s * 1000,
+    )
 
 
 def shoot(page, path: Path) -> None:

@@ -36,8 +36,15 @@ def launched_app(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     demo = build_app(runs)
     port = free_port()
-    launch(demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, ssr_mode=False,
-           show_error=True, quiet=True)
+    launch(
+        demo,
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=port,
+        ssr_mode=False,
+        show_error=True,
+        quiet=True,
+    )
     try:
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", runs=runs, demo=demo)
     finally:

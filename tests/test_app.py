@@ -20,9 +20,23 @@ from cnncompare import data, inference, models, profiling  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAR = ROOT / "assets" / "examples" / "star.jpg"
-TINY = dict(dataset="shapes", zip_file=None, models="resnet18@head", freeze="head", max_per_class=8,
-            optimizer="adam", lr=1e-3, epochs=1, batch_size=16, size=48, augment=False, pretrained=True,
-            init="default", head="linear", time_budget_s=0)
+TINY = dict(
+    dataset="shapes",
+    zip_file=None,
+    models="resnet18@head",
+    freeze="head",
+    max_per_class=8,
+    optimizer="adam",
+    lr=1e-3,
+    epochs=1,
+    batch_size=16,
+    size=48,
+    augment=False,
+    pretrained=True,
+    init="default",
+    head="linear",
+    time_budget_s=0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +78,7 @@ def _picture(path: Path) -> Path:
 
 # --------------------------------------------------------------------------- the Fine-tune form
 
+
 @pytest.fixture(scope="module")
 def ft_form(tmp_path_factory):
     """The Fine-tune tab built for real (gradio components, no server): its form, name -> component."""
@@ -84,8 +99,19 @@ def test_finetune_form_widgets_carry_the_schema(ft_form):
 
     schema = {s.name: s for cls in (ModelEntry, TrainSettings) for s in settings_of(cls)}
     shown = [name for name in ft_form if name in schema]
-    assert shown == ["freeze", "optimizer", "lr", "epochs", "batch_size", "size", "pretrained", "augment", "init",
-                     "head", "time_budget_s"]  # the page's order: same widgets as before the schema
+    assert shown == [
+        "freeze",
+        "optimizer",
+        "lr",
+        "epochs",
+        "batch_size",
+        "size",
+        "pretrained",
+        "augment",
+        "init",
+        "head",
+        "time_budget_s",
+    ]  # the page's order: same widgets as before the schema
     for name in shown:
         s, comp = schema[name], ft_form[name]
         if name == "freeze":  # free text with suggestions, labelled as the default for models without @
@@ -126,8 +152,12 @@ def test_form_values_read_back_through_the_schema(ft_form):
     assert settings.time_budget_s is None  # 0 = none
     entry, settings = forms.read_form({**start, "epochs": "7", "lr": 0.01, "time_budget_s": 30, "freeze": "stages:2"})
     assert (settings.epochs, settings.lr, settings.time_budget_s, entry.freeze) == (7, 0.01, 30.0, "stages:2")
-    for bad, words in ((dict(epochs=2.5), "whole number"), (dict(lr=float("nan")), "finite"),
-                       (dict(size=8), "Input size"), (dict(optimizer="lbfgs"), "not one of")):
+    for bad, words in (
+        (dict(epochs=2.5), "whole number"),
+        (dict(lr=float("nan")), "finite"),
+        (dict(size=8), "Input size"),
+        (dict(optimizer="lbfgs"), "not one of"),
+    ):
         with pytest.raises(CNNCompareError, match=words):
             forms.read_form({**start, **bad})
 
@@ -148,6 +178,7 @@ def test_learn_presets_fill_the_finetune_form(ft_form):
 
 
 # --------------------------------------------------------------------------- /profile and /blocks
+
 
 def test_profile_counts_match_the_engine(client):
     note, table, acc, lat, stages = client.predict(["resnet18", "alexnet"], 224, False, api_name="/profile")
@@ -183,8 +214,15 @@ def test_blocks_show_what_a_freeze_policy_freezes(client):
     md, table = client.predict(["vgg16"], 224, "layers:10", api_name="/blocks")
     rows = rows_of(table)
     state = {r["block"]: r["state"] for r in rows}
-    assert state == {"stem": "frozen", "stage1": "frozen", "stage2": "frozen", "stage3": "frozen",
-                     "stage4": "trains", "pre-logits": "trains", "head": "trains"}
+    assert state == {
+        "stem": "frozen",
+        "stage1": "frozen",
+        "stage2": "frozen",
+        "stage3": "frozen",
+        "stage4": "trains",
+        "pre-logits": "trains",
+        "head": "trains",
+    }
     model = models.build("vgg16", device="meta")
     models.freeze(model, "layers:10", 224)
     total, trainable = models.count_params(model)
@@ -196,9 +234,11 @@ def test_blocks_show_what_a_freeze_policy_freezes(client):
 
 # --------------------------------------------------------------------------- /predict
 
+
 def test_predict_a_generated_image(client, tmp_path):
-    note, table, gallery, details = client.predict(handle_file(str(_picture(tmp_path / "sun.png"))), ["resnet18"],
-                                                   [], True, api_name="/predict")
+    note, table, gallery, details = client.predict(
+        handle_file(str(_picture(tmp_path / "sun.png"))), ["resnet18"], [], True, api_name="/predict"
+    )
     (d,) = details
     assert d["model"] == "resnet18"
     probs = [t["prob"] for t in d["top"]]
@@ -218,9 +258,11 @@ def test_predict_a_generated_image(client, tmp_path):
 
 # --------------------------------------------------------------------------- /finetune
 
+
 def test_finetune_tiny_run_then_predict_with_it(client, app):
     status, progress, curves, table, confusion, acc_lat, files = client.predict(
-        **{**TINY, "models": "resnet18@head, alexnet@head"}, api_name="/finetune")
+        **{**TINY, "models": "resnet18@head, alexnet@head"}, api_name="/finetune"
+    )
     rows = rows_of(table)
     assert [r["run"] for r in rows] == ["resnet18@head", "alexnet@head"]
     r18, alex = rows
@@ -254,8 +296,9 @@ def test_finetune_tiny_run_then_predict_with_it(client, app):
     assert (run_dir / "results.json").is_file() and (run_dir / "weights.safetensors").is_file()
 
     # the fine-tuned run predicts with its own classes
-    note, table, gallery, details = client.predict(handle_file(str(STAR)), [], [r18["folder"]], True,
-                                                   api_name="/predict")
+    note, table, gallery, details = client.predict(
+        handle_file(str(STAR)), [], [r18["folder"]], True, api_name="/predict"
+    )
     (d,) = details
     assert d["weights"].startswith("fine-tuned")
     assert {t["label"] for t in d["top"]} <= set(data.SHAPE_CLASSES) and len(d["top"]) == 5
@@ -274,7 +317,8 @@ def test_finetune_on_an_uploaded_zip(client, tmp_path):
                 zf.write(path, f"mine/{cls}/{i}.png")
     status, *_, table, _, _, files = client.predict(
         **{**TINY, "dataset": "zip", "zip_file": handle_file(str(archive)), "max_per_class": 0, "size": 32},
-        api_name="/finetune")
+        api_name="/finetune",
+    )
     (row,) = rows_of(table)
     assert row["epochs"] == 1 and row["top-1 %"] is not None
     assert row["note"] == "" or "random weights" in row["note"]  # offline: the weights fallback, said so
@@ -284,8 +328,9 @@ def test_finetune_on_an_uploaded_zip(client, tmp_path):
 def test_downloads_name_the_runs_and_hold_no_server_paths(client, app):
     """The CSV/JSON of a comparison (written by the engine's export) carry the run labels, folder names only."""
     models_text = "resnet18@head\nresnet18@head lr=0.01\nresnet18@head"
-    status, *_, table, _, _, files = client.predict(**{**TINY, "models": models_text, "pretrained": False},
-                                                    api_name="/finetune")
+    status, *_, table, _, _, files = client.predict(
+        **{**TINY, "models": models_text, "pretrained": False}, api_name="/finetune"
+    )
     labels = ["resnet18@head", "resnet18@head lr=0.01", "resnet18@head #2"]  # unique labels, made by the engine
     assert [r["run"] for r in rows_of(table)] == labels
     paths = [Path(f) for f in files]
@@ -337,13 +382,15 @@ def test_finetune_and_estimate_take_named_parameters(client):
 
 
 def test_estimate_before_start(client):
-    text = client.predict(**{**TINY, "models": "resnet18@head\nresnet18@none optimizer=sgd lr=0.05"},
-                          api_name="/estimate")
+    text = client.predict(
+        **{**TINY, "models": "resnet18@head\nresnet18@none optimizer=sgd lr=0.05"}, api_name="/estimate"
+    )
     assert "| resnet18@head |" in text and "| resnet18@none optimizer=sgd lr=0.05 |" in text
     assert "features computed once" in text and "Total: about" in text
 
 
 # --------------------------------------------------------------------------- serving
+
 
 def _wait(predicate, timeout: float, what: str):
     end = time.monotonic() + timeout
@@ -356,8 +403,15 @@ def _wait(predicate, timeout: float, what: str):
 
 def test_two_clients_training_does_not_block_profile_and_stops_stay_separate(app):
     a, b = _client(app), _client(app)
-    long_run = {**TINY, "models": "resnet18@none", "epochs": 40, "max_per_class": 20, "batch_size": 8, "size": 32,
-                "pretrained": False}
+    long_run = {
+        **TINY,
+        "models": "resnet18@none",
+        "epochs": 40,
+        "max_per_class": 20,
+        "batch_size": 8,
+        "size": 32,
+        "pretrained": False,
+    }
     job_a = a.submit(**long_run, api_name="/finetune")
     _wait(lambda: any("step" in str(o[0]) for o in job_a.outputs()), 90, "A's run to start training")
 
@@ -393,13 +447,13 @@ def test_bad_input_gives_a_readable_message_and_the_app_keeps_serving(client, tm
         client.predict(**{**TINY, "dataset": "zip", "zip_file": handle_file(str(text_file))}, api_name="/finetune")
     fake_zip = tmp_path / "photos.zip"
     fake_zip.write_text("this is no zip archive")
-    status = client.predict(**{**TINY, "dataset": "zip", "zip_file": handle_file(str(fake_zip))},
-                            api_name="/finetune")[0]
+    status = client.predict(**{**TINY, "dataset": "zip", "zip_file": handle_file(str(fake_zip))}, api_name="/finetune")[
+        0
+    ]
     assert "not a valid zip" in status
     assert "Upload a .zip" in client.predict(**{**TINY, "dataset": "zip"}, api_name="/finetune")[0]
     assert "CIFAR-10" in client.predict(**{**TINY, "dataset": "cifar10"}, api_name="/finetune")[0]
-    assert "Unknown freeze policy" in client.predict(**{**TINY, "models": "resnet18@sideways"},
-                                                     api_name="/finetune")[0]
+    assert "Unknown freeze policy" in client.predict(**{**TINY, "models": "resnet18@sideways"}, api_name="/finetune")[0]
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0" + b"garbage" * 50)

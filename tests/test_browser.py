@@ -15,8 +15,14 @@ import pytest
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests skipped", allow_module_level=True)
@@ -41,7 +47,9 @@ def page(app_url):
 def _wait_text(page, selector: str, text: str, timeout_s: float = 60) -> None:
     page.wait_for_function(
         "([sel, text]) => { const el = document.querySelector(sel); return el && el.innerText.includes(text); }",
-        arg=[selector, text], timeout=timeout_s * 1000)
+        arg=[selector, text],
+        timeout=timeout_s * 1000,
+    )
 
 
 def _table_rows(page, selector: str) -> list[list[str]]:
@@ -49,7 +57,8 @@ def _table_rows(page, selector: str) -> list[list[str]]:
     return page.eval_on_selector_all(
         f"{selector} div[role=row]",
         "rows => rows.map(r => Array.from(r.querySelectorAll('[role=cell], [role=gridcell], td'))"
-        ".map(c => c.innerText.trim()))")
+        ".map(c => c.innerText.trim()))",
+    )
 
 
 def test_profile_two_models_in_the_browser(page, tmp_path):

@@ -428,7 +428,8 @@ def test_bad_val_fraction(tmp_path, fraction):
 
 
 @pytest.mark.parametrize(
-    "options, match", [({"max_per_class": 3}, "cap on images"), ({"seed": -1}, "seed"), ({"shapes_size": 8}, "16 pixels")]
+    "options, match",
+    [({"max_per_class": 3}, "cap on images"), ({"seed": -1}, "seed"), ({"shapes_size": 8}, "16 pixels")],
 )
 def test_bad_options(tmp_path, options, match):
     raises_data_error(match, load_dataset, "shapes", work_dir=tmp_path, **options)

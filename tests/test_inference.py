@@ -36,8 +36,17 @@ def test_predict_gives_imagenet_top5_and_a_time(picture):
     assert p.cam.shape == (64, 64) and p.cam.min() >= 0 and p.cam.max() == pytest.approx(1)
 
 
-@pytest.mark.parametrize("name,size", [("alexnet", 64), ("vgg11", 64), ("googlenet", 64), ("inception_v3", 80),
-                                       ("densenet121", 64), ("efficientnet_b0", 64)])
+@pytest.mark.parametrize(
+    "name,size",
+    [
+        ("alexnet", 64),
+        ("vgg11", 64),
+        ("googlenet", 64),
+        ("inception_v3", 80),
+        ("densenet121", 64),
+        ("efficientnet_b0", 64),
+    ],
+)
 def test_grad_cam_works_for_every_family(name, size, picture):
     torch.manual_seed(0)
     model = models.build(name, num_classes=3)
@@ -83,24 +92,53 @@ def test_cli_predict_with_a_fine_tuned_run(tmp_path, picture):
     ds = data.load_dataset("shapes", work_dir=tmp_path / "d", shapes_per_class=12, seed=0)
     store = runs.RunStore(tmp_path / "runs", "resnet18")
     training.fine_tune(ModelEntry("resnet18"), TrainSettings(epochs=1, size=32, device="cpu"), ds, store=store)
-    r = subprocess.run([sys.executable, "-m", "cnncompare", "predict", str(picture), "--run", str(store.path),
-                        "--models", "alexnet", "--size", "64", "--json"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnncompare",
+            "predict",
+            str(picture),
+            "--run",
+            str(store.path),
+            "--models",
+            "alexnet",
+            "--size",
+            "64",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     assert rows[0]["model"] == "alexnet" and "random weights" in rows[0]["note"]  # models first, then runs
     assert {t["label"] for t in rows[1]["top"]} <= set(ds.classes) and len(rows[1]["top"]) == 5
-    bad = subprocess.run([sys.executable, "-m", "cnncompare", "predict", str(tmp_path / "nope.png"), "--models",
-                          "resnet18"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "cnncompare", "predict", str(tmp_path / "nope.png"), "--models", "resnet18"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: Could not read the image")
 
 
 def _peak_rss_of_a_prediction(path) -> int:
-    code = ("import resource, sys; from cnncompare import inference, models; "
-            "p = inference.predict(models.build('resnet18'), sys.argv[1], size=224); "
-            "print(len(p.top), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import resource, sys; from cnncompare import inference, models; "
+        "p = inference.predict(models.build('resnet18'), sys.argv[1], size=224); "
+        "print(len(p.top), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode == 0, out.stderr[-1000:]
     n, peak_mb = map(int, out.stdout.split())
     assert n == 5

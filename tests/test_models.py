@@ -10,10 +10,30 @@ from cnncompare.errors import CNNCompareError, UnknownModelError, WeightsUnavail
 
 
 def test_catalog_has_the_classics_and_their_descendants():
-    required = ["alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
-                "googlenet", "inception_v3", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                "resnext50_32x4d", "wide_resnet50_2", "densenet121", "mobilenetv3_large_100", "efficientnet_b0",
-                "convnext_tiny"]
+    required = [
+        "alexnet",
+        "vgg11",
+        "vgg13",
+        "vgg16",
+        "vgg19",
+        "vgg11_bn",
+        "vgg13_bn",
+        "vgg16_bn",
+        "vgg19_bn",
+        "googlenet",
+        "inception_v3",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnext50_32x4d",
+        "wide_resnet50_2",
+        "densenet121",
+        "mobilenetv3_large_100",
+        "efficientnet_b0",
+        "convnext_tiny",
+    ]
     assert set(required) <= set(catalog.names())
     for name in required:
         e = catalog.get(name)
@@ -38,8 +58,9 @@ def _inception_aux_params() -> int:
     return sum(p.numel() for p in tv.AuxLogits.parameters())
 
 
-@pytest.mark.parametrize("name,size", [("alexnet", 224), ("vgg16", 224), ("googlenet", 224), ("resnet50", 224),
-                                       ("inception_v3", 299)])
+@pytest.mark.parametrize(
+    "name,size", [("alexnet", 224), ("vgg16", 224), ("googlenet", 224), ("resnet50", 224), ("inception_v3", 299)]
+)
 def test_params_and_macs_match_torchvision_published(name, size):
     from cnncompare.profiling import count_macs
 
@@ -82,9 +103,19 @@ def test_input_size_too_small_is_a_clear_error():
         models.check_input_size("alexnet", 48)
 
 
-@pytest.mark.parametrize("name,n_stages", [("alexnet", 3), ("vgg16", 4), ("googlenet", 4), ("inception_v3", 4),
-                                           ("resnet50", 4), ("densenet121", 4), ("efficientnet_b0", 4),
-                                           ("convnext_tiny", 4)])
+@pytest.mark.parametrize(
+    "name,n_stages",
+    [
+        ("alexnet", 3),
+        ("vgg16", 4),
+        ("googlenet", 4),
+        ("inception_v3", 4),
+        ("resnet50", 4),
+        ("densenet121", 4),
+        ("efficientnet_b0", 4),
+        ("convnext_tiny", 4),
+    ],
+)
 def test_blocks_cover_every_parameter_once(name, n_stages):
     model = models.build(name, device="meta", num_classes=7)
     groups = models.blocks(model)
@@ -109,8 +140,10 @@ def test_trainable_params_strictly_decrease_with_more_frozen_stages(name):
         models.freeze(models.build(name, device="meta"), f"stages:{n_stages + 1}")
 
 
-@pytest.mark.parametrize("name,head", [("resnet18", "linear"), ("vgg16", "linear"), ("vgg16", "mlp"),
-                                       ("alexnet", "mlp"), ("googlenet", "linear")])
+@pytest.mark.parametrize(
+    "name,head",
+    [("resnet18", "linear"), ("vgg16", "linear"), ("vgg16", "mlp"), ("alexnet", "mlp"), ("googlenet", "linear")],
+)
 def test_head_policy_leaves_only_the_classifier_trainable(name, head):
     model = models.build(name, device="meta", num_classes=4, head=head)
     models.freeze(model, "head")
@@ -192,7 +225,9 @@ def test_local_weights_files_load_through_the_real_loaders(tmp_path):
     # timm: a 1000-class checkpoint as the Hub would serve it, loaded into a 4-class model
     src = models.build("resnet18")
     save_file(src.state_dict(), tmp_path / "resnet18.safetensors")
-    model = models.build("resnet18", pretrained=True, num_classes=4, weights_file=str(tmp_path / "resnet18.safetensors"))
+    model = models.build(
+        "resnet18", pretrained=True, num_classes=4, weights_file=str(tmp_path / "resnet18.safetensors")
+    )
     assert torch.equal(model.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
     assert model.fc.out_features == 4 and model.cnncompare.weights_source.startswith("file:")
     # torchvision: GoogLeNet's published file includes the aux heads; they are dropped

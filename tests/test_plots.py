@@ -9,12 +9,33 @@ import pytest
 from cnncompare import plots
 
 PROFILES = [
-    dict(name="alexnet", macs=714_188_480, params=61_100_840, ref_top1=56.522, input_size=224,
-         latency_p50=25.0, latency_p90=31.0),
-    dict(name="resnet50", macs=4_089_184_256, params=25_557_032, ref_top1=76.13, input_size=224,
-         latency_p50=107.0, latency_p90=120.0),
-    dict(name="convnext_tiny", macs=4_460_000_000, params=28_590_000, ref_top1=None, input_size=224,
-         latency_p50=None, latency_p90=None),
+    dict(
+        name="alexnet",
+        macs=714_188_480,
+        params=61_100_840,
+        ref_top1=56.522,
+        input_size=224,
+        latency_p50=25.0,
+        latency_p90=31.0,
+    ),
+    dict(
+        name="resnet50",
+        macs=4_089_184_256,
+        params=25_557_032,
+        ref_top1=76.13,
+        input_size=224,
+        latency_p50=107.0,
+        latency_p90=120.0,
+    ),
+    dict(
+        name="convnext_tiny",
+        macs=4_460_000_000,
+        params=28_590_000,
+        ref_top1=None,
+        input_size=224,
+        latency_p50=None,
+        latency_p90=None,
+    ),
 ]
 
 
@@ -56,11 +77,18 @@ def test_latency_bars_median_with_p90_whisker():
 
 def test_params_per_stage_stacks_blocks_in_network_order():
     blocks = {
-        "vgg16": [dict(name="stem", params=38_720), dict(name="stage1", params=221_440),
-                  dict(name="stage10", params=1), dict(name="pre-logits", params=119_545_856),
-                  dict(name="head", params=4_097_000)],
-        "resnet18": [dict(name="stem", params=9_536), dict(name="stage1", params=147_968),
-                     dict(name="head", params=513_000)],
+        "vgg16": [
+            dict(name="stem", params=38_720),
+            dict(name="stage1", params=221_440),
+            dict(name="stage10", params=1),
+            dict(name="pre-logits", params=119_545_856),
+            dict(name="head", params=4_097_000),
+        ],
+        "resnet18": [
+            dict(name="stem", params=9_536),
+            dict(name="stage1", params=147_968),
+            dict(name="head", params=513_000),
+        ],
     }
     fig = plots.params_per_stage(blocks)
     assert [t.name for t in fig.data] == ["stem", "stage1", "stage10", "pre-logits", "head"]
@@ -75,8 +103,10 @@ def test_params_per_stage_stacks_blocks_in_network_order():
 
 def test_training_curves_one_colour_per_run_in_both_panels():
     series = [
-        dict(label="resnet18@head", history=[dict(epoch=1, train_loss=2.0, val_top1=40.0),
-                                             dict(epoch=2, train_loss=1.5, val_top1=55.0)]),
+        dict(
+            label="resnet18@head",
+            history=[dict(epoch=1, train_loss=2.0, val_top1=40.0), dict(epoch=2, train_loss=1.5, val_top1=55.0)],
+        ),
         dict(label="vgg11@none", history=[dict(epoch=1, train_loss=2.1, val_top1=12.5)]),
         dict(label="not started", history=[]),
     ]
@@ -92,9 +122,11 @@ def test_training_curves_one_colour_per_run_in_both_panels():
 
 def test_confusion_matrices_one_heatmap_per_run():
     classes = ["circle", "ring", "star"]
-    items = [dict(label="a", classes=classes, confusion=[[3, 1, 0], [0, 4, 0], [1, 0, 2]], val_top1=81.8),
-             dict(label="b", classes=classes, confusion=[[4, 0, 0], [0, 4, 0], [0, 0, 3]], val_top1=100.0),
-             dict(label="failed", classes=classes, confusion=[])]
+    items = [
+        dict(label="a", classes=classes, confusion=[[3, 1, 0], [0, 4, 0], [1, 0, 2]], val_top1=81.8),
+        dict(label="b", classes=classes, confusion=[[4, 0, 0], [0, 4, 0], [0, 0, 3]], val_top1=100.0),
+        dict(label="failed", classes=classes, confusion=[]),
+    ]
     fig = plots.confusion_matrices(items)
     assert len(fig.data) == 2 and all(isinstance(t, go.Heatmap) for t in fig.data)
     assert list(fig.data[0].x) == classes and list(fig.data[0].z[0]) == [3, 1, 0]
@@ -106,20 +138,26 @@ def test_confusion_matrices_one_heatmap_per_run():
 
 
 def test_accuracy_vs_latency_skips_runs_without_numbers():
-    rows = [dict(label="r18", val_top1=80.0, latency_ms=10.0, trainable_params=4104),
-            dict(label="failed", val_top1=None, latency_ms=None)]
+    rows = [
+        dict(label="r18", val_top1=80.0, latency_ms=10.0, trainable_params=4104),
+        dict(label="failed", val_top1=None, latency_ms=None),
+    ]
     fig = plots.accuracy_vs_latency(rows)
     assert [t.name for t in fig.data] == ["r18"]
     assert fig.data[0].x[0] == 10.0 and fig.data[0].y[0] == 80.0
 
 
 def test_figures_serialise_to_json_without_nan():
-    figs = [plots.accuracy_vs_macs(PROFILES), plots.latency_bars(PROFILES),
-            plots.training_curves([dict(label="x", history=[dict(epoch=1, train_loss=float("nan"), val_top1=5)])]),
-            plots.message_figure("hello")]
+    figs = [
+        plots.accuracy_vs_macs(PROFILES),
+        plots.latency_bars(PROFILES),
+        plots.training_curves([dict(label="x", history=[dict(epoch=1, train_loss=float("nan"), val_top1=5)])]),
+        plots.message_figure("hello"),
+    ]
     for fig in figs:
         text = fig.to_json()
         assert "NaN" not in text
         json.loads(text)
-    assert not math.isnan(plots.training_curves([dict(label="x", history=[dict(epoch=1, train_loss=1.0,
-                                                                                val_top1=2.0)])]).data[0].y[0])
+    assert not math.isnan(
+        plots.training_curves([dict(label="x", history=[dict(epoch=1, train_loss=1.0, val_top1=2.0)])]).data[0].y[0]
+    )

@@ -14,8 +14,9 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "cnncompare", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cnncompare", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_profile_counts_and_measures_a_real_model():
@@ -61,6 +62,7 @@ def _fits_up_to(limit: int, tried: list[int]):
         if batch > limit:
             raise torch.OutOfMemoryError(f"fake: batch {batch} does not fit")
         return f"ran {batch}"
+
     return run
 
 
@@ -81,12 +83,24 @@ def test_batch_backoff_gives_up_below_the_minimum():
     assert tried == [32, 16, 8]
 
 
-@pytest.mark.parametrize("name,peak", [
-    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.4),
-    ("NVIDIA GH200 480GB", 989.4), ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA A10", 125.0), ("NVIDIA A10G", None),
-    ("NVIDIA L40S", 362.0), ("NVIDIA L4", 121.0), ("Tesla T4", 65.0), ("Tesla V100-SXM2-16GB", 125.0),
-    ("NVIDIA GeForce RTX 4090", 165.2), ("Some Future GPU", None),
-])
+@pytest.mark.parametrize(
+    "name,peak",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.4),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H200", 989.4),
+        ("NVIDIA GH200 480GB", 989.4),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA A10G", None),
+        ("NVIDIA L40S", 362.0),
+        ("NVIDIA L4", 121.0),
+        ("Tesla T4", 65.0),
+        ("Tesla V100-SXM2-16GB", 125.0),
+        ("NVIDIA GeForce RTX 4090", 165.2),
+        ("Some Future GPU", None),
+    ],
+)
 def test_peak_tflops_by_device_name(name, peak):
     assert profiling.peak_tflops(name) == peak
 
@@ -98,9 +112,25 @@ def test_cli_profile_json_contract():
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)  # stdout is exactly one JSON document
     assert [row["name"] for row in rows] == ["alexnet", "vgg16", "googlenet", "resnet50", "inception_v3"]
-    keys = {"name", "family", "input_size", "params", "trainable_params", "macs", "flops", "size_mb", "latency_ms",
-            "throughput_ips", "device", "ref_top1", "ref_top5", "latency_graph_ms", "tflops", "peak_fraction",
-            "warnings"}
+    keys = {
+        "name",
+        "family",
+        "input_size",
+        "params",
+        "trainable_params",
+        "macs",
+        "flops",
+        "size_mb",
+        "latency_ms",
+        "throughput_ips",
+        "device",
+        "ref_top1",
+        "ref_top5",
+        "latency_graph_ms",
+        "tflops",
+        "peak_fraction",
+        "warnings",
+    }
     for row in rows:
         assert keys <= set(row)
         assert row["latency_ms"] is None and row["flops"] == 2 * row["macs"]
@@ -114,16 +144,19 @@ def test_cli_profile_table_with_latency():
     assert "resnet18" in r.stdout and "p50 ms" in r.stdout and "11.69 M" in r.stdout
 
 
-@pytest.mark.parametrize("args,message", [
-    (["profile", "resnt50"], "Did you mean resnet50"),
-    (["profile", "inception_v3", "--size", "32"], "at least 75"),
-    (["profile", "alexnet", "--size", "48"], "at least 63"),
-    (["profile", "resnet18", "--batch", "0"], "at least 1"),
-    (["profile", "resnet18", "--device", "cuda"] if not torch.cuda.is_available() else ["profile", "x"], ""),
-    (["blocks", "resnet18", "--freeze", "stages:9"], "stages"),
-    (["profile", "resnet18", "--size", "abc"], "invalid int value"),
-    (["profile", "resnet50.bogus"], "no weights 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["profile", "resnt50"], "Did you mean resnet50"),
+        (["profile", "inception_v3", "--size", "32"], "at least 75"),
+        (["profile", "alexnet", "--size", "48"], "at least 63"),
+        (["profile", "resnet18", "--batch", "0"], "at least 1"),
+        (["profile", "resnet18", "--device", "cuda"] if not torch.cuda.is_available() else ["profile", "x"], ""),
+        (["blocks", "resnet18", "--freeze", "stages:9"], "stages"),
+        (["profile", "resnet18", "--size", "abc"], "invalid int value"),
+        (["profile", "resnet50.bogus"], "no weights 'bogus'"),
+    ],
+)
 def test_cli_bad_input_gives_one_clear_line(args, message):
     r = run_cli(*args)
     assert r.returncode != 0

@@ -26,9 +26,23 @@ from cnncompare.ui.fairqueue import FairQueue, Refused  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAR = ROOT / "assets" / "examples" / "star.jpg"
-TINY = dict(dataset="shapes", zip_file=None, models="resnet18@head", freeze="head", max_per_class=8,
-            optimizer="adam", lr=1e-3, epochs=1, batch_size=16, size=32, augment=False, pretrained=False,
-            init="default", head="linear", time_budget_s=0)
+TINY = dict(
+    dataset="shapes",
+    zip_file=None,
+    models="resnet18@head",
+    freeze="head",
+    max_per_class=8,
+    optimizer="adam",
+    lr=1e-3,
+    epochs=1,
+    batch_size=16,
+    size=32,
+    augment=False,
+    pretrained=False,
+    init="default",
+    head="linear",
+    time_budget_s=0,
+)
 KEY_A = "A" * 10 + "-visitor-key-of-alice"
 KEY_B = "B" * 10 + "-visitor-key-of-bobby"
 
@@ -54,8 +68,9 @@ def call_raw(app, api_name: str, data: list) -> tuple[str, object]:
     """POST /gradio_api/call/<api_name> with a raw payload (no gradio_client upload), then read the event stream:
     ('complete', outputs) or ('error', message)."""
     base = f"{app.url}gradio_api/call/{api_name}"
-    req = urllib.request.Request(base, data=json.dumps({"data": data}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        base, data=json.dumps({"data": data}).encode(), headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         event_id = json.loads(r.read())["event_id"]
     with urllib.request.urlopen(f"{base}/{event_id}", timeout=120) as r:
@@ -85,12 +100,18 @@ def finetune(client: Client, key: str | None = None, **changes):
 
 # --------------------------------------------------------------------------- 1. no server file by its path
 
+
 def test_a_server_path_given_as_a_file_is_refused_without_telling_anything(app):
     meta = {"_type": "gradio.FileData"}
     answers = {}
-    for name, payload in {"file": {"path": "/etc/passwd"}, "missing": {"path": "/nonexistent/x.jpg"},
-                          "folder": {"path": "/etc"}, "string": "/etc/passwd",
-                          "runs": {"path": str(app.runs)}, "url only": {"url": "file:///etc/passwd"}}.items():
+    for name, payload in {
+        "file": {"path": "/etc/passwd"},
+        "missing": {"path": "/nonexistent/x.jpg"},
+        "folder": {"path": "/etc"},
+        "string": "/etc/passwd",
+        "runs": {"path": str(app.runs)},
+        "url only": {"url": "file:///etc/passwd"},
+    }.items():
         kind, text = call_raw(app, "predict", [payload, ["resnet18"], [], False, None])
         assert kind == "error", (name, text)
         answers[name] = text
@@ -101,15 +122,19 @@ def test_a_server_path_given_as_a_file_is_refused_without_telling_anything(app):
     for word in ("No such file", "Is a directory", "cannot identify", "/etc", str(app.runs)):
         assert word not in text
     # with gradio's 'meta', gradio itself refuses what was not uploaded, the same way for a file that exists or not
-    kinds = [call_raw(app, "predict", [{"path": p, "meta": meta}, ["resnet18"], [], False, None])
-             for p in ("/etc/passwd", "/nonexistent/x.jpg")]
+    kinds = [
+        call_raw(app, "predict", [{"path": p, "meta": meta}, ["resnet18"], [], False, None])
+        for p in ("/etc/passwd", "/nonexistent/x.jpg")
+    ]
     assert [k for k, _ in kinds] == ["error", "error"]
     assert all("not uploaded by a user" in str(t) for _, t in kinds)
 
     # the dataset zip of /finetune: the same refusal
     client = _client(app)
-    names = [p["parameter_name"] for p in
-             client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/finetune"]["parameters"]]
+    names = [
+        p["parameter_name"]
+        for p in client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/finetune"]["parameters"]
+    ]
     for payload in ({"path": "/etc/passwd"}, "/etc/hostname", {"path": "/etc/passwd", "meta": meta}):
         values = {**TINY, "dataset": "zip", "zip_file": payload, "visitor": None}
         kind, text = call_raw(app, "finetune", [values[n] for n in names])
@@ -125,6 +150,7 @@ def test_an_upload_that_is_no_image_is_named_by_its_own_file_name(app, tmp_path)
 
 
 # --------------------------------------------------------------------------- 2. private runs
+
 
 def test_visitors_see_use_and_download_only_their_own_runs(app):
     alice, bob = _client(app), _client(app)
@@ -175,6 +201,7 @@ def test_a_workspace_code_shares_runs_and_the_queue_still_counts_each_browser(ap
 
 
 # --------------------------------------------------------------------------- 3. a fair queue
+
 
 def test_a_flood_from_one_client_does_not_lock_out_another(app):
     flooder, other = _client(app), _client(app)
@@ -251,13 +278,15 @@ def test_fair_queue_rules():
 
 # --------------------------------------------------------------------------- 4. limits on what a visitor asks
 
+
 def test_a_giant_model_name_is_refused_quickly_and_not_kept(app):
     from cnncompare.ui.common import MODELS
 
     before = len(MODELS)
     started = time.monotonic()
-    note, table, gallery, details = _client(app).predict(handle_file(str(STAR)), ["vit_giant_patch14_224"], [],
-                                                         False, api_name="/predict")
+    note, table, gallery, details = _client(app).predict(
+        handle_file(str(STAR)), ["vit_giant_patch14_224"], [], False, api_name="/predict"
+    )
     assert time.monotonic() - started < 30
     assert "more than this server allows" in note and details == []
     assert len(MODELS) == before
@@ -266,8 +295,9 @@ def test_a_giant_model_name_is_refused_quickly_and_not_kept(app):
 
 
 def test_a_model_without_a_spatial_map_still_predicts_top5(app):
-    note, table, gallery, details = _client(app).predict(handle_file(str(STAR)), ["vit_tiny_patch16_224"], [],
-                                                         False, api_name="/predict")
+    note, table, gallery, details = _client(app).predict(
+        handle_file(str(STAR)), ["vit_tiny_patch16_224"], [], False, api_name="/predict"
+    )
     (d,) = details
     assert len(d["top"]) == 5 and d["heat_map"] is False
     assert "no heat map for this architecture" in note and gallery == []
@@ -293,16 +323,18 @@ def test_server_limits_on_a_comparison(app):
     ctx = app.demo.cnncompare_context
     text = client.predict(**{**TINY, "epochs": ctx.env.max_epochs + 1}, api_name="/estimate")
     assert f"at most {ctx.env.max_epochs} epochs per run" in text
-    text = client.predict(**{**TINY, "models": ", ".join(["resnet18@head"] * (ctx.env.max_runs + 1))},
-                          api_name="/estimate")
+    text = client.predict(
+        **{**TINY, "models": ", ".join(["resnet18@head"] * (ctx.env.max_runs + 1))}, api_name="/estimate"
+    )
     assert f"At most {ctx.env.max_runs} runs" in text
     # each run's time budget: min(the visitor's, CNNCOMPARE_MAX_RUN_S)
     from cnncompare import compare
     from cnncompare.settings import TrainSettings
     from cnncompare.ui.finetune import apply_limits
 
-    plan = compare.Plan.parse("resnet18@head, resnet18@none time_budget_s=50000, resnet18@head time_budget_s=5",
-                              settings=TrainSettings())
+    plan = compare.Plan.parse(
+        "resnet18@head, resnet18@none time_budget_s=50000, resnet18@head time_budget_s=5", settings=TrainSettings()
+    )
     apply_limits(ctx, plan)
     assert [r.settings.time_budget_s for r in plan.runs()] == [ctx.env.max_run_s, ctx.env.max_run_s, 5]
     # dataset pixels (images x size^2): lowered for this test on the running app
@@ -316,6 +348,7 @@ def test_server_limits_on_a_comparison(app):
 
 
 # --------------------------------------------------------------------------- 5. bounded disk
+
 
 def test_a_visitor_over_quota_loses_the_oldest_runs(app):
     client = _client(app)
@@ -356,6 +389,7 @@ def test_pruning_at_start_removes_leftovers_and_expired_runs(tmp_path):
 
 # --------------------------------------------------------------------------- 6. a damaged run folder
 
+
 def test_a_damaged_run_folder_is_skipped_with_a_note(app):
     client = _client(app)
     key = "D" * 10 + "-visitor-with-damage"
@@ -384,8 +418,9 @@ def test_shared_examples_are_offered_read_only(tmp_path):
     ctx = Context.from_env(tmp_path, dataclasses.replace(Env.read(), shared_examples=True))
     example = ctx.runs_root / "20260101-120000-resnet18"
     example.mkdir()
-    (example / "config.json").write_text(json.dumps({"train": {"model": "resnet18"},
-                                                     "dataset": {"name": "shapes", "classes": ["a", "b"]}}))
+    (example / "config.json").write_text(
+        json.dumps({"train": {"model": "resnet18"}, "dataset": {"name": "shapes", "classes": ["a", "b"]}})
+    )
     (example / "weights.safetensors").write_bytes(b"")
     anyone = visitors.resolve(None)
     choices, notes = visitors.visible_runs(ctx, anyone)
@@ -401,8 +436,9 @@ def test_shared_examples_are_offered_read_only(tmp_path):
 def test_image_files_still_work_through_upload(app, tmp_path):
     path = tmp_path / "wide.png"
     Image.new("RGB", (400, 60), (200, 40, 40)).save(path)
-    note, table, gallery, details = _client(app).predict(handle_file(str(path)), ["resnet18"], [], False,
-                                                         api_name="/predict")
+    note, table, gallery, details = _client(app).predict(
+        handle_file(str(path)), ["resnet18"], [], False, api_name="/predict"
+    )
     assert details and len(details[0]["top"]) == 5
 
 
@@ -413,9 +449,13 @@ def test_upload_components_reach_the_browser_as_plain_image_and_file():
     from cnncompare.ui.uploads import UploadedFile, UploadedImage
 
     with gr.Blocks() as demo:
-        pairs = [(gr.Image(type="filepath", label="x", sources=["upload"], height=300),
-                  UploadedImage(type="filepath", label="x", sources=["upload"], height=300)),
-                 (gr.File(type="filepath", file_types=[".zip"]), UploadedFile(type="filepath", file_types=[".zip"]))]
+        pairs = [
+            (
+                gr.Image(type="filepath", label="x", sources=["upload"], height=300),
+                UploadedImage(type="filepath", label="x", sources=["upload"], height=300),
+            ),
+            (gr.File(type="filepath", file_types=[".zip"]), UploadedFile(type="filepath", file_types=[".zip"])),
+        ]
     config = {c["id"]: c for c in demo.get_config_file()["components"]}
     for plain, checked in pairs:
         assert config[checked._id]["type"] == config[plain._id]["type"]
@@ -434,8 +474,10 @@ def test_predict_survives_another_visitors_mac_counting():
     model = models.build("resnet18").eval()
     image = Image.new("RGB", (80, 80), (200, 30, 30))
     end = time.monotonic() + 6
-    counting = threading.Thread(target=lambda: [profiling.count_macs("alexnet", 64) for _ in iter(
-        lambda: time.monotonic() < end, False)], daemon=True)
+    counting = threading.Thread(
+        target=lambda: [profiling.count_macs("alexnet", 64) for _ in iter(lambda: time.monotonic() < end, False)],
+        daemon=True,
+    )
     counting.start()
     answers = []
     while time.monotonic() < end:

@@ -16,11 +16,20 @@ from cnncompare.settings import Env, ModelEntry, TrainSettings, build, coerce, s
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("field,value,msg", [
-    ("epochs", "2.5", "whole number"), ("epochs", 0, "at least 1"), ("lr", "NaN", "finite"),
-    ("lr", "fast", "not a number"), ("lr", 0, "above 0"), ("time_budget_s", -1, "above 0"),
-    ("optimizer", "lbfgs", "not one of"), ("augment", "maybe", "yes or no"), ("size", 8, "at least 16"),
-])
+@pytest.mark.parametrize(
+    "field,value,msg",
+    [
+        ("epochs", "2.5", "whole number"),
+        ("epochs", 0, "at least 1"),
+        ("lr", "NaN", "finite"),
+        ("lr", "fast", "not a number"),
+        ("lr", 0, "above 0"),
+        ("time_budget_s", -1, "above 0"),
+        ("optimizer", "lbfgs", "not one of"),
+        ("augment", "maybe", "yes or no"),
+        ("size", 8, "at least 16"),
+    ],
+)
 def test_bad_values_get_one_sentence_naming_the_setting(field, value, msg):
     with pytest.raises(CNNCompareError, match=msg) as err:
         build(TrainSettings, {field: value})
@@ -73,7 +82,7 @@ def test_env_reads_each_variable_once_and_refuses_non_numbers(monkeypatch):
 
 def test_the_readme_lists_every_environment_variable():
     readme = (ROOT / "README.md").read_text()
-    for var, default, meaning in Env.variables():
+    for var, _default, meaning in Env.variables():
         assert f"`{var}`" in readme and meaning in readme, var
 
 
@@ -83,13 +92,24 @@ def test_the_public_api_is_small_documented_and_lazy():
             continue
         obj = getattr(cnncompare, name)
         assert inspect.getdoc(obj), name
-    for fn in (cnncompare.build_model, cnncompare.profile, cnncompare.load_dataset, cnncompare.fine_tune,
-               cnncompare.run_comparison, cnncompare.predict, cnncompare.load_run):
+    for fn in (
+        cnncompare.build_model,
+        cnncompare.profile,
+        cnncompare.load_dataset,
+        cnncompare.fine_tune,
+        cnncompare.run_comparison,
+        cnncompare.predict,
+        cnncompare.load_run,
+    ):
         doc = inspect.getdoc(fn)
         assert re.search(r"^(Args|Returns|Raises):", doc, re.M), fn.__name__
     # importing the package alone does not load torch (the CLI's --help stays quick)
-    out = subprocess.run([sys.executable, "-c", "import sys, cnncompare; print('torch' in sys.modules)"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, cnncompare; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.stdout.strip() == "False"
 
 

@@ -30,8 +30,10 @@ def tiny(**kw) -> tuple[ModelEntry, TrainSettings]:
     """(model entry, training settings) of a tiny CPU run, with `kw` changed in whichever they belong to."""
     base = dict(model="resnet18", freeze="head", epochs=1, size=32, batch_size=32, lr=1e-2, device="cpu")
     base.update(kw)
-    return (ModelEntry(**{k: v for k, v in base.items() if k in MODEL_FIELDS}),
-            TrainSettings(**{k: v for k, v in base.items() if k not in MODEL_FIELDS}))
+    return (
+        ModelEntry(**{k: v for k, v in base.items() if k in MODEL_FIELDS}),
+        TrainSettings(**{k: v for k, v in base.items() if k not in MODEL_FIELDS}),
+    )
 
 
 def _strip_times(history):
@@ -115,8 +117,13 @@ def test_stop_flag_ends_within_one_step_and_keeps_finished_work(shapes, tmp_path
         if ev.kind == "epoch" and ev.epoch == 1:
             state["stop"] = True  # ask to stop as soon as the first epoch is done
 
-    r = training.fine_tune(*tiny(epochs=5, feature_cache=False, batch_size=16), shapes, on_event=on_event,
-                           should_stop=lambda: state["stop"], store=store)
+    r = training.fine_tune(
+        *tiny(epochs=5, feature_cache=False, batch_size=16),
+        shapes,
+        on_event=on_event,
+        should_stop=lambda: state["stop"],
+        store=store,
+    )
     assert r.stopped == "stopped by user" and r.final_epoch == 1 and len(steps_after_stop) == 0
     rows = list(csv.DictReader((store.path / "metrics.csv").open()))
     assert [int(row["epoch"]) for row in rows] == [1]
@@ -135,8 +142,13 @@ def test_a_mid_epoch_stop_keeps_the_weights_of_the_last_finished_epoch(shapes, t
     def count(ev):
         state["steps"] += ev.kind == "step"
 
-    r = training.fine_tune(*tiny(freeze="stages:2", epochs=3, feature_cache=False, batch_size=16), shapes,
-                           on_event=count, should_stop=stop, store=store)
+    r = training.fine_tune(
+        *tiny(freeze="stages:2", epochs=3, feature_cache=False, batch_size=16),
+        shapes,
+        on_event=count,
+        should_stop=stop,
+        store=store,
+    )
     assert r.stopped == "stopped by user" and r.final_epoch == 1 and state["steps"] == 15
     model = runs.load_run(store.path).load_model()
     x, y = placement.cached_tensors(shapes.val, 32, "bilinear")
@@ -186,21 +198,35 @@ def test_compare_reports_a_failing_model_and_runs_the_others(shapes, tmp_path):
 def test_an_entry_carries_its_own_policy_and_settings():
     e = compare.Entry.parse("resnet18@none optimizer=sgd lr=0.05 init=he")
     entry, settings = e.resolve(*tiny(freeze="head", optimizer="adam"))
-    assert (entry.model, entry.freeze, entry.init, settings.optimizer, settings.lr) == ("resnet18", "none", "he",
-                                                                                         "sgd", 0.05)
+    assert (entry.model, entry.freeze, entry.init, settings.optimizer, settings.lr) == (
+        "resnet18",
+        "none",
+        "he",
+        "sgd",
+        0.05,
+    )
     assert e.label("head") == "resnet18@none optimizer=sgd lr=0.05 init=he"
     assert compare.Entry.parse("vgg11").resolve(*tiny(freeze="stages:1"))[0].freeze == "stages:1"
-    for bad, msg in [("resnet18 momentum=1", "per-run setting"), ("resnet18 lr=1e30", "at most 10"), ("resnet18 optimizer=lbfgs", "not one of"),
-                     ("resnet18 lr=fast", "not a number"), ("resnet18 epochs=2.5", "whole number"),
-                     ("resnet18 lr=nan", "finite")]:
+    for bad, msg in [
+        ("resnet18 momentum=1", "per-run setting"),
+        ("resnet18 lr=1e30", "at most 10"),
+        ("resnet18 optimizer=lbfgs", "not one of"),
+        ("resnet18 lr=fast", "not a number"),
+        ("resnet18 epochs=2.5", "whole number"),
+        ("resnet18 lr=nan", "finite"),
+    ]:
         with pytest.raises(CNNCompareError, match=msg):
             compare.Entry.parse(bad)
 
 
 def test_a_plan_gives_every_run_a_unique_label_and_checks_limits():
     plan = compare.Plan.parse("resnet18@head\nresnet18\nresnet18@none lr=0.01, vgg11", max_runs=4)
-    assert [r.label for r in plan.runs()] == ["resnet18@head", "resnet18@head #2", "resnet18@none lr=0.01",
-                                             "vgg11@head"]
+    assert [r.label for r in plan.runs()] == [
+        "resnet18@head",
+        "resnet18@head #2",
+        "resnet18@none lr=0.01",
+        "vgg11@head",
+    ]
     with pytest.raises(CNNCompareError, match="At most 2 runs"):
         compare.Plan.parse("resnet18, vgg11, alexnet", max_runs=2)
     with pytest.raises(CNNCompareError, match="resnet"):  # unknown names fail before anything runs
@@ -252,9 +278,23 @@ def test_export_writes_labelled_tables_and_a_whole_zip(shapes, tmp_path):
 
 def test_a_diverging_run_is_reported_not_saved_as_normal(shapes, tmp_path):
     store = runs.RunStore(tmp_path, "alexnet")
-    r = training.fine_tune(*tiny(model="alexnet", size=64, freeze="none", feature_cache=False, lr=10,
-                                 optimizer="momentum", schedule="none", epochs=2, batch_size=16), shapes, store=store)
+    r = training.fine_tune(
+        *tiny(
+            model="alexnet",
+            size=64,
+            freeze="none",
+            feature_cache=False,
+            lr=10,
+            optimizer="momentum",
+            schedule="none",
+            epochs=2,
+            batch_size=16,
+        ),
+        shapes,
+        store=store,
+    )
     assert r.error and "diverged" in r.error and "lower the learning rate" in r.error and r.final_epoch == 0
+
     def no_bare_constants(name):
         raise AssertionError(f"bare {name} in results.json")
 
@@ -295,9 +335,16 @@ def test_estimate_before_a_run(shapes):
     assert cached.feature_cache and not plain.feature_cache
 
 
-@pytest.mark.parametrize("kw,msg", [(dict(optimizer="lbfgs"), "Optimizer"), (dict(epochs=0), "Epochs"),
-                                    (dict(model="inception_v3", size=32), "at least 75"),
-                                    (dict(freeze="stages:x"), "freeze policy"), (dict(lr=0), "Learning rate")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        (dict(optimizer="lbfgs"), "Optimizer"),
+        (dict(epochs=0), "Epochs"),
+        (dict(model="inception_v3", size=32), "at least 75"),
+        (dict(freeze="stages:x"), "freeze policy"),
+        (dict(lr=0), "Learning rate"),
+    ],
+)
 def test_bad_settings_are_clear_errors(kw, msg):
     entry, settings = tiny(**kw)
     with pytest.raises(CNNCompareError, match=msg):
@@ -306,14 +353,48 @@ def test_bad_settings_are_clear_errors(kw, msg):
 
 
 def test_cli_finetune_json(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cnncompare", "finetune", "--models", "resnet18", "alexnet@head",
-                        "--dataset", "shapes", "--freeze", "head", "--epochs", "1", "--size", "40", "--json",
-                        "--out", str(tmp_path), "--max-per-class", "12"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnncompare",
+            "finetune",
+            "--models",
+            "resnet18",
+            "alexnet@head",
+            "--dataset",
+            "shapes",
+            "--freeze",
+            "head",
+            "--epochs",
+            "1",
+            "--size",
+            "40",
+            "--json",
+            "--out",
+            str(tmp_path),
+            "--max-per-class",
+            "12",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    keys = {"name", "val_top1", "train_time_s", "trainable_params", "params", "macs", "latency_ms", "run_dir",
-            "feature_cache", "error"}
+    keys = {
+        "name",
+        "val_top1",
+        "train_time_s",
+        "trainable_params",
+        "params",
+        "macs",
+        "latency_ms",
+        "run_dir",
+        "feature_cache",
+        "error",
+    }
     assert keys <= set(rows[0]) and rows[0]["name"] == "resnet18" and rows[0]["feature_cache"] is True
     assert rows[0]["error"] is None and 0 <= rows[0]["val_top1"] <= 100
     assert "at least 63" in rows[1]["error"]
@@ -321,11 +402,33 @@ def test_cli_finetune_json(tmp_path):
 
 
 def test_cli_reproduces_a_comparison_with_labels_fallback_and_export(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "cnncompare", "finetune", "--models", "resnet18@head lr=0.02",
-                        "resnet18", "--pretrained", "--epochs", "1", "--size", "32", "--max-per-class", "10",
-                        "--out", str(tmp_path / "runs"), "--export", str(tmp_path / "export")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "CNNCOMPARE_OFFLINE": "1"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnncompare",
+            "finetune",
+            "--models",
+            "resnet18@head lr=0.02",
+            "resnet18",
+            "--pretrained",
+            "--epochs",
+            "1",
+            "--size",
+            "32",
+            "--max-per-class",
+            "10",
+            "--out",
+            str(tmp_path / "runs"),
+            "--export",
+            str(tmp_path / "export"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "CNNCOMPARE_OFFLINE": "1"},
+    )
     assert r.returncode == 0, r.stderr
     assert "resnet18@head lr=0.02" in r.stdout and "resnet18@head" in r.stdout
     assert "random weights" in r.stdout + r.stderr
@@ -369,16 +472,46 @@ def test_torchrun_with_two_processes_matches_one_process_of_the_same_global_batc
     import os
     import shutil
 
-    args = ["-m", "cnncompare", "finetune", "--models", "resnet18@stages:4", "resnet18@stages:3 feature_cache=false",
-            "--epochs", "2", "--size", "32", "--batch", "16", "--lr", "0.01", "--max-per-class", "20",
-            "--device", "cpu", "--json"]
+    args = [
+        "-m",
+        "cnncompare",
+        "finetune",
+        "--models",
+        "resnet18@stages:4",
+        "resnet18@stages:3 feature_cache=false",
+        "--epochs",
+        "2",
+        "--size",
+        "32",
+        "--batch",
+        "16",
+        "--lr",
+        "0.01",
+        "--max-per-class",
+        "20",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     env = {**os.environ, "CNNCOMPARE_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    two = subprocess.run([torchrun, "--nproc-per-node", "2", *args, "--out", str(tmp_path / "two")], cwd=tmp_path,
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", *args, "--out", str(tmp_path / "two")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=300)
+    one = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     assert len(json.loads(two.stdout)) == 2  # rank 0 alone prints the table
     assert len(list((tmp_path / "two").iterdir())) == 2  # ... and writes the runs

@@ -46,13 +46,17 @@ def theme() -> gr.themes.Base:
 
 
 def _banner() -> str:
-    text = ("# cnncompare\nPut classic CNN image classifiers side by side — AlexNet, VGG, GoogLeNet/Inception, "
-            "ResNet and their descendants: what they cost, what they predict, and how well each learns your "
-            "own small dataset when some of its layers stay frozen.")
+    text = (
+        "# cnncompare\nPut classic CNN image classifiers side by side — AlexNet, VGG, GoogLeNet/Inception, "
+        "ResNet and their descendants: what they cost, what they predict, and how well each learns your "
+        "own small dataset when some of its layers stay frozen."
+    )
     if not models.weights_downloadable():
-        text += ("\n\n⚠️ **Offline mode**: pretrained ImageNet weights cannot be downloaded here, so models start "
-                 "from **random weights** (every page says so where it matters). The `shapes` dataset is "
-                 "generated on this machine, so fine-tuning works fully offline.")
+        text += (
+            "\n\n⚠️ **Offline mode**: pretrained ImageNet weights cannot be downloaded here, so models start "
+            "from **random weights** (every page says so where it matters). The `shapes` dataset is "
+            "generated on this machine, so fine-tuning works fully offline."
+        )
     return text
 
 
@@ -76,14 +80,16 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
             with gr.Tab("Learn", id="learn", elem_id="tab-learn"):
                 learn.build(ctx, ft, tabs)
         # A first visit gets a new random key (the browser keeps it); then its runs are listed.
-        demo.load(visitors.new_state, ctx.visitor_state, ctx.visitor_state, api_visibility="private",
-                  queue=False).then(pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note],
-                                    api_visibility="private", queue=False)
+        demo.load(visitors.new_state, ctx.visitor_state, ctx.visitor_state, api_visibility="private", queue=False).then(
+            pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
+        )
         # Newly finished runs appear in the Predict tab's list.
-        ft.start_event.then(pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note],
-                            api_visibility="private", queue=False)
-        predict_tab.select(pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note],
-                           api_visibility="private", queue=False)
+        ft.start_event.then(
+            pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
+        )
+        predict_tab.select(
+            pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
+        )
         arch.wire_load(demo)
         # The visitor's own runs, for API clients (the page's dropdown shows the same list).
         gr.api(_runs_api(ctx), api_name="runs", queue=False)

@@ -16,9 +16,22 @@ from .common import SESSIONS, billions, message, millions, parse_names, rounded,
 from .fairqueue import wait_text
 from .gpu import gpu
 
-PROFILE_COLUMNS = ["model", "family", "year", "input (px)", "params (M)", "MACs (G)", "FLOPs (G)", "weights (MiB)",
-                   "activations (MiB)", "latency p50 (ms)", "latency p90 (ms)", "throughput (img/s)",
-                   "ImageNet top-1 (%)", "note"]
+PROFILE_COLUMNS = [
+    "model",
+    "family",
+    "year",
+    "input (px)",
+    "params (M)",
+    "MACs (G)",
+    "FLOPs (G)",
+    "weights (MiB)",
+    "activations (MiB)",
+    "latency p50 (ms)",
+    "latency p90 (ms)",
+    "throughput (img/s)",
+    "ImageNet top-1 (%)",
+    "note",
+]
 BLOCK_COLUMNS = ["model", "block", "layers", "params", "trainable", "output (C×H×W)", "state"]
 POLICY_CHOICES = [
     ("none: every layer trains", "none"),
@@ -37,13 +50,23 @@ LATENCY_BUDGET_S = 1.0  # seconds per timing phase and model: enough for a stabl
 
 def _profile_row(p: profiling.Profile) -> dict:
     lat = p.latency_ms
-    return {"model": p.name, "family": p.family, "year": p.year, "input (px)": p.input_size,
-            "params (M)": millions(p.params), "MACs (G)": billions(p.macs), "FLOPs (G)": billions(p.flops),
-            "weights (MiB)": rounded(p.size_mb), "activations (MiB)": rounded(p.activation_mb),
-            "latency p50 (ms)": rounded(lat.p50) if lat else None, "latency p90 (ms)": rounded(lat.p90) if lat else None,
-            GRAPH_COLUMN: rounded(p.latency_graph_ms.p50, 2) if p.latency_graph_ms else None,
-            "throughput (img/s)": rounded(p.throughput_ips) if p.throughput_ips else None,
-            "ImageNet top-1 (%)": rounded(p.ref_top1, 2), "note": "; ".join(p.warnings)}
+    return {
+        "model": p.name,
+        "family": p.family,
+        "year": p.year,
+        "input (px)": p.input_size,
+        "params (M)": millions(p.params),
+        "MACs (G)": billions(p.macs),
+        "FLOPs (G)": billions(p.flops),
+        "weights (MiB)": rounded(p.size_mb),
+        "activations (MiB)": rounded(p.activation_mb),
+        "latency p50 (ms)": rounded(lat.p50) if lat else None,
+        "latency p90 (ms)": rounded(lat.p90) if lat else None,
+        GRAPH_COLUMN: rounded(p.latency_graph_ms.p50, 2) if p.latency_graph_ms else None,
+        "throughput (img/s)": rounded(p.throughput_ips) if p.throughput_ips else None,
+        "ImageNet top-1 (%)": rounded(p.ref_top1, 2),
+        "note": "; ".join(p.warnings),
+    }
 
 
 def _error_row(name: str, size: int, err: str) -> dict:
@@ -57,9 +80,19 @@ def _error_row(name: str, size: int, err: str) -> dict:
     return row
 
 
-PROFILE_FORMATS = {"year": "{}", "input (px)": "{}", "params (M)": "{:.2f}", "MACs (G)": "{:.3f}", "FLOPs (G)": "{:.3f}",
-                   "weights (MiB)": "{:.1f}", "activations (MiB)": "{:.1f}", "latency p50 (ms)": "{:.1f}",
-                   "latency p90 (ms)": "{:.1f}", "throughput (img/s)": "{:.1f}", "ImageNet top-1 (%)": "{:.2f}"}
+PROFILE_FORMATS = {
+    "year": "{}",
+    "input (px)": "{}",
+    "params (M)": "{:.2f}",
+    "MACs (G)": "{:.3f}",
+    "FLOPs (G)": "{:.3f}",
+    "weights (MiB)": "{:.1f}",
+    "activations (MiB)": "{:.1f}",
+    "latency p50 (ms)": "{:.1f}",
+    "latency p90 (ms)": "{:.1f}",
+    "throughput (img/s)": "{:.1f}",
+    "ImageNet top-1 (%)": "{:.2f}",
+}
 
 
 GRAPH_COLUMN = "CUDA-graph p50 (ms)"  # shown only when measured (on a GPU)
@@ -79,26 +112,45 @@ def _stage_blocks(name: str, size: int) -> list[dict]:
         return []
 
 
-def _note(n_done: int, n_total: int, size: int, profiles: list[profiling.Profile], errors: list[str],
-          measured: bool, busy: bool, current: str | None) -> str:
+def _note(
+    n_done: int,
+    n_total: int,
+    size: int,
+    profiles: list[profiling.Profile],
+    errors: list[str],
+    measured: bool,
+    busy: bool,
+    current: str | None,
+) -> str:
     lines = []
     if current:
         lines.append(f"**Profiling {current} ({n_done + 1} of {n_total})…**")
     else:
         lines.append(f"**{len(profiles)} of {n_total} model(s) profiled at {size} px.**")
-    lines.append("Parameters, MACs and memory are counted on PyTorch's meta device (no weights, no arithmetic). "
-                 "MACs count the multiply-adds of convolutions and matrix products only, like torchvision's "
-                 "published \"GFLOPS\"; FLOPs = 2 × MACs. ImageNet top-1 is torchvision's published accuracy "
-                 "for the pretrained weights, not measured here.")
+    lines.append(
+        "Parameters, MACs and memory are counted on PyTorch's meta device (no weights, no arithmetic). "
+        "MACs count the multiply-adds of convolutions and matrix products only, like torchvision's "
+        'published "GFLOPS"; FLOPs = 2 × MACs. ImageNet top-1 is torchvision\'s published accuracy '
+        "for the pretrained weights, not measured here."
+    )
     if profiles and measured:
         p = profiles[0]
-        where = "These are this machine's numbers, not a GPU's." if not p.device.startswith("cuda") else (
-            profiling.GRAPH_NOTE)
-        lines.append(f"Latency: batch 1 on **{p.device}**, {p.dtype}, median (p50) and p90 of repeated runs; "
-                     f"throughput at batch {p.batch}. {where}")
+        where = (
+            "These are this machine's numbers, not a GPU's."
+            if not p.device.startswith("cuda")
+            else (profiling.GRAPH_NOTE)
+        )
+        lines.append(
+            f"Latency: batch 1 on **{p.device}**, {p.dtype}, median (p50) and p90 of repeated runs; "
+            f"throughput at batch {p.batch}. {where}"
+        )
         if busy:
-            lines.append(warn_md("A fine-tuning run was using this machine during the measurement, so the "
-                                 "latencies are slower than usual. Measure again when it has finished."))
+            lines.append(
+                warn_md(
+                    "A fine-tuning run was using this machine during the measurement, so the "
+                    "latencies are slower than usual. Measure again when it has finished."
+                )
+            )
     elif profiles:
         lines.append("Latency not measured (counting only): tick *measure latency* for timings on this machine.")
     missing = plots.without_reference([{"name": p.name, "ref_top1": p.ref_top1} for p in profiles])
@@ -110,16 +162,26 @@ def _note(n_done: int, n_total: int, size: int, profiles: list[profiling.Profile
 
 
 def _figures(profiles: list[profiling.Profile], stage_blocks: dict[str, list[dict]], measured: bool):
-    rows = [dict(name=p.name, macs=p.macs, params=p.params, ref_top1=p.ref_top1, input_size=p.input_size,
-                 latency_p50=p.latency_ms.p50 if p.latency_ms else None,
-                 latency_p90=p.latency_ms.p90 if p.latency_ms else None) for p in profiles]
+    rows = [
+        dict(
+            name=p.name,
+            macs=p.macs,
+            params=p.params,
+            ref_top1=p.ref_top1,
+            input_size=p.input_size,
+            latency_p50=p.latency_ms.p50 if p.latency_ms else None,
+            latency_p90=p.latency_ms.p90 if p.latency_ms else None,
+        )
+        for p in profiles
+    ]
     device = profiles[0].device if profiles and measured else ""
     return plots.accuracy_vs_macs(rows), plots.latency_bars(rows, device), plots.params_per_stage(stage_blocks)
 
 
 @gpu(duration=120)
-def profile_models(models_selected, size, measure_latency, *, limit: int | None = None,
-                   check: Callable[[str], None] | None = None):
+def profile_models(
+    models_selected, size, measure_latency, *, limit: int | None = None, check: Callable[[str], None] | None = None
+):
     """Profile each chosen model at one input size; yields the growing table and the figures."""
     try:
         names = parse_names(models_selected, limit)
@@ -139,8 +201,13 @@ def profile_models(models_selected, size, measure_latency, *, limit: int | None 
     busy = False
     for i, name in enumerate(names):
         if measure:  # show which model is being timed: the slow part
-            yield (_note(i, len(names), size, profiles, errors, measure, busy, name), _table(rows),
-                   gr.skip(), gr.skip(), gr.skip())
+            yield (
+                _note(i, len(names), size, profiles, errors, measure, busy, name),
+                _table(rows),
+                gr.skip(),
+                gr.skip(),
+                gr.skip(),
+            )
         try:
             busy = busy or (measure and SESSIONS.active > 0)
             if check is not None:
@@ -155,12 +222,14 @@ def profile_models(models_selected, size, measure_latency, *, limit: int | None 
             rows.append(_error_row(name, size, text))
     if errors and not profiles:
         gr.Warning(errors[0])
-    yield (_note(len(names), len(names), size, profiles, errors, measure, busy, None), _table(rows),
-           *_figures(profiles, stage_blocks, measure))
+    yield (
+        _note(len(names), len(names), size, profiles, errors, measure, busy, None),
+        _table(rows),
+        *_figures(profiles, stage_blocks, measure),
+    )
 
 
-def blocks_view(models_selected, size, policy, *, limit: int | None = None,
-                check: Callable[[str], None] | None = None):
+def blocks_view(models_selected, size, policy, *, limit: int | None = None, check: Callable[[str], None] | None = None):
     """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
     try:
         names = parse_names(models_selected, limit)
@@ -171,8 +240,10 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None,
         return warn_md(str(err)), pd.DataFrame(columns=BLOCK_COLUMNS)
     if not names:
         return "Choose models above to see their blocks.", pd.DataFrame(columns=BLOCK_COLUMNS)
-    lines = [f"**Freeze policy `{parsed}` at {size} px.** Frozen blocks keep their pretrained weights "
-             "(their BatchNorm statistics stay fixed too); only the rest is trained."]
+    lines = [
+        f"**Freeze policy `{parsed}` at {size} px.** Frozen blocks keep their pretrained weights "
+        "(their BatchNorm statistics stay fixed too); only the rest is trained."
+    ]
     rows = []
     for name in names:
         try:
@@ -198,11 +269,20 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None,
         lines.append(line)
         for g in groups:
             state = "frozen" if g.frozen else ("trains" if g.trainable == g.params else "partly frozen")
-            rows.append({"model": name, "block": g.name, "layers": len(g.modules), "params": g.params,
-                         "trainable": g.trainable, "output (C×H×W)": shape_text(g.out_shape),
-                         "state": state if g.params else "–"})
-    return "\n".join(lines), styled(pd.DataFrame(rows, columns=BLOCK_COLUMNS, dtype=object),
-                                    {"params": "{:,}", "trainable": "{:,}"})
+            rows.append(
+                {
+                    "model": name,
+                    "block": g.name,
+                    "layers": len(g.modules),
+                    "params": g.params,
+                    "trainable": g.trainable,
+                    "output (C×H×W)": shape_text(g.out_shape),
+                    "state": state if g.params else "–",
+                }
+            )
+    return "\n".join(lines), styled(
+        pd.DataFrame(rows, columns=BLOCK_COLUMNS, dtype=object), {"params": "{:,}", "trainable": "{:,}"}
+    )
 
 
 def catalog_table() -> pd.DataFrame:
@@ -210,46 +290,86 @@ def catalog_table() -> pd.DataFrame:
     for name in catalog.names():
         info = catalog.get(name)
         ref = info.reference
-        rows.append({"model": name, "family": info.family, "year": info.year, "built by": info.backend,
-                     "default size": info.default_size, "smallest size": info.min_size,
-                     "ImageNet top-1 (%)": round(ref.top1, 2) if ref and ref.top1 else None,
-                     "what it is": info.depth_note})
+        rows.append(
+            {
+                "model": name,
+                "family": info.family,
+                "year": info.year,
+                "built by": info.backend,
+                "default size": info.default_size,
+                "smallest size": info.min_size,
+                "ImageNet top-1 (%)": round(ref.top1, 2) if ref and ref.top1 else None,
+                "what it is": info.depth_note,
+            }
+        )
     return pd.DataFrame(rows, dtype=object)
 
 
 def build(ctx) -> SimpleNamespace:
-    gr.Markdown("Pick architectures and an input size, then **Compare**: one table side by side, the cost of "
-                "each network and where its parameters sit. Counting is instant; timing takes a few seconds "
-                "per model on a CPU.")
+    gr.Markdown(
+        "Pick architectures and an input size, then **Compare**: one table side by side, the cost of "
+        "each network and where its parameters sit. Counting is instant; timing takes a few seconds "
+        "per model on a CPU."
+    )
     with gr.Row(equal_height=True):
-        models_dd = gr.Dropdown(choices=catalog.names(), value=list(catalog.CLASSIC_FOUR), multiselect=True,
-                                allow_custom_value=True, scale=4, elem_id="arch-models",
-                                label="Models (from the catalog, or type any timm model name and press Enter)")
-        size = gr.Number(value=INPUT_SIZE.default, precision=0, minimum=INPUT_SIZE.low, maximum=INPUT_SIZE.high,
-                         label="Input size (px)", scale=1, elem_id="arch-size")
+        models_dd = gr.Dropdown(
+            choices=catalog.names(),
+            value=list(catalog.CLASSIC_FOUR),
+            multiselect=True,
+            allow_custom_value=True,
+            scale=4,
+            elem_id="arch-models",
+            label="Models (from the catalog, or type any timm model name and press Enter)",
+        )
+        size = gr.Number(
+            value=INPUT_SIZE.default,
+            precision=0,
+            minimum=INPUT_SIZE.low,
+            maximum=INPUT_SIZE.high,
+            label="Input size (px)",
+            scale=1,
+            elem_id="arch-size",
+        )
         with gr.Column(scale=1, min_width=200):
-            latency = gr.Checkbox(value=True, label="Measure latency on this machine",
-                                  info="a few seconds per model; untick to count only")
+            latency = gr.Checkbox(
+                value=True,
+                label="Measure latency on this machine",
+                info="a few seconds per model; untick to count only",
+            )
             compare_btn = gr.Button("Compare", variant="primary", elem_id="arch-compare")
     note = gr.Markdown(elem_classes=["cc-note"], elem_id="arch-note")
-    table = gr.Dataframe(headers=PROFILE_COLUMNS, label="Side by side", interactive=False, wrap=True,
-                         elem_id="arch-table", max_height=420,
-                         column_widths=["9%", "7%", "5%", "5%", "6%", "6%", "6%", "6%", "7%", "6%", "6%", "7%", "7%",
-                                        "17%"])
+    table = gr.Dataframe(
+        headers=PROFILE_COLUMNS,
+        label="Side by side",
+        interactive=False,
+        wrap=True,
+        elem_id="arch-table",
+        max_height=420,
+        column_widths=["9%", "7%", "5%", "5%", "6%", "6%", "6%", "6%", "7%", "6%", "6%", "7%", "7%", "17%"],
+    )
     with gr.Row():
         acc_plot = gr.Plot(label="Accuracy vs. MACs", elem_id="arch-acc")
         lat_plot = gr.Plot(label="Latency", elem_id="arch-latency")
     stage_plot = gr.Plot(label="Parameters per block", elem_id="arch-stages")
 
-    gr.Markdown("### Blocks and freezing\nEvery network is split the same way: **stem**, **stages** (one per "
-                "halving of resolution), **pre-logits** (e.g. VGG's fc6/fc7) and **head** (the classifier). "
-                "Pick a freeze policy to see which blocks it freezes and how many parameters are left to train.")
+    gr.Markdown(
+        "### Blocks and freezing\nEvery network is split the same way: **stem**, **stages** (one per "
+        "halving of resolution), **pre-logits** (e.g. VGG's fc6/fc7) and **head** (the classifier). "
+        "Pick a freeze policy to see which blocks it freezes and how many parameters are left to train."
+    )
     with gr.Row():
-        policy = gr.Dropdown(choices=POLICY_CHOICES, value="head", allow_custom_value=True, scale=2,
-                             label="Freeze policy (none, head, stages:K or layers:N)", elem_id="arch-policy")
+        policy = gr.Dropdown(
+            choices=POLICY_CHOICES,
+            value="head",
+            allow_custom_value=True,
+            scale=2,
+            label="Freeze policy (none, head, stages:K or layers:N)",
+            elem_id="arch-policy",
+        )
         blocks_md = gr.Markdown(elem_id="arch-blocks-note")
-    blocks_df = gr.Dataframe(headers=BLOCK_COLUMNS, label="Blocks", interactive=False, max_height=420,
-                             elem_id="arch-blocks")
+    blocks_df = gr.Dataframe(
+        headers=BLOCK_COLUMNS, label="Blocks", interactive=False, max_height=420, elem_id="arch-blocks"
+    )
     with gr.Accordion("The catalog", open=False):
         gr.Dataframe(value=catalog_table(), interactive=False, wrap=True, max_height=500)
 
@@ -283,38 +403,88 @@ def build(ctx) -> SimpleNamespace:
         """Profile each chosen model at one input size; yields the growing table and the figures."""
         # Counting is cheap (meta device): it waits in the quick lane, not behind others' latency measurements.
         lane = "profile" if measure_latency else "blocks"
-        yield from queued(lane, visitor, request, profile_refused, profile_waiting,
-                          lambda: profile_models(models_selected, size, measure_latency, limit=ctx.max_models,
-                                                 check=ctx.check_model))
+        yield from queued(
+            lane,
+            visitor,
+            request,
+            profile_refused,
+            profile_waiting,
+            lambda: profile_models(models_selected, size, measure_latency, limit=ctx.max_models, check=ctx.check_model),
+        )
 
     def count_only(models_selected, size, visitor=None, request: gr.Request = None):
-        yield from queued("blocks", visitor, request, profile_refused, profile_waiting,
-                          lambda: profile_models(models_selected, size, False, limit=ctx.max_models,
-                                                 check=ctx.check_model))
+        yield from queued(
+            "blocks",
+            visitor,
+            request,
+            profile_refused,
+            profile_waiting,
+            lambda: profile_models(models_selected, size, False, limit=ctx.max_models, check=ctx.check_model),
+        )
 
     def blocks(models_selected, size, policy, visitor=None, request: gr.Request = None):
         """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
-        yield from queued("blocks", visitor, request, lambda text: (text, pd.DataFrame(columns=BLOCK_COLUMNS)),
-                          lambda text: (text, gr.skip()),
-                          lambda: iter([blocks_view(models_selected, size, policy, limit=ctx.max_models,
-                                                    check=ctx.check_model)]))
+        yield from queued(
+            "blocks",
+            visitor,
+            request,
+            lambda text: (text, pd.DataFrame(columns=BLOCK_COLUMNS)),
+            lambda text: (text, gr.skip()),
+            lambda: iter([blocks_view(models_selected, size, policy, limit=ctx.max_models, check=ctx.check_model)]),
+        )
 
     extra = [state] if state is not None else []
     # concurrency_limit=None: they start at once in gradio's queue and wait in the app's fair queue.
     profile_event = compare_btn.click(
-        profile, [models_dd, size, latency] + extra, [note, table, acc_plot, lat_plot, stage_plot],
-        api_name="profile", concurrency_limit=None, concurrency_id="profile", show_progress="minimal")
-    gr.on([compare_btn.click, policy.change], blocks, [models_dd, size, policy] + extra, [blocks_md, blocks_df],
-          api_name="blocks", concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
+        profile,
+        [models_dd, size, latency] + extra,
+        [note, table, acc_plot, lat_plot, stage_plot],
+        api_name="profile",
+        concurrency_limit=None,
+        concurrency_id="profile",
+        show_progress="minimal",
+    )
+    gr.on(
+        [compare_btn.click, policy.change],
+        blocks,
+        [models_dd, size, policy] + extra,
+        [blocks_md, blocks_df],
+        api_name="blocks",
+        concurrency_limit=None,
+        concurrency_id="blocks",
+        show_progress="minimal",
+    )
 
     def wire_load(demo: gr.Blocks) -> None:
         # A counting-only comparison on page load, so the tab never opens empty (well under a second).
-        demo.load(count_only, [models_dd, size] + extra,
-                  [note, table, acc_plot, lat_plot, stage_plot], api_visibility="private",
-                  concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
-        demo.load(blocks, [models_dd, size, policy] + extra, [blocks_md, blocks_df], api_visibility="private",
-                  concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
+        demo.load(
+            count_only,
+            [models_dd, size] + extra,
+            [note, table, acc_plot, lat_plot, stage_plot],
+            api_visibility="private",
+            concurrency_limit=None,
+            concurrency_id="blocks",
+            show_progress="minimal",
+        )
+        demo.load(
+            blocks,
+            [models_dd, size, policy] + extra,
+            [blocks_md, blocks_df],
+            api_visibility="private",
+            concurrency_limit=None,
+            concurrency_id="blocks",
+            show_progress="minimal",
+        )
 
-    return SimpleNamespace(models=models_dd, size=size, latency=latency, compare=compare_btn, table=table,
-                           note=note, policy=policy, blocks_df=blocks_df, profile_event=profile_event,
-                           wire_load=wire_load)
+    return SimpleNamespace(
+        models=models_dd,
+        size=size,
+        latency=latency,
+        compare=compare_btn,
+        table=table,
+        note=note,
+        policy=policy,
+        blocks_df=blocks_df,
+        profile_event=profile_event,
+        wire_load=wire_load,
+    )

@@ -91,6 +91,7 @@ class Context:
 
 # --------------------------------------------------------------------------- sessions
 
+
 class RunHandle:
     """One training run of one session: its stop flag and, once it has ended, what the page should show."""
 
@@ -172,6 +173,7 @@ def session_of(request) -> str:
 
 # --------------------------------------------------------------------------- messages
 
+
 def message(err: BaseException) -> str:
     """One readable sentence for the page; unexpected errors are logged with their traceback."""
     if isinstance(err, CNNCompareError):
@@ -180,8 +182,10 @@ def message(err: BaseException) -> str:
         return str(err.message)
     log.exception("unexpected error in the app", exc_info=err)
     text = first_line(err)[:300] if str(err).strip() else ""
-    return (f"Something unexpected went wrong ({type(err).__name__}{': ' + text if text else ''}). "
-            "The app keeps running; try other settings.")
+    return (
+        f"Something unexpected went wrong ({type(err).__name__}{': ' + text if text else ''}). "
+        "The app keeps running; try other settings."
+    )
 
 
 def warn_md(text: str) -> str:
@@ -239,6 +243,7 @@ def shape_text(shape) -> str:
 
 
 # --------------------------------------------------------------------------- model cache
+
 
 class ModelCache:
     """Built models shared by all visitors (inference only: eval mode, never trained), bounded in bytes.
@@ -307,5 +312,7 @@ class ModelCache:
 
 MODELS = ModelCache()
 
-RANDOM_NOTE = ("random weights: pretrained ImageNet weights could not be loaded here (offline), so these "
-               "predictions are meaningless; fine-tune a model and pick its run instead")
+RANDOM_NOTE = (
+    "random weights: pretrained ImageNet weights could not be loaded here (offline), so these "
+    "predictions are meaningless; fine-tune a model and pick its run instead"
+)

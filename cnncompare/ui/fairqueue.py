@@ -47,15 +47,26 @@ class Ticket:
         return self.started is not None
 
 
-LANE_WORDS = {"train": "training", "profile": "profiling", "predict": "predictions", "estimate": "estimates",
-              "blocks": "quick jobs (counting, block views)"}
+LANE_WORDS = {
+    "train": "training",
+    "profile": "profiling",
+    "predict": "predictions",
+    "estimate": "estimates",
+    "blocks": "quick jobs (counting, block views)",
+}
 
 
 class FairQueue:
     """Lanes of work with a number of slots each, and per-visitor limits (see the module's docstring)."""
 
-    def __init__(self, lanes: Mapping[str, int], *, max_waiting: int = 2, max_queued: int = 64,
-                 exclusive: Iterable[str] = ("train",)):
+    def __init__(
+        self,
+        lanes: Mapping[str, int],
+        *,
+        max_waiting: int = 2,
+        max_queued: int = 64,
+        exclusive: Iterable[str] = ("train",),
+    ):
         self.slots = dict(lanes)
         self.max_waiting = max(0, int(max_waiting))
         self.max_queued = max(1, int(max_queued))
@@ -81,17 +92,26 @@ class FairQueue:
             mine = [t for t in self._tickets(lane) if t.visitor == visitor]
             if lane in self.exclusive and mine:
                 self.refused += 1
-                raise Refused(f"You already have {self._word(lane)} running or waiting: wait for it to finish "
-                              "(or press Stop) before starting another.")
+                raise Refused(
+                    f"You already have {self._word(lane)} running or waiting: wait for it to finish "
+                    "(or press Stop) before starting another."
+                )
             if self._can_start(ticket):
                 self._grant(ticket)
                 return ticket
-            waiting_mine = sum(1 for lane_ in self.slots if lane_ not in self.exclusive
-                               for t in self._waiting[lane_] if t.visitor == visitor)
+            waiting_mine = sum(
+                1
+                for lane_ in self.slots
+                if lane_ not in self.exclusive
+                for t in self._waiting[lane_]
+                if t.visitor == visitor
+            )
             if lane not in self.exclusive and waiting_mine >= self.max_waiting:
                 self.refused += 1
-                raise Refused(f"You already have {waiting_mine} request(s) waiting, this server's limit per visitor: "
-                              "wait for them to finish before sending more.")
+                raise Refused(
+                    f"You already have {waiting_mine} request(s) waiting, this server's limit per visitor: "
+                    "wait for them to finish before sending more."
+                )
             total = sum(len(w) for w in self._waiting.values())
             if total >= self.max_queued:
                 self.refused += 1
@@ -196,5 +216,7 @@ def wait_text(lane: str, position: int, eta_s: float | None) -> str:
     eta = ""
     if eta_s is not None:
         eta = f", about {round(eta_s)} s" if eta_s < 90 else f", about {round(eta_s / 60)} min"
-    return (f"⏳ **Waiting for the machine**: number {position} in line for {LANE_WORDS.get(lane, lane)}{eta}. "
-            "Other visitors' jobs are running; yours starts by itself.")
+    return (
+        f"⏳ **Waiting for the machine**: number {position} in line for {LANE_WORDS.get(lane, lane)}{eta}. "
+        "Other visitors' jobs are running; yours starts by itself."
+    )

@@ -40,17 +40,30 @@ from .fairqueue import wait_text
 from .gpu import gpu, on_zerogpu
 from .uploads import UploadedFile, checked_upload
 
-DATASETS = [("shapes: drawn shapes, made here (offline)", "shapes"), ("your images: a .zip upload", "zip"),
-            ("CIFAR-10 (needs a download)", "cifar10"), ("CIFAR-100 (needs a download)", "cifar100")]
+DATASETS = [
+    ("shapes: drawn shapes, made here (offline)", "shapes"),
+    ("your images: a .zip upload", "zip"),
+    ("CIFAR-10 (needs a download)", "cifar10"),
+    ("CIFAR-100 (needs a download)", "cifar100"),
+]
 DEFAULT_MODELS = "resnet18@head, alexnet@head"
 FREEZE_SUGGESTIONS = ["head", "none", "stages:1", "stages:2", "stages:3", "layers:10"]
 # A page-only setting (the engine never sees it: it caps what the dataset loader reads).
-IMAGES_PER_CLASS = Setting("max_per_class", "Images per class (0 = all)",
-                           "a cap keeps CPU runs short; 20 % of each class is held out for validation", int, 60,
-                           low=0)
+IMAGES_PER_CLASS = Setting(
+    "max_per_class",
+    "Images per class (0 = all)",
+    "a cap keeps CPU runs short; 20 % of each class is held out for validation",
+    int,
+    60,
+    low=0,
+)
 # The training settings' widgets, row by row, as the schema defines them ...
-TRAINING_ROWS = [["optimizer", "lr"], ["epochs", "batch_size", "size"], ["pretrained", "augment"],
-                 ["init", "head", "time_budget_s"]]
+TRAINING_ROWS = [
+    ["optimizer", "lr"],
+    ["epochs", "batch_size", "size"],
+    ["pretrained", "augment"],
+    ["init", "head", "time_budget_s"],
+]
 # ... except where the page departs from the schema (whose defaults are the CLI's): a classroom run
 # starts from ImageNet weights, and the app falls back to random weights where it has none.
 WIDGET_OVERRIDES = dict(
@@ -59,16 +72,41 @@ WIDGET_OVERRIDES = dict(
 )
 
 # img/s is the steady state; the first steps (cuDNN autotuning on a GPU, warm-up on a CPU) are "warm-up s"
-RESULT_COLUMNS = ["run", "weights", "top-1 %", "top-5 %", "epochs", "train s", "img/s", "warm-up s", "trainable",
-                  "params", "MACs (G)", "latency ms", "cache", "note", "folder"]
+RESULT_COLUMNS = [
+    "run",
+    "weights",
+    "top-1 %",
+    "top-5 %",
+    "epochs",
+    "train s",
+    "img/s",
+    "warm-up s",
+    "trainable",
+    "params",
+    "MACs (G)",
+    "latency ms",
+    "cache",
+    "note",
+    "folder",
+]
 RESULT_WIDTHS = ["13%", "8%", "5%", "5%", "5%", "5%", "6%", "5%", "8%", "8%", "5%", "6%", "5%", "8%", "7%"]
-RESULT_FORMATS = {"top-1 %": "{:.1f}", "top-5 %": "{:.1f}", "epochs": "{}", "train s": "{:.1f}", "img/s": "{:,.0f}",
-                  "warm-up s": "{:.1f}",
-                  "trainable": "{:,}", "params": "{:,}", "MACs (G)": "{:.3f}", "latency ms": "{:.1f}"}
+RESULT_FORMATS = {
+    "top-1 %": "{:.1f}",
+    "top-5 %": "{:.1f}",
+    "epochs": "{}",
+    "train s": "{:.1f}",
+    "img/s": "{:,.0f}",
+    "warm-up s": "{:.1f}",
+    "trainable": "{:,}",
+    "params": "{:,}",
+    "MACs (G)": "{:.3f}",
+    "latency ms": "{:.1f}",
+}
 YIELD_EVERY_S = 1.0
 
 
 # --------------------------------------------------------------------------- reading the form
+
 
 @dataclasses.dataclass
 class Comparison:
@@ -99,8 +137,13 @@ def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
     cap = coerce(IMAGES_PER_CLASS, values.get("max_per_class"))
     entry, settings = forms.read_form(values)
     settings.validate()
-    plan = compare.Plan.parse(values.get("models") or "", model_defaults=entry, settings=settings,
-                              missing_weights="random", max_runs=ctx.max_runs)
+    plan = compare.Plan.parse(
+        values.get("models") or "",
+        model_defaults=entry,
+        settings=settings,
+        missing_weights="random",
+        max_runs=ctx.max_runs,
+    )
     apply_limits(ctx, plan)
     return Comparison(source, zip_path if source == "zip" else None, cap or None, plan)
 
@@ -126,8 +169,9 @@ def apply_limits(ctx: Context, plan: compare.Plan) -> None:
             e.overrides["time_budget_s"] = _capped(e.overrides["time_budget_s"], env.max_run_s)
     for run in plan.runs():
         if env.max_epochs and run.settings.epochs > env.max_epochs:
-            raise CNNCompareError(f"{run.label}: at most {env.max_epochs} epochs per run on this server "
-                                  f"(got {run.settings.epochs}).")
+            raise CNNCompareError(
+                f"{run.label}: at most {env.max_epochs} epochs per run on this server (got {run.settings.epochs})."
+            )
     for name in dict.fromkeys(e.model for e in plan.entries):
         ctx.check_model(name)
 
@@ -147,11 +191,13 @@ def load_data(ctx: Context, c: Comparison) -> tuple[data.LoadedData, Path | None
     try:
         if c.dataset == "zip":
             unpack = int(ctx.env.max_unpack_mb * 2**20) if ctx.env.max_unpack_mb > 0 else None
-            ds = data.load_dataset(c.zip_path, work_dir=scratch, max_per_class=c.max_per_class, seed=seed,
-                                   max_unpack_bytes=unpack)
+            ds = data.load_dataset(
+                c.zip_path, work_dir=scratch, max_per_class=c.max_per_class, seed=seed, max_unpack_bytes=unpack
+            )
         else:
-            ds = data.load_dataset(c.dataset, work_dir=ctx.data_dir, max_per_class=c.max_per_class, seed=seed,
-                                   download=not ctx.offline)
+            ds = data.load_dataset(
+                c.dataset, work_dir=ctx.data_dir, max_per_class=c.max_per_class, seed=seed, download=not ctx.offline
+            )
         if ctx.env.max_dataset_mpix > 0:
             data.check_dataset_size(ds, max(run.settings.size for run in c.plan.runs()), ctx.env.max_dataset_mpix)
         return ds, scratch
@@ -162,6 +208,7 @@ def load_data(ctx: Context, c: Comparison) -> tuple[data.LoadedData, Path | None
 
 
 # --------------------------------------------------------------------------- rendering
+
 
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
@@ -174,8 +221,10 @@ def _fmt_s(seconds: float | None) -> str:
 
 def progress_html(fraction: float, text: str = "") -> str:
     pct = max(0.0, min(1.0, fraction)) * 100
-    return (f'<div class="cc-progress"><div class="cc-progress-bar" style="width:{pct:.1f}%"></div>'
-            f'<span class="cc-progress-text">{pct:.0f} %{" · " + text if text else ""}</span></div>')
+    return (
+        f'<div class="cc-progress"><div class="cc-progress-bar" style="width:{pct:.1f}%"></div>'
+        f'<span class="cc-progress-text">{pct:.0f} %{" · " + text if text else ""}</span></div>'
+    )
 
 
 def _weights_text(result: training.RunResult) -> str:
@@ -195,21 +244,32 @@ def _note(row: dict) -> str:
 def results_table(results: list[training.RunResult]) -> pd.DataFrame:
     rows = []
     for r, row in zip(results, compare.table_rows(results)):
-        rows.append({"run": row["run"], "weights": _weights_text(r), "top-1 %": rounded(row["val_top1"]),
-                     "top-5 %": rounded(row["val_top5"]), "epochs": row["epochs"],
-                     "train s": rounded(row["train_time_s"]),
-                     "img/s": rounded(row["images_per_s"], 0), "warm-up s": rounded(row["warmup_s"]),
-                     "trainable": row["trainable_params"],
-                     "params": row["params"], "MACs (G)": None if row["macs"] is None else round(row["macs"] / 1e9, 3),
-                     "latency ms": rounded(row["latency_ms"]), "cache": "yes" if row["feature_cache"] else "no",
-                     "note": _note(row), "folder": row["run_dir"] or ""})
+        rows.append(
+            {
+                "run": row["run"],
+                "weights": _weights_text(r),
+                "top-1 %": rounded(row["val_top1"]),
+                "top-5 %": rounded(row["val_top5"]),
+                "epochs": row["epochs"],
+                "train s": rounded(row["train_time_s"]),
+                "img/s": rounded(row["images_per_s"], 0),
+                "warm-up s": rounded(row["warmup_s"]),
+                "trainable": row["trainable_params"],
+                "params": row["params"],
+                "MACs (G)": None if row["macs"] is None else round(row["macs"] / 1e9, 3),
+                "latency ms": rounded(row["latency_ms"]),
+                "cache": "yes" if row["feature_cache"] else "no",
+                "note": _note(row),
+                "folder": row["run_dir"] or "",
+            }
+        )
     return styled(pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object), RESULT_FORMATS)
 
 
 def _bold_label(ev: training.Event) -> str:
     """The engine's message with its run's label in bold ('**resnet18@none optimizer=sgd**: ...')."""
     prefix = f"{ev.label}:"
-    return f"**{ev.label}**:{ev.message[len(prefix):]}" if ev.label and ev.message.startswith(prefix) else ev.message
+    return f"**{ev.label}**:{ev.message[len(prefix) :]}" if ev.label and ev.message.startswith(prefix) else ev.message
 
 
 class _View:
@@ -256,8 +316,14 @@ class _View:
             self.bar_text = f"run {i + 1}/{n}, epoch {ev.epoch}/{ev.epochs}"
         elif ev.kind == "epoch":
             self.histories.setdefault(ev.label, []).append(
-                dict(epoch=ev.epoch, train_loss=ev.loss, train_acc=ev.train_acc, val_loss=ev.val_loss,
-                     val_top1=ev.val_top1))
+                dict(
+                    epoch=ev.epoch,
+                    train_loss=ev.loss,
+                    train_acc=ev.train_acc,
+                    val_loss=ev.val_loss,
+                    val_top1=ev.val_top1,
+                )
+            )
             top1 = f": validation top-1 {ev.val_top1:.1f} %" if ev.val_top1 is not None else ""
             self.headline = f"{run} — epoch {ev.epoch}/{ev.epochs} done{top1}"
         elif ev.kind == "end" and ev.result is not None:
@@ -280,17 +346,41 @@ class _View:
         status, bar = self.status(), progress_html(self.fraction, self.bar_text)
         if not full:
             return status, bar, self.curves(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        items = [{"label": r.label, "classes": r.classes, "confusion": r.confusion, "val_top1": r.val_top1}
-                 for r in self.results if r.confusion]
-        points = [{"label": r.label, "val_top1": r.val_top1, "latency_ms": r.latency_ms,
-                   "trainable_params": r.trainable_params} for r in self.results]
-        return (status, bar, self.curves(), results_table(self.results), plots.confusion_matrices(items),
-                plots.accuracy_vs_latency(points), self.files)
+        items = [
+            {"label": r.label, "classes": r.classes, "confusion": r.confusion, "val_top1": r.val_top1}
+            for r in self.results
+            if r.confusion
+        ]
+        points = [
+            {
+                "label": r.label,
+                "val_top1": r.val_top1,
+                "latency_ms": r.latency_ms,
+                "trainable_params": r.trainable_params,
+            }
+            for r in self.results
+        ]
+        return (
+            status,
+            bar,
+            self.curves(),
+            results_table(self.results),
+            plots.confusion_matrices(items),
+            plots.accuracy_vs_latency(points),
+            self.files,
+        )
 
 
 def _blank_outputs(status: str):
-    return (status, progress_html(0.0), plots.training_curves([]), pd.DataFrame(columns=RESULT_COLUMNS),
-            plots.confusion_matrices([]), plots.accuracy_vs_latency([]), None)
+    return (
+        status,
+        progress_html(0.0),
+        plots.training_curves([]),
+        pd.DataFrame(columns=RESULT_COLUMNS),
+        plots.confusion_matrices([]),
+        plots.accuracy_vs_latency([]),
+        None,
+    )
 
 
 def write_downloads(results: list[training.RunResult]) -> list[str]:
@@ -308,8 +398,10 @@ def _wrap_up(ctx: Context, visitor: visitors.Visitor, view: _View, stopped: bool
         view.headline, view.bar_text, view.fraction = f"**Done: {len(view.labels)} run(s).**", "done", 1.0
     try:
         view.files = write_downloads(view.results)
-        view.log.append("Downloads: the results table (CSV, JSON) and a zip of the run folders with weights. "
-                        "Fine-tuned runs can now be picked on the Predict tab (only by you).")
+        view.log.append(
+            "Downloads: the results table (CSV, JSON) and a zip of the run folders with weights. "
+            "Fine-tuned runs can now be picked on the Predict tab (only by you)."
+        )
     except OSError as err:
         view.log.append(warn_md(f"Could not write the downloads ({type(err).__name__})."))
     try:  # the visitor's quota and the server's cap and expiry, after the downloads hold this comparison
@@ -320,6 +412,7 @@ def _wrap_up(ctx: Context, visitor: visitors.Visitor, view: _View, stopped: bool
 
 
 # --------------------------------------------------------------------------- the handlers
+
 
 class _Job:
     """The state of one comparison that must outlive a cancelled page (see `_finish_in_background`)."""
@@ -365,8 +458,10 @@ def _status_only(text: str) -> tuple:
 def _limits_line(ctx: Context) -> str | None:
     most = ctx.env.max_run_s
     if most and most > 0:
-        return (f"On this server each run stops after at most {_fmt_s(most)} (what it reached is kept), and "
-                f"takes at most {ctx.env.max_epochs} epochs.")
+        return (
+            f"On this server each run stops after at most {_fmt_s(most)} (what it reached is kept), and "
+            f"takes at most {ctx.env.max_epochs} epochs."
+        )
     return None
 
 
@@ -446,8 +541,10 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
             yield final
             return
         view = job.view = _View([run.label for run in c.plan.runs()])
-        view.log.append(f"Dataset **{ds.name}**: {len(ds.classes)} classes, {len(ds.train)} training and "
-                        f"{len(ds.val)} validation images.")
+        view.log.append(
+            f"Dataset **{ds.name}**: {len(ds.classes)} classes, {len(ds.train)} training and "
+            f"{len(ds.val)} validation images."
+        )
         limits = _limits_line(ctx)
         if limits:
             view.log.append(limits)
@@ -473,8 +570,12 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
             SESSIONS.finish(session, handle, final)
             _release(ctx, job)
         else:  # cancelled (Stop, closed tab) or crashed mid-run
-            threading.Thread(target=_finish_in_background, args=(ctx, session, visitor, handle, job),
-                             name=f"cnncompare-stop-{session[:8]}", daemon=True).start()
+            threading.Thread(
+                target=_finish_in_background,
+                args=(ctx, session, visitor, handle, job),
+                name=f"cnncompare-stop-{session[:8]}",
+                daemon=True,
+            ).start()
 
 
 def final_page(session: str, timeout_s: float = 120.0):
@@ -494,8 +595,13 @@ def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
         c = read_comparison(ctx, values)
         ds, scratch = load_data(ctx, c)
         s = c.plan.settings
-        lines = [f"**Estimate** for {len(ds.train)} training and {len(ds.val)} validation images, "
-                 f"{s.epochs} epoch(s) at {s.size} px:", "", "| run | time | how |", "|---|---|---|"]
+        lines = [
+            f"**Estimate** for {len(ds.train)} training and {len(ds.val)} validation images, "
+            f"{s.epochs} epoch(s) at {s.size} px:",
+            "",
+            "| run | time | how |",
+            "|---|---|---|",
+        ]
         total = 0.0
         for run in c.plan.runs():
             rs = run.settings
@@ -509,8 +615,11 @@ def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
             over = rs.time_budget_s and est.total_s > t
             budget = f" (stops at the {_fmt_s(rs.time_budget_s)} budget)" if over else ""
             lines.append(f"| {run.label} | ~{_fmt_s(t)}{budget} | {est.note} on {est.device} |")
-        lines += ["", f"**Total: about {_fmt_s(total)}** (plus a few seconds per run to start and to save). "
-                  "Estimates come from timing two training steps; real runs vary by ±30 %."]
+        lines += [
+            "",
+            f"**Total: about {_fmt_s(total)}** (plus a few seconds per run to start and to save). "
+            "Estimates come from timing two training steps; real runs vary by ±30 %.",
+        ]
         if SESSIONS.active:
             lines.append(warn_md("A fine-tuning run is using this machine right now, so this estimate is pessimistic."))
         waiting = ctx.queue.waiting("train")
@@ -544,23 +653,34 @@ def queued_estimate(ctx: Context, visitor: visitors.Visitor, values: Mapping[str
 
 # --------------------------------------------------------------------------- the page
 
+
 def build(ctx: Context) -> SimpleNamespace:
     """The tab. Returns its components; `.form` is the form (name -> component) the handlers and Learn use."""
-    gr.Markdown("Train several models on one dataset, each with its own freeze policy, and compare them. "
-                "**Estimate** first: on a CPU, small inputs (64 px), few epochs and a cap on images per class "
-                "keep a run to a minute or two. One training run uses the machine at a time; others wait in line.")
+    gr.Markdown(
+        "Train several models on one dataset, each with its own freeze policy, and compare them. "
+        "**Estimate** first: on a CPU, small inputs (64 px), few epochs and a cap on images per class "
+        "keep a run to a minute or two. One training run uses the machine at a time; others wait in line."
+    )
     preset_md = gr.Markdown(elem_classes=["cc-preset"], elem_id="ft-preset", visible=False)
     form: dict[str, gr.components.Component] = {}
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
             form["dataset"] = gr.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
-            form["zip_file"] = UploadedFile(label="Your images (.zip with one folder per class; used with 'your "
-                                                  "images')", file_types=[".zip"], type="filepath", elem_id="ft-zip")
+            form["zip_file"] = UploadedFile(
+                label="Your images (.zip with one folder per class; used with 'your images')",
+                file_types=[".zip"],
+                type="filepath",
+                elem_id="ft-zip",
+            )
             form["max_per_class"] = forms.widget(IMAGES_PER_CLASS)
-            form["models"] = gr.Textbox(value=DEFAULT_MODELS, lines=3, elem_id="ft-models",
-                                        label="Models: model@freeze, separated by commas or one per line",
-                                        info="freeze: none | head | stages:K | layers:N. Per-run settings may "
-                                             "follow, e.g. 'resnet18@none optimizer=sgd lr=0.05 init=he'.")
+            form["models"] = gr.Textbox(
+                value=DEFAULT_MODELS,
+                lines=3,
+                elem_id="ft-models",
+                label="Models: model@freeze, separated by commas or one per line",
+                info="freeze: none | head | stages:K | layers:N. Per-run settings may "
+                "follow, e.g. 'resnet18@none optimizer=sgd lr=0.05 init=he'.",
+            )
             form |= forms.form(["freeze"], freeze=WIDGET_OVERRIDES["freeze"])
             with gr.Accordion("Training settings", open=True):
                 for names in TRAINING_ROWS:
@@ -571,12 +691,19 @@ def build(ctx: Context) -> SimpleNamespace:
                 start_btn = gr.Button("Start", variant="primary", elem_id="ft-start")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="ft-stop")
         with gr.Column(scale=3):
-            status = gr.Markdown("Set up a comparison on the left and press **Start**.", elem_classes=["cc-note"],
-                                 elem_id="ft-status")
+            status = gr.Markdown(
+                "Set up a comparison on the left and press **Start**.", elem_classes=["cc-note"], elem_id="ft-status"
+            )
             progress = gr.HTML(progress_html(0.0), elem_id="ft-progress")
             curves = gr.Plot(plots.training_curves([]), label="Curves", elem_id="ft-curves")
-    table = gr.Dataframe(headers=RESULT_COLUMNS, label="Results (the CSV download has every setting and metric)",
-                         interactive=False, wrap=True, elem_id="ft-table", column_widths=RESULT_WIDTHS)
+    table = gr.Dataframe(
+        headers=RESULT_COLUMNS,
+        label="Results (the CSV download has every setting and metric)",
+        interactive=False,
+        wrap=True,
+        elem_id="ft-table",
+        column_widths=RESULT_WIDTHS,
+    )
     confusion = gr.Plot(label="Confusion matrices", elem_id="ft-confusion")
     with gr.Row():
         acc_lat = gr.Plot(label="Accuracy vs. latency", elem_id="ft-acclat", scale=3)
@@ -617,11 +744,29 @@ def build(ctx: Context) -> SimpleNamespace:
     # concurrency_limit=None: these start at once in gradio's queue and wait in the app's fair queue
     # (one training at a time, per-visitor limits), so one client can never fill gradio's queue.
     start_event = start_btn.click(
-        run_finetune, None, outputs, inputs_kwargs=named, api_name="finetune", concurrency_limit=None,
-        concurrency_id="train", show_progress="full", show_progress_on=[status])
-    estimate_btn.click(run_estimate, None, status, inputs_kwargs=named, api_name="estimate", concurrency_limit=None,
-                       concurrency_id="estimate", show_progress_on=[status])
+        run_finetune,
+        None,
+        outputs,
+        inputs_kwargs=named,
+        api_name="finetune",
+        concurrency_limit=None,
+        concurrency_id="train",
+        show_progress="full",
+        show_progress_on=[status],
+    )
+    estimate_btn.click(
+        run_estimate,
+        None,
+        status,
+        inputs_kwargs=named,
+        api_name="estimate",
+        concurrency_limit=None,
+        concurrency_id="estimate",
+        show_progress_on=[status],
+    )
     stop_btn.click(stop, None, status, api_name="stop", cancels=[start_event], queue=False).then(
-        show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden")
-    return SimpleNamespace(form=form, preset_md=preset_md, status=status, table=table, files=files,
-                           start_event=start_event, stop=stop_btn)
+        show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
+    )
+    return SimpleNamespace(
+        form=form, preset_md=preset_md, status=status, table=table, files=files, start_event=start_event, stop=stop_btn
+    )

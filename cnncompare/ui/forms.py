@@ -96,8 +96,13 @@ def named(values: Mapping, form: Mapping[str, Any] | None = None) -> dict[str, A
     return out
 
 
-def read_form(values: Mapping, form: Mapping[str, Any] | None = None, *, entry: ModelEntry | None = None,
-              settings: TrainSettings | None = None) -> tuple[ModelEntry, TrainSettings]:
+def read_form(
+    values: Mapping,
+    form: Mapping[str, Any] | None = None,
+    *,
+    entry: ModelEntry | None = None,
+    settings: TrainSettings | None = None,
+) -> tuple[ModelEntry, TrainSettings]:
     """(the model defaults, the training settings) from a form's values; fields the form lacks keep the
     schema's defaults (or those of `entry` / `settings`).
 

@@ -41,25 +41,32 @@ class Preset:
         return {**start, **self.values}
 
 
-OFFLINE_NOTE = ("Without network access there are no ImageNet weights: the app then says so and starts from "
-                "random weights, so a frozen backbone is a *random* feature extractor. That is still a useful "
-                "baseline; run the preset where downloads work to see what pretraining adds.")
+OFFLINE_NOTE = (
+    "Without network access there are no ImageNet weights: the app then says so and starts from "
+    "random weights, so a frozen backbone is a *random* feature extractor. That is still a useful "
+    "baseline; run the preset where downloads work to see what pretraining adds."
+)
 
-CHANCE = ("With 8 classes, chance is 12.5 % accuracy and a loss of ln 8 ≈ 2.08: a run whose loss stays there has "
-          "learned nothing yet.")
+CHANCE = (
+    "With 8 classes, chance is 12.5 % accuracy and a loss of ln 8 ≈ 2.08: a run whose loss stays there has "
+    "learned nothing yet."
+)
 
 PRESETS = [
     Preset(
-        "features", "VGG16 vs ResNet-50 as frozen feature extractors",
+        "features",
+        "VGG16 vs ResNet-50 as frozen feature extractors",
         "Freeze everything but the classifier: which backbone gives better features? (~1 min on a CPU)",
         "**VGG16 vs ResNet-50 as frozen feature extractors.** Both backbones keep their ImageNet weights and stay "
         "frozen (`@head`); only a new linear classifier learns the 8 shape classes. Because nothing before the "
         "classifier changes, each image goes through the backbone once and the classifier trains on the stored "
         "features (the *feature cache*), so 5 epochs cost little more than one. Compare the accuracy with the "
         "cost: ResNet-50 has 5× fewer parameters and 4× fewer MACs than VGG16. " + OFFLINE_NOTE,
-        dict(models="vgg16@head\nresnet50@head", pretrained=True, epochs=5, max_per_class=60, size=64)),
+        dict(models="vgg16@head\nresnet50@head", pretrained=True, epochs=5, max_per_class=60, size=64),
+    ),
     Preset(
-        "keras", "Freeze the first 15 layers of VGG16 (the Keras recipe)",
+        "keras",
+        "Freeze the first 15 layers of VGG16 (the Keras recipe)",
         "Keras' first 15 layers frozen (here: layers:10), next to a fully frozen VGG16. (~3 min on a CPU)",
         "**The Keras VGG16 recipe.** The well-known Keras transfer-learning recipe freezes "
         "`model.layers[:15]`. Keras counts the input layer and the pooling layers too, so those 15 layers are "
@@ -68,10 +75,19 @@ PRESETS = [
         "most specific features. The second run freezes everything but the classifier (`head`) for comparison; "
         "look at the *trainable params* column (about 127 M against 33 k) and at the training time. SGD with "
         "momentum and a small learning rate, as in the recipe. " + OFFLINE_NOTE,
-        dict(models="vgg16@layers:10\nvgg16@head", pretrained=True, optimizer="momentum", lr=1e-3, epochs=2,
-             max_per_class=40, size=64)),
+        dict(
+            models="vgg16@layers:10\nvgg16@head",
+            pretrained=True,
+            optimizer="momentum",
+            lr=1e-3,
+            epochs=2,
+            max_per_class=40,
+            size=64,
+        ),
+    ),
     Preset(
-        "batchnorm", "Does BatchNorm help VGG?",
+        "batchnorm",
+        "Does BatchNorm help VGG?",
         "VGG11 with and without BatchNorm, trained from scratch. (~6 min on a 2-core CPU)",
         "**Does BatchNorm help VGG?** VGG11 and VGG11-BN are the same network except for a BatchNorm after every "
         "convolution. Both train **from scratch** (no pretrained weights, every layer trains) with the same "
@@ -79,29 +95,55 @@ PRESETS = [
         "sit at chance, while the BatchNorm version starts to learn within a few epochs. " + CHANCE + " The inputs "
         "are 32 px so that two deep networks train in minutes on a CPU (VGG still works at 32 px); on a GPU, try "
         "64 px and 10 epochs.",
-        dict(models="vgg11@none\nvgg11_bn@none", pretrained=False, optimizer="adam", lr=1e-4, epochs=4,
-             max_per_class=40, size=32, batch_size=16)),
+        dict(
+            models="vgg11@none\nvgg11_bn@none",
+            pretrained=False,
+            optimizer="adam",
+            lr=1e-4,
+            epochs=4,
+            max_per_class=40,
+            size=32,
+            batch_size=16,
+        ),
+    ),
     Preset(
-        "init", "He vs Glorot initialisation from scratch",
+        "init",
+        "He vs Glorot initialisation from scratch",
         "The same plain VGG11 twice, started from two initialisations. (~6 min on a 2-core CPU)",
         "**He vs Glorot initialisation.** Glorot (Xavier, 2010) keeps the variance of activations steady for "
         "symmetric activations like tanh; He (Kaiming, 2015) doubles it to make up for ReLU zeroing half of "
         "them. In a deep plain network without BatchNorm this decides whether the signal survives the depth. "
         "The models box runs VGG11 twice, with `init=he` and `init=glorot` (a per-run setting after the model); "
         "same seed, data and optimizer otherwise. " + CHANCE + " 32 px inputs keep it to minutes on a CPU.",
-        dict(models="vgg11@none init=he\nvgg11@none init=glorot", pretrained=False, optimizer="adam", lr=1e-4,
-             epochs=4, max_per_class=40, size=32, batch_size=16)),
+        dict(
+            models="vgg11@none init=he\nvgg11@none init=glorot",
+            pretrained=False,
+            optimizer="adam",
+            lr=1e-4,
+            epochs=4,
+            max_per_class=40,
+            size=32,
+            batch_size=16,
+        ),
+    ),
     Preset(
-        "optimizers", "Which optimizer: SGD+momentum, Adam or RMSprop?",
+        "optimizers",
+        "Which optimizer: SGD+momentum, Adam or RMSprop?",
         "ResNet-18 from scratch three times, one optimizer per run. (~3 min on a CPU)",
         "**Which optimizer?** A comparison runs one optimizer per run, so this preset runs the *same* ResNet-18 "
         "three times, each line with its own `optimizer=` and `lr=`: same seed (so the same starting weights), "
         "same data, only the optimizer differs. Each gets its customary learning rate: SGD with momentum needs "
         "a larger one (0.01) than the adaptive methods Adam and RMSprop (0.001). Compare the loss curves: how fast "
         "does each start, and where does it end? " + CHANCE,
-        dict(models="resnet18@none optimizer=momentum lr=0.01\nresnet18@none optimizer=adam lr=0.001\n"
-                    "resnet18@none optimizer=rmsprop lr=0.001",
-             pretrained=False, epochs=5, max_per_class=80, size=64)),
+        dict(
+            models="resnet18@none optimizer=momentum lr=0.01\nresnet18@none optimizer=adam lr=0.001\n"
+            "resnet18@none optimizer=rmsprop lr=0.001",
+            pretrained=False,
+            epochs=5,
+            max_per_class=80,
+            size=64,
+        ),
+    ),
 ]
 PRESETS_BY_KEY = {p.key: p for p in PRESETS}
 
@@ -135,9 +177,11 @@ def family_section(name: str) -> str:
     for g in groups:
         shape = "×".join(map(str, g.out_shape)) if g.out_shape else "–"
         rows.append(f"| {g.name} | {len(g.modules)} | {g.params / 1e6:.2f} M | {shape} |")
-    return (f"**{fam.name}, {fam.year}.** *{fam.paper}.*\n\n{fam.idea}\n\n"
-            f"**{name}**: {p.params / 1e6:.1f} M parameters, {p.macs / 1e9:.2f} GMACs per 224 px image{ref}.\n\n"
-            + "\n".join(rows))
+    return (
+        f"**{fam.name}, {fam.year}.** *{fam.paper}.*\n\n{fam.idea}\n\n"
+        f"**{name}**: {p.params / 1e6:.1f} M parameters, {p.macs / 1e9:.2f} GMACs per 224 px image{ref}.\n\n"
+        + "\n".join(rows)
+    )
 
 
 NUMBERS = """
@@ -156,11 +200,15 @@ NUMBERS = """
 
 
 def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
-    gr.Markdown("## Four ideas that shaped image classification\nAlexNet showed that deep networks trained on GPUs "
-                "win; VGG went deep with small filters; GoogLeNet went wide with cheap 1×1 convolutions; ResNet "
-                "made very deep networks trainable with shortcuts. Try an experiment, or read on.")
-    gr.Markdown("### One-click experiments\nEach button fills in the **Fine-tune** tab (and opens it). "
-                "Nothing starts until you press Start there.")
+    gr.Markdown(
+        "## Four ideas that shaped image classification\nAlexNet showed that deep networks trained on GPUs "
+        "win; VGG went deep with small filters; GoogLeNet went wide with cheap 1×1 convolutions; ResNet "
+        "made very deep networks trainable with shortcuts. Try an experiment, or read on."
+    )
+    gr.Markdown(
+        "### One-click experiments\nEach button fills in the **Fine-tune** tab (and opens it). "
+        "Nothing starts until you press Start there."
+    )
     buttons = []
     for preset in PRESETS:
         with gr.Row(equal_height=True):
@@ -173,8 +221,11 @@ def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
     outputs = [comp for name, comp in form.items() if name not in KEEP] + [ft.preset_md, tabs]
 
     def on_click(key: str):
-        return {**apply_preset(key, form), ft.preset_md: gr.Markdown(preset_note(key), visible=True),
-                tabs: gr.Tabs(selected="finetune")}
+        return {
+            **apply_preset(key, form),
+            ft.preset_md: gr.Markdown(preset_note(key), visible=True),
+            tabs: gr.Tabs(selected="finetune"),
+        }
 
     for key, btn in buttons:
         btn.click(lambda k=key: on_click(k), None, outputs, api_visibility="private", queue=False)

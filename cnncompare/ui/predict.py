@@ -42,8 +42,11 @@ def imagenet_model(name: str, pretrained: bool):
             except WeightsUnavailableError:
                 models.remember_weights(name, False)
             return models.build(name, device=device).eval(), "random weights", RANDOM_NOTE
-        return (models.build(name, device=device).eval(), "random weights",
-                "random weights (ImageNet weights switched off): predictions are meaningless")
+        return (
+            models.build(name, device=device).eval(),
+            "random weights",
+            "random weights (ImageNet weights switched off): predictions are meaningless",
+        )
 
     return MODELS.get(("imagenet", name, bool(pretrained), device), build, size=lambda v: models.model_bytes(v[0]))
 
@@ -55,8 +58,11 @@ def run_model(ctx, visitor: visitors.Visitor, name: str):
     model = MODELS.get(("run", str(saved.path), device), lambda: saved.load_model(device))
     acc = saved.results.get("val_top1") if saved.results else None
     weights = "fine-tuned" + (" (from ImageNet)" if saved.entry.pretrained else " (from scratch)")
-    note = (f"fine-tuned on {saved.config['dataset']['name']} ({len(saved.classes)} classes"
-            + (f", validation top-1 {acc:.1f} %" if acc is not None else "") + "): it only knows those classes")
+    note = (
+        f"fine-tuned on {saved.config['dataset']['name']} ({len(saved.classes)} classes"
+        + (f", validation top-1 {acc:.1f} %" if acc is not None else "")
+        + "): it only knows those classes"
+    )
     return model, saved, weights, note
 
 
@@ -118,8 +124,9 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         if not names and not run_names:
             raise CNNCompareError("Choose at least one model or fine-tuned run.")
         if len(names) + len(run_names) > limit:
-            raise CNNCompareError(f"Choose at most {limit} models and runs at a time (got "
-                                  f"{len(names) + len(run_names)}).")
+            raise CNNCompareError(
+                f"Choose at most {limit} models and runs at a time (got {len(names) + len(run_names)})."
+            )
     except Exception as err:
         text = message(err)
         gr.Warning(text)
@@ -155,65 +162,112 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
             notes.setdefault(n, []).append(label)
         if pred.cam is not None:
             top_label, top_p = pred.top[0]
-            gallery.append((inference.overlay(img, pred.cam),
-                            f"{label}: {top_label} ({100 * top_p:.1f} %), {pred.time_ms:.0f} ms"))
-        details.append(dict(model=label, run=name if kind == "run" else None, weights=weights,
-                            time_ms=round(pred.time_ms, 2), note="; ".join(model_notes), heat_map=pred.cam is not None,
-                            top=[dict(label=lab, prob=round(p, 6)) for lab, p in pred.top]))
+            gallery.append(
+                (inference.overlay(img, pred.cam), f"{label}: {top_label} ({100 * top_p:.1f} %), {pred.time_ms:.0f} ms")
+            )
+        details.append(
+            dict(
+                model=label,
+                run=name if kind == "run" else None,
+                weights=weights,
+                time_ms=round(pred.time_ms, 2),
+                note="; ".join(model_notes),
+                heat_map=pred.cam is not None,
+                top=[dict(label=lab, prob=round(p, 6)) for lab, p in pred.top],
+            )
+        )
     rows = [str(i + 1) for i in range(TOP_K)] + ["time (ms)", "weights"]
     table = pd.DataFrame({"rank": rows, **columns})
-    head = (f"**{len(details)} model(s).** Top-{TOP_K} classes with their softmax probabilities; time = one "
-            f"forward pass at batch 1 on {_device()} after a warm-up. The heat maps (Grad-CAM) show where "
-            "each model looked for its top class: red = most important.")
+    head = (
+        f"**{len(details)} model(s).** Top-{TOP_K} classes with their softmax probabilities; time = one "
+        f"forward pass at batch 1 on {_device()} after a warm-up. The heat maps (Grad-CAM) show where "
+        "each model looked for its top class: red = most important."
+    )
     lines = [head] + [f"**{', '.join(labels)}**: {note}." for note, labels in notes.items()] + errors
     return "\n\n".join(lines), table, gallery, details
 
 
 def build(ctx) -> SimpleNamespace:
-    gr.Markdown("Upload a picture (or click an example) and compare what each network predicts. With "
-                "ImageNet weights the models know 1,000 everyday classes; a **fine-tuned run** from the "
-                "Fine-tune tab knows only the classes of its dataset.")
+    gr.Markdown(
+        "Upload a picture (or click an example) and compare what each network predicts. With "
+        "ImageNet weights the models know 1,000 everyday classes; a **fine-tuned run** from the "
+        "Fine-tune tab knows only the classes of its dataset."
+    )
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
             # Only uploads are opened: a file named by its path on the server is refused (uploads.py).
-            image = UploadedImage(type="filepath", label="Image", height=300, elem_id="pred-image",
-                                  sources=["upload", "clipboard"])
+            image = UploadedImage(
+                type="filepath", label="Image", height=300, elem_id="pred-image", sources=["upload", "clipboard"]
+            )
             examples = sorted(EXAMPLES_DIR.glob("*.jpg"))
             if examples:
-                gr.Examples([[str(p)] for p in examples], inputs=[image], label="Examples (drawn pictures)",
-                            example_labels=[p.stem for p in examples], examples_per_page=10)
+                gr.Examples(
+                    [[str(p)] for p in examples],
+                    inputs=[image],
+                    label="Examples (drawn pictures)",
+                    example_labels=[p.stem for p in examples],
+                    examples_per_page=10,
+                )
         with gr.Column(scale=3):
-            models_dd = gr.Dropdown(choices=catalog.names(), value=DEFAULT_MODELS, multiselect=True,
-                                    allow_custom_value=True, elem_id="pred-models",
-                                    label="Models (ImageNet classes)",
-                                    info=f"the catalog, or any timm model under {ctx.env.max_model_params_m:,.0f} M "
-                                         "parameters")
-            pretrained = gr.Checkbox(value=True, label="Use pretrained ImageNet weights when they can be loaded",
-                                     info="offline they cannot: the models then have random weights (said so below)")
+            models_dd = gr.Dropdown(
+                choices=catalog.names(),
+                value=DEFAULT_MODELS,
+                multiselect=True,
+                allow_custom_value=True,
+                elem_id="pred-models",
+                label="Models (ImageNet classes)",
+                info=f"the catalog, or any timm model under {ctx.env.max_model_params_m:,.0f} M parameters",
+            )
+            pretrained = gr.Checkbox(
+                value=True,
+                label="Use pretrained ImageNet weights when they can be loaded",
+                info="offline they cannot: the models then have random weights (said so below)",
+            )
             with gr.Row(equal_height=True):
                 # the choices differ per visitor (set when the page loads): any name is taken, and the handler
                 # finds it among the caller's own runs only
-                runs_dd = gr.Dropdown(choices=[], value=[], multiselect=True, scale=5, allow_custom_value=True,
-                                      label="Your fine-tuned runs (from the Fine-tune tab)", elem_id="pred-runs")
+                runs_dd = gr.Dropdown(
+                    choices=[],
+                    value=[],
+                    multiselect=True,
+                    scale=5,
+                    allow_custom_value=True,
+                    label="Your fine-tuned runs (from the Fine-tune tab)",
+                    elem_id="pred-runs",
+                )
                 refresh = gr.Button("↻", scale=0, min_width=50, elem_id="pred-refresh")
             runs_note = gr.Markdown(elem_id="pred-runs-note")
             with gr.Accordion("Your runs are private to this browser (workspace codes)", open=False):
-                gr.Markdown("Runs you fine-tune are kept for this browser only: nobody else sees, uses or "
-                            "downloads them, and a page refresh keeps them. A **workspace code** lets several "
-                            "browsers share their runs (a class): everyone types the same code here. Pick a long "
-                            "code nobody can guess (10 to 64 letters, digits, - or _); clear it to go back to "
-                            "your own runs. Runs are deleted after a while and when the space runs out: keep "
-                            "the zip download of the ones that matter.", elem_classes=["cc-note"])
+                gr.Markdown(
+                    "Runs you fine-tune are kept for this browser only: nobody else sees, uses or "
+                    "downloads them, and a page refresh keeps them. A **workspace code** lets several "
+                    "browsers share their runs (a class): everyone types the same code here. Pick a long "
+                    "code nobody can guess (10 to 64 letters, digits, - or _); clear it to go back to "
+                    "your own runs. Runs are deleted after a while and when the space runs out: keep "
+                    "the zip download of the ones that matter.",
+                    elem_classes=["cc-note"],
+                )
                 with gr.Row(equal_height=True):
-                    code = gr.Textbox(label="Workspace code", type="password", scale=4, elem_id="pred-code",
-                                      placeholder="empty: your own runs")
+                    code = gr.Textbox(
+                        label="Workspace code",
+                        type="password",
+                        scale=4,
+                        elem_id="pred-code",
+                        placeholder="empty: your own runs",
+                    )
                     join = gr.Button("Use this code", scale=1, elem_id="pred-join")
                 workspace_md = gr.Markdown(elem_id="pred-workspace")
             go_btn = gr.Button("Predict", variant="primary", elem_id="pred-go")
     note = gr.Markdown(elem_classes=["cc-note"], elem_id="pred-note")
     table = gr.Dataframe(label="Top-5, side by side", interactive=False, wrap=True, elem_id="pred-table")
-    gallery = gr.Gallery(label="Where each model looked (Grad-CAM for its top class)", columns=5, height=290,
-                         object_fit="contain", elem_id="pred-gallery", allow_preview=True)
+    gallery = gr.Gallery(
+        label="Where each model looked (Grad-CAM for its top class)",
+        columns=5,
+        height=290,
+        object_fit="contain",
+        elem_id="pred-gallery",
+        allow_preview=True,
+    )
     with gr.Accordion("Raw predictions (JSON)", open=False):
         details = gr.JSON(label="predictions", elem_id="pred-json")
     state = ctx.visitor_state
@@ -248,18 +302,43 @@ def build(ctx) -> SimpleNamespace:
         except CNNCompareError as err:
             return gr.skip(), warn_md(str(err)), gr.skip(), gr.skip()
         dd, skipped = refresh_runs(value, request)
-        text = ("Using the shared workspace of that code: its runs are listed above, and your new runs go there."
-                if value["code"] else "Back to your own runs.")
+        text = (
+            "Using the shared workspace of that code: its runs are listed above, and your new runs go there."
+            if value["code"]
+            else "Back to your own runs."
+        )
         return value, text, dd, skipped
 
     inputs = [image, models_dd, runs_dd, pretrained] + ([state] if state is not None else [])
-    event = go_btn.click(predict, inputs, [note, table, gallery, details], api_name="predict",
-                         concurrency_limit=None, concurrency_id="predict")
+    event = go_btn.click(
+        predict,
+        inputs,
+        [note, table, gallery, details],
+        api_name="predict",
+        concurrency_limit=None,
+        concurrency_id="predict",
+    )
     refresh_inputs = [state] if state is not None else None
     refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)
     if state is not None:
-        gr.on([join.click, code.submit], use_code, [code, state], [state, workspace_md, runs_dd, runs_note],
-              api_visibility="private", queue=False)
-    return SimpleNamespace(image=image, models=models_dd, runs=runs_dd, runs_note=runs_note, pretrained=pretrained,
-                           go=go_btn, table=table, gallery=gallery, event=event, refresh_runs=refresh_runs,
-                           refresh_inputs=refresh_inputs)
+        gr.on(
+            [join.click, code.submit],
+            use_code,
+            [code, state],
+            [state, workspace_md, runs_dd, runs_note],
+            api_visibility="private",
+            queue=False,
+        )
+    return SimpleNamespace(
+        image=image,
+        models=models_dd,
+        runs=runs_dd,
+        runs_note=runs_note,
+        pretrained=pretrained,
+        go=go_btn,
+        table=table,
+        gallery=gallery,
+        event=event,
+        refresh_runs=refresh_runs,
+        refresh_inputs=refresh_inputs,
+    )

@@ -30,8 +30,10 @@ from pydantic import model_validator
 
 __all__ = ["UploadedImage", "UploadedFile", "upload_folder", "checked_upload", "display_name", "NOT_UPLOADED"]
 
-NOT_UPLOADED = ("only files uploaded to this page are accepted: upload the file (or, from the API, pass it with "
-                "gradio_client.handle_file); a path on the server is not accepted")
+NOT_UPLOADED = (
+    "only files uploaded to this page are accepted: upload the file (or, from the API, pass it with "
+    "gradio_client.handle_file); a path on the server is not accepted"
+)
 
 
 def upload_folder() -> Path:

@@ -36,9 +36,24 @@ from ..errors import CNNCompareError
 from ..settings import first_line
 from .uploads import upload_folder
 
-__all__ = ["Visitor", "new_key", "resolve", "new_state", "join_workspace", "RunChoice", "visible_runs", "find_run",
-           "visitor_dir", "visitors_root", "downloads_dir", "clean_downloads", "after_run", "at_start",
-           "browser_secret", "folder_id"]
+__all__ = [
+    "Visitor",
+    "new_key",
+    "resolve",
+    "new_state",
+    "join_workspace",
+    "RunChoice",
+    "visible_runs",
+    "find_run",
+    "visitor_dir",
+    "visitors_root",
+    "downloads_dir",
+    "clean_downloads",
+    "after_run",
+    "at_start",
+    "browser_secret",
+    "folder_id",
+]
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")  # new_key() gives 32 characters
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{10,64}$")
@@ -112,8 +127,10 @@ def resolve(value: Any, request: Any = None) -> Visitor:
         session = getattr(request, "session_hash", None)
         key = f"session:{session}" if session else "local"
     elif not KEY_PATTERN.match(key):
-        raise CNNCompareError("The visitor key must be 22 to 128 letters, digits, - or _ (reload the page for a new "
-                              "one; API clients may leave it out).")
+        raise CNNCompareError(
+            "The visitor key must be 22 to 128 letters, digits, - or _ (reload the page for a new "
+            "one; API clients may leave it out)."
+        )
     vid = folder_id(key)
     if code:
         if not CODE_PATTERN.match(code):
@@ -123,6 +140,7 @@ def resolve(value: Any, request: Any = None) -> Visitor:
 
 
 # --------------------------------------------------------------------------- folders
+
 
 def visitors_root(ctx) -> Path:
     return ctx.runs_root / VISITORS
@@ -155,6 +173,7 @@ def browser_secret(ctx) -> str:
 
 # --------------------------------------------------------------------------- the runs a visitor sees
 
+
 @dataclass
 class RunChoice:
     label: str  # what the dropdown shows
@@ -183,8 +202,11 @@ def visible_runs(ctx, visitor: Visitor) -> tuple[list[RunChoice], list[str]]:
     out = [RunChoice(r.label, r.path.name, r) for r in own if (r.path / "weights.safetensors").is_file()]
     if ctx.env.shared_examples:
         shared, shared_notes = _read_runs(ctx.runs_root)
-        out += [RunChoice(f"example · {r.label}", SHARED_PREFIX + r.path.name, r, shared=True)
-                for r in shared if (r.path / "weights.safetensors").is_file()]
+        out += [
+            RunChoice(f"example · {r.label}", SHARED_PREFIX + r.path.name, r, shared=True)
+            for r in shared
+            if (r.path / "weights.safetensors").is_file()
+        ]
         notes += [f"example {n}" for n in shared_notes]
     return out, notes
 
@@ -192,8 +214,11 @@ def visible_runs(ctx, visitor: Visitor) -> tuple[list[RunChoice], list[str]]:
 def skipped_note(notes: list[str]) -> str:
     if not notes:
         return ""
-    return (f"⚠️ {len(notes)} run folder(s) could not be read and are not listed: " + "; ".join(notes[:3])
-            + ("; …" if len(notes) > 3 else ""))
+    return (
+        f"⚠️ {len(notes)} run folder(s) could not be read and are not listed: "
+        + "; ".join(notes[:3])
+        + ("; …" if len(notes) > 3 else "")
+    )
 
 
 def find_run(ctx, visitor: Visitor, name: str) -> runs.SavedRun:
@@ -211,6 +236,7 @@ def find_run(ctx, visitor: Visitor, name: str) -> runs.SavedRun:
 
 
 # --------------------------------------------------------------------------- downloads
+
 
 def _downloads_root() -> Path:
     return upload_folder() / DOWNLOADS
@@ -243,6 +269,7 @@ def clean_downloads(keep_s: float = DOWNLOADS_KEEP_S) -> int:
 
 # --------------------------------------------------------------------------- disk
 
+
 def _mb(value: float) -> float | None:
     return value * 2**20 if value and value > 0 else None  # 0 = no limit
 
@@ -260,8 +287,10 @@ def after_run(ctx, visitor: Visitor) -> list[str]:
     mine = runs.prune(visitor_dir(ctx, visitor), max_bytes=_mb(ctx.env.visitor_quota_mb))
     if mine:
         names = ", ".join(p.name for p in mine[:4]) + (", …" if len(mine) > 4 else "")
-        lines.append(f"Your runs passed this server's quota of {ctx.env.visitor_quota_mb:,.0f} MB per visitor, so the "
-                     f"oldest were deleted: {names}. The zip download of each comparison keeps them.")
+        lines.append(
+            f"Your runs passed this server's quota of {ctx.env.visitor_quota_mb:,.0f} MB per visitor, so the "
+            f"oldest were deleted: {names}. The zip download of each comparison keeps them."
+        )
     others = prune_all(ctx)
     if any(p.parent.name == visitor.folder for p in others):
         lines.append("Some of your older runs were deleted to keep the server's disk within its limits.")
