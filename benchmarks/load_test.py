@@ -45,17 +45,32 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for key, value in dict(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1",
-                       CNNCOMPARE_OFFLINE="1").items():
+for key, value in dict(
+    GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1", CNNCOMPARE_OFFLINE="1"
+).items():
     os.environ.setdefault(key, value)
 
 from benchmarks._results import report  # noqa: E402
 
 IMAGE = ROOT / "assets" / "examples" / "star.jpg"
 MODELS = ["resnet18", "alexnet", "googlenet", "mobilenetv3_small_100", "vgg11"]
-SMALL = dict(dataset="shapes", zip_file=None, models="resnet18@head", freeze="head", max_per_class=8,
-             optimizer="adam", lr=1e-3, epochs=1, batch_size=16, size=32, augment=False, pretrained=False,
-             init="default", head="linear", time_budget_s=0)
+SMALL = dict(
+    dataset="shapes",
+    zip_file=None,
+    models="resnet18@head",
+    freeze="head",
+    max_per_class=8,
+    optimizer="adam",
+    lr=1e-3,
+    epochs=1,
+    batch_size=16,
+    size=32,
+    augment=False,
+    pretrained=False,
+    init="default",
+    head="linear",
+    time_budget_s=0,
+)
 LONG = {**SMALL, "models": "resnet18@none", "epochs": 20, "max_per_class": 20, "batch_size": 8}
 ACTIONS = [("profile", 30), ("predict", 30), ("finetune", 14), ("stop", 8), ("disconnect", 8), ("runs", 10)]
 # Documented refusals (docs/SERVER.md, "Running a public server"): not errors.
@@ -293,8 +308,13 @@ def main(argv=None) -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = (work / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(runs), str(port)], cwd=str(ROOT), env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(runs), str(port)],
+        cwd=str(ROOT),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_up(url, proc)
         disk0 = folder_bytes(runs) + folder_bytes(uploads)
@@ -333,21 +353,33 @@ def main(argv=None) -> int:
     for ep in endpoints:
         times = tally.times.get(ep, [])
         p50, p95 = pct(times, 50), pct(times, 95)
-        rows.append([ep, tally.calls.get(ep, 0), tally.refused.get(ep, 0), len(tally.errors.get(ep, [])),
-                     "–" if p50 is None else f"{p50:.2f}", "–" if p95 is None else f"{p95:.2f}"])
+        rows.append(
+            [
+                ep,
+                tally.calls.get(ep, 0),
+                tally.refused.get(ep, 0),
+                len(tally.errors.get(ep, [])),
+                "–" if p50 is None else f"{p50:.2f}",
+                "–" if p95 is None else f"{p95:.2f}",
+            ]
+        )
     errors = sum(len(v) for v in tally.errors.values())
     refused = sum(tally.refused.values())
     rows.append(["all", sum(tally.calls.values()), refused, errors, "", ""])
-    notes = [f"{visitors_n} visitors + 1 probe for {seconds:.0f} s (wall {wall:.0f} s with the drain); app in a child "
-             f"process, offline (random weights), default limits of settings.Env.",
-             f"Server peak RSS (VmHWM): {rss:,.0f} MB (at start {rss0:,.0f} MB); disk gained (runs + downloads + "
-             f"uploads): {disk / 2**20:,.1f} MB.",
-             "Times include waiting in the fair queue (one training at a time); refusals are the documented ones "
-             "(docs/SERVER.md).",
-             f"After the crowd (unfinished trainings stopped), a new visitor's small fine-tune and profile: {after}."]
+    notes = [
+        f"{visitors_n} visitors + 1 probe for {seconds:.0f} s (wall {wall:.0f} s with the drain); app in a child "
+        f"process, offline (random weights), default limits of settings.Env.",
+        f"Server peak RSS (VmHWM): {rss:,.0f} MB (at start {rss0:,.0f} MB); disk gained (runs + downloads + "
+        f"uploads): {disk / 2**20:,.1f} MB.",
+        "Times include waiting in the fair queue (one training at a time); refusals are the documented ones "
+        "(docs/SERVER.md).",
+        f"After the crowd (unfinished trainings stopped), a new visitor's small fine-tune and profile: {after}.",
+    ]
     if hung or unfinished:
-        notes.append(f"Unfinished when the drain ended (not counted; stopped with the server): {unfinished} "
-                     f"call(s), of {', '.join(hung) or 'no visitor'}.")
+        notes.append(
+            f"Unfinished when the drain ended (not counted; stopped with the server): {unfinished} "
+            f"call(s), of {', '.join(hung) or 'no visitor'}."
+        )
     if errors:
         seen: dict[str, int] = defaultdict(int)
         for ep, msgs in tally.errors.items():
@@ -361,8 +393,13 @@ def main(argv=None) -> int:
 
         print(markdown_table(header, rows) + "\n\n" + "\n".join(notes))
     else:
-        report(title, header, rows, notes="\n".join(f"- {n}" for n in notes),
-               command=f"python benchmarks/load_test.py --visitors {visitors_n} --seconds {seconds:.0f}")
+        report(
+            title,
+            header,
+            rows,
+            notes="\n".join(f"- {n}" for n in notes),
+            command=f"python benchmarks/load_test.py --visitors {visitors_n} --seconds {seconds:.0f}",
+        )
     shutil.rmtree(work, ignore_errors=True)
     return 1 if errors or not after.startswith("ok") else 0
 

@@ -118,3 +118,12 @@ def test_coerce_accepts_what_a_number_widget_sends():
     assert coerce(s, 64.0) == 64 and coerce(s, None) == s.default
     with pytest.raises(CNNCompareError):
         coerce(s, float("inf"))
+
+
+def test_the_code_keeps_the_house_style():
+    # pyproject.toml's ruff settings: line length 120, sorted imports, the formatter's layout
+    ruff = [sys.executable, "-m", "ruff"]
+    check = subprocess.run([*ruff, "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout[-3000:]
+    fmt = subprocess.run([*ruff, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout[-3000:]
