@@ -159,3 +159,15 @@ def test_a_model_without_a_spatial_map_still_predicts_top5():
     assert len(p.top) == 5 and p.cam is None and "no heat map for this architecture" in p.note
     with pytest.raises(CNNCompareError, match="at least one class"):
         inference.predict(model, np.zeros((224, 224, 3), dtype=np.uint8), size=224, top_k=0)
+
+
+def test_cli_predict_refuses_a_top_below_one(picture):
+    r = subprocess.run(
+        [sys.executable, "-m", "cnncompare", "predict", str(picture), "--models", "resnet18", "--top", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert r.returncode == 2 and "must be at least 1" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from cnncompare import profiling
+from cnncompare import models, profiling
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -176,3 +176,39 @@ def test_cli_models_and_blocks():
     data = json.loads(r.stdout)
     assert [b["frozen"] for b in data["blocks"]] == [True, True, True, False, False, False]
     assert data["blocks"][1]["out_shape"] == [64, 16, 16]
+
+
+def test_counting_macs_agrees_with_flopcountermode_and_leaves_other_threads_alone():
+    import threading
+
+    import numpy as np
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cnncompare import inference
+
+    meta = models.build("googlenet", device="meta").eval()
+    reference = FlopCounterMode(display=False)
+    with reference, torch.no_grad():
+        meta(torch.empty(1, 3, 224, 224, device="meta"))
+    assert profiling.count_macs("googlenet", 224) == reference.get_total_flops() // 2
+
+    # FlopCounterMode hooks every module of the process: a Grad-CAM in another thread failed meanwhile
+    errors, done = [], threading.Event()
+
+    def count():
+        while not done.is_set():
+            profiling.count_macs("resnet50", 224)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    try:
+        model = models.build("resnet18")
+        for _ in range(5):
+            try:
+                inference.predict(model, np.zeros((64, 64, 3), dtype=np.uint8), size=64)
+            except Exception as err:  # noqa: BLE001 - the assertion below reports it
+                errors.append(err)
+    finally:
+        done.set()
+        counter.join()
+    assert errors == []
