@@ -304,6 +304,8 @@ def _progress(ev) -> None:
         )
     elif ev.kind == "epoch":
         ips = f", {ev.images_per_s:.0f} img/s" if ev.images_per_s else ""
+        if ev.warmup_s and ev.epoch == 1:
+            ips += f" (after {ev.warmup_s:.1f} s of warm-up)"
         print(
             f"\r{ev.label or ev.model:>16s} epoch {ev.epoch}/{ev.epochs}: train loss {ev.loss:.3f}, "
             f"val top-1 {ev.val_top1:.1f}%{ips}{' ' * 20}",

@@ -75,7 +75,8 @@ class Event:
     val_loss: float | None = None
     val_top1: float | None = None
     lr: float | None = None
-    images_per_s: float | None = None
+    images_per_s: float | None = None  # on "epoch" events: steady state, after the warm-up steps
+    warmup_s: float | None = None  # on "epoch" events: seconds of the first steps (autotuning), timed apart
     elapsed_s: float = 0.0
     eta_s: float | None = None
     message: str = ""
@@ -729,6 +730,7 @@ class _Attempt:
                     val_top1=val_m["top1"],
                     lr=p["lr"],
                     images_per_s=ips,
+                    warmup_s=state.warmup_time or None,
                     elapsed_s=now - state.started,
                     eta_s=(now - loop_start) / epoch * (s.epochs - epoch),
                 )

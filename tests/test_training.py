@@ -561,3 +561,11 @@ def test_decoded_images_are_released_when_a_comparison_ends(shapes, tmp_path):
     plan = compare.Plan.parse("resnet18@head", model_defaults=tiny()[0], settings=tiny()[1])
     compare.run_comparison(plan, shapes, out_dir=tmp_path)
     assert placement._TENSOR_CACHE == {}  # a module-level cache once kept 8.66 GB after the run
+
+
+def test_epoch_events_carry_steady_state_speed_and_warm_up_apart(shapes):
+    events = []
+    r = training.fine_tune(*tiny(freeze="stages:3", feature_cache=False, batch_size=16), shapes, on_event=events.append)
+    [epoch] = [ev for ev in events if ev.kind == "epoch"]
+    assert epoch.warmup_s == r.warmup_s and epoch.warmup_s > 0
+    assert epoch.images_per_s == pytest.approx(r.images_per_s)
