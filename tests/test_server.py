@@ -229,16 +229,23 @@ def test_a_flood_from_one_client_does_not_lock_out_another(app):
     assert "Stopped" in first.result(timeout=90)[0]
 
 
+def _until(condition, what: str, timeout_s: float = 180) -> None:
+    """Wait for a state of the server (not a time): a busy 2-core machine may need long to get there."""
+    end = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < end, f"waited {timeout_s:.0f} s for {what}"
+        time.sleep(0.2)
+
+
 def test_stop_while_waiting_in_line_takes_the_job_out(app):
     running, waiting = _client(app), _client(app)
+    queue = app.demo.cnncompare_context.queue
+    _until(lambda: queue.running("train") == 0 and queue.waiting("train") == 0, "an earlier test's training to end")
     long_run = {**TINY, "models": "resnet18@none", "epochs": 30, "max_per_class": 20, "batch_size": 8}
     first = running.submit(**long_run, api_name="/finetune")
+    _until(lambda: queue.running("train") == 1, "the first training to start")
     second = waiting.submit(**TINY, api_name="/finetune")
-    end = time.monotonic() + 60
-    while not any("number 1 in line" in str(o[0]) for o in second.outputs()):
-        assert time.monotonic() < end, "the second training should wait in line"
-        time.sleep(0.2)
-    queue = app.demo.cnncompare_context.queue
+    _until(lambda: any("number 1 in line" in str(o[0]) for o in second.outputs()), "the second training to wait")
     assert queue.waiting("train") == 1
     assert "Stopping" in waiting.predict(api_name="/stop")
     assert "Stopped** before the run started" in second.result(timeout=30)[0]
