@@ -62,6 +62,10 @@ __all__ = [
     "model_bytes",
     "remember_weights",
     "classifier_name",
+    "read_weights",
+    "check_weights",
+    "weights_hint",
+    "weights_source_hint",
 ]
 
 HEADS = ("linear", "mlp")
@@ -253,22 +257,271 @@ def _timm_cached_file(backend_name: str) -> str | None:
     return None
 
 
-def _load_file(path: str) -> dict:
+# --------------------------------------------------------------------------- weights files
+
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "module")
+_OPTIONAL = ("num_batches_tracked",)  # BatchNorm's step counter: older files lack it, none of it is a weight
+_AUX = ("aux1.", "aux2.", "AuxLogits.")  # GoogLeNet's and Inception v3's auxiliary classifiers (not built here)
+_FILTERS = ("checkpoint_filter_fn", "_filter_fn", "_filter_torchvision_pretrained")  # timm's own remappers
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, read safely: `.safetensors`, or a `.pth`/`.bin` through
+    `torch.load(weights_only=True)` (a pickle that holds code is refused, never run).
+
+    Common checkpoint wrappers (`{"state_dict": ...}`, `{"model": ...}`) and DataParallel's
+    `module.` prefix are removed; entries that are not tensors (an epoch number) are dropped.
+
+    Raises:
+        WeightsUnavailableError: an unreadable file, a pickle with code, no tensors (one sentence, by file name).
+    """
+    path = Path(path)
+    name = path.name
     try:
-        if path.endswith(".safetensors"):
+        if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file
 
-            sd = load_file(path)
+            sd = load_file(str(path))
         else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        raise WeightsUnavailableError(f"Could not read weights file {path}: {err}.") from err
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
+        import pickle
+
+        if isinstance(err, pickle.UnpicklingError) or "weights_only" in str(err).lower():
+            raise WeightsUnavailableError(
+                f"{name} holds Python objects besides weights, and for safety only plain tensors are loaded: save "
+                "the weights alone, with torch.save(model.state_dict(), 'model.pth') or as .safetensors."
+            ) from None
+        raise WeightsUnavailableError(
+            f"Could not read {name} as a weights file ({type(err).__name__}: {first_line(err)[:120]}): "
+            "give a .safetensors file or a .pth file saved with torch.save(model.state_dict(), ...)."
+        ) from None
+    for _ in range(3):  # {"state_dict": {...}}, {"model": {"module": ...}}
+        if isinstance(sd, dict) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
+            inner = next((sd[k] for k in _WRAPPERS if isinstance(sd.get(k), dict)), None)
+            if inner is None:
+                break
+            sd = inner
     if not isinstance(sd, dict):
-        raise WeightsUnavailableError(f"{path} does not hold a state dict of weights.")
+        raise WeightsUnavailableError(
+            f"{name} does not hold a state dict of weights: save it with torch.save(model.state_dict(), ...)."
+        )
+    sd = {str(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    if sd and all(k.startswith("module.") for k in sd):  # saved from nn.DataParallel / DDP
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    if not sd:
+        raise WeightsUnavailableError(f"{name} holds no weight tensors: give a model's state dict.")
     return sd
+
+
+@functools.cache
+def _layout(name: str) -> tuple[dict[str, tuple[int, ...]], str, str]:
+    """(key -> shape of the 1000-class ImageNet model, classifier module name, timm module) on the meta device."""
+    model = build(name, device="meta")
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return shapes, classifier_name(model), type(model).__module__
+
+
+def _optional(key: str) -> bool:
+    return key.endswith(_OPTIONAL) or key.startswith(_AUX)
+
+
+def _to_timm_format(info: catalog.ArchInfo, sd: dict, expected: dict) -> dict:
+    """A file in another layout (torchvision's VGG classifier, DenseNet's old names, ConvNeXt's original) mapped
+    to timm's keys by timm's own filter for that architecture, when that makes more keys fit."""
+    import sys
+
+    if info.backend != "timm" or set(sd) <= set(expected):
+        return sd
+    module = sys.modules.get(_layout(info.name)[2])
+    best, best_fit = sd, len(set(sd) & set(expected))
+    for attr in _FILTERS:
+        fn = getattr(module, attr, None)
+        if fn is None:
+            continue
+        try:
+            out = fn(dict(sd))
+        except TypeError:  # a filter that also takes the model
+            try:
+                out = fn(dict(sd), build(info.name, device="meta"))
+            except Exception:
+                continue
+        except Exception:
+            continue
+        fit = len(set(out) & set(expected)) if isinstance(out, dict) else -1
+        if fit > best_fit:
+            best, best_fit = out, fit
+    return best
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "×".join(str(d) for d in shape) or "a scalar"
+
+
+@functools.cache
+def _catalog_layouts() -> dict[str, frozenset]:
+    out = {}
+    for n in catalog.CATALOG:
+        try:
+            shapes, _, _ = _layout(n)
+        except Exception:
+            continue
+        out[n] = frozenset((k, s) for k, s in shapes.items() if not _optional(k))
+    return out
+
+
+def _looks_like(sd: dict) -> str | None:
+    """The catalog model whose layout the file matches best (most keys with the same shape), if it is a close one.
+
+    The file is also read through timm's one-argument remappers (VGG, DenseNet), so a torchvision-format
+    file is recognised too.
+    """
+    from timm.models import densenet, vgg
+
+    variants = [sd]
+    for fn in (vgg._filter_fn, densenet._filter_torchvision_pretrained):
+        try:
+            variants.append(fn(dict(sd)))
+        except Exception:
+            continue
+    haves = [{(k, tuple(v.shape)) for k, v in d.items() if not _optional(k)} for d in variants]
+    best, score = None, 0.0
+    for n, layout in _catalog_layouts().items():
+        s = max(len(have & layout) / max(len(have | layout), 1) for have in haves)
+        if s > score:
+            best, score = n, s
+    return best if score >= 0.8 else None
+
+
+def check_weights(
+    name: str, sd: dict[str, torch.Tensor], *, num_classes: int = 1000, file_name: str = "the file"
+) -> dict[str, torch.Tensor]:
+    """Check a weights file's tensors against a catalog model; return them ready to load into the model
+    built with `num_classes` outputs.
+
+    Both formats of the torchvision-trained models are taken: timm's and torchvision's (timm's own
+    remapping, e.g. VGG's classifier.0 -> pre_logits.fc1). The classifier is the one part allowed
+    to differ: fine-tuning (`num_classes` != 1000) replaces it, so a file of any class count starts
+    a fine-tuning; predicting ImageNet classes (`num_classes` 1000) needs the file's 1000-class
+    classifier. Auxiliary classifiers (GoogLeNet, Inception v3) are dropped.
+
+    Raises:
+        WeightsUnavailableError: missing or extra tensors, or a shape that differs, in one sentence that
+        names the first one and, when it is recognisable, the model the file was made for.
+    """
+    info = catalog.get(name)
+    expected, cls_name, _ = _layout(info.name)
+    sd = _to_timm_format(info, sd, expected)
+    cls_keys = {f"{cls_name}.weight", f"{cls_name}.bias"}
+    fine_tune = num_classes != 1000
+    head = {k: v for k, v in sd.items() if k in cls_keys}
+    body = {k: v for k, v in sd.items() if k not in cls_keys and not k.startswith(_AUX)}
+    missing = [k for k in expected if k not in cls_keys and not _optional(k) and k not in body]
+    extra = [k for k in body if k not in expected and not _optional(k)]
+    differ = [k for k in body if k in expected and tuple(body[k].shape) != expected[k]]
+    for k, v in head.items():  # the classifier's input side must fit; its class count may differ
+        if len(v.shape) != len(expected[k]) or tuple(v.shape[1:]) != expected[k][1:]:
+            differ.append(k)
+    if not fine_tune:
+        missing += [k for k in sorted(cls_keys) if k in expected and k not in head]
+    what = f"The weights in {file_name} do not fit {info.name}"
+    if missing or extra or differ:
+        like = _looks_like(sd)
+        like_txt = f" (they look like {like}'s)" if like and like != info.name else ""
+        n_file = sum(not _optional(k) for k in sd)
+        n_exp = sum(not _optional(k) for k in expected)
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} of {info.name}'s are not in the file (first: {missing[0]})")
+            if extra:
+                parts.append(f"{len(extra)} of the file's are not in {info.name} (first: {extra[0]})")
+            detail = f"the file has {n_file} weight tensors, {info.name} expects {n_exp}: " + " and ".join(parts)
+        else:
+            k = differ[0]
+            more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+            detail = (
+                f"layer shapes differ: {k} is {_shape(expected[k])} in {info.name}, "
+                f"{_shape(tuple(sd[k].shape))} in the file{more}"
+            )
+        raise WeightsUnavailableError(f"{what}{like_txt}: {detail}. {_expected_format(info)}")
+    rows = [v.shape[0] for k, v in head.items() if k.endswith(".weight")]
+    if not fine_tune and rows and rows[0] != 1000:
+        raise WeightsUnavailableError(
+            f"{file_name} has a classifier of {rows[0]} classes, not ImageNet's 1000: it can start a fine-tuning "
+            "(the classifier is replaced), but it cannot predict ImageNet classes."
+        )
+    out = {k: v for k, v in body.items() if k in expected}
+    if not fine_tune:
+        out.update(head)
+    return out
+
+
+def _expected_format(info: catalog.ArchInfo) -> str:
+    if info.backend == "torchvision":
+        return f"Give torchvision's {info.name} weights ({weights_source_hint(info.name)})."
+    if info.tv_model:
+        return f"Give {info.name}'s weights in timm's or torchvision's format ({weights_source_hint(info.name)})."
+    return f"Give timm's {info.name} weights ({weights_source_hint(info.name)})."
+
+
+def weights_source_hint(name: str) -> str:
+    """Where a model's ImageNet weights file comes from, in a few words (for error messages)."""
+    info = catalog.get(name)
+    if info.backend == "torchvision":
+        return f"the file {_tv_url(info).rsplit('/', 1)[-1]} from download.pytorch.org"
+    hub = _hub_id(info)
+    return f"the file model.safetensors of huggingface.co/{hub}" if hub else f"timm's {info.backend_name}"
+
+
+def _tv_url(info: catalog.ArchInfo) -> str:
+    from torchvision import models as tvm
+
+    return tvm.get_model_weights(info.tv_model)[info.tv_weights].url
+
+
+def _hub_id(info: catalog.ArchInfo) -> str | None:
+    import timm
+
+    try:
+        cfg = timm.get_pretrained_cfg(info.backend_name)
+    except Exception:
+        return None
+    return getattr(cfg, "hf_hub_id", None) if cfg else None
+
+
+def weights_hint(name: str) -> str:
+    """How to get a model's ImageNet weights on a machine with internet, as one Markdown sentence to show offline.
+
+    Correct for both backends: torchvision's AlexNet/GoogLeNet (their .pth from download.pytorch.org)
+    and timm's models (model.safetensors of their Hugging Face page, e.g. timm/resnet50.tv_in1k, or
+    for those trained by torchvision its .pth too: both formats load).
+    """
+    info = catalog.get(name)
+    if info.backend == "torchvision":
+        url = _tv_url(info)
+        cmd = (
+            f'python -c "import torch, torchvision; torch.save(torchvision.models.{info.tv_model}'
+            f"(weights='{info.tv_weights}').state_dict(), '{info.name}.pth')\""
+        )
+        return (
+            f"To use {info.name}'s ImageNet weights here, download them on a machine with internet ({url}, or "
+            f"`{cmd}`) and upload the file here."
+        )
+    hub = _hub_id(info)
+    cmd = (
+        f"python -c \"import timm, safetensors.torch as st; st.save_file(timm.create_model('{info.backend_name}', "
+        f"pretrained=True).state_dict(), '{info.name}.safetensors')\""
+    )
+    where = f"from https://huggingface.co/{hub} (file model.safetensors)" if hub else f"with `{cmd}`"
+    also = f", or with `{cmd}`" if hub else ""
+    tv = (
+        f"; torchvision's {_tv_url(info)} works too" if info.tv_model and info.backend_name.endswith(".tv_in1k") else ""
+    )
+    return (
+        f"To use {info.name}'s ImageNet weights here, download them on a machine with internet {where}{also}"
+        f"{tv}, then upload the file here."
+    )
 
 
 def _build_torchvision(info, spec, load_weights):
@@ -277,24 +530,42 @@ def _build_torchvision(info, spec, load_weights):
     state_dict, source = None, f"random init ({spec.init})"
     if load_weights:
         if spec.weights_file:
-            state_dict, source = _load_file(spec.weights_file), f"file: {spec.weights_file}"
-        else:
-            if not tvmodels.is_cached(info.tv_model, info.tv_weights) and not _can_download("download.pytorch.org"):
-                raise _offline_message(info.name, ConnectionError("download.pytorch.org is not reachable"))
-            try:
-                state_dict = tvmodels.download_state_dict(info.tv_model, info.tv_weights)
-            except Exception as err:  # URLError, HTTPError, hash mismatch: all mean "no weights"
-                raise _offline_message(info.name, err) from err
-            source = f"torchvision: {info.tv_model} {info.tv_weights}"
+            sd = read_weights(spec.weights_file)
+            state_dict = check_weights(
+                info.name, sd, num_classes=spec.num_classes, file_name=Path(spec.weights_file).name
+            )
+            model = tvmodels.create(info.backend_name, num_classes=1000, pretrained=spec.pretrained)
+            _load_checked(model, state_dict, spec.weights_file)
+            if spec.num_classes != 1000:
+                model.reset_classifier(spec.num_classes)
+            return model, f"file: {Path(spec.weights_file).name}"
+        if not tvmodels.is_cached(info.tv_model, info.tv_weights) and not _can_download("download.pytorch.org"):
+            raise _offline_message(info.name, ConnectionError("download.pytorch.org is not reachable"))
+        try:
+            state_dict = tvmodels.download_state_dict(info.tv_model, info.tv_weights)
+        except Exception as err:  # URLError, HTTPError, hash mismatch: all mean "no weights"
+            raise _offline_message(info.name, err) from err
+        source = f"torchvision: {info.tv_model} {info.tv_weights}"
     try:
         model = tvmodels.create(
             info.backend_name, num_classes=spec.num_classes, pretrained=spec.pretrained, state_dict=state_dict
         )
     except RuntimeError as err:  # load_state_dict key/shape mismatch
         raise WeightsUnavailableError(
-            f"The weights in {spec.weights_file} do not fit {info.name}: {str(err).splitlines()[0]}"
+            f"The downloaded weights do not fit {info.name}: {str(err).splitlines()[0]}"
         ) from err
     return model, source
+
+
+def _load_checked(model: nn.Module, state_dict: dict, path: str) -> None:
+    """Load checked tensors; only the classifier (replaced) and BatchNorm step counters may stay unset."""
+    cls_name = classifier_name(model)
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    left = [k for k in missing if not k.endswith(_OPTIONAL) and not k.startswith(cls_name + ".")]
+    if unexpected or left:
+        raise WeightsUnavailableError(
+            f"The weights in {Path(path).name} do not fit this model: {(unexpected or left)[0]} does not load."
+        )
 
 
 def _build_timm(info, spec, load_weights):
@@ -307,21 +578,21 @@ def _build_timm(info, spec, load_weights):
     if not load_weights:
         return timm.create_model(info.backend_name, pretrained=False, **kwargs), source
     if spec.weights_file:
-        overlay = dict(file=spec.weights_file)
-        source = f"file: {spec.weights_file}"
-    else:
-        cached = _timm_cached_file(info.backend_name)
-        overlay = dict(file=cached) if cached else None
-        source = f"timm (Hugging Face Hub): {info.backend_name}"
-        if not cached and not _can_download("huggingface.co"):
-            raise _offline_message(info.name, ConnectionError("huggingface.co is not reachable"))
+        # read and checked here (safe loading, readable messages, torchvision's layout mapped to timm's),
+        # then loaded as timm would: the classifier stays new when the class count differs
+        sd = read_weights(spec.weights_file)
+        state_dict = check_weights(info.name, sd, num_classes=spec.num_classes, file_name=Path(spec.weights_file).name)
+        model = timm.create_model(info.backend_name, pretrained=False, **kwargs)
+        _load_checked(model, state_dict, spec.weights_file)
+        return model, f"file: {Path(spec.weights_file).name}"
+    cached = _timm_cached_file(info.backend_name)
+    overlay = dict(file=cached) if cached else None
+    source = f"timm (Hugging Face Hub): {info.backend_name}"
+    if not cached and not _can_download("huggingface.co"):
+        raise _offline_message(info.name, ConnectionError("huggingface.co is not reachable"))
     try:
         model = timm.create_model(info.backend_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
-    except Exception as err:  # hub/HTTP/OS errors when offline; key mismatch for a wrong file
-        if spec.weights_file:
-            raise WeightsUnavailableError(
-                f"Could not load {spec.weights_file} into {info.name}: {str(err).splitlines()[0][:200]}"
-            ) from err
+    except Exception as err:  # hub/HTTP/OS errors when offline
         raise _offline_message(info.name, err) from err
     return model, source
 

@@ -1,0 +1,363 @@
+"""Your own weights: a visitor uploads a weights file for a catalog model, and fine-tuning and Predict use it.
+
+Offline (a classroom without internet, a demo server that cannot reach the Hub) the models
+would start from random weights, and the lessons about transfer learning fall flat. Here a
+visitor uploads a `.safetensors` or `.pth` file for one model:
+
+- only an upload to this page is accepted (`uploads.checked_upload`), never a path on the server;
+- it is read safely (`models.read_weights`: safetensors, or `torch.load(weights_only=True)`: a
+  pickle that holds code is refused) and checked against the model (`models.check_weights`: one
+  sentence naming the first missing tensor or differing shape, and which model the file looks
+  made for); torchvision's format of VGG, ResNet, DenseNet, Inception v3 loads into timm's models;
+- it is stored, as `.safetensors`, in the visitor's own folder (`visitors/<hash>/weights/<model>.safetensors`,
+  never served, never listed to anyone else) and counts against the visitor's disk quota;
+- a file whose classifier is not ImageNet's 1000 classes still starts a fine-tuning (the
+  classifier is replaced), but Predict does not use it (it would name ImageNet classes).
+
+`weights_for(ctx, visitor, model)` is what fine-tuning and Predict ask: the file to use for that
+model when "Start from ImageNet weights" is on, or None.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import secrets
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from .. import catalog, models, runs
+from ..errors import CNNCompareError
+from ..settings import first_line
+from . import visitors
+from .common import Context, file_path, message, warn_md
+from .uploads import UploadedFile, checked_upload, display_name
+
+__all__ = [
+    "build",
+    "weights_for",
+    "weights_map",
+    "store",
+    "remove",
+    "listing",
+    "bytes_used",
+    "expire",
+    "offline_hint",
+    "WEIGHTS_DIR",
+    "SUFFIXES",
+    "COLUMNS",
+]
+
+WEIGHTS_DIR = "weights"
+SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+COLUMNS = ["model", "file", "MB", "uploaded", "Predict"]
+DEFAULT_MODEL = "resnet50"
+
+
+def _dir(ctx: Context, visitor: visitors.Visitor) -> Path:
+    return visitors.visitor_dir(ctx, visitor) / WEIGHTS_DIR
+
+
+def _file_name(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", model)[:100] + ".safetensors"
+
+
+def _canonical(ctx: Context, model: str) -> str:
+    name = str(model or "").strip()
+    if not name:
+        raise CNNCompareError("Choose the model these weights are for.")
+    ctx.check_model(name)  # unknown names (with suggestions), models too big for this server
+    return catalog.get(name).name
+
+
+def _meta(path: Path) -> dict:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception:
+        return {}
+
+
+def weights_for(
+    ctx: Context, visitor: visitors.Visitor | None, model_name: str, *, imagenet: bool = False
+) -> str | None:
+    """The visitor's own weights file for `model_name`, or None.
+
+    Args:
+        imagenet: only a file whose classifier has ImageNet's 1000 classes (what Predict needs);
+            fine-tuning takes any (its classifier is replaced).
+    """
+    if visitor is None or not model_name:
+        return None
+    try:
+        name = catalog.get(str(model_name).strip()).name
+    except CNNCompareError:
+        return None
+    path = _dir(ctx, visitor) / _file_name(name)
+    if not path.is_file():
+        return None
+    if imagenet and _meta(path).get("imagenet_classifier") != "yes":
+        return None
+    return str(path)
+
+
+def weights_map(ctx: Context, visitor: visitors.Visitor | None, *, imagenet: bool = False) -> dict[str, str]:
+    """Every model the visitor has a weights file for -> that file (for a whole plan at once)."""
+    if visitor is None:
+        return {}
+    out = {}
+    for row in listing(ctx, visitor):
+        path = weights_for(ctx, visitor, row["model"], imagenet=imagenet)
+        if path:
+            out[row["model"]] = path
+    return out
+
+
+def bytes_used(ctx: Context, visitor: visitors.Visitor) -> int:
+    """Bytes of the visitor's weights files (they count against the visitor's quota with the runs)."""
+    folder = _dir(ctx, visitor)
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors") if f.is_file()) if folder.is_dir() else 0
+
+
+def listing(ctx: Context, visitor: visitors.Visitor) -> list[dict]:
+    """The visitor's weights files, one row each: model, the uploaded file's name, MB, when, usable by Predict."""
+    folder = _dir(ctx, visitor)
+    if not folder.is_dir():
+        return []
+    rows = []
+    for f in sorted(folder.glob("*.safetensors")):
+        meta = _meta(f)
+        rows.append(
+            {
+                "model": meta.get("model") or f.stem,
+                "file": meta.get("original_name") or f.name,
+                "MB": round(f.stat().st_size / 2**20, 1),
+                "uploaded": meta.get("uploaded", ""),
+                "Predict": "yes" if meta.get("imagenet_classifier") == "yes" else "no (fine-tuning only)",
+            }
+        )
+    return rows
+
+
+def store(ctx: Context, visitor: visitors.Visitor, model_name: str, upload) -> str:
+    """Check an uploaded weights file against `model_name` and keep it in the visitor's folder (replacing their
+    earlier file for that model); returns the sentence for the page.
+
+    Raises:
+        CNNCompareError: no model, a file that does not fit the model, an unreadable or unsafe file, over the
+        visitor's quota (one sentence each).
+        gr.Error: a path that is not an upload to this page.
+    """
+    name = _canonical(ctx, model_name)
+    raw = file_path(upload)
+    if raw is None:
+        raise CNNCompareError("Upload a weights file (.safetensors or .pth) first.")
+    path = checked_upload(raw, "The weights file")  # only an upload, never a file of the server
+    shown = display_name(raw)[:120]
+    if path.suffix.lower() not in SUFFIXES:
+        raise CNNCompareError(f"{shown} is not a weights file: upload a .safetensors or .pth file.")
+    size = path.stat().st_size
+    target = _dir(ctx, visitor) / _file_name(name)
+    quota = ctx.env.visitor_quota_mb * 2**20 if ctx.env.visitor_quota_mb and ctx.env.visitor_quota_mb > 0 else None
+    if quota is not None:
+        folder = visitors.visitor_dir(ctx, visitor)
+        used = (runs.folder_bytes(folder) if folder.is_dir() else 0) - (
+            target.stat().st_size if target.is_file() else 0
+        )
+        if used + size > quota:
+            raise CNNCompareError(
+                f"{shown} is {size / 2**20:,.0f} MB; with your runs and weights ({used / 2**20:,.0f} MB) it would "
+                f"pass this server's {quota / 2**20:,.0f} MB per visitor: remove a weights file below, or use a "
+                "smaller model."
+            )
+    sd = models.read_weights(path)
+    models.check_weights(name, sd, num_classes=2, file_name=shown)  # what fine-tuning needs (any classifier)
+    try:
+        models.check_weights(name, sd, num_classes=1000, file_name=shown)
+        imagenet = True
+    except CNNCompareError:
+        imagenet = False
+    _save(sd, target, name, shown, imagenet)
+    text = (
+        f"✅ Stored **{shown}** ({size / 2**20:,.1f} MB) as your weights for **{name}**: fine-tuning"
+        + (" and Predict use" if imagenet else " uses")
+        + f" them for {name} when 'Start from ImageNet weights' is on. Only you (your browser) can use this file."
+    )
+    if not imagenet:
+        text += (
+            " Its classifier is not ImageNet's 1000 classes, so Predict does not use it; fine-tuning can "
+            "(the classifier is replaced)."
+        )
+    return text
+
+
+def _save(sd: dict, target: Path, name: str, shown: str, imagenet: bool) -> None:
+    from safetensors.torch import save_file
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "model": name,
+        "original_name": shown,
+        "uploaded": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "imagenet_classifier": "yes" if imagenet else "no",
+    }
+    tmp = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tensors = {k: v.contiguous() for k, v in sd.items()}
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except RuntimeError:  # tensors that share memory (tied weights): safetensors wants separate copies
+            save_file({k: v.clone() for k, v in tensors.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove(ctx: Context, visitor: visitors.Visitor, model_name: str) -> str:
+    """Delete the visitor's weights file for `model_name`; the sentence for the page."""
+    try:
+        name = catalog.get(str(model_name or "").strip()).name
+    except CNNCompareError as err:
+        return warn_md(first_line(err))
+    path = _dir(ctx, visitor) / _file_name(name)
+    if not path.is_file():
+        return f"You have no weights file for {name}."
+    path.unlink(missing_ok=True)
+    return f"Removed your weights for {name}: it starts from ImageNet weights only where they can be downloaded."
+
+
+def expire(ctx: Context) -> int:
+    """Delete every visitor's weights files older than the runs' expiry (CNNCOMPARE_RUN_EXPIRY_H); how many."""
+    hours = ctx.env.run_expiry_h
+    root = visitors.visitors_root(ctx)
+    if not hours or hours <= 0 or not root.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for f in root.glob(f"*/{WEIGHTS_DIR}/*"):
+        try:
+            if f.is_file() and now - f.stat().st_mtime > hours * 3600:
+                f.unlink()
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
+def offline_hint(model_name: str) -> str:
+    """One sentence on how to get `model_name`'s ImageNet weights elsewhere and upload them here (the offline
+    banner's and this panel's text); correct for torchvision- and timm-built catalog models."""
+    try:
+        return models.weights_hint(model_name)
+    except CNNCompareError as err:
+        return first_line(err)
+
+
+# --------------------------------------------------------------------------- the panel
+
+
+def _table(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DEFAULT_MODEL) -> SimpleNamespace:
+    """The 'Your own weights' panel: model, upload, status, the visitor's files, remove. Call inside a Blocks.
+
+    API: `/upload_weights(model, file[, visitor])`, `/remove_weights(model[, visitor])`,
+    `/list_weights([visitor])`.
+    """
+    names = models_list or catalog.names()
+    value = value if value in names else names[0]
+    gr.Markdown(
+        "**Your own weights.** Without internet the models start from random weights. Upload ImageNet "
+        "weights for a model (.safetensors or .pth); fine-tuning and Predict then use them for that model "
+        "when 'Start from ImageNet weights' is on. The file stays in your own folder.",
+        elem_classes=["cc-note"],
+    )
+    with gr.Row():
+        model_dd = gr.Dropdown(names, value=value, label="Model", elem_id="w-model", scale=1, min_width=160)
+        upload = UploadedFile(
+            label="Weights file (.safetensors or .pth)",
+            file_types=list(SUFFIXES),
+            type="filepath",
+            elem_id="w-file",
+            scale=2,
+        )
+    hint = gr.Markdown(offline_hint(value), elem_id="w-hint")
+    status = gr.Markdown("", elem_id="w-status")
+    table = gr.Dataframe(headers=COLUMNS, label="Your weights files", interactive=False, wrap=True, elem_id="w-table")
+    remove_btn = gr.Button("Remove the file of this model", size="sm", elem_id="w-remove")
+    state = ctx.visitor_state
+
+    def _who(visitor, request):
+        return visitors.resolve(visitor, request)
+
+    def upload_weights(model, file, visitor=None, request: gr.Request = None):
+        """Check an uploaded weights file against `model` and keep it as the caller's weights for that model."""
+        try:
+            who = _who(visitor, request)
+            text = store(ctx, who, model, file)
+        except Exception as err:
+            text = message(err)
+            gr.Warning(text)
+            try:
+                rows = listing(ctx, _who(visitor, request))
+            except CNNCompareError:
+                rows = []
+            return warn_md(text), _table(rows)
+        return text, _table(listing(ctx, who))
+
+    def remove_weights(model, visitor=None, request: gr.Request = None):
+        """Delete the caller's weights file for `model`."""
+        try:
+            who = _who(visitor, request)
+        except CNNCompareError as err:
+            return warn_md(str(err)), _table([])
+        return remove(ctx, who, model), _table(listing(ctx, who))
+
+    def list_weights(visitor=None, request: gr.Request = None):
+        """The caller's weights files."""
+        try:
+            return _table(listing(ctx, _who(visitor, request)))
+        except CNNCompareError:
+            return _table([])
+
+    def on_model(model, visitor=None, request: gr.Request = None):
+        try:
+            who = _who(visitor, request)
+        except CNNCompareError:
+            who = None
+        have = weights_for(ctx, who, model)
+        note = f"You have uploaded weights for {model}." if have else ""
+        return offline_hint(model), note
+
+    extra = [state] if state is not None else []
+    upload.upload(
+        upload_weights,
+        [model_dd, upload, *extra],
+        [status, table],
+        api_name="upload_weights",
+        concurrency_limit=2,
+        concurrency_id="weights",
+    )
+    remove_btn.click(remove_weights, [model_dd, *extra], [status, table], api_name="remove_weights")
+    model_dd.change(on_model, [model_dd, *extra], [hint, status], api_visibility="private", queue=False)
+    refresh = dict(fn=list_weights, inputs=extra or None, outputs=[table])
+    return SimpleNamespace(
+        model=model_dd,
+        file=upload,
+        hint=hint,
+        status=status,
+        table=table,
+        remove=remove_btn,
+        list_weights=list_weights,
+        refresh=refresh,
+        upload_weights=upload_weights,
+    )
