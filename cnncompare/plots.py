@@ -117,8 +117,13 @@ def accuracy_vs_macs(rows: Sequence[Mapping]) -> go.Figure:
                 ),
             )
         )
-    size = plotted[0].get("input_size")
-    xlab = "MACs per image (G, log scale)" + (f", at {size} px" if size else "")
+    sizes = {r.get("input_size") for r in plotted} - {None}
+    if len(sizes) == 1:
+        xlab = f"MACs per image (G, log scale), at {next(iter(sizes))} px"
+    else:  # e.g. Inception v3 at its native 299 px beside 224-px models: said on the axis and the label
+        xlab = "MACs per image (G, log scale), each model at the size in its label"
+        for trace, r in zip(fig.data, plotted):
+            trace.text = [f"{r['name']} ({r.get('input_size')} px)"]
     xs = [_num(r["macs"]) / 1e9 for r in plotted]
     lo, hi = math.log10(min(xs)) - 0.25, math.log10(max(xs)) + 0.25
     ticks = [
@@ -150,7 +155,7 @@ def latency_bars(rows: Sequence[Mapping], device: str = "") -> go.Figure:
     title = "Latency, batch 1" + (f", on {device}" if device else "") + " (bar: median, whisker: p90)"
     measured = [r for r in rows if _num(r.get("latency_p50")) is not None]
     if not measured:
-        return message_figure("Latency not measured.<br>Tick “measure latency” and press Compare.", title)
+        return message_figure("Latency not measured yet:<br>press Compare with “measure latency” ticked.", title)
     p50 = [_num(r["latency_p50"]) for r in measured]
     p90 = [_num(r.get("latency_p90")) or v for r, v in zip(measured, p50)]
     names = [r["name"] for r in measured]
@@ -223,6 +228,162 @@ def params_per_stage(blocks: Mapping[str, Sequence[Mapping]]) -> go.Figure:
     fig.update_layout(barmode="stack", legend=dict(orientation="h", y=-0.18, x=0))
     fig.update_yaxes(title="parameters (millions)")
     return _layout(fig, title, margin=dict(l=60, r=20, t=60, b=90))
+
+
+def _orders(rows: Sequence[Mapping]) -> tuple[list[Mapping], list[Mapping]]:
+    with_macs = [r for r in rows if _num(r.get("macs"))]
+    timed = [r for r in with_macs if _num(r.get("latency_p50")) is not None]
+    return (
+        sorted(with_macs, key=lambda r: _num(r["macs"])),
+        sorted(timed, key=lambda r: _num(r["latency_p50"])),
+    )
+
+
+def ranking(rows: Sequence[Mapping], device: str = "") -> go.Figure:
+    """The models ranked by MACs and by measured batch-1 latency, two bar panels side by side.
+
+    Each model keeps its colour in both panels (cheapest at the top), so a model that moves between
+    the two orders stands out. rows: dicts with name, macs, latency_p50 (ms or None).
+    """
+    title = "Ranked by work (MACs) and by measured latency" + (f" on {device}" if device else "")
+    by_macs, by_latency = _orders(rows)
+    if not by_macs:
+        return message_figure("Nothing to rank yet.", title)
+    colours = {r["name"]: color(i) for i, r in enumerate(rows)}
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("MACs per image (G)", "latency, batch 1 (ms)"),
+        horizontal_spacing=0.22,
+    )
+    panels = [(by_macs, lambda r: _num(r["macs"]) / 1e9, "%{x:.2f} G", 1)]
+    if by_latency:
+        panels.append((by_latency, lambda r: _num(r["latency_p50"]), "%{x:.1f} ms", 2))
+    for ordered, value, fmt, col in panels:
+        xs = [value(r) for r in ordered]
+        fig.add_trace(
+            go.Bar(
+                orientation="h",
+                y=[f"{i + 1}. {r['name']}" for i, r in enumerate(ordered)],
+                x=xs,
+                marker_color=[colours[r["name"]] for r in ordered],
+                text=[fmt.replace("%{x:", "{:").format(v) for v in xs],
+                textposition="outside",
+                cliponaxis=False,
+                showlegend=False,
+                hovertemplate="<b>%{y}</b>: " + fmt + "<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_yaxes(autorange="reversed", row=1, col=col, tickfont=dict(size=12), ticksuffix="  ")
+        fig.update_xaxes(range=[0, max(xs) * 1.3], showticklabels=False, showgrid=False, row=1, col=col)
+    if not by_latency:
+        fig.add_annotation(
+            text="Latency not measured yet:<br>press Compare with<br>“measure latency” ticked.",
+            x=0.9,
+            y=0.5,
+            xref="paper",
+            yref="paper",
+            showarrow=False,
+            font=dict(size=13, color="#555"),
+        )
+        fig.update_xaxes(visible=False, row=1, col=2)
+        fig.update_yaxes(visible=False, row=1, col=2)
+    height = max(260, 140 + 34 * len(by_macs))
+    return _layout(fig, title, height=height, margin=dict(l=20, r=20, t=80, b=30))
+
+
+def ranking_note(rows: Sequence[Mapping]) -> str:
+    """One or two sentences on why the MACs order and the latency order differ (or that they agree).
+
+    Uses the measured work rate (G multiply-adds per second) of each model: a model with few, large,
+    dense convolutions keeps the cores busy; one with many small layers pays memory traffic and a
+    kernel launch per layer, so its latency is higher than its MACs suggest.
+    """
+    by_macs, by_latency = _orders(rows)
+    if len(by_latency) < 2:
+        return "Measure latency to compare the two orders: work (MACs) and time do not rank models the same way."
+    macs_rank = [r["name"] for r in by_macs if r in by_latency]
+    time_rank = [r["name"] for r in by_latency]
+    rate = {r["name"]: _num(r["macs"]) / 1e9 / (_num(r["latency_p50"]) / 1e3) for r in by_latency}
+    fast = max(rate, key=rate.get)
+    slow = min(rate, key=rate.get)
+    rates = (
+        f"{fast} gets through {rate[fast]:,.0f} G multiply-adds per second, {slow} only {rate[slow]:,.0f}: "
+        "few large dense convolutions (VGG's 3×3 stacks) keep the cores busy, while many small layers "
+        "(GoogLeNet's Inception branches, deep stacks of blocks) each pay for moving activations through "
+        "memory and for launching their own kernels, so time grows with depth and layer count, not only with MACs."
+    )
+    if macs_rank == time_rank:
+        return "Here both orders agree. " + rates
+    moved = [n for n in time_rank if time_rank.index(n) != macs_rank.index(n)]
+    return f"The orders differ ({', '.join(moved)} change places). " + rates
+
+
+_POLICY_ORDER = {"none": 0, "layers": 1, "stages": 2, "head": 3}
+
+
+def _policy_key(text: str) -> tuple[int, int]:
+    kind, _, k = str(text or "none").strip().lower().partition(":")
+    return _POLICY_ORDER.get(kind, 1), int(k) if k.isdigit() else 0
+
+
+def freeze_sweep(rows: Sequence[Mapping]) -> go.Figure:
+    """Freeze-depth sweep: validation accuracy against training time, one point per freeze policy.
+
+    Points are joined in policy order (none, layers:N, stages:K, head: more and more frozen), the
+    marker area is proportional to the trainable parameters, and each point is labelled with its
+    policy and trainable count. rows: dicts with label, freeze, val_acc (0..1), train_s, trainable.
+    """
+    title = "Freezing more: accuracy vs. training time (marker area = trainable parameters)"
+    pts = [r for r in rows if _num(r.get("val_acc")) is not None and _num(r.get("train_s")) is not None]
+    if not pts:
+        return message_figure("Appears when the first run of the sweep has finished.", title)
+    pts = sorted(pts, key=lambda r: (_policy_key(r.get("freeze")), -(_num(r.get("trainable")) or 0)))
+    tmax = max(_num(r.get("trainable")) or 0 for r in pts) or 1
+    xs = [_num(r["train_s"]) for r in pts]
+    ys = [100 * _num(r["val_acc"]) for r in pts]
+    sizes = [12 + 38 * math.sqrt((_num(r.get("trainable")) or 0) / tmax) for r in pts]
+    texts = [
+        f"{r.get('label') or r.get('freeze')}<br>{_fmt_count(_num(r.get('trainable')) or 0)} trainable" for r in pts
+    ]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="lines",
+            line=dict(color="#9aa5b1", width=2, dash="dot"),
+            hoverinfo="skip",
+            showlegend=False,
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers+text",
+            text=texts,
+            textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(pts))],
+            textfont=dict(size=12),
+            marker=dict(
+                size=sizes,
+                color=[color(i) for i in range(len(pts))],
+                opacity=0.8,
+                line=dict(width=1, color="#333"),
+            ),
+            customdata=[[r.get("freeze") or "", _fmt_count(_num(r.get("trainable")) or 0)] for r in pts],
+            hovertemplate="<b>%{customdata[0]}</b><br>%{x:.1f} s<br>top-1 %{y:.1f} %"
+            "<br>%{customdata[1]} trainable<extra></extra>",
+            showlegend=False,
+            cliponaxis=False,
+        )
+    )
+    span = max(xs) - min(xs) or max(xs) or 1.0
+    fig.update_xaxes(title="training time (s)", range=[max(0.0, min(xs) - 0.25 * span), max(xs) + 0.25 * span])
+    fig.update_yaxes(title="validation top-1 (%)", range=[max(0.0, min(ys) - 15), min(100.0, max(ys) + 15) + 5])
+    return _layout(fig, title, height=440, margin=dict(l=60, r=30, t=60, b=60))
 
 
 # --------------------------------------------------------------------------- training

@@ -161,3 +161,63 @@ def test_figures_serialise_to_json_without_nan():
     assert not math.isnan(
         plots.training_curves([dict(label="x", history=[dict(epoch=1, train_loss=1.0, val_top1=2.0)])]).data[0].y[0]
     )
+
+
+# --------------------------------------------------------------------------- ranking, freeze sweep, sizes
+
+CLASSIC = [
+    dict(name="alexnet", macs=0.714e9, latency_p50=25.0),
+    dict(name="vgg16", macs=15.47e9, latency_p50=390.0),
+    dict(name="googlenet", macs=1.498e9, latency_p50=120.0),
+    dict(name="resnet50", macs=4.089e9, latency_p50=107.0),
+]
+
+
+def test_ranking_puts_the_two_orders_side_by_side():
+    fig = plots.ranking(CLASSIC, device="cpu")
+    by_macs, by_latency = fig.data
+    assert list(by_macs.y) == ["1. alexnet", "2. googlenet", "3. resnet50", "4. vgg16"]
+    assert list(by_latency.y) == ["1. alexnet", "2. resnet50", "3. googlenet", "4. vgg16"]
+    assert list(by_latency.x) == [25.0, 107.0, 120.0, 390.0]
+    # a model keeps its colour in both panels
+    colour = dict(zip(by_macs.y, by_macs.marker.color))
+    assert dict(zip(by_latency.y, by_latency.marker.color))["3. googlenet"] == colour["2. googlenet"]
+    note = plots.ranking_note(CLASSIC)
+    assert "resnet50, googlenet change places" in note
+    assert "vgg16 gets through 40 G multiply-adds per second, googlenet only 12" in note
+
+
+def test_ranking_without_latency_says_how_to_get_it():
+    rows = [dict(r, latency_p50=None) for r in CLASSIC]
+    fig = plots.ranking(rows)
+    assert len(fig.data) == 1 and "not measured" in _texts(fig)
+    assert "Measure latency" in plots.ranking_note(rows)
+    assert "Nothing to rank" in _texts(plots.ranking([]))
+    same = [dict(name="a", macs=1e9, latency_p50=10.0), dict(name="b", macs=2e9, latency_p50=30.0)]
+    assert plots.ranking_note(same).startswith("Here both orders agree.")
+
+
+def test_freeze_sweep_joins_the_policies_from_none_to_head():
+    rows = [
+        dict(label="head", freeze="head", val_acc=0.70, train_s=9.0, trainable=5_130),
+        dict(label="none", freeze="none", val_acc=0.91, train_s=92.0, trainable=11_200_000),
+        dict(label="stages:3", freeze="stages:3", val_acc=0.84, train_s=31.0, trainable=8_400_000),
+        dict(label="stages:1", freeze="stages:1", val_acc=0.90, train_s=70.0, trainable=11_000_000),
+    ]
+    fig = plots.freeze_sweep(rows)
+    line, points = fig.data
+    assert list(line.x) == [92.0, 70.0, 31.0, 9.0]  # none, stages:1, stages:3, head
+    assert list(points.y) == pytest.approx([91.0, 90.0, 84.0, 70.0])
+    assert points.text[0] == "none<br>11.20 M trainable" and points.text[-1] == "head<br>5.13 k trainable"
+    sizes = list(points.marker.size)
+    assert sizes == sorted(sizes, reverse=True)  # marker area follows the trainable parameters
+    assert "accuracy vs. training time" in fig.layout.title.text
+    assert "first run" in _texts(plots.freeze_sweep([dict(label="x", freeze="none", val_acc=None, train_s=1)]))
+
+
+def test_accuracy_vs_macs_names_the_size_when_sizes_differ():
+    rows = [dict(PROFILES[0]), dict(name="inception_v3", macs=5.713e9, params=23.8e6, ref_top1=77.29, input_size=299)]
+    fig = plots.accuracy_vs_macs(rows)
+    assert [t.text[0] for t in fig.data] == ["alexnet (224 px)", "inception_v3 (299 px)"]
+    assert "each model at the size in its label" in fig.layout.xaxis.title.text
+    assert "at 224 px" in plots.accuracy_vs_macs(PROFILES).layout.xaxis.title.text
