@@ -60,8 +60,7 @@ FAMILIES: dict[str, Family] = {
         Family(
             "Inception",
             2014,
-            "Szegedy et al.: Going Deeper with Convolutions (GoogLeNet); Rethinking the Inception "
-            "Architecture (Inception v3, 2015)",
+            "Szegedy et al.: Going Deeper with Convolutions (GoogLeNet, 2014)",
             "Inception modules run 1x1, 3x3 and 5x5 convolutions and pooling side by side and concatenate "
             "them, with cheap 1x1 convolutions to cut channels first. Wide and deep at a fraction of "
             "VGG's cost; global average pooling replaces the big fully connected layers.",
@@ -137,6 +136,8 @@ class ArchInfo:
     tv_weights: str | None = None  # e.g. "IMAGENET1K_V1"
     notes: str = ""  # differences from the reference model worth knowing
     in_catalog: bool = True
+    paper_year: int = 0  # when this model's own paper differs from its family's (Inception v3: 2015)
+    own_paper: str = ""
 
     @property
     def family_info(self) -> Family:
@@ -144,11 +145,11 @@ class ArchInfo:
 
     @property
     def year(self) -> int | None:
-        return self.family_info.year or None
+        return self.paper_year or self.family_info.year or None
 
     @property
     def paper(self) -> str:
-        return self.family_info.paper
+        return self.own_paper or self.family_info.paper
 
     @property
     def idea(self) -> str:
@@ -183,9 +184,11 @@ def _tv(
     backend="timm",
     backend_name=None,
     weights="IMAGENET1K_V1",
+    **extra,
 ):
     """An entry whose pretrained weights are torchvision's (so torchvision's metadata applies)."""
     return ArchInfo(
+        **extra,
         name=name,
         family=family,
         backend=backend,
@@ -221,9 +224,12 @@ _ENTRIES: list[ArchInfo] = [
         "factorised 7x7 and 3x3 convolutions",
         size=299,
         min_size=75,
-        notes="timm's Inception v3 has no auxiliary classifier; torchvision's published num_params "
-        "(27.16 M) includes its AuxLogits head (3.34 M), so the parameter reference compares "
-        "against torchvision's count minus AuxLogits.",
+        notes="23.8 M parameters here, 27.2 M in torchvision's published count: timm's Inception v3 has "
+        "no auxiliary classifier (the AuxLogits head, 3.3 M parameters, only helps training and is "
+        "dropped at inference; the MACs are the same). Its native input is 299 px, and its published "
+        "ImageNet top-1 was measured at 299 px.",
+        paper_year=2015,
+        own_paper="Szegedy et al.: Rethinking the Inception Architecture for Computer Vision (Inception v3)",
     ),
     *[
         _tv(

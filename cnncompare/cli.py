@@ -173,6 +173,35 @@ def cmd_blocks(args) -> None:
     )
 
 
+def cmd_diagram(args) -> None:
+    from . import diagram, profiling
+
+    size = profiling.input_size(args.size)
+    policy = args.freeze or "none"
+    tables = {name: diagram.table(name, size, policy) for name in args.names}
+    if args.html:
+        path = Path(args.html)
+        if path.parent and not path.parent.is_dir():
+            raise CNNCompareError(f"--html: the folder {path.parent} does not exist; create it or choose another path.")
+        diagram.figure(args.names, size, policy).write_html(str(path), include_plotlyjs=True)
+    if args.json:
+        _dump({name: rows for name, rows in tables.items()})
+        return
+    for name, rows in tables.items():
+        from . import catalog
+
+        px = size or catalog.get(name).default_size
+        print(f"{name} at {px} px, freeze={policy}: {len(rows)} units")
+        body = [
+            [str(r["#"]), r["unit"], r["group"], r["output"], fmt_count(r["params"]), r["state"], r["layer"]]
+            for r in rows
+        ]
+        print(table(body, ["#", "unit", "group", "output", "params", "state", "layer"]))
+        print()
+    if args.html:
+        print(f"diagram written to {args.html}", file=sys.stderr)
+
+
 def cmd_finetune(args) -> None:
     from . import compare, data, runtime, training
     from .settings import Env, ModelEntry, TrainSettings, from_args
@@ -357,6 +386,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--freeze", help="none | head | stages:K | layers:N")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_blocks)
+
+    from .profiling import INPUT_SIZE
+
+    size_help = f"{INPUT_SIZE.help} ({INPUT_SIZE.low:g} to {INPUT_SIZE.high:g}, or {INPUT_SIZE.none_text})"
+    d = sub.add_parser("diagram", help="every unit of each model in order (conv, pool, fc, Inception, residual)")
+    d.add_argument("names", nargs="+", metavar="NAME")
+    d.add_argument("--size", default=INPUT_SIZE.none_text, help=size_help)
+    d.add_argument("--freeze", help="none | head | stages:K | layers:N (which units the policy freezes)")
+    d.add_argument("--html", metavar="FILE", help="also write the side-by-side diagram as a standalone HTML page")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_diagram)
 
     f = sub.add_parser("finetune", help="fine-tune several models on one dataset and compare them")
     f.add_argument(

@@ -38,8 +38,11 @@ from torch.utils.flop_counter import flop_registry
 from . import catalog, models, runtime
 from .errors import CNNCompareError
 from .runtime import Precision
+from .settings import Setting, coerce
 
 __all__ = [
+    "INPUT_SIZE",
+    "input_size",
     "COUNTED_OPS",
     "GRAPH_NOTE",
     "PEAK_TFLOPS",
@@ -92,6 +95,33 @@ PEAK_TFLOPS: tuple[tuple[str, float | None], ...] = (
     ("V100-PCIE", 112.0),
     ("V100", 125.0),  # fp16: no bf16 tensor cores
 )
+
+# The profiling input size, shared by the app and the CLI. Empty (None) or "native" = each model's own
+# size (224 px for most, 299 px for Inception v3). Wider bounds than a training run's (TrainSettings.size):
+# counting a 1024 px input is cheap and timing it still quick.
+INPUT_SIZE = Setting(
+    "size",
+    "Input size (px)",
+    "the side of the square input; leave empty (native) for each model's own size: 224 px, Inception v3 299 px",
+    int,
+    None,
+    low=16,
+    high=1024,
+    optional=True,
+    none_text="native",
+)
+
+
+def input_size(value) -> int | None:
+    """A size typed in the app or the CLI: a whole number of pixels, or None for each model's native size.
+
+    Raises:
+        CNNCompareError: neither a number in INPUT_SIZE's bounds nor empty/"native".
+    """
+    if isinstance(value, str) and value.strip().lower() in ("native", "auto", "default"):
+        return None
+    return coerce(INPUT_SIZE, value)
+
 
 CPU_BATCH = 8
 GPU_BATCH = 256

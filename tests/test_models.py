@@ -43,6 +43,17 @@ def test_catalog_has_the_classics_and_their_descendants():
     assert catalog.get("vgg16").backend == "timm"
 
 
+def test_years_follow_the_papers_and_inception_v3_says_why_it_is_smaller():
+    years = {n: catalog.get(n).year for n in ("alexnet", "vgg16", "googlenet", "inception_v3", "resnet50")}
+    assert years == {"alexnet": 2012, "vgg16": 2014, "googlenet": 2014, "inception_v3": 2015, "resnet50": 2015}
+    v3 = catalog.get("inception_v3")
+    assert "Rethinking the Inception Architecture" in v3.paper and v3.default_size == 299
+    assert "23.8 M" in v3.notes and "27.2 M" in v3.notes and "auxiliary classifier" in v3.notes
+    assert v3.to_dict()["year"] == 2015 and "Going Deeper" in catalog.get("googlenet").paper
+    params, _ = models.count_params(models.build("inception_v3", device="meta"))
+    assert round(params / 1e6, 1) == 23.8
+
+
 def test_reference_accuracy_comes_from_torchvision_metadata():
     ref = catalog.get("resnet50").reference
     meta = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta

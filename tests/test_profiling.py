@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cnncompare import models, profiling
+from cnncompare.errors import CNNCompareError
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -212,3 +213,14 @@ def test_counting_macs_agrees_with_flopcountermode_and_leaves_other_threads_alon
         done.set()
         counter.join()
     assert errors == []
+
+
+def test_input_size_native_is_each_models_own():
+    assert profiling.input_size("native") is None and profiling.input_size(None) is None
+    assert profiling.input_size("") is None and profiling.input_size("96") == 96 and profiling.input_size(64) == 64
+    with pytest.raises(CNNCompareError, match="Input size"):
+        profiling.input_size(8)
+    with pytest.raises(CNNCompareError, match="not a number"):
+        profiling.input_size("big")
+    p = profiling.profile("inception_v3", profiling.input_size("native"), latency=False)
+    assert p.input_size == 299 and p.year == 2015
