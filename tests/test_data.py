@@ -559,3 +559,30 @@ def test_a_server_caps_unpacked_bytes_and_dataset_pixels(tmp_path):
     check_dataset_size(ds, 64, max_mpix=1)
     with pytest.raises(DataError, match="lower the input size"):
         check_dataset_size(ds, 512, max_mpix=1)
+
+
+# --- the report the app and the CLI show -------------------------------------------------
+
+
+def test_an_empty_class_folder_is_a_note_and_bad_files_are_listed_with_their_reason(tmp_path):
+    members = class_members(classes=("cats", "dogs", "owls"), n=6)
+    members["empty/"] = b""  # a folder without files: no class
+    members["cats/notes.txt"] = b"not a picture"
+    members["dogs/fake.jpg"] = b"a text file renamed .jpg"
+    upload = make_zip(tmp_path / "photos.zip", members)
+    ds = load_dataset(str(upload), work_dir=tmp_path / "w", seed=0)
+    assert ds.classes == ["cats", "dogs", "owls"]
+    report = ds.report
+    reasons = dict(report.skipped)
+    assert set(reasons) == {"cats/notes.txt", "dogs/fake.jpg"}
+    assert reasons["cats/notes.txt"] == "not an image"
+    assert any("empty/" in note for note in report.notes)
+    text = report.summary()  # the CLI's text
+    assert "cats: train" in text and "dogs/fake.jpg" in text and reasons["dogs/fake.jpg"] in text
+    md = report.summary(markdown=True)  # the app's: the same content as a table
+    assert "| class | train | val |" in md
+    for name in ds.classes:
+        row = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
+        assert row == f"| {name} | {report.counts['train'][name]} | {report.counts['val'][name]} |"
+    assert "`dogs/fake.jpg`" in md and reasons["dogs/fake.jpg"] in md and "empty/" in md
+    assert str(tmp_path) not in md and str(tmp_path) not in text  # names as in the zip, never server paths

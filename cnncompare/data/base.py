@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -63,24 +63,44 @@ class DataReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
     notes: list[str] = field(default_factory=list)
 
-    def summary(self, max_paths: int = 5) -> str:
-        """Plain-text report: counts per class and split, skipped files by reason, notes."""
-        lines = [f"Source: {self.source}", f"{len(self.classes)} classes:"]
+    def summary(self, max_paths: int = 5, *, markdown: bool = False) -> str:
+        """The report: counts per class and split, skipped files by reason, notes. Plain text for the CLI, or
+        (`markdown`) a table for the app: the same content, names as the user wrote them (never server paths)."""
+        by_reason: dict[str, list[str]] = defaultdict(list)
+        for path, reason in self.skipped:
+            by_reason[reason].append(path)
+        skipped = []
+        for reason, paths in by_reason.items():
+            shown = ", ".join(f"`{p}`" if markdown else p for p in paths[:max_paths])
+            more = f" and {len(paths) - max_paths} more" if len(paths) > max_paths else ""
+            skipped.append(f"{reason} ({len(paths)}): {shown}{more}")
+        splits = list(self.counts)
+        if not markdown:
+            lines = [f"Source: {self.source}", f"{len(self.classes)} classes:"]
+            for name in self.classes:
+                per_split = ", ".join(f"{split} {counts.get(name, 0)}" for split, counts in self.counts.items())
+                lines.append(f"  {name}: {per_split}")
+            totals = ", ".join(f"{split} {sum(c.values())}" for split, c in self.counts.items())
+            lines.append(f"Total: {totals}")
+            if self.skipped:
+                lines.append(f"Skipped {len(self.skipped)} file(s):")
+                lines += [f"  {line}" for line in skipped]
+            lines.extend(f"Note: {note}" for note in self.notes)
+            return "\n".join(lines)
+        cell = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+        lines = [
+            f"**{cell(self.source)}**: {len(self.classes)} classes",
+            "",
+            "| class | " + " | ".join(splits) + " |",
+            "|---|" + "---:|" * len(splits),
+        ]
         for name in self.classes:
-            per_split = ", ".join(f"{split} {counts.get(name, 0)}" for split, counts in self.counts.items())
-            lines.append(f"  {name}: {per_split}")
-        totals = ", ".join(f"{split} {sum(c.values())}" for split, c in self.counts.items())
-        lines.append(f"Total: {totals}")
+            lines.append(f"| {cell(name)} | " + " | ".join(str(self.counts[s].get(name, 0)) for s in splits) + " |")
+        lines.append("| **total** | " + " | ".join(f"**{sum(self.counts[s].values())}**" for s in splits) + " |")
         if self.skipped:
-            lines.append(f"Skipped {len(self.skipped)} file(s):")
-            by_reason: dict[str, list[str]] = defaultdict(list)
-            for path, reason in self.skipped:
-                by_reason[reason].append(path)
-            for reason, paths in by_reason.items():
-                shown = ", ".join(paths[:max_paths])
-                more = f" and {len(paths) - max_paths} more" if len(paths) > max_paths else ""
-                lines.append(f"  {reason} ({len(paths)}): {shown}{more}")
-        lines.extend(f"Note: {note}" for note in self.notes)
+            lines += ["", f"**Skipped {len(self.skipped)} file(s)** (not used):"] + [f"- {line}" for line in skipped]
+        if self.notes:
+            lines += [""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -202,9 +222,11 @@ def check_dataset_size(dataset: LoadedData, size: int, max_mpix: float) -> None:
     mpix = n * size * size / 1e6
     if mpix > max_mpix:
         most = int(max_mpix * 1e6 / (size * size))
-        raise DataError(f"{n:,} images at {size} px are {mpix:,.0f} megapixels, more than this server's limit of "
-                        f"{max_mpix:,.0f}: lower the input size or the images per class (at most {most:,} images "
-                        f"at {size} px).")
+        raise DataError(
+            f"{n:,} images at {size} px are {mpix:,.0f} megapixels, more than this server's limit of "
+            f"{max_mpix:,.0f}: lower the input size or the images per class (at most {most:,} images "
+            f"at {size} px)."
+        )
 
 
 def decoded_bytes(ds: ImageDataset, size: int) -> int:

@@ -8,10 +8,10 @@ and builds the `DataReport` for it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -166,14 +166,20 @@ def _class_files(split_dir: Path, skipped: list, notes: list, rel: Callable) -> 
     dirs, files = _children(split_dir)
     for f in files:
         skipped.append((rel(f), "not inside a class folder" if _is_image_name(f) else "not an image"))
-    by_class, ignored = {}, 0
+    by_class, ignored, empty = {}, 0, []
     for d in dirs:
         images, others, n_ignored = _walk(d)
+        if not images and not others:  # an empty folder (zips keep them) is no class: say so and go on
+            empty.append(f"{d.name}/")
+            ignored += n_ignored
+            continue
         by_class[d.name] = images
         skipped.extend((rel(o), "not an image") for o in others)
         ignored += n_ignored
     if ignored:
         notes.append(f"ignored {ignored} hidden or system file(s) in '{split_dir.name}/'")
+    if empty:
+        notes.append(f"ignored {len(empty)} folder(s) without files, not classes: {', '.join(sorted(empty))}")
     return by_class, list(by_class)
 
 

@@ -8,8 +8,8 @@ changes the speed of a run, never its result.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.utils.data
@@ -17,8 +17,15 @@ import torch.utils.data
 from ..settings import Env
 from . import base
 
-__all__ = ["DeviceData", "StreamedData", "cached_tensors", "release_data", "place_split", "device_budget",
-           "DEVICE_DATA_FRACTION"]
+__all__ = [
+    "DeviceData",
+    "StreamedData",
+    "cached_tensors",
+    "release_data",
+    "place_split",
+    "device_budget",
+    "DEVICE_DATA_FRACTION",
+]
 
 DEVICE_DATA_FRACTION = 0.4  # decoded images go to the GPU when they fit in this share of its free memory
 
@@ -76,7 +83,7 @@ class DeviceData:
         return self.y.device if self.on_device else torch.device("cpu")
 
     @classmethod
-    def place(cls, x: torch.Tensor, y: torch.Tensor, device: torch.device, budget_bytes: int) -> "DeviceData":
+    def place(cls, x: torch.Tensor, y: torch.Tensor, device: torch.device, budget_bytes: int) -> DeviceData:
         if device.type != "cuda":
             return cls(x, y, device)
         if x.numel() * x.element_size() <= budget_bytes:
@@ -138,16 +145,20 @@ class StreamedData:
         return torch.device("cpu")  # the DataLoader's sampler takes host lists
 
     @classmethod
-    def of(cls, ds, size: int, interpolation: str, device: torch.device) -> "StreamedData":
+    def of(cls, ds, size: int, interpolation: str, device: torch.device) -> StreamedData:
         y = torch.tensor(ds.labels, dtype=torch.int64, device=device)
         workers = max(0, min(8, (os.cpu_count() or 1) - 1))
         return cls(ds, size, interpolation, device, y, workers)
 
     def batches(self, index_batches: list[torch.Tensor]) -> Iterator[tuple]:
         sampler = [idx.tolist() for idx in index_batches]
-        loader = torch.utils.data.DataLoader(_Decoded(self.ds, self.size, self.interpolation), batch_sampler=sampler,
-                                             num_workers=self.workers, collate_fn=torch.stack,
-                                             pin_memory=self.device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            _Decoded(self.ds, self.size, self.interpolation),
+            batch_sampler=sampler,
+            num_workers=self.workers,
+            collate_fn=torch.stack,
+            pin_memory=self.device.type == "cuda",
+        )
         for idx, xb in zip(index_batches, loader):
             idx = _to_device(idx, self.device)
             yield idx, xb.to(self.device, non_blocking=True), self.y[idx]

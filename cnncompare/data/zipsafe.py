@@ -59,6 +59,11 @@ def extract_zip(zip_path: Path, dest: Path, max_total_bytes: int) -> tuple[list[
                 budget -= written
             if reason is not None:
                 skipped.append((info.filename, reason))
+        for info in zf.infolist():  # empty folders are kept, so the report can say they hold no images
+            parts = _member_parts(info.filename)
+            if info.is_dir() and parts and len(parts) <= MAX_DEPTH and not _is_ignored(parts):
+                if not stat.S_ISLNK(info.external_attr >> 16):
+                    dest.joinpath(*parts).mkdir(parents=True, exist_ok=True)
     return skipped, ignored
 
 
