@@ -26,7 +26,7 @@ import torch
 from . import catalog, models, runtime, training
 from .data import placement
 from .errors import CNNCompareError
-from .runs import RunStore
+from .runs import RunStore, run_label
 from .runs import json_safe as _json_safe
 from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
 
@@ -86,10 +86,8 @@ class Entry:
         return cls(name.strip(), freeze.strip() or None, overrides)
 
     def label(self, default_freeze: str) -> str:
-        """'resnet18@head', or 'resnet18@none optimizer=sgd lr=0.05' with its own settings."""
-        return f"{self.model}@{self.freeze or default_freeze}" + "".join(
-            f" {k}={_text(v)}" for k, v in self.overrides.items()
-        )
+        """'resnet18@head', or 'resnet18@none optimizer=sgd lr=0.05' with its own settings (`runs.run_label`)."""
+        return run_label(self.model, self.freeze or default_freeze, self.overrides)
 
     def resolve(self, model_defaults: ModelEntry, settings: TrainSettings) -> tuple[ModelEntry, TrainSettings]:
         """This entry's own ModelEntry and TrainSettings: the plan's, with its changes applied."""
@@ -98,12 +96,6 @@ class Entry:
         t = {k: v for k, v in self.overrides.items() if k not in model_fields}
         entry = dataclasses.replace(model_defaults, model=self.model, freeze=self.freeze or model_defaults.freeze, **m)
         return entry, dataclasses.replace(settings, **t)
-
-
-def _text(value) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclasses.dataclass

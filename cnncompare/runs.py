@@ -30,6 +30,8 @@ from .settings import ModelEntry, TrainSettings, build, first_line
 __all__ = [
     "RunStore",
     "SavedRun",
+    "run_label",
+    "setting_text",
     "load_run",
     "list_runs",
     "prune",
@@ -50,6 +52,20 @@ METRIC_FIELDS = [
     "images_per_s",
     "elapsed_s",
 ]
+
+
+def setting_text(value) -> str:
+    """A setting's value as a label writes it: booleans in lower case, floats short (0.001, 1e-05)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def run_label(model: str, freeze: str, changes: dict | None = None) -> str:
+    """The one label of a run, used by the app's table, curves, Predict list and the downloads, and by the CLI:
+    the model, its freeze policy and every setting the run changes for itself, in the order written
+    ('resnet18@none optimizer=adam lr=0.001'). A comparison adds ' #2' to a true repeat (`compare.Plan.runs`)."""
+    return f"{model}@{freeze}" + "".join(f" {k}={setting_text(v)}" for k, v in (changes or {}).items())
 
 
 def _versions() -> dict:
@@ -202,10 +218,31 @@ class SavedRun:
         return self.config["dataset"]["classes"]
 
     @property
+    def run_label(self) -> str:
+        """The run's label in its comparison ('resnet18@none optimizer=adam lr=0.001', `run_label`); runs saved
+        before labels were recorded get model@freeze."""
+        label = self.config.get("label")
+        if isinstance(label, str) and label.strip():
+            return label.strip()
+        return run_label(self.name, str(self.config["train"].get("freeze") or "head"))
+
+    @property
+    def time_text(self) -> str:
+        """When the run started, from its folder name ('20261125-162505-resnet18' -> 'Nov 25 16:25:05')."""
+        m = re.match(r"(\d{8})-(\d{6})", self.path.name)
+        if not m:
+            return self.path.name
+        try:
+            return dt.datetime.strptime("".join(m.groups()), "%Y%m%d%H%M%S").strftime("%b %d %H:%M:%S")
+        except ValueError:
+            return self.path.name
+
+    @property
     def label(self) -> str:
+        """What a list of runs shows: 'resnet18@none optimizer=adam · shapes 87.5 % · Nov 25 16:25:05'."""
         acc = self.results.get("val_top1") if self.results else None
-        acc_txt = f"{acc:.1f}%" if acc is not None else "unfinished"
-        return f"{self.path.name} ({self.name} on {self.config['dataset']['name']}, {acc_txt})"
+        acc_txt = f"{acc:.1f} %" if acc is not None else "unfinished"
+        return f"{self.run_label} · {self.config['dataset']['name']} {acc_txt} · {self.time_text}"
 
     def load_model(self, device: str | torch.device = "cpu") -> nn.Module:
         """Rebuild the architecture (no download), apply the same freezing, load the saved weights."""
