@@ -1,4 +1,4 @@
-"""Architectures tab: profile several models side by side, and see what a freeze policy freezes."""
+"""Architectures tab: profile several models side by side, draw them, and see what a freeze policy freezes."""
 
 from __future__ import annotations
 
@@ -8,30 +8,51 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from .. import catalog, models, plots, profiling
+from .. import catalog, diagram, models, plots, profiling
 from ..errors import CNNCompareError
-from ..settings import Setting, coerce
 from . import visitors
 from .common import SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
 from .fairqueue import wait_text
 from .gpu import gpu
 
+# Short headers (one word each, never broken on a projector); their units are in UNITS_LINE under the table.
 PROFILE_COLUMNS = [
     "model",
     "family",
     "year",
-    "input (px)",
-    "params (M)",
-    "MACs (G)",
-    "FLOPs (G)",
-    "weights (MiB)",
-    "activations (MiB)",
-    "latency p50 (ms)",
-    "latency p90 (ms)",
-    "throughput (img/s)",
-    "ImageNet top-1 (%)",
-    "note",
+    "px",
+    "params",
+    "MACs",
+    "FLOPs",
+    "weights",
+    "activ.",
+    "latency",
+    "p90",
+    "img/s",
+    "top-1",
 ]
+# pixel widths: the table keeps them and scrolls sideways on a narrow screen instead of squeezing letters
+PROFILE_WIDTHS = [
+    "180px",
+    "110px",
+    "60px",
+    "56px",
+    "76px",
+    "72px",
+    "80px",
+    "84px",
+    "72px",
+    "90px",
+    "84px",
+    "80px",
+    "66px",
+]
+GRAPH_COLUMN = "graph"  # CUDA-graph p50, shown only when measured (on a GPU)
+UNITS_LINE = (
+    "<small>**px**: input side · **params** in millions · **MACs**, **FLOPs** in billions per image · "
+    "**weights**, **activ.** (activation memory) in MiB · **latency** (median) and **p90**: batch-1 time "
+    "in ms · **img/s**: throughput at batch {batch} · **top-1**: published ImageNet accuracy in %{graph}</small>"
+)
 BLOCK_COLUMNS = ["model", "block", "layers", "params", "trainable", "output (C×H×W)", "state"]
 POLICY_CHOICES = [
     ("none: every layer trains", "none"),
@@ -42,9 +63,8 @@ POLICY_CHOICES = [
     ("stages:4: stem + stages 1-4 frozen", "stages:4"),
     ("layers:10: first 10 weight layers (Keras VGG16 recipe)", "layers:10"),
 ]
-# The profiling input size: wider bounds than a training run's (TrainSettings.size), since profiling a
-# 1024 px input is cheap to count and still quick to time.
-INPUT_SIZE = Setting("size", "Input size", "the side of the square input, in pixels", int, 224, low=16, high=1024)
+INPUT_SIZE = profiling.INPUT_SIZE  # empty = each model's native size (Inception v3: 299 px)
+SIZE_CHOICES = [(INPUT_SIZE.none_text, INPUT_SIZE.none_text)] + [str(n) for n in (224, 299, 160, 128, 96, 64)]
 LATENCY_BUDGET_S = 1.0  # seconds per timing phase and model: enough for a stable median on a CPU
 
 
@@ -54,55 +74,91 @@ def _profile_row(p: profiling.Profile) -> dict:
         "model": p.name,
         "family": p.family,
         "year": p.year,
-        "input (px)": p.input_size,
-        "params (M)": millions(p.params),
-        "MACs (G)": billions(p.macs),
-        "FLOPs (G)": billions(p.flops),
-        "weights (MiB)": rounded(p.size_mb),
-        "activations (MiB)": rounded(p.activation_mb),
-        "latency p50 (ms)": rounded(lat.p50) if lat else None,
-        "latency p90 (ms)": rounded(lat.p90) if lat else None,
+        "px": p.input_size,
+        "params": millions(p.params),
+        "MACs": billions(p.macs),
+        "FLOPs": billions(p.flops),
+        "weights": rounded(p.size_mb),
+        "activ.": rounded(p.activation_mb),
+        "latency": rounded(lat.p50) if lat else None,
+        "p90": rounded(lat.p90) if lat else None,
         GRAPH_COLUMN: rounded(p.latency_graph_ms.p50, 2) if p.latency_graph_ms else None,
-        "throughput (img/s)": rounded(p.throughput_ips) if p.throughput_ips else None,
-        "ImageNet top-1 (%)": rounded(p.ref_top1, 2),
-        "note": "; ".join(p.warnings),
+        "img/s": rounded(p.throughput_ips) if p.throughput_ips else None,
+        "top-1": rounded(p.ref_top1, 2),
     }
 
 
-def _error_row(name: str, size: int, err: str) -> dict:
+def _error_row(name: str, size: int | None) -> dict:
+    """A row for a model that could not be profiled (its reason is in the note under the table)."""
     row = dict.fromkeys(PROFILE_COLUMNS)
     try:
         info = catalog.get(name)
-        row.update(family=info.family, year=info.year)
+        row.update(family=info.family, year=info.year, px=size or info.default_size)
     except CNNCompareError:
-        pass
-    row.update({"model": name, "input (px)": size, "note": err})
+        row["px"] = size
+    row["model"] = name
     return row
 
 
 PROFILE_FORMATS = {
     "year": "{}",
-    "input (px)": "{}",
-    "params (M)": "{:.2f}",
-    "MACs (G)": "{:.3f}",
-    "FLOPs (G)": "{:.3f}",
-    "weights (MiB)": "{:.1f}",
-    "activations (MiB)": "{:.1f}",
-    "latency p50 (ms)": "{:.1f}",
-    "latency p90 (ms)": "{:.1f}",
-    "throughput (img/s)": "{:.1f}",
-    "ImageNet top-1 (%)": "{:.2f}",
+    "px": "{}",
+    "params": "{:.2f}",
+    "MACs": "{:.3f}",
+    "FLOPs": "{:.3f}",
+    "weights": "{:.1f}",
+    "activ.": "{:.1f}",
+    "latency": "{:.1f}",
+    "p90": "{:.1f}",
+    "img/s": "{:.1f}",
+    "top-1": "{:.2f}",
 }
-
-
-GRAPH_COLUMN = "CUDA-graph p50 (ms)"  # shown only when measured (on a GPU)
 
 
 def _table(rows: list[dict]):
     columns = list(PROFILE_COLUMNS)
     if any(r.get(GRAPH_COLUMN) is not None for r in rows):
-        columns.insert(columns.index("latency p90 (ms)") + 1, GRAPH_COLUMN)
+        columns.insert(columns.index("p90") + 1, GRAPH_COLUMN)
     return styled(pd.DataFrame(rows, columns=columns, dtype=object), {**PROFILE_FORMATS, GRAPH_COLUMN: "{:.2f}"})
+
+
+def _size_text(size: int | None, profiles: list[profiling.Profile] = ()) -> str:
+    if size:
+        return f"{size} px"
+    sizes = {p.input_size for p in profiles}
+    return f"{sizes.pop()} px (native)" if len(sizes) == 1 else "each model's native size"
+
+
+def _size_notes(profiles: list[profiling.Profile]) -> list[str]:
+    """Say when rows use different sizes, and when a published top-1 was measured at another size."""
+    lines = []
+    sizes = {p.input_size for p in profiles}
+    if len(sizes) > 1:
+        odd = [f"{p.name} at {p.input_size} px" for p in profiles if p.input_size != min(sizes)]
+        lines.append(
+            f"Rows use different input sizes ({', '.join(odd)}; the others at {min(sizes)} px): MACs, memory and "
+            "latency grow with the square of the side, so compare like with like or type one size above."
+        )
+    other = [p for p in profiles if p.ref_top1 is not None and p.input_size != catalog.get(p.name).default_size]
+    if other:
+        natives = ", ".join(f"{p.name} {catalog.get(p.name).default_size} px" for p in other)
+        lines.append(
+            f"The published top-1 of {', '.join(p.name for p in other)} was measured at the native size "
+            f"({natives}), not at the size profiled here."
+        )
+    return lines
+
+
+def _model_notes(names: list[str]) -> list[str]:
+    out = []
+    for name in names:
+        try:
+            info = catalog.get(name)
+        except CNNCompareError:
+            continue
+        if info.notes:
+            out.append(f"**{info.name}**: {info.notes}")
+    return out
 
 
 def _stage_blocks(name: str, size: int) -> list[dict]:
@@ -115,18 +171,24 @@ def _stage_blocks(name: str, size: int) -> list[dict]:
 def _note(
     n_done: int,
     n_total: int,
-    size: int,
+    size: int | None,
     profiles: list[profiling.Profile],
     errors: list[str],
     measured: bool,
     busy: bool,
     current: str | None,
+    box_ticked: bool = False,
+    names: list[str] | None = None,
 ) -> str:
+    """The text under the table: progress, units, how things were counted and timed, per-model notes."""
     lines = []
     if current:
         lines.append(f"**Profiling {current} ({n_done + 1} of {n_total})…**")
     else:
-        lines.append(f"**{len(profiles)} of {n_total} model(s) profiled at {size} px.**")
+        lines.append(f"**{len(profiles)} of {n_total} model(s) profiled at {_size_text(size, profiles)}.**")
+    batch = profiles[0].batch if profiles else profiling.CPU_BATCH
+    graph = any(p.latency_graph_ms for p in profiles)
+    lines.append(UNITS_LINE.format(batch=batch, graph=" · **graph**: CUDA-graph median in ms" if graph else ""))
     lines.append(
         "Parameters, MACs and memory are counted on PyTorch's meta device (no weights, no arithmetic). "
         "MACs count the multiply-adds of convolutions and matrix products only, like torchvision's "
@@ -151,11 +213,16 @@ def _note(
                     "latencies are slower than usual. Measure again when it has finished."
                 )
             )
+    elif profiles and box_ticked:
+        lines.append("Latency not measured yet (counting only): press **Compare** to time each model on this machine.")
     elif profiles:
-        lines.append("Latency not measured (counting only): tick *measure latency* for timings on this machine.")
+        lines.append("Latency not measured (counting only): tick *measure latency* and press **Compare** to time them.")
     missing = plots.without_reference([{"name": p.name, "ref_top1": p.ref_top1} for p in profiles])
     if missing:
         lines.append("No published ImageNet accuracy (left out of the accuracy plot): " + ", ".join(missing) + ".")
+    lines.extend(_size_notes(profiles))
+    lines.extend(f"{p.name}: {w}" for p in profiles for w in p.warnings)
+    lines.extend(_model_notes(names or [p.name for p in profiles]))
     for e in errors:
         lines.append(warn_md(e))
     return "\n\n".join(lines)
@@ -180,12 +247,18 @@ def _figures(profiles: list[profiling.Profile], stage_blocks: dict[str, list[dic
 
 @gpu(duration=120)
 def profile_models(
-    models_selected, size, measure_latency, *, limit: int | None = None, check: Callable[[str], None] | None = None
+    models_selected,
+    size,
+    measure_latency,
+    *,
+    limit: int | None = None,
+    check: Callable[[str], None] | None = None,
+    box_ticked: bool = False,
 ):
-    """Profile each chosen model at one input size; yields the growing table and the figures."""
+    """Profile each chosen model at one input size (None: each its own); yields the growing table and figures."""
     try:
         names = parse_names(models_selected, limit)
-        size = coerce(INPUT_SIZE, size)
+        size = profiling.input_size(size)
         if not names:
             raise CNNCompareError("Choose at least one model.")
     except CNNCompareError as err:
@@ -202,7 +275,7 @@ def profile_models(
     for i, name in enumerate(names):
         if measure:  # show which model is being timed: the slow part
             yield (
-                _note(i, len(names), size, profiles, errors, measure, busy, name),
+                _note(i, len(names), size, profiles, errors, measure, busy, name, names=names),
                 _table(rows),
                 gr.skip(),
                 gr.skip(),
@@ -215,15 +288,15 @@ def profile_models(
             p = profiling.profile(name, size, latency=measure, budget_s=LATENCY_BUDGET_S)
             profiles.append(p)
             rows.append(_profile_row(p))
-            stage_blocks[p.name] = _stage_blocks(p.name, size)
+            stage_blocks[p.name] = _stage_blocks(p.name, p.input_size)
         except Exception as err:  # one model's problem must not hide the others
             text = message(err)
             errors.append(f"{name}: {text}" if name not in text else text)
-            rows.append(_error_row(name, size, text))
+            rows.append(_error_row(name, size))
     if errors and not profiles:
         gr.Warning(errors[0])
     yield (
-        _note(len(names), len(names), size, profiles, errors, measure, busy, None),
+        _note(len(names), len(names), size, profiles, errors, measure, busy, None, box_ticked, names),
         _table(rows),
         *_figures(profiles, stage_blocks, measure),
     )
@@ -233,7 +306,7 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None, chec
     """Each model's blocks (stem, stages, pre-logits, head) and what `policy` would freeze."""
     try:
         names = parse_names(models_selected, limit)
-        size = coerce(INPUT_SIZE, size)
+        size = profiling.input_size(size)
         policy_text = (policy or "none").strip() or "none"
         parsed = models.FreezePolicy.parse(policy_text)
     except CNNCompareError as err:
@@ -241,7 +314,7 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None, chec
     if not names:
         return "Choose models above to see their blocks.", pd.DataFrame(columns=BLOCK_COLUMNS)
     lines = [
-        f"**Freeze policy `{parsed}` at {size} px.** Frozen blocks keep their pretrained weights "
+        f"**Freeze policy `{parsed}` at {_size_text(size)}.** Frozen blocks keep their pretrained weights "
         "(their BatchNorm statistics stay fixed too); only the rest is trained."
     ]
     rows = []
@@ -285,6 +358,60 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None, chec
     )
 
 
+def diagram_view(
+    models_selected, size, policy, *, limit: int | None = None, check: Callable[[str], None] | None = None
+):
+    """The diagram of the chosen models at one size under one freeze policy (a plotly figure)."""
+    try:
+        names = parse_names(models_selected, limit)
+        size = profiling.input_size(size)
+        policy_text = str(models.FreezePolicy.parse((policy or "none").strip() or "none"))
+        if not names:
+            return plots.message_figure("Choose models above to see their diagrams.")
+        for name in names:
+            if check is not None:
+                check(name)
+            models.check_input_size(catalog.get(name).name, size or catalog.get(name).default_size)
+        try:
+            return diagram.figure(names, size, policy_text)
+        except CNNCompareError as err:  # e.g. stages:4 on AlexNet (3 stages): draw them unfrozen, say why
+            fig = diagram.figure(names, size, "none")
+            fig.add_annotation(
+                text=f"Not frozen as asked: {err}",
+                x=0,
+                y=1.0,
+                yshift=-40,
+                xref="paper",
+                yref="paper",
+                showarrow=False,
+                xanchor="left",
+                font=dict(size=12, color="#b45309"),
+            )
+            return fig
+    except Exception as err:
+        return plots.message_figure(message(err))
+
+
+def ranking_view(table) -> tuple:
+    """The MACs-vs-latency ranking and its sentence, read from the profile table shown above it."""
+    rows = []
+    frame = getattr(table, "data", table)  # a Styler from the engine, a DataFrame from the browser
+    if isinstance(frame, pd.DataFrame) and not frame.empty and "MACs" in frame:
+        for r in frame.to_dict("records"):
+            macs, lat = _float(r.get("MACs")), _float(r.get("latency"))
+            if r.get("model") and macs:
+                rows.append(dict(name=r["model"], macs=macs * 1e9, latency_p50=lat))
+    return plots.ranking(rows), plots.ranking_note(rows)
+
+
+def _float(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None  # NaN: an empty cell
+
+
 def catalog_table() -> pd.DataFrame:
     rows = []
     for name in catalog.names():
@@ -296,20 +423,23 @@ def catalog_table() -> pd.DataFrame:
                 "family": info.family,
                 "year": info.year,
                 "built by": info.backend,
-                "default size": info.default_size,
-                "smallest size": info.min_size,
-                "ImageNet top-1 (%)": round(ref.top1, 2) if ref and ref.top1 else None,
+                "native px": info.default_size,
+                "min px": info.min_size,
+                "top-1": round(ref.top1, 2) if ref and ref.top1 else None,
                 "what it is": info.depth_note,
             }
         )
     return pd.DataFrame(rows, dtype=object)
 
 
+CATALOG_WIDTHS = ["190px", "120px", "60px", "100px", "90px", "76px", "70px", "330px"]
+
+
 def build(ctx) -> SimpleNamespace:
     gr.Markdown(
         "Pick architectures and an input size, then **Compare**: one table side by side, the cost of "
-        "each network and where its parameters sit. Counting is instant; timing takes a few seconds "
-        "per model on a CPU."
+        "each network, where its parameters sit and a diagram of every layer. Counting is instant; timing "
+        "takes a few seconds per model on a CPU."
     )
     with gr.Row(equal_height=True):
         models_dd = gr.Dropdown(
@@ -321,12 +451,12 @@ def build(ctx) -> SimpleNamespace:
             elem_id="arch-models",
             label="Models (from the catalog, or type any timm model name and press Enter)",
         )
-        size = gr.Number(
-            value=INPUT_SIZE.default,
-            precision=0,
-            minimum=INPUT_SIZE.low,
-            maximum=INPUT_SIZE.high,
+        size = gr.Dropdown(
+            choices=SIZE_CHOICES,
+            value=INPUT_SIZE.none_text,
+            allow_custom_value=True,
             label="Input size (px)",
+            info="native: each model's own (224; Inception v3 299), or type a size",
             scale=1,
             elem_id="arch-size",
         )
@@ -337,20 +467,25 @@ def build(ctx) -> SimpleNamespace:
                 info="a few seconds per model; untick to count only",
             )
             compare_btn = gr.Button("Compare", variant="primary", elem_id="arch-compare")
-    note = gr.Markdown(elem_classes=["cc-note"], elem_id="arch-note")
     table = gr.Dataframe(
         headers=PROFILE_COLUMNS,
         label="Side by side",
         interactive=False,
         wrap=True,
         elem_id="arch-table",
+        elem_classes=["cc-table"],
         max_height=420,
-        column_widths=["9%", "7%", "5%", "5%", "6%", "6%", "6%", "6%", "7%", "6%", "6%", "7%", "7%", "17%"],
+        column_widths=PROFILE_WIDTHS,
     )
+    note = gr.Markdown(elem_classes=["cc-note"], elem_id="arch-note")  # units and notes, under the table
     with gr.Row():
         acc_plot = gr.Plot(label="Accuracy vs. MACs", elem_id="arch-acc")
         lat_plot = gr.Plot(label="Latency", elem_id="arch-latency")
-    stage_plot = gr.Plot(label="Parameters per block", elem_id="arch-stages")
+    with gr.Row():
+        with gr.Column():
+            rank_plot = gr.Plot(label="Work vs. time", elem_id="arch-ranking")
+            rank_note = gr.Markdown(elem_classes=["cc-note"], elem_id="arch-ranking-note")
+        stage_plot = gr.Plot(label="Parameters per block", elem_id="arch-stages")
 
     gr.Markdown(
         "### Blocks and freezing\nEvery network is split the same way: **stem**, **stages** (one per "
@@ -367,11 +502,31 @@ def build(ctx) -> SimpleNamespace:
             elem_id="arch-policy",
         )
         blocks_md = gr.Markdown(elem_id="arch-blocks-note")
+    diagram_plot = gr.Plot(label="Diagram: every unit of each network, frozen ones hatched", elem_id="arch-diagram")
     blocks_df = gr.Dataframe(
-        headers=BLOCK_COLUMNS, label="Blocks", interactive=False, max_height=420, elem_id="arch-blocks"
+        headers=BLOCK_COLUMNS,
+        label="Blocks",
+        interactive=False,
+        max_height=420,
+        elem_id="arch-blocks",
+        elem_classes=["cc-table"],
+        column_widths=["190px", "100px", "70px", "120px", "120px", "150px", "110px"],
     )
     with gr.Accordion("The catalog", open=False):
-        gr.Dataframe(value=catalog_table(), interactive=False, wrap=True, max_height=500)
+        gr.Dataframe(
+            value=catalog_table(),
+            interactive=False,
+            wrap=True,
+            max_height=500,
+            elem_classes=["cc-table"],
+            column_widths=CATALOG_WIDTHS,
+        )
+        gr.Markdown(
+            "<small>**native px**: the input size each model was trained at (and is profiled at when the size "
+            "is left empty) · **min px**: the smallest input it accepts · **top-1**: published ImageNet "
+            "accuracy in %</small>\n\n" + "\n\n".join(_model_notes(catalog.names())),
+            elem_classes=["cc-note"],
+        )
 
     # The per-app model cap comes from the environment (CNNCOMPARE_MAX_MODELS); the wrappers keep the
     # API's parameter names (models_selected, size, measure_latency, policy), plus `visitor` (the key kept in
@@ -412,14 +567,33 @@ def build(ctx) -> SimpleNamespace:
             lambda: profile_models(models_selected, size, measure_latency, limit=ctx.max_models, check=ctx.check_model),
         )
 
-    def count_only(models_selected, size, visitor=None, request: gr.Request = None):
+    def count_only(models_selected, size, measure_latency=False, visitor=None, request: gr.Request = None):
+        # the note tells the truth about the box: ticked means "press Compare", not "tick it"
         yield from queued(
             "blocks",
             visitor,
             request,
             profile_refused,
             profile_waiting,
-            lambda: profile_models(models_selected, size, False, limit=ctx.max_models, check=ctx.check_model),
+            lambda: profile_models(
+                models_selected,
+                size,
+                False,
+                limit=ctx.max_models,
+                check=ctx.check_model,
+                box_ticked=bool(measure_latency),
+            ),
+        )
+
+    def draw(models_selected, size, policy, visitor=None, request: gr.Request = None):
+        """The diagram of the chosen models: one row per unit, frozen units hatched."""
+        yield from queued(
+            "blocks",
+            visitor,
+            request,
+            lambda text: (plots.message_figure(text),),
+            lambda text: (gr.skip(),),
+            lambda: iter([(diagram_view(models_selected, size, policy, limit=ctx.max_models, check=ctx.check_model),)]),
         )
 
     def blocks(models_selected, size, policy, visitor=None, request: gr.Request = None):
@@ -433,6 +607,10 @@ def build(ctx) -> SimpleNamespace:
             lambda: iter([blocks_view(models_selected, size, policy, limit=ctx.max_models, check=ctx.check_model)]),
         )
 
+    def draw_one(*args, **kwargs):  # gradio wants the single output itself, not a 1-tuple
+        for out in draw(*args, **kwargs):
+            yield out[0] if isinstance(out, tuple) else out
+
     extra = [state] if state is not None else []
     # concurrency_limit=None: they start at once in gradio's queue and wait in the app's fair queue.
     profile_event = compare_btn.click(
@@ -442,6 +620,18 @@ def build(ctx) -> SimpleNamespace:
         api_name="profile",
         concurrency_limit=None,
         concurrency_id="profile",
+        show_progress="minimal",
+    )
+    rank_args = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    profile_event.then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
+    gr.on(
+        [compare_btn.click, policy.change],
+        draw_one,
+        [models_dd, size, policy] + extra,
+        [diagram_plot],
+        api_name="diagram",
+        concurrency_limit=None,
+        concurrency_id="blocks",
         show_progress="minimal",
     )
     gr.on(
@@ -459,8 +649,17 @@ def build(ctx) -> SimpleNamespace:
         # A counting-only comparison on page load, so the tab never opens empty (well under a second).
         demo.load(
             count_only,
-            [models_dd, size] + extra,
+            [models_dd, size, latency] + extra,
             [note, table, acc_plot, lat_plot, stage_plot],
+            api_visibility="private",
+            concurrency_limit=None,
+            concurrency_id="blocks",
+            show_progress="minimal",
+        ).then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
+        demo.load(
+            draw_one,
+            [models_dd, size, policy] + extra,
+            [diagram_plot],
             api_visibility="private",
             concurrency_limit=None,
             concurrency_id="blocks",
@@ -485,6 +684,8 @@ def build(ctx) -> SimpleNamespace:
         note=note,
         policy=policy,
         blocks_df=blocks_df,
+        diagram=diagram_plot,
+        ranking=rank_plot,
         profile_event=profile_event,
         wire_load=wire_load,
     )
