@@ -5,7 +5,7 @@
 Starts the app in this process (offline, like the tests: random weights, generated `shapes`
 data), drives it with headless Chromium (Debian's /usr/bin/chromium) and writes
 architectures.png, predict.png, finetune.png (after a real run of the Learn tab's optimizer preset:
-three ResNet-18 runs from scratch) and learn.png.
+three ResNet-18 runs from scratch; also finetune-1280x720.png and finetune-390.png) and learn.png.
 Takes a few minutes on a 2-core CPU (latency measurements and the training run are real).
 """
 
@@ -105,14 +105,22 @@ def main(argv=None) -> int:
                 wait_text(page, "#ft-preset", "Which optimizer?", 30)
                 page.click("#ft-start")
                 wait_text(page, "#ft-status", "Done", 900)
-                page.locator("#ft-curves").scroll_into_view_if_needed()
                 shoot(page, out / "finetune.png")
+                # what a classroom projector shows (Start, status and curves together), and a phone
+                page.set_viewport_size({"width": 1280, "height": 720})
+                page.evaluate("() => window.scrollTo(0, 0)")
+                time.sleep(1.5)
+                page.screenshot(path=str(out / "finetune-1280x720.png"))
+                page.set_viewport_size({"width": 390, "height": 844})
+                time.sleep(1.5)
+                page.screenshot(path=str(out / "finetune-390.png"))
+                page.set_viewport_size({"width": 1400, "height": 1000})
 
             if "predict" in only:  # an example picture, the classic four (random weights) and a fine-tuned run
                 open_tab(page, "Predict")
                 page.get_by_text("star", exact=True).first.click()
                 page.locator("#pred-runs input").click()
-                page.get_by_role("option").filter(has_text="resnet18").nth(1).click()  # the Adam run
+                page.get_by_role("option").filter(has_text="optimizer=adam").first.click()  # the Adam run
                 page.keyboard.press("Escape")
                 page.click("#pred-go")
                 wait_text(page, "#pred-note", "model(s).", 300)

@@ -102,7 +102,14 @@ def test_preset_fills_the_finetune_tab_and_stop_ends_a_run(page):
     page.click("#ft-stop")
     _wait_text(page, "#ft-status", "Stopped", timeout_s=90)
     rows = _table_rows(page, "#ft-table")
-    assert rows and rows[0][0] == "resnet18@none" and "stopped by user" in rows[0]
+    assert rows and rows[0][0] == "resnet18@none"
+    _wait_text(page, "#ft-notes", "stopped early (stopped by user)")
+
+
+def _started(folder: str) -> str:
+    """The time a run folder ('20261125-162505-resnet18') was made, as the Predict list shows it ('16:25:05')."""
+    t = folder.split("-")[1]
+    return f"{t[:2]}:{t[2:4]}:{t[4:]}"
 
 
 def _run_options(page) -> list[str]:
@@ -127,19 +134,19 @@ def test_a_visitors_runs_survive_a_page_refresh_and_stay_private(page, app_url):
     _wait_text(page, "#ft-status", "Done", timeout_s=180)
     folder = _table_rows(page, "#ft-table")[0][-1]
     assert folder.endswith("resnet18")
-    assert any(folder in o for o in _run_options(page))
+    assert any(_started(folder) in o and "resnet18@head" in o for o in _run_options(page))
     # the key is kept in the browser's storage, encrypted: a refresh keeps the runs
     stored = page.evaluate("() => window.localStorage.getItem('cnncompare-visitor')")
     assert stored and "key" not in stored
     page.reload()
     _wait_text(page, "#arch-note", "profiled at", timeout_s=120)
-    assert any(folder in o for o in _run_options(page))
+    assert any(_started(folder) in o and "resnet18@head" in o for o in _run_options(page))
     # another browser (a new context: its own storage) is another visitor and sees none of them
     other = page.context.browser.new_context().new_page()
     try:
         other.goto(app_url)
         _wait_text(other, "#arch-note", "profiled at", timeout_s=120)
-        assert not any(folder in o for o in _run_options(other))
+        assert not any(_started(folder) in o for o in _run_options(other))
     finally:
         other.close()
 
@@ -165,13 +172,13 @@ def test_a_workspace_code_shares_runs_between_browsers(page, app_url):
     try:
         other.goto(app_url)
         _wait_text(other, "#arch-note", "profiled at", timeout_s=120)
-        assert not any(folder in o for o in _run_options(other))
+        assert not any(_started(folder) in o for o in _run_options(other))
         _use_code(other, code)
         _wait_text(other, "#pred-workspace", "shared workspace")
-        assert any(folder in o for o in _run_options(other))
+        assert any(_started(folder) in o and "resnet18@head" in o for o in _run_options(other))
         _use_code(other, "")  # back to its own (empty) runs
         _wait_text(other, "#pred-workspace", "Back to your own runs")
-        assert not any(folder in o for o in _run_options(other))
+        assert not any(_started(folder) in o for o in _run_options(other))
     finally:
         other.close()
     _use_code(page, "")

@@ -30,13 +30,39 @@ CSS = """
 .cc-preset { border-left: 4px solid var(--color-accent); padding: 4px 12px; background: var(--block-background-fill); }
 .cc-preset-summary p { margin: 0; }
 .cc-progress { position: relative; height: 26px; border-radius: 6px; background: var(--neutral-200);
-               overflow: hidden; margin: 4px 0 8px 0; }
+               overflow: hidden; margin: 0; }
 .cc-progress-bar { position: absolute; left: 0; top: 0; bottom: 0; background: var(--color-accent);
                    transition: width 0.6s ease; }
+.cc-failed .cc-progress-bar { background: var(--error-background-fill, #fca5a5); }
 .cc-progress-text { position: relative; padding-left: 10px; line-height: 26px; font-size: 0.9rem;
                     font-weight: 600; color: var(--body-text-color); mix-blend-mode: normal; }
-.cc-banner p { margin: 0.2em 0; }
-#ft-status { min-height: 110px; }
+/* the banner: two short lines, so a 1280x720 projector keeps its height for the tabs */
+.cc-banner h1 { font-size: 1.6rem; margin: 0 0 0.15em 0; }
+.cc-banner p { margin: 0.1em 0; font-size: 0.92rem; line-height: 1.35; }
+/* Fine-tune: Start, the status and the live curves stay in view while the set-up on the left scrolls */
+@media (min-width: 900px) {
+  .cc-sticky { position: sticky; top: 6px; align-self: flex-start; }
+}
+.gradio-container { overflow: clip !important; }  /* clips like 'hidden' without stopping sticky columns */
+#ft-status { min-height: 72px; max-height: 116px; overflow-y: auto; }
+#ft-status p, #ft-status li { margin: 0.1em 0; font-size: 0.9rem; line-height: 1.35; }
+.cc-actions { gap: 8px; }
+.cc-report table { font-size: 0.9rem; }
+.cc-report td, .cc-report th { padding: 2px 10px; }
+.cc-legend p, .cc-legend li { font-size: 0.85rem; line-height: 1.4; }
+/* tables: words never break inside; a table wider than the screen scrolls sideways */
+.table-wrap th .header, .table-wrap td span { word-break: normal !important; overflow-wrap: normal !important;
+                                               hyphens: none; }
+.table-wrap { overflow-x: auto; }
+/* Grad-CAM captions: whole, on two lines if they must */
+.caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
+/* phones: every tab stays reachable (the bar wraps instead of hiding tabs behind a menu) */
+@media (max-width: 640px) {
+  .tab-wrapper { height: auto !important; }
+  .tab-container[role=tablist] button { padding: 6px 8px !important; font-size: 0.9rem; }
+  .tab-container.visually-hidden button { padding: 6px 8px !important; font-size: 0.9rem; }
+  .cc-banner h1 { font-size: 1.3rem; }
+}
 footer { display: none !important; }
 """
 
@@ -47,15 +73,13 @@ def theme() -> gr.themes.Base:
 
 def _banner() -> str:
     text = (
-        "# cnncompare\nPut classic CNN image classifiers side by side — AlexNet, VGG, GoogLeNet/Inception, "
-        "ResNet and their descendants: what they cost, what they predict, and how well each learns your "
-        "own small dataset when some of its layers stay frozen."
+        "# cnncompare\nClassic CNNs side by side (AlexNet, VGG, GoogLeNet/Inception, ResNet and descendants): "
+        "what they cost, what they predict, how well each learns your own images."
     )
     if not models.weights_downloadable():
         text += (
-            "\n\n⚠️ **Offline mode**: pretrained ImageNet weights cannot be downloaded here, so models start "
-            "from **random weights** (every page says so where it matters). The `shapes` dataset is "
-            "generated on this machine, so fine-tuning works fully offline."
+            "\n\n⚠️ **Offline**: no ImageNet weights here, so models start from **random weights** (said wherever "
+            "it matters); the `shapes` dataset is made here."
         )
     return text
 

@@ -174,10 +174,28 @@ def session_of(request) -> str:
 # --------------------------------------------------------------------------- messages
 
 
+# The engine's sentences speak to the CLI where a command line helps; a web visitor is told what to click instead.
+CLI_TO_PAGE = [
+    ("Run 'python -m cnncompare models' for the catalog", "The Architectures tab lists the catalog"),
+    (
+        "pass a local weights file (--weights PATH / 'weights file' in the app) or train from scratch (pretrained off)",
+        "untick 'Start from ImageNet weights' to train from scratch",
+    ),
+    ("(--weights PATH / 'weights file' in the app)", ""),
+]
+
+
+def for_the_page(text: str) -> str:
+    """An engine message as a web visitor reads it: command-line hints become what to click in the app."""
+    for cli, page in CLI_TO_PAGE:
+        text = text.replace(cli, page)
+    return text
+
+
 def message(err: BaseException) -> str:
     """One readable sentence for the page; unexpected errors are logged with their traceback."""
     if isinstance(err, CNNCompareError):
-        return str(err)
+        return for_the_page(str(err))
     if isinstance(err, gr.Error):  # raised on purpose, e.g. by the upload checks: its message is for the visitor
         return str(err.message)
     log.exception("unexpected error in the app", exc_info=err)

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,12 +31,13 @@ from typing import Any
 
 import gradio as gr
 import pandas as pd
+import plotly.graph_objects as go
 
 from .. import compare, data, plots, training
 from ..errors import CNNCompareError
-from ..settings import Setting, coerce
+from ..settings import Setting, TrainSettings, coerce
 from . import forms, visitors
-from .common import SESSIONS, Context, file_path, message, rounded, session_of, styled, warn_md
+from .common import SESSIONS, Context, file_path, for_the_page, message, rounded, session_of, styled, warn_md
 from .fairqueue import wait_text
 from .gpu import gpu, on_zerogpu
 from .uploads import UploadedFile, checked_upload
@@ -60,7 +62,8 @@ IMAGES_PER_CLASS = Setting(
 # The training settings' widgets, row by row, as the schema defines them ...
 TRAINING_ROWS = [
     ["optimizer", "lr"],
-    ["epochs", "batch_size", "size"],
+    ["epochs", "schedule", "warmup_epochs"],
+    ["batch_size", "size"],
     ["pretrained", "augment"],
     ["init", "head", "time_budget_s"],
 ]
@@ -71,25 +74,26 @@ WIDGET_OVERRIDES = dict(
     pretrained=dict(value=True, info="offline: random weights instead, said so in the status"),
 )
 
-# img/s is the steady state; the first steps (cuDNN autotuning on a GPU, warm-up on a CPU) are "warm-up s"
+# The results table: short headers (the units and meanings are in RESULTS_LEGEND, under the table), widths in
+# pixels so a narrow screen scrolls the table sideways instead of breaking words; why a run failed, stopped or
+# warned goes in a note under the table (`results_notes`), not in a mostly empty column.
 RESULT_COLUMNS = [
     "run",
-    "weights",
+    "start",
     "top-1 %",
     "top-5 %",
     "epochs",
     "train s",
     "img/s",
     "warm-up s",
-    "trainable",
+    "trainable params",
     "params",
-    "MACs (G)",
+    "GMACs",
     "latency ms",
     "cache",
-    "note",
     "folder",
 ]
-RESULT_WIDTHS = ["13%", "8%", "5%", "5%", "5%", "5%", "6%", "5%", "8%", "8%", "5%", "6%", "5%", "8%", "7%"]
+RESULT_WIDTHS = [180, 86, 60, 60, 72, 58, 58, 70, 92, 94, 62, 78, 66, 184]  # 1,220 px: a 1280 px screen
 RESULT_FORMATS = {
     "top-1 %": "{:.1f}",
     "top-5 %": "{:.1f}",
@@ -97,12 +101,19 @@ RESULT_FORMATS = {
     "train s": "{:.1f}",
     "img/s": "{:,.0f}",
     "warm-up s": "{:.1f}",
-    "trainable": "{:,}",
+    "trainable params": "{:,}",
     "params": "{:,}",
-    "MACs (G)": "{:.3f}",
+    "GMACs": "{:.3f}",
     "latency ms": "{:.1f}",
 }
+RESULTS_LEGEND = (
+    "**start**: ImageNet weights or random init · **top-1 / top-5 %**: validation accuracy · **train s**: seconds of "
+    "training · **img/s**: training images per second after the **warm-up s** (the first steps) · **trainable "
+    "params** of all **params** · **GMACs**: billions of multiply-adds per image · **latency ms**: one image at batch "
+    "1 · **cache**: frozen backbone's features computed once · **folder**: the run's folder in the zip download."
+)
 YIELD_EVERY_S = 1.0
+LR_FIELDS = ("lr", "schedule", "warmup_epochs", "epochs")  # what the learning-rate curve follows
 
 
 # --------------------------------------------------------------------------- reading the form
@@ -118,12 +129,11 @@ class Comparison:
     plan: compare.Plan
 
 
-def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
-    """The form's values (by name) as a dataset choice and a checked `compare.Plan`, within this server's limits.
+def read_dataset(values: Mapping[str, Any]) -> tuple[str, str | None, int | None]:
+    """(dataset choice, the uploaded zip's path or None, images per class or None) from the form's values.
 
     Raises:
-        CNNCompareError: the first problem (unknown dataset, no upload, a bad setting, an unknown
-        model or freeze policy, too many runs, a limit of the server), in one sentence.
+        CNNCompareError: an unknown dataset, 'your images' without an upload, a bad cap, in one sentence.
         gr.Error: a zip that was not uploaded (a path on the server).
     """
     source = str(values.get("dataset") or "shapes").strip().lower()
@@ -135,6 +145,18 @@ def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
     if source == "zip":
         zip_path = str(checked_upload(zip_path, "The zip"))  # only an upload, never a file of the server
     cap = coerce(IMAGES_PER_CLASS, values.get("max_per_class"))
+    return source, zip_path if source == "zip" else None, cap or None
+
+
+def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
+    """The form's values (by name) as a dataset choice and a checked `compare.Plan`, within this server's limits.
+
+    Raises:
+        CNNCompareError: the first problem (unknown dataset, no upload, a bad setting, an unknown
+        model or freeze policy, too many runs, a limit of the server), in one sentence.
+        gr.Error: a zip that was not uploaded (a path on the server).
+    """
+    source, zip_path, cap = read_dataset(values)
     entry, settings = forms.read_form(values)
     settings.validate()
     plan = compare.Plan.parse(
@@ -145,7 +167,7 @@ def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
         max_runs=ctx.max_runs,
     )
     apply_limits(ctx, plan)
-    return Comparison(source, zip_path if source == "zip" else None, cap or None, plan)
+    return Comparison(source, zip_path, cap, plan)
 
 
 def _capped(budget: float | None, most: float) -> float | None:
@@ -183,28 +205,112 @@ def load_data(ctx: Context, c: Comparison) -> tuple[data.LoadedData, Path | None
         CNNCompareError: a bad zip, one that unpacks to more than CNNCOMPARE_MAX_UNPACK_MB, or a dataset over
         CNNCOMPARE_MAX_DATASET_MPIX at the largest input size of the plan.
     """
-    seed = c.plan.settings.seed
+    size = max(run.settings.size for run in c.plan.runs())
+    return load_source(ctx, c.dataset, c.zip_path, c.max_per_class, c.plan.settings.seed, size)
+
+
+def load_source(
+    ctx: Context, dataset: str, zip_path: str | None, max_per_class: int | None, seed: int, size: int | None = None
+) -> tuple[data.LoadedData, Path | None]:
+    """`load_data` for a dataset choice alone (the dataset report before a plan exists: no pixel check)."""
     scratch = None
-    if c.dataset == "zip":
+    if dataset == "zip":
         ctx.data_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=ctx.data_dir))
     try:
-        if c.dataset == "zip":
+        if dataset == "zip":
             unpack = int(ctx.env.max_unpack_mb * 2**20) if ctx.env.max_unpack_mb > 0 else None
             ds = data.load_dataset(
-                c.zip_path, work_dir=scratch, max_per_class=c.max_per_class, seed=seed, max_unpack_bytes=unpack
+                zip_path, work_dir=scratch, max_per_class=max_per_class, seed=seed, max_unpack_bytes=unpack
             )
         else:
             ds = data.load_dataset(
-                c.dataset, work_dir=ctx.data_dir, max_per_class=c.max_per_class, seed=seed, download=not ctx.offline
+                dataset, work_dir=ctx.data_dir, max_per_class=max_per_class, seed=seed, download=not ctx.offline
             )
-        if ctx.env.max_dataset_mpix > 0:
-            data.check_dataset_size(ds, max(run.settings.size for run in c.plan.runs()), ctx.env.max_dataset_mpix)
+        if size is not None and ctx.env.max_dataset_mpix > 0:
+            data.check_dataset_size(ds, size, ctx.env.max_dataset_mpix)
         return ds, scratch
     except BaseException:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
+
+
+def dataset_report(ctx: Context, values: Mapping[str, Any]) -> str:
+    """The dataset as a run would load it: classes with their training/validation counts, skipped files with
+    the reason, notes (the engine's `DataReport.summary`, as the CLI prints it); file names only."""
+    scratch = None
+    try:
+        source, zip_path, cap = read_dataset(values)
+        ds, scratch = load_source(ctx, source, zip_path, cap, TrainSettings().seed)
+        head = (
+            f"**Dataset report**: {len(ds.classes)} classes, {len(ds.train)} training and {len(ds.val)} "
+            "validation images (what Estimate and Start will use)."
+        )
+        return head + "\n\n" + ds.report.summary(max_paths=8, markdown=True)
+    except Exception as err:
+        return warn_md(message(err))
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def queued_report(ctx: Context, visitor: visitors.Visitor, values: Mapping[str, Any]):
+    """Generator: `dataset_report` once the estimate lane has a slot (it decodes the images it checks)."""
+    try:
+        ticket = ctx.queue.join(visitor.id, "estimate")
+    except CNNCompareError as err:
+        yield warn_md(str(err))
+        return
+    try:
+        for position, eta in ctx.queue.waits(ticket):
+            yield wait_text("estimate", position, eta)
+        yield "Reading the dataset…"
+        yield dataset_report(ctx, values)
+    finally:
+        ctx.queue.leave(ticket)
+
+
+# --------------------------------------------------------------------------- the learning-rate schedule
+
+LR_STEPS_PER_EPOCH = 20  # the curve's resolution; the real runs have as many steps as their batches
+LR_HEIGHT = 210
+
+
+def lr_figure(values: Mapping[str, Any]):
+    """The learning rate over the run, step by step, as the engine sets it (`training.lr_factor`) for the
+    form's learning rate, schedule, warm-up and epochs."""
+    title = "Learning rate during the run"
+    try:
+        _, settings = forms.read_form({k: values[k] for k in LR_FIELDS if k in values})
+    except CNNCompareError as err:
+        return plots.message_figure(message(err), title, height=LR_HEIGHT)
+    spe = LR_STEPS_PER_EPOCH
+    steps = range(settings.epochs * spe)
+    xs = [k / spe for k in steps]
+    ys = [settings.lr * training.lr_factor(settings, k, spe) for k in steps]
+    fig = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="lines",
+            line=dict(width=2.5, color=plots.color(0)),
+            fill="tozeroy",
+            hovertemplate="epoch %{x:.2f}: lr %{y:.3g}<extra></extra>",
+        )
+    )
+    warm = f", {settings.warmup_epochs:g} warm-up epoch(s)" if settings.warmup_epochs else ""
+    fig.update_layout(
+        title=dict(text=f"Learning rate: {settings.schedule}{warm}", x=0.01, font=dict(size=14)),
+        height=LR_HEIGHT,
+        template="plotly_white",
+        font=plots.FONT,
+        margin=dict(l=60, r=16, t=44, b=40),
+        showlegend=False,
+    )
+    fig.update_xaxes(title="epoch", range=[0, settings.epochs], dtick=1 if settings.epochs <= 12 else None)
+    fig.update_yaxes(rangemode="tozero", exponentformat="e" if settings.lr < 1e-3 else "none")
+    return fig
 
 
 # --------------------------------------------------------------------------- rendering
@@ -214,15 +320,16 @@ def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     if seconds < 1:
-        return "under 1 s"
+        return "less than 1 s"
     seconds = round(seconds)
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
-def progress_html(fraction: float, text: str = "") -> str:
+def progress_html(fraction: float, text: str = "", failed: bool = False) -> str:
     pct = max(0.0, min(1.0, fraction)) * 100
+    kind = " cc-failed" if failed else ""
     return (
-        f'<div class="cc-progress"><div class="cc-progress-bar" style="width:{pct:.1f}%"></div>'
+        f'<div class="cc-progress{kind}"><div class="cc-progress-bar" style="width:{pct:.1f}%"></div>'
         f'<span class="cc-progress-text">{pct:.0f} %{" · " + text if text else ""}</span></div>'
     )
 
@@ -234,53 +341,62 @@ def _weights_text(result: training.RunResult) -> str:
     return "ImageNet" if src else "–"
 
 
-def _note(row: dict) -> str:
-    """A failed run shows its error; a run that trained shows why it stopped early and its warnings."""
-    if row["error"]:
-        return row["error"]
-    return "; ".join(p for p in (row["stopped"], row["warnings"]) if p)
-
-
 def results_table(results: list[training.RunResult]) -> pd.DataFrame:
     rows = []
     for r, row in zip(results, compare.table_rows(results)):
         rows.append(
             {
                 "run": row["run"],
-                "weights": _weights_text(r),
+                "start": _weights_text(r),
                 "top-1 %": rounded(row["val_top1"]),
                 "top-5 %": rounded(row["val_top5"]),
                 "epochs": row["epochs"],
                 "train s": rounded(row["train_time_s"]),
                 "img/s": rounded(row["images_per_s"], 0),
                 "warm-up s": rounded(row["warmup_s"]),
-                "trainable": row["trainable_params"],
+                "trainable params": row["trainable_params"],
                 "params": row["params"],
-                "MACs (G)": None if row["macs"] is None else round(row["macs"] / 1e9, 3),
+                "GMACs": None if row["macs"] is None else round(row["macs"] / 1e9, 3),
                 "latency ms": rounded(row["latency_ms"]),
                 "cache": "yes" if row["feature_cache"] else "no",
-                "note": _note(row),
                 "folder": row["run_dir"] or "",
             }
         )
     return styled(pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object), RESULT_FORMATS)
 
 
+def results_notes(results: list[training.RunResult]) -> str:
+    """The legend of the table's columns, then one line per run that failed, stopped early or has a warning."""
+    lines = []
+    for row in compare.table_rows(results):
+        if row["error"]:
+            lines.append(warn_md(f"**{row['run']}** failed: {for_the_page(row['error'])}"))
+            continue
+        if row["stopped"]:
+            lines.append(f"**{row['run']}** stopped early ({row['stopped']}): the table shows what it reached.")
+        if row["warnings"]:
+            lines.append(f"**{row['run']}**: {for_the_page(row['warnings'])}")
+    return "\n\n".join([RESULTS_LEGEND] + [f"- {line}" for line in lines])
+
+
 def _bold_label(ev: training.Event) -> str:
     """The engine's message with its run's label in bold ('**resnet18@none optimizer=sgd**: ...')."""
     prefix = f"{ev.label}:"
-    return f"**{ev.label}**:{ev.message[len(prefix) :]}" if ev.label and ev.message.startswith(prefix) else ev.message
+    text = for_the_page(ev.message)
+    return f"**{ev.label}**:{text[len(prefix) :]}" if ev.label and text.startswith(prefix) else text
 
 
 class _View:
     """What the page shows while a comparison runs; `outputs()` is one yield."""
 
-    def __init__(self, labels: list[str]):
+    def __init__(self, labels: list[str], session: str = "local"):
         self.labels = labels
+        self.session = session
         self.headline = ""
         self.log: list[str] = []
         self.fraction = 0.0
         self.bar_text = ""
+        self.where = ""  # 'run 1/2, epoch 2/10': where the last step was, for a truthful Stop
         self.histories: dict[str, list[dict]] = {label: [] for label in labels}
         self.results: list[training.RunResult] = []
         self.files: list[str] | None = None
@@ -296,7 +412,7 @@ class _View:
 
     def curves(self):
         series = [{"label": label, "history": h} for label, h in self.histories.items()]
-        return plots.training_curves(series, title="Training loss and validation accuracy per epoch")
+        return live_curves(series)
 
     def event(self, ev: training.Event) -> bool:
         """Take one engine event in; True when the page should be redrawn in full (a run ended)."""
@@ -304,16 +420,19 @@ class _View:
         run = f"**Run {i + 1} of {n}: {ev.label}**"
         if ev.kind == "start":
             self.headline, self.fraction = f"{run} — starting…", i / n
+            self.where = f"run {i + 1}/{n}, before its first step"
             self.log.append(_bold_label(ev))
         elif ev.kind == "info":
             self._infos.add(ev.message)
             self.log.append(_bold_label(ev))
         elif ev.kind == "step":
             self.fraction = (i + ev.progress) / n
-            eta = f", about {_fmt_s(ev.eta_s)} left in this run" if ev.eta_s is not None else ""
+            eta = ""
+            if ev.eta_s is not None:
+                eta = ", less than a second left" if ev.eta_s < 1 else f", about {_fmt_s(ev.eta_s)} left in this run"
             loss = f", loss {ev.loss:.3f}" if ev.loss is not None else ""
             self.headline = f"{run} — epoch {ev.epoch}/{ev.epochs}, step {ev.step}/{ev.steps}{loss}{eta}"
-            self.bar_text = f"run {i + 1}/{n}, epoch {ev.epoch}/{ev.epochs}"
+            self.bar_text = self.where = f"run {i + 1}/{n}, epoch {ev.epoch}/{ev.epochs}"
         elif ev.kind == "epoch":
             self.histories.setdefault(ev.label, []).append(
                 dict(
@@ -328,7 +447,9 @@ class _View:
             self.headline = f"{run} — epoch {ev.epoch}/{ev.epochs} done{top1}"
         elif ev.kind == "end" and ev.result is not None:
             self.ended(ev)
-            self.fraction = (i + 1) / n
+            r = ev.result
+            if r.stopped != "stopped by user" and not (r.error and r.error.endswith("stopped by user")):
+                self.fraction = (i + 1) / n  # a run the visitor stopped did not finish: the bar stays where it was
             return True
         return False
 
@@ -340,12 +461,17 @@ class _View:
         self.log.append(warn_md(_bold_label(ev)) if r.error else _bold_label(ev))
         for w in r.warnings:
             if f"{ev.label}: {w}" not in self._infos:
-                self.log.append(warn_md(f"**{ev.label}**: {w}"))
+                self.log.append(warn_md(f"**{ev.label}**: {for_the_page(w)}"))
+
+    @property
+    def failed(self) -> list[training.RunResult]:
+        return [r for r in self.results if r.error]
 
     def outputs(self, full: bool):
-        status, bar = self.status(), progress_html(self.fraction, self.bar_text)
+        status, bar = self.status(), progress_html(self.fraction, self.bar_text, failed=self.bar_text == "failed")
         if not full:
             return status, bar, self.curves(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        NOTES.put(self.session, results_notes(self.results))
         items = [
             {"label": r.label, "classes": r.classes, "confusion": r.confusion, "val_top1": r.val_top1}
             for r in self.results
@@ -365,19 +491,69 @@ class _View:
             bar,
             self.curves(),
             results_table(self.results),
-            plots.confusion_matrices(items),
+            confusion_figure(items),
             plots.accuracy_vs_latency(points),
             self.files,
         )
+
+
+class _Notes:
+    """The notes under each session's results table (the table's `change` event shows them), newest kept."""
+
+    KEEP = 256
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, str] = OrderedDict()
+
+    def put(self, session: str, text: str) -> None:
+        with self._lock:
+            self._items[session] = text
+            self._items.move_to_end(session)
+            while len(self._items) > self.KEEP:
+                self._items.popitem(last=False)
+
+    def get(self, session: str) -> str:
+        with self._lock:
+            return self._items.get(session, "")
+
+
+NOTES = _Notes()
+
+CURVES_HEIGHT = 270  # the live curves fit beside Start and the status on a 1280x720 projector
+
+
+def live_curves(series: list[dict]):
+    """The engine's training curves, sized to fit the projector screen beside Start and the status."""
+    fig = plots.training_curves(series, title="Training loss and validation accuracy per epoch")
+    fig.update_layout(height=CURVES_HEIGHT, margin=dict(l=50, r=16, t=56, b=40 if not series else 70))
+    fig.update_layout(legend=dict(orientation="h", y=-0.28, x=0))
+    return fig
+
+
+CONFUSION_TITLE = "Confusion matrices (validation set; rows: true class, columns: predicted)"
+
+
+def confusion_figure(items: list[dict]):
+    """The engine's confusion matrices with margins that grow to fit long class names (none clipped)."""
+    if not items:
+        return plots.message_figure(
+            "A confusion matrix appears here for each run when it has finished.", CONFUSION_TITLE, height=200
+        )
+    fig = plots.confusion_matrices(items)
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
+    fig.update_layout(margin=dict(l=20, r=20, t=100, b=20))
+    return fig
 
 
 def _blank_outputs(status: str):
     return (
         status,
         progress_html(0.0),
-        plots.training_curves([]),
+        live_curves([]),
         pd.DataFrame(columns=RESULT_COLUMNS),
-        plots.confusion_matrices([]),
+        confusion_figure([]),
         plots.accuracy_vs_latency([]),
         None,
     )
@@ -391,16 +567,39 @@ def write_downloads(results: list[training.RunResult]) -> list[str]:
 
 
 def _wrap_up(ctx: Context, visitor: visitors.Visitor, view: _View, stopped: bool) -> tuple:
+    """The final page: what really happened (done, failed, or where it was stopped), the downloads, the notes."""
+    n, failed = len(view.labels), view.failed
+    trained = [r for r in view.results if not r.error]
     if stopped:
-        view.headline = "**Stopped.** Finished epochs are saved; the table shows what each run reached."
-        view.bar_text = "stopped"
+        where = f" in {view.where}" if view.where else ""
+        view.headline = (
+            f"**Stopped{where}.** Finished epochs are saved; the table shows what each run reached."
+            if trained
+            else f"**Stopped{where}** before any run had finished an epoch."
+        )
+        view.bar_text = f"stopped in {view.where}" if view.where else "stopped"
+    elif failed and not trained:
+        view.headline = (
+            "**Failed: the run did not train.** The reason is below and under the results table."
+            if n == 1
+            else f"**Failed: none of the {n} runs trained.** The reasons are below and under the results table."
+        )
+        view.bar_text, view.fraction = "failed", 1.0
     else:
-        view.headline, view.bar_text, view.fraction = f"**Done: {len(view.labels)} run(s).**", "done", 1.0
+        view.headline = (
+            f"**Done: {n} run(s) trained.**"
+            if not failed
+            else (
+                f"**Done: {len(trained)} of {n} runs trained, {len(failed)} failed** (the reasons are under the table)."
+            )
+        )
+        view.bar_text, view.fraction = "done", 1.0
     try:
         view.files = write_downloads(view.results)
+        saved = [r for r in trained if r.final_epoch]
         view.log.append(
-            "Downloads: the results table (CSV, JSON) and a zip of the run folders with weights. "
-            "Fine-tuned runs can now be picked on the Predict tab (only by you)."
+            "Downloads: the results table (CSV, JSON) and a zip of the run folders"
+            + (" with weights. The trained runs can now be picked on the Predict tab (only by you)." if saved else ".")
         )
     except OSError as err:
         view.log.append(warn_md(f"Could not write the downloads ({type(err).__name__})."))
@@ -540,10 +739,12 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
             finished = True
             yield final
             return
-        view = job.view = _View([run.label for run in c.plan.runs()])
+        view = job.view = _View([run.label for run in c.plan.runs()], session)
+        skipped = len(ds.report.skipped)
         view.log.append(
             f"Dataset **{ds.name}**: {len(ds.classes)} classes, {len(ds.train)} training and "
-            f"{len(ds.val)} validation images."
+            f"{len(ds.val)} validation images"
+            + (f"; {skipped} file(s) skipped (see the dataset report)." if skipped else ".")
         )
         limits = _limits_line(ctx)
         if limits:
@@ -654,24 +855,38 @@ def queued_estimate(ctx: Context, visitor: visitors.Visitor, values: Mapping[str
 # --------------------------------------------------------------------------- the page
 
 
+# After a Learn preset fills the form, bring the top of the tab (the preset's text, Start, the curves) into view.
+SCROLL_TO_TOP_JS = (
+    "() => { const el = document.getElementById('ft-main'); if (el) el.scrollIntoView({block: 'start'}); }"
+)
+
+
 def build(ctx: Context) -> SimpleNamespace:
-    """The tab. Returns its components; `.form` is the form (name -> component) the handlers and Learn use."""
-    gr.Markdown(
-        "Train several models on one dataset, each with its own freeze policy, and compare them. "
-        "**Estimate** first: on a CPU, small inputs (64 px), few epochs and a cap on images per class "
-        "keep a run to a minute or two. One training run uses the machine at a time; others wait in line."
-    )
-    preset_md = gr.Markdown(elem_classes=["cc-preset"], elem_id="ft-preset", visible=False)
+    """The tab. Returns its components; `.form` is the form (name -> component) the handlers and Learn use.
+
+    Two columns: the set-up on the left; on the right Estimate / Start / Stop, the progress bar, the status and
+    the live curves, which stay in view (CSS `.cc-sticky`) while the set-up scrolls, so a 1280x720 projector
+    shows all of them at once. The results follow below, full width.
+    """
     form: dict[str, gr.components.Component] = {}
-    with gr.Row():
-        with gr.Column(scale=2, min_width=320):
+    with gr.Row(elem_id="ft-main", equal_height=False):
+        with gr.Column(scale=5, min_width=320, elem_id="ft-setup"):
+            preset_md = gr.Markdown(elem_classes=["cc-preset"], elem_id="ft-preset", visible=False)
+            gr.Markdown(
+                "Train several models on one dataset, each with its own freeze policy, and compare them. On a CPU, "
+                "small inputs (64 px), few epochs and a cap on images per class keep a run to a minute or two; "
+                "**Estimate** says how long. One training uses the machine at a time; others wait in line.",
+                elem_classes=["cc-note"],
+            )
             form["dataset"] = gr.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
             form["zip_file"] = UploadedFile(
-                label="Your images (.zip with one folder per class; used with 'your images')",
+                label="Your images (.zip with one folder per class; choosing it selects 'your images')",
                 file_types=[".zip"],
                 type="filepath",
+                height=150,
                 elem_id="ft-zip",
             )
+            report_md = gr.Markdown(elem_classes=["cc-note", "cc-report"], elem_id="ft-data-report")
             form["max_per_class"] = forms.widget(IMAGES_PER_CLASS)
             form["models"] = gr.Textbox(
                 value=DEFAULT_MODELS,
@@ -686,25 +901,31 @@ def build(ctx: Context) -> SimpleNamespace:
                 for names in TRAINING_ROWS:
                     with gr.Row():
                         form |= forms.form(names, **{n: WIDGET_OVERRIDES[n] for n in names if n in WIDGET_OVERRIDES})
-            with gr.Row():
-                estimate_btn = gr.Button("Estimate time", elem_id="ft-estimate")
-                start_btn = gr.Button("Start", variant="primary", elem_id="ft-start")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="ft-stop")
-        with gr.Column(scale=3):
-            status = gr.Markdown(
-                "Set up a comparison on the left and press **Start**.", elem_classes=["cc-note"], elem_id="ft-status"
-            )
+                    if names == TRAINING_ROWS[1]:  # the schedule's curve, right under its settings
+                        lr_plot = gr.Plot(
+                            lr_figure(forms.values_of(form)), show_label=False, elem_id="ft-lr", min_width=200
+                        )
+        with gr.Column(scale=6, min_width=320, elem_id="ft-live", elem_classes=["cc-sticky"]):
+            with gr.Row(elem_classes=["cc-actions"]):
+                estimate_btn = gr.Button("Estimate time", elem_id="ft-estimate", min_width=90)
+                start_btn = gr.Button("Start", variant="primary", elem_id="ft-start", min_width=90)
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="ft-stop", min_width=90)
             progress = gr.HTML(progress_html(0.0), elem_id="ft-progress")
-            curves = gr.Plot(plots.training_curves([]), label="Curves", elem_id="ft-curves")
+            status = gr.Markdown(
+                "Set up a comparison and press **Start**.", elem_classes=["cc-note", "cc-status"], elem_id="ft-status"
+            )
+            curves = gr.Plot(live_curves([]), show_label=False, elem_id="ft-curves")
     table = gr.Dataframe(
         headers=RESULT_COLUMNS,
         label="Results (the CSV download has every setting and metric)",
         interactive=False,
         wrap=True,
         elem_id="ft-table",
-        column_widths=RESULT_WIDTHS,
+        column_widths=[f"{w}px" for w in RESULT_WIDTHS],
+        pinned_columns=1,
     )
-    confusion = gr.Plot(label="Confusion matrices", elem_id="ft-confusion")
+    notes_md = gr.Markdown(RESULTS_LEGEND, elem_classes=["cc-note", "cc-legend"], elem_id="ft-notes")
+    confusion = gr.Plot(confusion_figure([]), show_label=False, elem_id="ft-confusion")
     with gr.Row():
         acc_lat = gr.Plot(label="Accuracy vs. latency", elem_id="ft-acclat", scale=3)
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="ft-files", scale=2)
@@ -734,12 +955,24 @@ def build(ctx: Context) -> SimpleNamespace:
             return
         yield from queued_estimate(ctx, who, values)
 
+    def run_report(request: gr.Request, visitor=None, **values):
+        try:
+            who = visitors.resolve(visitor, request)
+        except CNNCompareError as err:
+            yield warn_md(str(err))
+            return
+        yield from queued_report(ctx, who, values)
+
     def stop(request: gr.Request):
         stopped = SESSIONS.stop(session_of(request))
         return "**Stopping…** the current step finishes and is saved." if stopped else "Nothing is running."
 
     def show_final(request: gr.Request):
         return final_page(session_of(request))
+
+    def show_notes(table_value, request: gr.Request):
+        empty = table_value is None or len(table_value) == 0
+        return RESULTS_LEGEND if empty else (NOTES.get(session_of(request)) or RESULTS_LEGEND)
 
     # concurrency_limit=None: these start at once in gradio's queue and wait in the app's fair queue
     # (one training at a time, per-visitor limits), so one client can never fill gradio's queue.
@@ -767,6 +1000,40 @@ def build(ctx: Context) -> SimpleNamespace:
     stop_btn.click(stop, None, status, api_name="stop", cancels=[start_event], queue=False).then(
         show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
     )
+    table.change(show_notes, table, notes_md, api_visibility="private", queue=False, show_progress="hidden")
+    # An upload selects 'your images' (Estimate and Start then use it) and shows what the zip holds.
+    report_kw = dict(
+        inputs_kwargs=named, api_visibility="private", concurrency_limit=None, show_progress_on=[report_md]
+    )
+    form["zip_file"].upload(lambda: "zip", None, form["dataset"], api_visibility="private", queue=False).then(
+        run_report, None, report_md, **report_kw
+    )
+    form["zip_file"].clear(
+        lambda: ("shapes", ""), None, [form["dataset"], report_md], api_visibility="private", queue=False
+    )
+    form["dataset"].input(run_report, None, report_md, **report_kw)
+    # The learning-rate curve follows the form.
+    lr_inputs = {name: form[name] for name in LR_FIELDS}
+    gr.on(
+        [form[name].change for name in LR_FIELDS],
+        lambda **values: lr_figure(values),
+        None,
+        lr_plot,
+        inputs_kwargs=lr_inputs,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
+    preset_md.change(None, None, None, js=SCROLL_TO_TOP_JS, api_visibility="private", queue=False)
     return SimpleNamespace(
-        form=form, preset_md=preset_md, status=status, table=table, files=files, start_event=start_event, stop=stop_btn
+        form=form,
+        preset_md=preset_md,
+        status=status,
+        table=table,
+        notes=notes_md,
+        report=report_md,
+        lr_plot=lr_plot,
+        files=files,
+        start_event=start_event,
+        stop=stop_btn,
     )

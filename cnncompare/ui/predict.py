@@ -67,12 +67,9 @@ def run_model(ctx, visitor: visitors.Visitor, name: str):
 
 
 def run_label(saved: runs.SavedRun) -> str:
-    """'resnet18 · run 16:25:05' from a run folder named 20261125-162505-resnet18 (else the folder name)."""
-    parts = saved.path.name.split("-")
-    if len(parts) >= 3 and len(parts[1]) == 6 and parts[1].isdigit():
-        t = parts[1]
-        return f"{saved.name} · run {t[:2]}:{t[2:4]}:{t[4:]}" + (f" #{parts[-1]}" if parts[-1].isdigit() else "")
-    return f"{saved.name} · {saved.path.name}"
+    """The run's own label (as in the Fine-tune table) and when it ran: 'resnet18@none optimizer=adam · 16:25:05'
+    (two runs with the same settings stay apart)."""
+    return f"{saved.run_label} · {saved.time_text.split()[-1]}"
 
 
 def run_choices(ctx, visitor: visitors.Visitor) -> tuple[list[tuple[str, str]], str]:
