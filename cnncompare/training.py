@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, models, profiling, runtime
+from . import data, layers, models, profiling, runtime
 from .data.placement import StreamedData, device_budget, place_split
 from .errors import CNNCompareError
 from .settings import OPTIMIZERS, SCHEDULES, ModelEntry, TrainSettings, first_line
@@ -48,6 +48,8 @@ __all__ = [
     "make_optimizer",
     "lr_factor",
     "can_cache_features",
+    "cache_point",
+    "classifier_only",
     "run_config",
     "resolve_batch_size",
     "model_inputs",
@@ -116,6 +118,7 @@ class RunResult:
     macs: int | None = None
     latency_ms: float | None = None
     feature_cache: bool = False
+    cached_at: str | None = None  # "pre-logits" (all but the classifier frozen) or "features" (see `cache_point`)
     data_on_device: bool = False
     stopped: str | None = None  # why it ended early: "stopped by user", "time budget"
     history: list[dict] = field(default_factory=list)
@@ -214,16 +217,49 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def can_cache_features(model: nn.Module) -> bool:
-    """True when only head layers train: everything `forward_features` runs is frozen.
+def classifier_only(model: nn.Module) -> nn.Module | None:
+    """The classifier module when it is all that trains (every layer before it frozen), else None."""
+    name = models.classifier_name(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    if trainable and all(t.startswith(name + ".") for t in trainable):
+        return model.get_submodule(name)
+    return None
 
-    The cache then stores `forward_features` outputs and each step runs `forward_head` in
-    train mode, so dropout in the head (AlexNet's fc6/fc7, GoogLeNet's) acts exactly as on
-    the plain path.
-    """
+
+def can_cache_features(model: nn.Module) -> bool:
+    """True when only head layers train: everything `forward_features` runs is frozen."""
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     heads = tuple(h + "." for h in model.cnncompare.head_modules)
     return bool(trainable) and all(t.startswith(heads) for t in trainable)
+
+
+def cache_point(model: nn.Module, settings: TrainSettings) -> str | None:
+    """Where a run may store the frozen part's output once and train on it every epoch.
+
+    "pre-logits": only the classifier trains, so everything before it (VGG's and AlexNet's frozen
+    fc6/fc7 included) runs once, in inference mode, as in the Keras feature-extraction guide; a
+    VGG16 head run then costs about what a ResNet-50 head run costs. "features": a new multi-layer
+    head trains, so the backbone's output is stored and the head runs every step. None: no cache
+    (it is off, augmentation changes the images, or the backbone trains).
+    """
+    if not settings.feature_cache or settings.augment:
+        return None
+    if classifier_only(model) is not None:
+        return "pre-logits"
+    return "features" if can_cache_features(model) else None
+
+
+def set_train_mode(model: nn.Module, train_module: nn.Module) -> None:
+    """Train mode for what trains; frozen layers before a lone classifier stay in inference mode (dropout off).
+
+    The same rule on the cached and the plain path keeps their results equal.
+    """
+    clf = classifier_only(model)
+    if clf is not None:
+        model.eval()
+        clf.train()
+    else:
+        train_module.train()
 
 
 # --------------------------------------------------------------------------- the parts
@@ -243,6 +279,7 @@ class Loop:
     interpolation: str = "bilinear"
     dist: runtime.Dist = field(default_factory=runtime.Dist)
     train_module: nn.Module | None = None  # what a training step calls: the model, its head, or their DDP wrapper
+    cached_at: str | None = None  # `cache_point`: what the stored tensors are, when a step trains on them
 
     def __post_init__(self):
         if self.train_module is None:
@@ -348,7 +385,7 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = torch.zeros((), device=device, dtype=torch.long)
-    loop.train_module.train()
+    set_train_mode(loop.model, loop.train_module)
     t_epoch = time.perf_counter()
     last_event = t_epoch
     lr = optimizer.param_groups[0]["lr"]
@@ -437,8 +474,9 @@ def evaluate(loop: Loop, split, feats: torch.Tensor | None, criterion, n_classes
     n = len(split)
     with loop.precision.autocast():
         if feats is not None:
+            head = _cached_head(model, loop.cached_at)
             for i in range(0, n, batch):
-                logits.append(model.forward_head(feats[i : i + batch]).float())
+                logits.append(head(feats[i : i + batch]).float())
         else:
             for _, xb, _ in _in_order(split, batch):
                 logits.append(model(loop.inputs(xb)).float())
@@ -453,11 +491,13 @@ def evaluate(loop: Loop, split, feats: torch.Tensor | None, criterion, n_classes
     return dict(loss=loss, top1=100 * (pred == y).float().mean().item(), top5=top5, confusion=conf.cpu())
 
 
-def extract_features(loop: Loop, split, check_stop: Callable[[], None]) -> torch.Tensor:
-    """Backbone outputs (`forward_features`) for every image of a split, once, on the device.
+def extract_features(loop: Loop, split, check_stop: Callable[[], None], at: str = "features") -> torch.Tensor:
+    """The frozen part's output for every image of a split, once, on the device.
 
-    Frozen parts behave the same in eval and train mode (FrozenBatchNorm2d), so eval mode is
-    exact; a stop request ends it between batches.
+    `at="features"`: `forward_features`; `at="pre-logits"`: everything before the classifier
+    (`forward_head(..., pre_logits=True)`). Frozen layers run in eval mode, which is exact for
+    them (FrozenBatchNorm2d) and, for dropout, the inference mode a frozen layer keeps in
+    training too (`set_train_mode`). A stop request ends it between batches.
     """
     model = loop.model
     batch = max(loop.batch_size, 64)  # no gradients kept: a bigger batch is cheaper per image
@@ -466,8 +506,16 @@ def extract_features(loop: Loop, split, check_stop: Callable[[], None]) -> torch
     for _, xb, _ in _in_order(split, batch):
         check_stop()
         with torch.inference_mode(), loop.precision.autocast():
-            out.append(model.forward_features(loop.inputs(xb)).float())
+            f = model.forward_features(loop.inputs(xb))
+            if at == "pre-logits":
+                f = model.forward_head(f, pre_logits=True)
+            out.append(f.float())
     return torch.cat(out).clone()  # clone: leave inference mode so autograd can use it
+
+
+def _cached_head(model: nn.Module, at: str | None) -> nn.Module:
+    """What runs on stored tensors: the classifier alone (pre-logits) or the whole head (features)."""
+    return classifier_only(model) if at == "pre-logits" else _Head(model)
 
 
 # --------------------------------------------------------------------------- one run
@@ -557,6 +605,7 @@ class _Attempt:
         seed_everything(s.seed)
         classes = list(self.dataset.classes)
         model = models.build(entry.spec(len(classes)))
+        layers.use_dense_fc(model)
         models.freeze(model, entry.freeze, s.size)
         params, trainable = models.count_params(model)
         if trainable == 0:
@@ -651,24 +700,27 @@ class _Attempt:
             dcfg.get("interpolation", "bilinear"),
         )
 
-        use_cache = s.feature_cache and not s.augment and can_cache_features(model)
-        result.feature_cache = use_cache
+        cached_at = cache_point(model, s)
+        result.feature_cache, result.cached_at = cached_at is not None, cached_at
         f_train = f_val = None
-        if use_cache:
+        if cached_at:
+            what = (
+                "everything before the classifier is frozen: it runs once per image, in inference mode "
+                "(dropout off), and each epoch trains the classifier on the stored outputs"
+                if cached_at == "pre-logits"
+                else "backbone frozen and no augmentation: computing its features once"
+            )
             yield self.event(
-                "info",
-                epochs=s.epochs,
-                elapsed_s=time.perf_counter() - state.started,
-                message=f"{self.label}: backbone frozen and no augmentation: computing its features once",
+                "info", epochs=s.epochs, elapsed_s=time.perf_counter() - state.started, message=f"{self.label}: {what}"
             )
             t0 = time.perf_counter()
-            f_train = extract_features(loop, train, check_stop)
-            f_val = extract_features(loop, val, check_stop)
+            f_train = extract_features(loop, train, check_stop, cached_at)
+            f_val = extract_features(loop, val, check_stop, cached_at)
             runtime.sync(device)
             state.train_time += time.perf_counter() - t0  # honest totals: extraction is training time
             state.warmup_time = state.train_time  # extraction is not steady-state head training
-        loop.dist = self.dist
-        loop.train_module = self.dist.wrap(_Head(model) if use_cache else model, device)
+        loop.dist, loop.cached_at = self.dist, cached_at
+        loop.train_module = self.dist.wrap(_cached_head(model, cached_at) if cached_at else model, device)
         criterion = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
         optimizer = make_optimizer(s, (p for p in model.parameters() if p.requires_grad), device)
         steps = steps_per_epoch(len(train), self.batch)
@@ -714,7 +766,7 @@ class _Attempt:
                     best, result.best_epoch = val_m["top1"], epoch
                 _fill_metrics(result, val_m, classes)
                 if epoch < s.epochs:  # weights of the last finished epoch, restored if a stop comes mid-epoch
-                    state.snapshot = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    state.snapshot = _changing_state(model)
                 if self.store is not None:
                     self.store.log_epoch(row)
                 now = time.perf_counter()
@@ -736,10 +788,20 @@ class _Attempt:
                 )
 
 
+def _changing_state(model: nn.Module) -> dict:
+    """A copy of what training can change: the trained parameters and the buffers (BatchNorm statistics).
+
+    Frozen weights never change, so copying them every epoch (VGG16's 134 M) would cost seconds for nothing.
+    """
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers()}
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k in trained or k in buffers}
+
+
 def _restore(model: nn.Module, state: RunState, result: RunResult) -> None:
     """After a mid-epoch stop, go back to the weights the saved metrics describe."""
     if state.snapshot is not None and result.final_epoch:
-        model.load_state_dict(state.snapshot)
+        model.load_state_dict(state.snapshot, strict=False)
 
 
 def _fill_metrics(result: RunResult, val: dict, classes: list[str]) -> None:
@@ -774,7 +836,7 @@ def _summary(r: RunResult) -> str:
         return f"{r.label or r.name}: {r.error}"
     acc = f"val top-1 {r.val_top1:.1f}%" if r.val_top1 is not None else "no finished epoch"
     stop = f" ({r.stopped})" if r.stopped else ""
-    cache = ", feature cache" if r.feature_cache else ""
+    cache = f", {r.cached_at} cache" if r.cached_at else ", feature cache" if r.feature_cache else ""
     return f"{r.label or r.name}: {acc} after {r.final_epoch} epoch(s), {r.train_time_s:.1f} s training{cache}{stop}"
 
 
@@ -807,7 +869,12 @@ def fine_tune(
 
 @dataclass
 class Estimate:
-    """How long a run should take, from timing a few real steps."""
+    """How long a run should take here, part by part, from timing a few real steps of its model.
+
+    Every part the run's wall time has is counted: building the model, the frozen part's features
+    (cached runs), the epochs (training steps, optimizer, evaluation, the end-of-epoch copy of the
+    trained weights) and the end (latency profile, the save and its rebuild check).
+    """
 
     model: str
     seconds_per_epoch: float
@@ -815,6 +882,10 @@ class Estimate:
     feature_cache: bool
     device: str
     note: str = ""
+    build_s: float = 0.0
+    features_s: float = 0.0
+    finish_s: float = 0.0
+    took_s: float = 0.0  # how long this estimate took to make
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -824,60 +895,165 @@ def _secs(t: float) -> str:
     return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
 
 
+def _timed(device: torch.device, fn, repeat: int = 1, budget_s: float = 0.25) -> float:
+    """Seconds per call of `fn`: the fastest of up to `repeat` timed calls (more while under `budget_s`),
+    after one warm-up call (kernel selection, allocation).
+
+    The fastest call is the machine's speed; a slower one met another program's burst on a shared machine.
+    """
+    fn()
+    runtime.sync(device)
+    best, spent, calls = math.inf, 0.0, 0
+    while calls < repeat or (spent < budget_s and calls < 3 * repeat):
+        t0 = time.perf_counter()
+        fn()
+        runtime.sync(device)
+        dt = time.perf_counter() - t0
+        best, spent, calls = min(best, dt), spent + dt, calls + 1
+    return best
+
+
+_RATES: dict[str, tuple[float, float]] = {}
+
+
+def _machine_rates(device: torch.device) -> tuple[float, float]:
+    """(seconds to initialise one parameter at random, seconds to copy one byte), measured once per device."""
+    key = str(device)
+    if key not in _RATES:
+        n = 2**22
+        x = torch.empty(n)
+        init = _timed(torch.device("cpu"), lambda: torch.nn.init.kaiming_normal_(x.view(2048, -1)), 2) / n
+        copy = _timed(torch.device("cpu"), lambda: x.clone(), 3) / (4 * n)
+        _RATES[key] = (init, copy)
+    return _RATES[key]
+
+
+def _timing_model(entry: ModelEntry, settings: TrainSettings, n_classes: int, device: torch.device) -> nn.Module:
+    """The run's architecture, head and freeze policy with placeholder weights: no random init, no download.
+
+    Weights of 1/fan-in keep activations at a steady scale through any depth; their values do not
+    change how long a dense layer takes.
+    """
+    model = models.build(models.ModelSpec(entry.model, num_classes=n_classes, head=entry.head), device="meta")
+    models.freeze(model, entry.freeze, settings.size)
+    model = model.to_empty(device=device)
+    layers.use_dense_fc(model)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.fill_(1.0 / p[0].numel()) if p.dim() > 1 else p.fill_(1.0 if name.endswith("weight") else 0.0)
+        for name, b in model.named_buffers():
+            b.fill_(1) if "var" in name or name.endswith("weight") else b.zero_()
+    return model
+
+
 def estimate(
-    entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: int, n_classes: int, steps: int = 2
+    entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: int, n_classes: int, steps: int = 1
 ) -> Estimate:
-    """Time a few real training steps on random data and extrapolate to the whole run.
+    """Time a few real steps of the run's model and add up the whole run, part by part.
+
+    On a CPU the forward and backward passes are timed on a batch of at most 8 images and scaled
+    per image; the optimizer step (its cost grows with the trained parameters, not the batch) is
+    timed on its own. Cached runs time the frozen part once per image and the classifier steps.
 
     Raises:
         CNNCompareError: as `run`'s validation.
     """
+    started = time.perf_counter()
     settings.validate()
     entry.validate(settings.size)
     device = runtime.resolve_device(settings.device)
     precision = runtime.precision_for(device, training=True)
-    torch.manual_seed(settings.seed)
-    model = models.build(models.ModelSpec(entry.model, num_classes=n_classes, head=entry.head, init=entry.init))
-    models.freeze(model, entry.freeze, settings.size)
-    model = model.to(device=device, memory_format=precision.memory_format)
-    cached = settings.feature_cache and not settings.augment and can_cache_features(model)
-    b = min(resolve_batch_size(settings, device), max(1, n_train))
-    x = torch.randn(b, 3, settings.size, settings.size, device=device).contiguous(memory_format=precision.memory_format)
-    y = torch.randint(0, n_classes, (b,), device=device)
-    opt = make_optimizer(settings, (p for p in model.parameters() if p.requires_grad), device)
-
-    def timed(fn) -> float:
-        fn()  # warm-up
-        runtime.sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        runtime.sync(device)
-        return (time.perf_counter() - t0) / steps
-
-    def train_step():
-        model.train()
-        with precision.autocast():
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    def forward():
-        model.eval()
-        with torch.inference_mode(), precision.autocast():
-            model(x)
-
     with runtime.cpu_threads(device):
-        fwd = timed(forward) / b  # per image
-        batches = math.ceil(n_train / b)
-        if cached:
-            once = fwd * (n_train + n_val)
-            per_epoch = batches * 0.002  # head-only steps on stored features: milliseconds
-            total = once + per_epoch * settings.epochs
-            note = f"features computed once (~{_secs(once)}), then ~{_secs(per_epoch)} per epoch"
+        init_rate, copy_rate = _machine_rates(device)
+        model = _timing_model(entry, settings, n_classes, device).to(memory_format=precision.memory_format)
+        params, trainable = models.count_params(model)
+        trained_bytes = 4 * trainable
+        cached = cache_point(model, settings)
+        batch = min(resolve_batch_size(settings, device), max(1, n_train))
+        b = batch if device.type == "cuda" else min(batch, 8)
+        x = torch.randn(b, 3, settings.size, settings.size, device=device)
+        x = x.contiguous(memory_format=precision.memory_format)
+        y = torch.randint(0, n_classes, (b,), device=device)
+        opt = make_optimizer(settings, (p for p in model.parameters() if p.requires_grad), device)
+        batches = math.ceil(n_train / batch)
+
+        def forward_part(fn):
+            def call():
+                with torch.inference_mode(), precision.autocast():
+                    fn(x)
+
+            return call
+
+        model.eval()
+        if cached == "pre-logits":
+            fwd = _timed(device, forward_part(lambda t: model.forward_head(model.forward_features(t), True)), steps) / b
         else:
-            per_epoch = timed(train_step) * batches + fwd * n_val
-            total = per_epoch * settings.epochs
-            note = f"~{_secs(per_epoch)} per epoch"
-    return Estimate(entry.model, per_epoch, total, cached, str(device), note)
+            fwd = _timed(device, forward_part(model.forward_features if cached else model), steps) / b
+        if cached:
+            with torch.no_grad():
+                feats = model.forward_features(x[:1])
+                if cached == "pre-logits":
+                    feats = model.forward_head(feats, pre_logits=True)
+            head = _cached_head(model, cached)
+            feats = feats.float().expand(batch, *feats.shape[1:]).contiguous()
+            yb = torch.randint(0, n_classes, (batch,), device=device)
+            set_train_mode(model, head)
+
+            def head_step():
+                with precision.autocast():
+                    loss = F.cross_entropy(head(feats), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            per_epoch = _timed(device, head_step, 3) * batches  # evaluation on stored tensors: ~free
+            features = fwd * (n_train + n_val)
+        else:
+            set_train_mode(model, model)
+
+            def fwd_bwd():
+                with precision.autocast():
+                    loss = F.cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+
+            step_images = _timed(device, fwd_bwd, steps) / b
+            step_opt = _timed(device, opt.step, 2)
+            per_epoch = (step_images * batch + step_opt) * batches + fwd * n_val
+            features = 0.0
+        per_epoch += trained_bytes * copy_rate  # the end-of-epoch copy of what trained
+        # building touches every weight (random init or a file); timm's constructors measured 2.0-2.3x one
+        # kaiming_normal_ pass per parameter on this project's CPU machines
+        build = 2.2 * params * init_rate
+        frozen = trainable < params
+        # the end: MACs on the meta device, ~0.3 s of batch-1 latency, the save (trained part only, after a
+        # rebuild that checks the frozen part comes back bit for bit) or all the weights
+        finish = 0.5 + fwd * 20 + (build + 3 * params * 4 * copy_rate if frozen else 2 * params * 4 * copy_rate)
+        total = build + features + per_epoch * settings.epochs + finish
+    if cached == "pre-logits":
+        note = f"frozen part run once (~{_secs(features)}), then ~{_secs(per_epoch)} per epoch for the classifier"
+    elif cached:
+        note = f"features computed once (~{_secs(features)}), then ~{_secs(per_epoch)} per epoch"
+    else:
+        note = f"~{_secs(per_epoch)} per epoch"
+    return Estimate(
+        entry.model,
+        per_epoch,
+        total,
+        bool(cached),
+        str(device),
+        note,
+        build_s=build,
+        features_s=features,
+        finish_s=finish,
+        took_s=time.perf_counter() - started,
+    )
+
+
+def estimate_runs(runs, n_train: int, n_val: int, n_classes: int) -> list[Estimate]:
+    """`estimate` for each planned run (`compare.PlannedRun`: `.entry`, `.settings`), in order.
+
+    Raises:
+        CNNCompareError: as `estimate`, for the first run that cannot be built.
+    """
+    return [estimate(r.entry, r.settings, n_train, n_val, n_classes) for r in runs]

@@ -61,12 +61,13 @@ def test_same_seed_same_metrics(shapes):
     assert _strip_times(c.history) != _strip_times(a.history)
 
 
-@pytest.mark.parametrize("name,size", [("resnet18", 32), ("alexnet", 64)])
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("alexnet", 64), ("vgg11", 32), ("googlenet", 32)])
 def test_feature_cache_gives_the_same_result_as_the_plain_frozen_path(shapes, name, size):
-    # AlexNet's frozen fc6/fc7 keep their dropout in train mode on both paths
+    # only the classifier trains: everything before it (AlexNet's and VGG's fc6/fc7, GoogLeNet's dropout) runs in
+    # inference mode on both paths, and the cache stores the classifier's input
     cached = training.fine_tune(*tiny(model=name, size=size, epochs=2, lr=1e-3), shapes)
     plain = training.fine_tune(*tiny(model=name, size=size, epochs=2, lr=1e-3, feature_cache=False), shapes)
-    assert cached.feature_cache and not plain.feature_cache
+    assert cached.feature_cache and not plain.feature_cache and cached.cached_at == "pre-logits"
     assert cached.trainable_params == plain.trainable_params
     for a, b in zip(cached.history, plain.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
@@ -80,7 +81,7 @@ def test_feature_cache_is_off_with_augmentation(shapes):
 
 def test_mlp_head_on_vgg_caches_features_before_fc6(shapes):
     r = training.fine_tune(*tiny(model="vgg11", head="mlp", optimizer="sgd"), shapes)
-    assert r.feature_cache and r.val_top1 is not None
+    assert r.feature_cache and r.cached_at == "features" and r.val_top1 is not None
     assert r.trainable_params == 512 * 49 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 8 + 8
 
 
@@ -333,6 +334,17 @@ def test_estimate_before_a_run(shapes):
     cached = training.estimate(*tiny(), len(shapes.train), len(shapes.val), len(shapes.classes))
     assert plain.total_s > 0 and cached.total_s > 0
     assert cached.feature_cache and not plain.feature_cache
+    for e in (plain, cached):  # every part of the run's wall time is counted, and only those
+        epochs = e.total_s - e.build_s - e.features_s - e.finish_s
+        assert epochs == pytest.approx(e.seconds_per_epoch * 1) and min(e.build_s, e.finish_s) > 0
+    assert cached.features_s > 0 and plain.features_s == 0 and "frozen part run once" in cached.note
+
+
+def test_estimate_of_a_frozen_vgg_counts_fc6_and_fc7_once(shapes):
+    # VGG16@head: the frozen fc6/fc7 run once with the rest of the frozen part, so an epoch is the classifier's
+    entry, settings = tiny(model="vgg16", epochs=5)
+    e = training.estimate(entry, settings, len(shapes.train), len(shapes.val), len(shapes.classes))
+    assert e.feature_cache and e.features_s > 10 * e.seconds_per_epoch
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,109 @@
+"""Every Learn preset through the app's own path: the estimate, then the real comparison.
+
+    .venv/bin/python benchmarks/bench_presets.py [--only KEY ...] [--no-append]
+
+For each preset: the Fine-tune form filled by the preset (as the Learn button does), read and
+loaded by the Fine-tune tab's own functions, estimated by the engine's `estimate_runs` (what the
+Estimate button shows), then run by `compare.run_plan` with a runs folder (what Start does).
+Per run: estimate vs actual wall time (build, features, epochs, evaluation, profile, save);
+per preset: how long Estimate took and the total. Targets (issue 9): every estimate within
+±25 % of its run, Estimate under 3 s, every preset under 3 min on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("CNNCOMPARE_OFFLINE", "1")  # the classroom default here: no downloads
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import gradio as gr  # noqa: E402
+
+from benchmarks._results import report  # noqa: E402
+from cnncompare import compare, training  # noqa: E402
+from cnncompare.ui import common, finetune, learn  # noqa: E402
+
+
+def run_preset(ctx, form, preset, estimate_only: bool = False) -> list[list]:
+    values = preset.filled(learn.start_values(form))
+    c = finetune.read_comparison(ctx, values)
+    ds, scratch = finetune.load_data(ctx, c)
+    runs = c.plan.runs()
+    t0 = time.perf_counter()
+    estimates = training.estimate_runs(runs, len(ds.train), len(ds.val), len(ds.classes))
+    est_s = time.perf_counter() - t0
+    if estimate_only:
+        rows = [[preset.key, r.label, f"{e.total_s:.0f}", "", "", "", e.note] for r, e in zip(runs, estimates)]
+        rows.append(
+            [preset.key, "**whole preset**", f"{sum(e.total_s for e in estimates):.0f}", "", "", "", f"{est_s:.1f}"]
+        )
+        print(*rows, sep="\n", flush=True)
+        return rows
+    walls: dict[str, float] = {}
+    results: dict[str, training.RunResult] = {}
+    with tempfile.TemporaryDirectory() as out:
+        t_start = last = time.perf_counter()
+        for ev in compare.run_plan(c.plan, ds, out_dir=out):
+            if ev.kind == "end":
+                now = time.perf_counter()
+                walls[ev.label], results[ev.label], last = now - last, ev.result, now
+        total = time.perf_counter() - t_start
+    rows = []
+    for run, est in zip(runs, estimates):
+        r = results[run.label]
+        actual = walls[run.label]
+        top1 = f"{r.val_top1:.0f} %" if r.val_top1 is not None else (r.error or "–")
+        rows.append(
+            [preset.key, run.label, f"{est.total_s:.0f}", f"{actual:.0f}", f"{est.total_s / actual:.2f}", top1, ""]
+        )
+    est_total = sum(e.total_s for e in estimates)
+    rows.append(
+        [
+            preset.key,
+            "**whole preset**",
+            f"{est_total:.0f}",
+            f"{total:.0f}",
+            f"{est_total / total:.2f}",
+            "",
+            f"{est_s:.1f}",
+        ]
+    )
+    print(*rows, sep="\n", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", help="preset keys (default: all)")
+    parser.add_argument("--estimate-only", action="store_true", help="only the estimates (implies --no-append)")
+    parser.add_argument("--no-append", action="store_true", help="print only, do not append to RESULTS.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        ctx = common.Context.from_env(root)
+        with gr.Blocks():
+            ft = finetune.build(ctx)
+        rows = []
+        for preset in learn.PRESETS:
+            if args.only and preset.key not in args.only:
+                continue
+            rows += run_preset(ctx, ft.form, preset, args.estimate_only)
+    header = ["preset", "run", "estimate s", "actual s", "estimate ÷ actual", "val top-1", "Estimate took s"]
+    notes = (
+        "Offline (random weights where a preset asks for ImageNet weights: same cost). Actual = wall time of each "
+        "run as Start runs it (build, features, epochs, evaluation, profile, save); the whole preset adds loading."
+    )
+    if args.no_append or args.estimate_only:
+        print(header, *rows, sep="\n")
+    else:
+        report("Learn presets: estimate vs actual", header, rows, notes, "python benchmarks/bench_presets.py")
+
+
+if __name__ == "__main__":
+    main()
