@@ -1,0 +1,190 @@
+"""The images behind the confusion matrix, on the Fine-tune tab: pick a run and a cell (true class, predicted
+class), or "where the models disagree", and see those validation images with every run's prediction and heat map.
+
+After a comparison, `remember(ctx, visitor, results, dataset)` (called by the Fine-tune tab while the
+dataset is still loaded) computes the gallery (`cnncompare.gallery.prepare`) and saves it in the
+visitor's own folder (`visitors/<hash>/.gallery/latest.npz`), so it survives a refreshed page and
+works when training ran in another process (ZeroGPU). `refresh` then fills the dropdowns and shows the
+busiest mistake of the first run; each change of a dropdown shows that selection. Heat maps come from
+the visitor's own saved runs only (looked up by folder name inside their folder).
+
+Captions stay short (`#index true: ✓/✗ prediction per run`) so the gallery never cuts them; the
+full text of every image (each run's class and confidence) is listed under the gallery.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from .. import gallery as engine
+from ..errors import CNNCompareError
+from . import visitors
+from .common import Context, message, warn_md
+
+__all__ = ["build", "remember", "show", "selection", "DISAGREE", "ANY", "GALLERY_FILE", "CSS"]
+
+DISAGREE = "where the models disagree"
+ANY = "any class"
+GALLERY_FILE = Path(".gallery") / "latest.npz"
+EMPTY_NOTE = "After a comparison, pick a run and a cell of its confusion matrix to see those validation images."
+# Lets a caption wrap instead of being cut with an ellipsis (append to the app's CSS).
+CSS = ".cc-gallery .caption-label { white-space: normal !important; overflow: visible !important; }"
+
+
+def _path(ctx: Context, visitor: visitors.Visitor) -> Path:
+    return visitors.visitor_dir(ctx, visitor) / GALLERY_FILE
+
+
+def remember(ctx: Context, visitor: visitors.Visitor, results, dataset) -> str:
+    """Compute and save the gallery of a finished comparison for this visitor; a note for the log ("" when all
+    went well). Never raises: a gallery is a nice-to-have beside the results."""
+    path = _path(ctx, visitor)
+    try:
+        data = engine.prepare(results, dataset)
+        engine.save(data, path)
+        return "; ".join(data.notes)
+    except CNNCompareError as err:
+        path.unlink(missing_ok=True)  # never show an older comparison's images as this one's
+        return str(err)
+    except Exception as err:
+        path.unlink(missing_ok=True)
+        return message(err)
+
+
+def _load(ctx: Context, visitor: visitors.Visitor) -> engine.GalleryData:
+    return engine.load(_path(ctx, visitor))
+
+
+def selection(data: engine.GalleryData) -> tuple[str, str, str]:
+    """The first thing to show: the first run's busiest off-diagonal cell (else its first class), as
+    (run, true class, predicted class)."""
+    import numpy as np
+
+    r = data.runs[0]
+    k = len(data.classes)
+    counts = np.bincount(data.true * k + r.pred, minlength=k * k).reshape(k, k)
+    np.fill_diagonal(counts, -1)
+    t, p = np.unravel_index(int(counts.argmax()), counts.shape)
+    if counts[t, p] <= 0:
+        t = p = 0
+    return r.label, data.classes[t], data.classes[p]
+
+
+def show(ctx: Context, visitor: visitors.Visitor, run: str, true: str, predicted: str) -> tuple[list, str]:
+    """(gallery value: [(image, caption)], the Markdown under it) for one selection.
+
+    Raises:
+        CNNCompareError: no comparison yet, an unknown run or class.
+    """
+    data = _load(ctx, visitor)
+    if run == DISAGREE:
+        if len(data.runs) < 2:
+            return [], "Only one run finished: compare two or more to see where they disagree."
+        idx = engine.disagreements(data, None if true in (None, "", ANY) else true)
+        head = f"The runs predict different classes for **{len(idx)}** validation image(s)" + (
+            f" of class *{true}*" if true not in (None, "", ANY) else ""
+        )
+    else:
+        if true in (None, "", ANY) or predicted in (None, "", ANY):
+            raise CNNCompareError("Pick a true class and a predicted class (a cell of the matrix).")
+        idx = engine.cell(data, run, true, predicted)
+        verb = "correctly as" if true == predicted else "as"
+        head = f"**{run}** predicted **{len(idx)}** validation image(s) of *{true}* {verb} *{predicted}*"
+    shown, notes = engine.items(data, idx, runs_root=visitors.visitor_dir(ctx, visitor))
+    if not idx:
+        return [], head + "."
+    head += f"; showing {len(shown)}." if len(shown) < len(idx) else "."
+    legend = "Each picture: the image, then where each run looked (Grad-CAM): " + ", ".join(
+        f"{n + 1}. {r.label}" for n, r in enumerate(data.runs)
+    )
+    lines = [head, legend if any(it.heat_maps for it in shown) else ""]
+    lines += [f"- {it.text}" for it in shown]
+    lines += [warn_md(n) for n in notes + data.notes]
+    return [(it.image, it.caption) for it in shown], "\n".join(line for line in lines if line)
+
+
+def _choices(data: engine.GalleryData | None):
+    if data is None:
+        return [], [], []
+    runs_ = [r.label for r in data.runs] + ([DISAGREE] if len(data.runs) > 1 else [])
+    return runs_, list(data.classes) + [ANY], list(data.classes)
+
+
+def build(ctx: Context) -> SimpleNamespace:
+    """The gallery panel (call inside the Fine-tune tab's Blocks, under the confusion matrices).
+
+    Returns a namespace with `refresh` (fn), `refresh_inputs` and `outputs`: chain
+    `.then(g.refresh, g.refresh_inputs, g.outputs)` after a comparison's event. API: `/confusion_images`.
+    """
+    with gr.Group(elem_classes=["cc-gallery"]):
+        gr.Markdown("**The images behind the matrix**: pick a run and a cell (true → predicted class).")
+        with gr.Row():
+            run_dd = gr.Dropdown([], label="Run", elem_id="g-run", scale=2, min_width=200)
+            true_dd = gr.Dropdown([], label="True class", elem_id="g-true", scale=1, min_width=140)
+            pred_dd = gr.Dropdown([], label="Predicted class", elem_id="g-pred", scale=1, min_width=140)
+        images = gr.Gallery(
+            label="Validation images (then each run's heat map)",
+            columns=3,
+            height="auto",
+            object_fit="contain",
+            preview=False,
+            elem_id="g-images",
+            elem_classes=["cc-gallery"],
+        )
+        note = gr.Markdown(EMPTY_NOTE, elem_id="g-note")
+    state = ctx.visitor_state
+    extra = [state] if state is not None else []
+
+    def _who(visitor, request):
+        return visitors.resolve(visitor, request)
+
+    def confusion_images(run, true, predicted, visitor=None, request: gr.Request = None):
+        """The validation images of one cell of `run`'s confusion matrix (true -> predicted), or with
+        run="where the models disagree" the images the runs predict differently, with each run's answer."""
+        try:
+            return show(ctx, _who(visitor, request), run, true, predicted)
+        except Exception as err:
+            return [], warn_md(message(err))
+
+    def refresh(visitor=None, request: gr.Request = None):
+        """After a comparison: the dropdowns of its runs and classes, and its busiest mistake."""
+        try:
+            who = _who(visitor, request)
+            data = _load(ctx, who)
+        except CNNCompareError:
+            return gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[]), gr.Dropdown(choices=[]), [], EMPTY_NOTE
+        runs_, trues, preds = _choices(data)
+        run, true, pred = selection(data)
+        value, text = confusion_images(run, true, pred, visitor, request)
+        return (
+            gr.Dropdown(choices=runs_, value=run),
+            gr.Dropdown(choices=trues, value=true),
+            gr.Dropdown(choices=preds, value=pred),
+            value,
+            text,
+        )
+
+    inputs = [run_dd, true_dd, pred_dd, *extra]
+    gr.on(
+        [run_dd.input, true_dd.input, pred_dd.input],
+        confusion_images,
+        inputs,
+        [images, note],
+        api_name="confusion_images",
+        concurrency_limit=2,
+        concurrency_id="gallery",
+    )
+    return SimpleNamespace(
+        run=run_dd,
+        true=true_dd,
+        pred=pred_dd,
+        gallery=images,
+        note=note,
+        refresh=refresh,
+        refresh_inputs=extra or None,
+        outputs=[run_dd, true_dd, pred_dd, images, note],
+        confusion_images=confusion_images,
+    )
