@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import catalog
+from . import catalog, layers
 from .errors import CNNCompareError, InputSizeError, WeightsUnavailableError
 from .settings import first_line
 
@@ -134,6 +134,7 @@ def build(
         else:
             model, source = _build_timm(info, spec, load_weights)
         head_modules = _set_head(model, spec)
+        layers.use_dense_fc(model)  # VGG's fc6 as the matrix product it is: same weights, names and results
         if not spec.pretrained and spec.init != "default":
             _init_weights(model, spec.init)
         elif spec.pretrained and spec.init != "default":

@@ -288,11 +288,12 @@ class _PeakMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
                 key = t.untyped_storage()._cdata
-                if key in self._seen:
-                    continue  # a view or an in-place result: no new memory
+                if key in self._seen or key in inputs:
+                    continue  # a view (of an activation or a weight) or an in-place result: no new memory
                 nbytes = t.untyped_storage().nbytes()
                 self._seen.add(key)
                 self.live += nbytes

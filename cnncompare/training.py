@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, layers, models, profiling, runtime
+from . import data, models, profiling, runtime
 from .data.placement import StreamedData, device_budget, place_split
 from .errors import CNNCompareError
 from .settings import OPTIMIZERS, SCHEDULES, ModelEntry, TrainSettings, first_line
@@ -106,6 +107,8 @@ class RunResult:
     val_top5: float | None = None  # percent, with 5 classes or more
     per_class_acc: dict[str, float] = field(default_factory=dict)
     confusion: list[list[int]] = field(default_factory=list)  # rows: true class, columns: predicted
+    val_pred: list[int] = field(default_factory=list)  # predicted class of each validation image, in split order
+    val_conf: list[float] = field(default_factory=list)  # its softmax probability
     best_epoch: int | None = None
     final_epoch: int = 0
     train_time_s: float = 0.0  # training steps + feature extraction; evaluation excluded
@@ -133,8 +136,15 @@ class RunResult:
 
 
 def run_config(entry: ModelEntry, settings: TrainSettings) -> dict:
-    """The flat dict a run records: model entry fields, then training settings."""
-    return {**entry.to_dict(), **settings.to_dict()}
+    """The flat dict a run records: model entry fields, then training settings.
+
+    A weights file is recorded by its name only: a run folder, its downloads and its label never carry a
+    path of the machine it ran on (such a run saves all its weights, so the file is not needed again).
+    """
+    config = {**entry.to_dict(), **settings.to_dict()}
+    if config.get("weights_file"):
+        config["weights_file"] = Path(config["weights_file"]).name
+    return config
 
 
 # --------------------------------------------------------------------------- helpers
@@ -154,10 +164,14 @@ def resolve_batch_size(settings: TrainSettings, device: torch.device) -> int:
 
 
 def make_optimizer(settings: TrainSettings, params, device: torch.device | None = None) -> torch.optim.Optimizer:
-    """The optimizer the settings name, over `params` (fused CUDA kernels where PyTorch has them)."""
+    """The optimizer the settings name, over `params`, with PyTorch's fused kernels where it has them.
+
+    Fused kernels update each weight in one pass, on a GPU and on a CPU too: a CPU Adam step over VGG's
+    133 M weights drops from about 0.9 s to 0.09 s (measured on this project's 2-core machine).
+    """
     params = list(params)
     wd, lr = settings.weight_decay, settings.lr
-    fused = {"fused": True} if device is not None and device.type == "cuda" else {}
+    fused = {"fused": True} if device is None or device.type in ("cuda", "cpu") else {}
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, **fused)
     if settings.optimizer == "momentum":
@@ -488,7 +502,15 @@ def evaluate(loop: Loop, split, feats: torch.Tensor | None, criterion, n_classes
     if n_classes >= 5:
         top5 = 100 * (logits.topk(5, 1).indices == y[:, None]).any(1).float().mean().item()
     loss = criterion(logits, y).item()
-    return dict(loss=loss, top1=100 * (pred == y).float().mean().item(), top5=top5, confusion=conf.cpu())
+    prob = logits.softmax(1).max(1).values
+    return dict(
+        loss=loss,
+        top1=100 * (pred == y).float().mean().item(),
+        top5=top5,
+        confusion=conf.cpu(),
+        pred=pred.cpu().tolist(),
+        prob=[round(p, 4) for p in prob.cpu().tolist()],
+    )
 
 
 def extract_features(loop: Loop, split, check_stop: Callable[[], None], at: str = "features") -> torch.Tensor:
@@ -605,7 +627,6 @@ class _Attempt:
         seed_everything(s.seed)
         classes = list(self.dataset.classes)
         model = models.build(entry.spec(len(classes)))
-        layers.use_dense_fc(model)
         models.freeze(model, entry.freeze, s.size)
         params, trainable = models.count_params(model)
         if trainable == 0:
@@ -808,6 +829,7 @@ def _fill_metrics(result: RunResult, val: dict, classes: list[str]) -> None:
     conf = val["confusion"]
     result.val_top1, result.val_top5 = val["top1"], val["top5"]
     result.confusion = conf.tolist()
+    result.val_pred, result.val_conf = val["pred"], val["prob"]
     totals = conf.sum(1).clamp(min=1)
     result.per_class_acc = {c: 100 * conf[i, i].item() / totals[i].item() for i, c in enumerate(classes)}
 
@@ -895,14 +917,15 @@ def _secs(t: float) -> str:
     return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
 
 
-def _timed(device: torch.device, fn, repeat: int = 1, budget_s: float = 0.25) -> float:
+def _timed(device: torch.device, fn, repeat: int = 1, budget_s: float = 0.25, warmup: bool = True) -> float:
     """Seconds per call of `fn`: the fastest of up to `repeat` timed calls (more while under `budget_s`),
     after one warm-up call (kernel selection, allocation).
 
     The fastest call is the machine's speed; a slower one met another program's burst on a shared machine.
     """
-    fn()
-    runtime.sync(device)
+    if warmup:
+        fn()
+        runtime.sync(device)
     best, spent, calls = math.inf, 0.0, 0
     while calls < repeat or (spent < budget_s and calls < 3 * repeat):
         t0 = time.perf_counter()
@@ -937,23 +960,134 @@ def _timing_model(entry: ModelEntry, settings: TrainSettings, n_classes: int, de
     model = models.build(models.ModelSpec(entry.model, num_classes=n_classes, head=entry.head), device="meta")
     models.freeze(model, entry.freeze, settings.size)
     model = model.to_empty(device=device)
-    layers.use_dense_fc(model)
+    fmt = runtime.precision_for(device, training=True).memory_format
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if p.dim() == 4:  # in the run's memory format from the start: no copy of VGG's 400 MB fc6 later
+                p.data = torch.empty_like(p, memory_format=fmt)
             p.fill_(1.0 / p[0].numel()) if p.dim() > 1 else p.fill_(1.0 if name.endswith("weight") else 0.0)
         for name, b in model.named_buffers():
             b.fill_(1) if "var" in name or name.endswith("weight") else b.zero_()
     return model
 
 
-def estimate(
-    entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: int, n_classes: int, steps: int = 1
-) -> Estimate:
+@dataclass(frozen=True)
+class _StepTimes:
+    """Measured once per architecture, freeze policy, input size, batch and device (`_step_times`).
+
+    A pass over n images takes `fixed + n * per_image` seconds: on a CPU the fixed part (reading
+    VGG's 120 M fully connected weights once per batch, whatever its size) matters as much as the
+    per-image part, so a time measured at one batch size cannot simply be scaled per image.
+    """
+
+    params: int
+    trainable: int
+    cached: str | None
+    forward: tuple[float, float]  # (fixed, per image): the frozen part (cached runs) or the model in eval mode
+    train: tuple[float, float]  # (fixed, per image): forward + backward, or the classifier's step on stored tensors
+
+
+_STEP_TIMES: dict[tuple, _StepTimes] = {}
+_OPTIMIZER_RATES: dict[tuple, float] = {}
+
+
+def _optimizer_rate(settings: TrainSettings, device: torch.device) -> float:
+    """Seconds per trained parameter of one optimizer step: it reads and writes every trained weight and its
+    state, so its cost follows the trained parameters, not the batch (VGG's 120 M-weight fc6/fc7 dominate)."""
+    key = (settings.optimizer, settings.weight_decay > 0, str(device))
+    if key not in _OPTIMIZER_RATES:
+        n = 2**22
+        p = nn.Parameter(torch.zeros(n, device=device))
+        p.grad = torch.full_like(p, 1e-3)
+        opt = make_optimizer(settings, [p], device)
+        _OPTIMIZER_RATES[key] = _timed(device, opt.step, 2) / n
+    return _OPTIMIZER_RATES[key]
+
+
+def _fit(device: torch.device, call: Callable[[int], Callable[[], None]], b: int) -> tuple[float, float]:
+    """(fixed seconds per call, seconds per image) of `call(batch)()`, from batches of b and b/4 on a CPU
+    (one warm-up, at b/4: its cost is mostly allocating gradients, whatever the batch); on a GPU, b alone."""
+    if device.type == "cuda" or b < 4:
+        return 0.0, _timed(device, call(b)) / b
+    lo = b // 4
+    t_lo = _timed(device, call(lo))
+    t_hi = _timed(device, call(b), warmup=False)
+    per_image = max((t_hi - t_lo) / (b - lo), 0.0)
+    return max(t_lo - per_image * lo, 0.0), per_image
+
+
+def _step_times(entry: ModelEntry, settings: TrainSettings, n_classes: int, device, batch: int) -> _StepTimes:
+    precision = runtime.precision_for(device, training=True)
+    b = batch if device.type == "cuda" else min(batch, 8)  # small batches on a CPU: the estimate stays quick
+    cache_kind = settings.feature_cache and not settings.augment
+    key = (entry.model, entry.head, entry.freeze, settings.size, b, batch, cache_kind, str(device), n_classes)
+    if key in _STEP_TIMES:
+        return _STEP_TIMES[key]
+    model = _timing_model(entry, settings, n_classes, device).to(memory_format=precision.memory_format)
+    params, trainable = models.count_params(model)
+    cached = cache_point(model, settings)
+    x = torch.randn(b, 3, settings.size, settings.size, device=device)
+    x = x.contiguous(memory_format=precision.memory_format)
+    y = torch.randint(0, n_classes, (b,), device=device)
+    model.eval()
+    if cached:
+
+        def frozen_part(t):
+            f = model.forward_features(t)
+            return model.forward_head(f, pre_logits=True) if cached == "pre-logits" else f
+
+        def forward(n):
+            def call():
+                with torch.inference_mode(), precision.autocast():
+                    frozen_part(x[:n])
+
+            return call
+
+        fwd = _fit(device, forward, b)
+        with torch.no_grad():
+            feats = frozen_part(x[:1]).float()
+        head = _cached_head(model, cached)
+        feats = feats.expand(batch, *feats.shape[1:]).contiguous()
+        yb = torch.randint(0, n_classes, (batch,), device=device)
+        set_train_mode(model, head)
+
+        def head_step():
+            with precision.autocast():
+                loss = F.cross_entropy(head(feats), yb)
+            loss.backward()
+
+        train = (_timed(device, head_step, 3), 0.0)
+    else:
+        set_train_mode(model, model)
+
+        def fwd_bwd(n):
+            def call():
+                with precision.autocast():
+                    loss = F.cross_entropy(model(x[:n]), y[:n])
+                loss.backward()
+
+            return call
+
+        train = _fit(device, fwd_bwd, b)
+        fwd = (train[0] / 3, train[1] / 3)  # evaluation: a forward pass is about a third of forward + backward
+    times = _StepTimes(params, trainable, cached, fwd, train)
+    _STEP_TIMES[key] = times
+    return times
+
+
+def _passes(n: int, batch: int, cost: tuple[float, float]) -> float:
+    """Seconds for n images in batches of `batch`, at (fixed, per image) seconds."""
+    return math.ceil(n / batch) * cost[0] + n * cost[1] if n else 0.0
+
+
+def estimate(entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: int, n_classes: int) -> Estimate:
     """Time a few real steps of the run's model and add up the whole run, part by part.
 
-    On a CPU the forward and backward passes are timed on a batch of at most 8 images and scaled
-    per image; the optimizer step (its cost grows with the trained parameters, not the batch) is
-    timed on its own. Cached runs time the frozen part once per image and the classifier steps.
+    On a CPU the forward and backward passes are timed on batches of 8 and 2 images, fitted as a
+    fixed cost per batch plus a cost per image, then added up at the run's batch sizes; the
+    optimizer step (its cost follows the trained parameters, not the batch) comes from a step over
+    4 M parameters. Cached runs time the frozen part and the classifier's step. Timings are kept
+    per architecture, so a second run of the same model costs nothing.
 
     Raises:
         CNNCompareError: as `run`'s validation.
@@ -962,74 +1096,30 @@ def estimate(
     settings.validate()
     entry.validate(settings.size)
     device = runtime.resolve_device(settings.device)
-    precision = runtime.precision_for(device, training=True)
     with runtime.cpu_threads(device):
         init_rate, copy_rate = _machine_rates(device)
-        model = _timing_model(entry, settings, n_classes, device).to(memory_format=precision.memory_format)
-        params, trainable = models.count_params(model)
-        trained_bytes = 4 * trainable
-        cached = cache_point(model, settings)
         batch = min(resolve_batch_size(settings, device), max(1, n_train))
-        b = batch if device.type == "cuda" else min(batch, 8)
-        x = torch.randn(b, 3, settings.size, settings.size, device=device)
-        x = x.contiguous(memory_format=precision.memory_format)
-        y = torch.randint(0, n_classes, (b,), device=device)
-        opt = make_optimizer(settings, (p for p in model.parameters() if p.requires_grad), device)
-        batches = math.ceil(n_train / batch)
-
-        def forward_part(fn):
-            def call():
-                with torch.inference_mode(), precision.autocast():
-                    fn(x)
-
-            return call
-
-        model.eval()
-        if cached == "pre-logits":
-            fwd = _timed(device, forward_part(lambda t: model.forward_head(model.forward_features(t), True)), steps) / b
-        else:
-            fwd = _timed(device, forward_part(model.forward_features if cached else model), steps) / b
-        if cached:
-            with torch.no_grad():
-                feats = model.forward_features(x[:1])
-                if cached == "pre-logits":
-                    feats = model.forward_head(feats, pre_logits=True)
-            head = _cached_head(model, cached)
-            feats = feats.float().expand(batch, *feats.shape[1:]).contiguous()
-            yb = torch.randint(0, n_classes, (batch,), device=device)
-            set_train_mode(model, head)
-
-            def head_step():
-                with precision.autocast():
-                    loss = F.cross_entropy(head(feats), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-
-            per_epoch = _timed(device, head_step, 3) * batches  # evaluation on stored tensors: ~free
-            features = fwd * (n_train + n_val)
-        else:
-            set_train_mode(model, model)
-
-            def fwd_bwd():
-                with precision.autocast():
-                    loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-
-            step_images = _timed(device, fwd_bwd, steps) / b
-            step_opt = _timed(device, opt.step, 2)
-            per_epoch = (step_images * batch + step_opt) * batches + fwd * n_val
-            features = 0.0
-        per_epoch += trained_bytes * copy_rate  # the end-of-epoch copy of what trained
-        # building touches every weight (random init or a file); timm's constructors measured 2.0-2.3x one
-        # kaiming_normal_ pass per parameter on this project's CPU machines
-        build = 2.2 * params * init_rate
-        frozen = trainable < params
-        # the end: MACs on the meta device, ~0.3 s of batch-1 latency, the save (trained part only, after a
-        # rebuild that checks the frozen part comes back bit for bit) or all the weights
-        finish = 0.5 + fwd * 20 + (build + 3 * params * 4 * copy_rate if frozen else 2 * params * 4 * copy_rate)
-        total = build + features + per_epoch * settings.epochs + finish
+        t = _step_times(entry, settings, n_classes, device, batch)
+        step_opt = t.trainable * _optimizer_rate(settings, device)
+    params, cached = t.params, t.cached
+    if cached:  # extraction runs in batches of 64 or more (`extract_features`); evaluation on stored tensors: ~free
+        big = max(batch, 64)
+        features = _passes(n_train, big, t.forward) + _passes(n_val, big, t.forward)
+        per_epoch = (t.train[0] + step_opt) * math.ceil(n_train / batch)
+    else:  # evaluation runs in batches of 128 or more (`evaluate`)
+        features = 0.0
+        per_epoch = _passes(n_train, batch, t.train) + step_opt * math.ceil(n_train / batch)
+        per_epoch += _passes(n_val, max(batch, 128), t.forward)
+    per_epoch += 4 * t.trainable * copy_rate  # the end-of-epoch copy of what trained
+    # building touches every weight (random init or a file); timm's constructors measured 2.0-2.3x one
+    # kaiming_normal_ pass per parameter on this project's CPU machines
+    build = 2.2 * params * init_rate
+    # the end: MACs on the meta device, ~0.3 s of batch-1 latency, the save (trained part only, after a
+    # rebuild that checks the frozen part comes back bit for bit) or all the weights
+    frozen = t.trainable < params
+    one = sum(t.forward)
+    finish = 0.8 + 5 * one + (build + 3 * params * 4 * copy_rate if frozen else 2 * params * 4 * copy_rate)
+    total = build + features + per_epoch * settings.epochs + finish
     if cached == "pre-logits":
         note = f"frozen part run once (~{_secs(features)}), then ~{_secs(per_epoch)} per epoch for the classifier"
     elif cached:

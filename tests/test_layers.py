@@ -10,11 +10,12 @@ from cnncompare import layers, models
 def test_dense_fc6_equals_the_convolution(channels_last):
     torch.manual_seed(0)
     model = models.build(models.ModelSpec("vgg11", num_classes=5)).eval()
+    assert isinstance(model.pre_logits.fc1, layers.DenseConv2d)  # every VGG models.build makes
     x = torch.randn(2, 3, 64, 64)
+    model.pre_logits.fc1.__class__ = torch.nn.Conv2d  # the convolution timm has
     with torch.no_grad():
         before = model(x)
     assert layers.use_dense_fc(model) == 1 and layers.use_dense_fc(model) == 0  # once: the swap is idempotent
-    assert isinstance(model.pre_logits.fc1, layers.DenseConv2d)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():

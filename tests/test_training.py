@@ -581,3 +581,47 @@ def test_epoch_events_carry_steady_state_speed_and_warm_up_apart(shapes):
     [epoch] = [ev for ev in events if ev.kind == "epoch"]
     assert epoch.warmup_s == r.warmup_s and epoch.warmup_s > 0
     assert epoch.images_per_s == pytest.approx(r.images_per_s)
+
+
+def test_a_freeze_depth_sweep_is_recognised_and_charted(shapes):
+    plan = compare.Plan.parse(
+        "resnet18@none, resnet18@stages:2, resnet18@head", model_defaults=tiny()[0], settings=tiny()[1]
+    )
+    results = compare.run_comparison(plan, shapes)
+    rows = compare.freeze_sweep_rows(results)
+    assert [r["freeze"] for r in rows] == ["none", "stages:2", "head"]
+    trainable = [r["trainable"] for r in rows]
+    assert trainable == sorted(trainable, reverse=True) and trainable == [r.trainable_params for r in results]
+    assert all(0 <= r["val_acc"] <= 1 and r["train_s"] > 0 for r in rows)
+    from cnncompare import plots
+
+    fig = plots.freeze_sweep(rows)
+    assert [p for t in fig.data for p in (t.text or []) if "stages:2" in str(p)]
+    # two models, or a setting that differs besides the freeze policy, is not a sweep
+    other = compare.Plan.parse(
+        "resnet18@none, resnet18@stages:2 lr=0.05, resnet18@head", model_defaults=tiny()[0], settings=tiny()[1]
+    )
+    assert compare.freeze_sweep_rows(compare.run_comparison(other, shapes)) is None
+    assert compare.freeze_sweep_rows(results[:2]) is None
+
+
+def test_a_visitors_weights_file_is_used_and_never_shown_as_a_path(shapes, tmp_path):
+    from safetensors.torch import save_file
+
+    from cnncompare import models
+
+    source = models.build(models.ModelSpec("resnet18", num_classes=1000))
+    path = tmp_path / "secret-folder" / "resnet18.safetensors"
+    path.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    entry, settings = tiny(pretrained=True)
+    plan = compare.Plan.parse("resnet18@head, resnet18@none", model_defaults=entry, settings=settings)
+    plan.weights_files = {"resnet18": str(path)}
+    assert all(r.entry.weights_file == str(path) for r in plan.runs())
+    results = compare.run_comparison(plan, shapes, out_dir=tmp_path / "runs")
+    assert [r.label for r in results] == ["resnet18@head", "resnet18@none"]
+    for r in results:
+        assert r.error is None and not r.warnings  # the file, not random weights: no fallback note
+        assert r.config["weights_file"] == "resnet18.safetensors"
+        saved = json.loads((Path(r.run_dir) / "config.json").read_text())
+        assert "secret-folder" not in json.dumps(saved) and "secret-folder" not in r.weights_source
