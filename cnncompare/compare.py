@@ -38,6 +38,7 @@ __all__ = [
     "run_plan",
     "run_comparison",
     "table_rows",
+    "freeze_sweep_rows",
     "export",
     "TABLE_COLUMNS",
     "OVERRIDABLE",
@@ -116,6 +117,9 @@ class Plan:
     settings: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     missing_weights: MissingWeights = "random"
     max_runs: int | None = None
+    # model name -> a weights file used when that model starts from pretrained weights (a visitor's own
+    # upload): kept out of the entries, so labels and run folders never show a server path
+    weights_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | list[str], **kw) -> Plan:
@@ -151,7 +155,10 @@ class Plan:
             while label in seen:
                 label, n = f"{base} #{n}", n + 1
             seen.add(label)
-            out.append(PlannedRun(label, *e.resolve(self.model_defaults, self.settings)))
+            entry, settings = e.resolve(self.model_defaults, self.settings)
+            if entry.pretrained and not entry.weights_file and entry.model in self.weights_files:
+                entry = dataclasses.replace(entry, weights_file=self.weights_files[entry.model])
+            out.append(PlannedRun(label, entry, settings))
         return out
 
 
@@ -324,6 +331,33 @@ TABLE_COLUMNS = [
     "warnings",
     "run_dir",
 ]
+
+
+_NOT_COMPARED = ("freeze", "batch_size")  # what may differ between the runs of a sweep (batch: after OOM)
+
+
+def freeze_sweep_rows(results: list[training.RunResult]) -> list[dict] | None:
+    """Points of `plots.freeze_sweep` when the runs are a freeze-depth sweep, else None.
+
+    A sweep is one model trained under at least three freeze policies with every other setting
+    the same; a run that failed or finished no epoch is left out.
+    """
+    done = [r for r in results if not r.error and r.val_top1 is not None]
+    if len(done) < 3:
+        return None
+    same = [{k: v for k, v in r.config.items() if k not in _NOT_COMPARED} for r in done]
+    if any(c != same[0] for c in same) or len({r.config.get("freeze") for r in done}) != len(done):
+        return None
+    return [
+        dict(
+            label=r.label,
+            freeze=r.config.get("freeze"),
+            val_acc=r.val_top1 / 100,
+            train_s=r.train_time_s,
+            trainable=r.trainable_params,
+        )
+        for r in done
+    ]
 
 
 def table_rows(results: list[training.RunResult]) -> list[dict]:

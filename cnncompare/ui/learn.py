@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import catalog, models, profiling
+from .. import catalog, diagram, models, profiling
 from . import forms
 
 NOTES_FILE = Path(__file__).resolve().parents[2] / "assets" / "classroom_notes.md"
@@ -56,18 +56,20 @@ PRESETS = [
     Preset(
         "features",
         "VGG16 vs ResNet-50 as frozen feature extractors",
-        "Freeze everything but the classifier: which backbone gives better features? (~1 min on a CPU)",
+        "Freeze everything but the classifier: which backbone gives better features? (about 1 min on a 2-core CPU)",
         "**VGG16 vs ResNet-50 as frozen feature extractors.** Both backbones keep their ImageNet weights and stay "
         "frozen (`@head`); only a new linear classifier learns the 8 shape classes. Because nothing before the "
-        "classifier changes, each image goes through the backbone once and the classifier trains on the stored "
-        "features (the *feature cache*), so 5 epochs cost little more than one. Compare the accuracy with the "
-        "cost: ResNet-50 has 5× fewer parameters and 4× fewer MACs than VGG16. " + OFFLINE_NOTE,
+        "classifier changes, each image goes through the frozen network once (VGG16's frozen fully connected "
+        "layers fc6 and fc7 included, in inference mode, as in the Keras feature-extraction guide) and the "
+        "classifier trains on the stored outputs (the *feature cache*), so 5 epochs cost little more than one for "
+        "both. Compare the accuracy with the cost: ResNet-50 has 5× fewer parameters and 4× fewer MACs than "
+        "VGG16, so its one pass over the images is also about 4× cheaper. " + OFFLINE_NOTE,
         dict(models="vgg16@head\nresnet50@head", pretrained=True, epochs=5, max_per_class=60, size=64),
     ),
     Preset(
         "keras",
         "Freeze the first 15 layers of VGG16 (the Keras recipe)",
-        "Keras' first 15 layers frozen (here: layers:10), next to a fully frozen VGG16. (~3 min on a CPU)",
+        "Keras' first 15 layers frozen (here: layers:10), next to a fully frozen VGG16. (about 2 min on a 2-core CPU)",
         "**The Keras VGG16 recipe.** The well-known Keras transfer-learning recipe freezes "
         "`model.layers[:15]`. Keras counts the input layer and the pooling layers too, so those 15 layers are "
         "the input, conv blocks 1-4 (10 convolutions) and 4 max-pools: here that is **`layers:10`**, the first 10 "
@@ -88,20 +90,22 @@ PRESETS = [
     Preset(
         "batchnorm",
         "Does BatchNorm help VGG?",
-        "VGG11 with and without BatchNorm, trained from scratch. (~6 min on a 2-core CPU)",
+        "VGG11 with and without BatchNorm, trained from scratch. (about 3 min on a 2-core CPU)",
         "**Does BatchNorm help VGG?** VGG11 and VGG11-BN are the same network except for a BatchNorm after every "
         "convolution. Both train **from scratch** (no pretrained weights, every layer trains) with the same "
-        "seed, data and optimizer (Adam, learning rate 0.0001). Watch the training loss: the plain VGG11 tends to "
-        "sit at chance, while the BatchNorm version starts to learn within a few epochs. " + CHANCE + " The inputs "
-        "are 32 px so that two deep networks train in minutes on a CPU (VGG still works at 32 px); on a GPU, try "
-        "64 px and 10 epochs.",
+        "seed, data and optimizer (Adam, learning rate 0.0001). Watch the **training loss**: the plain VGG11 sits "
+        "at chance, while the BatchNorm version's loss falls below it within a few epochs (it starts high: its "
+        "fully connected layers have no BatchNorm and overshoot at first). " + CHANCE + " Scaled down to fit 3 "
+        "minutes on a CPU: 32 px inputs, 24 images per class, 5 epochs; with so few images the validation "
+        "accuracy stays noisy, so read the loss curves. On a GPU, try 64 px, 200 images per class and 10 epochs "
+        "to see the accuracy gap too.",
         dict(
             models="vgg11@none\nvgg11_bn@none",
             pretrained=False,
             optimizer="adam",
             lr=1e-4,
-            epochs=4,
-            max_per_class=40,
+            epochs=5,
+            max_per_class=24,
             size=32,
             batch_size=16,
         ),
@@ -109,19 +113,20 @@ PRESETS = [
     Preset(
         "init",
         "He vs Glorot initialisation from scratch",
-        "The same plain VGG11 twice, started from two initialisations. (~6 min on a 2-core CPU)",
+        "The same plain VGG11 twice, started from two initialisations. (about 3 min on a 2-core CPU)",
         "**He vs Glorot initialisation.** Glorot (Xavier, 2010) keeps the variance of activations steady for "
         "symmetric activations like tanh; He (Kaiming, 2015) doubles it to make up for ReLU zeroing half of "
         "them. In a deep plain network without BatchNorm this decides whether the signal survives the depth. "
         "The models box runs VGG11 twice, with `init=he` and `init=glorot` (a per-run setting after the model); "
-        "same seed, data and optimizer otherwise. " + CHANCE + " 32 px inputs keep it to minutes on a CPU.",
+        "same seed, data and optimizer otherwise. Watch the training loss in the first epochs. " + CHANCE + " "
+        "Scaled down to fit 3 minutes on a CPU: 32 px inputs, 24 images per class, 5 epochs.",
         dict(
             models="vgg11@none init=he\nvgg11@none init=glorot",
             pretrained=False,
             optimizer="adam",
             lr=1e-4,
-            epochs=4,
-            max_per_class=40,
+            epochs=5,
+            max_per_class=24,
             size=32,
             batch_size=16,
         ),
@@ -129,18 +134,39 @@ PRESETS = [
     Preset(
         "optimizers",
         "Which optimizer: SGD+momentum, Adam or RMSprop?",
-        "ResNet-18 from scratch three times, one optimizer per run. (~3 min on a CPU)",
+        "ResNet-18 from scratch three times, one optimizer per run. (about 2 min on a 2-core CPU)",
         "**Which optimizer?** A comparison runs one optimizer per run, so this preset runs the *same* ResNet-18 "
         "three times, each line with its own `optimizer=` and `lr=`: same seed (so the same starting weights), "
         "same data, only the optimizer differs. Each gets its customary learning rate: SGD with momentum needs "
         "a larger one (0.01) than the adaptive methods Adam and RMSprop (0.001). Compare the loss curves: how fast "
-        "does each start, and where does it end? " + CHANCE,
+        "does each start, and where does it end? " + CHANCE + " Scaled down to fit 3 minutes on a CPU: 64 px, "
+        "60 images per class, 4 epochs.",
         dict(
             models="resnet18@none optimizer=momentum lr=0.01\nresnet18@none optimizer=adam lr=0.001\n"
             "resnet18@none optimizer=rmsprop lr=0.001",
             pretrained=False,
-            epochs=5,
-            max_per_class=80,
+            epochs=4,
+            max_per_class=60,
+            size=64,
+        ),
+    ),
+    Preset(
+        "sweep",
+        "How much to freeze? A freeze-depth sweep of ResNet-18",
+        "One model five times, from everything training to only the classifier, in one chart. "
+        "(about 2 min on a 2-core CPU)",
+        "**How much to freeze?** The same ResNet-18 runs five times, freezing more each time: `none` (full "
+        "fine-tuning), `stages:1`, `stages:2`, `stages:3` (the stem and the first K of its 4 stages stay fixed) and "
+        "`head` (only the classifier trains). Same seed, data and optimizer. When it ends, the chart beside the "
+        "downloads puts the five runs in one picture: validation accuracy against training time, each point "
+        "as large as its number of trainable parameters. Freezing more trains fewer weights and runs faster; with "
+        "ImageNet weights the frozen layers are already good feature extractors, so accuracy falls off slowly. "
+        "The diagram on the Architectures tab shades what each policy freezes. " + OFFLINE_NOTE,
+        dict(
+            models="resnet18@none\nresnet18@stages:1\nresnet18@stages:2\nresnet18@stages:3\nresnet18@head",
+            pretrained=True,
+            epochs=3,
+            max_per_class=40,
             size=64,
         ),
     ),
@@ -229,6 +255,13 @@ def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
 
     for key, btn in buttons:
         btn.click(lambda k=key: on_click(k), None, outputs, api_visibility="private", queue=False)
+    gr.Markdown(
+        "### Layer by layer\nThe four networks drawn from the models themselves, at one scale: one box per layer "
+        "(convolution, pooling, fully connected) or per Inception module and residual block, top to bottom as an "
+        "image flows through. Hover a box for its output shape and parameters. AlexNet and VGG end in huge fully "
+        "connected layers; GoogLeNet and ResNet replace them with global average pooling and go much deeper."
+    )
+    gr.Plot(diagram.figure(list(WALKTHROUGH), 224), label="The classic four, layer by layer", elem_id="learn-diagram")
     gr.Markdown("### The four classic families")
     for i, name in enumerate(WALKTHROUGH):
         info = catalog.get(name)
