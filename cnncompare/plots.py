@@ -448,7 +448,7 @@ def confusion_matrices(items: Sequence[Mapping], max_cols: int = 3) -> go.Figure
     title = "Confusion matrices (validation set; rows: true class, columns: predicted)"
     items = [it for it in items if it.get("confusion")]
     if not items:
-        return message_figure("Confusion matrices appear here when a run has finished an epoch.", title)
+        return message_figure("A confusion matrix appears here for each run when it has finished.", title)
     n = len(items)
     cols = min(max_cols, n)
     rows = math.ceil(n / cols)
@@ -494,6 +494,8 @@ def confusion_matrices(items: Sequence[Mapping], max_cols: int = 3) -> go.Figure
         fig.update_xaxes(row=row, col=col, tickangle=-45, tickfont=dict(size=10), showticklabels=ticks)
     fig.update_annotations(font_size=12)
     height = 150 + rows * (330 if cols > 1 else 420)
+    fig.update_xaxes(automargin=True)  # long class names grow the margins instead of being clipped
+    fig.update_yaxes(automargin=True)
     return _layout(fig, title, height=height, margin=dict(l=120, r=20, t=100, b=120))
 
 

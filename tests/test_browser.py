@@ -67,7 +67,7 @@ def test_profile_two_models_in_the_browser(page, tmp_path):
         page.locator("#arch-models .token", has_text=name).locator(".token-remove").click()
     size = page.locator("#arch-size input")
     size.fill("64")
-    size.press("Tab")
+    size.press("Enter")
     page.click("#arch-compare")
     _wait_text(page, "#arch-note", "2 of 2 model(s) profiled at 64 px", timeout_s=120)
     rows = {r[0]: r for r in _table_rows(page, "#arch-table") if r}

@@ -20,6 +20,8 @@ from .. import models
 from ..errors import CNNCompareError
 from ..settings import Env
 from . import architectures, finetune, learn, predict, visitors
+from . import gallery as gallery_ui
+from . import weights as weights_ui
 from .common import LANES, MODELS, Context
 
 MAX_FILE_SIZE = "200mb"
@@ -79,7 +81,8 @@ def _banner() -> str:
     if not models.weights_downloadable():
         text += (
             "\n\n⚠️ **Offline**: no ImageNet weights here, so models start from **random weights** (said wherever "
-            "it matters); the `shapes` dataset is made here."
+            "it matters); the `shapes` dataset is made here. Real weights: **Fine-tune → Your own weights** "
+            "says where to get a file and takes it."
         )
     return text
 
@@ -89,6 +92,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
     visitors/); the limits come from `env`, else the environment (`settings.Env`)."""
     ctx = Context.from_env(runs_root, env)
     visitors.at_start(ctx)  # leftover *.tmp files, expired runs, old downloads
+    weights_ui.expire(ctx)  # visitors' weights files older than the runs' expiry
     MODELS.resize(int(ctx.env.model_cache_mb * 2**20))
     with gr.Blocks(title="cnncompare: classic CNNs side by side", delete_cache=(3600, 3600)) as demo:
         # The visitor's key, kept (encrypted) in the browser's storage: a refresh keeps their runs.
@@ -115,6 +119,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
             pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
         )
         arch.wire_load(demo)
+        demo.load(**ft.weights.refresh, api_visibility="private")  # the visitor's own weights files
         # The visitor's own runs, for API clients (the page's dropdown shows the same list).
         gr.api(_runs_api(ctx), api_name="runs", queue=False)
     # Gradio's queue is a backstop: the app's events start at once and wait in ctx.queue, the fair queue.
@@ -144,6 +149,8 @@ def launch(demo: gr.Blocks, **kwargs):
     ctx: Context = demo.cnncompare_context
     # Every queued event holds a worker thread while it runs or waits in the fair queue.
     threads = ctx.env.queue_size + sum(LANES.values()) + 16
-    options = dict(theme=theme(), css=CSS, ssr_mode=False, max_file_size=MAX_FILE_SIZE, max_threads=threads)
+    options = dict(
+        theme=theme(), css=CSS + "\n" + gallery_ui.CSS, ssr_mode=False, max_file_size=MAX_FILE_SIZE, max_threads=threads
+    )
     options.update(kwargs)
     return demo.launch(**options)

@@ -37,6 +37,8 @@ from .. import compare, data, plots, training
 from ..errors import CNNCompareError
 from ..settings import Setting, TrainSettings, coerce
 from . import forms, visitors
+from . import gallery as gallery_ui
+from . import weights as weights_ui
 from .common import SESSIONS, Context, file_path, for_the_page, message, rounded, session_of, styled, warn_md
 from .fairqueue import wait_text
 from .gpu import gpu, on_zerogpu
@@ -148,7 +150,7 @@ def read_dataset(values: Mapping[str, Any]) -> tuple[str, str | None, int | None
     return source, zip_path if source == "zip" else None, cap or None
 
 
-def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
+def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor | None = None) -> Comparison:
     """The form's values (by name) as a dataset choice and a checked `compare.Plan`, within this server's limits.
 
     Raises:
@@ -167,6 +169,7 @@ def read_comparison(ctx: Context, values: Mapping[str, Any]) -> Comparison:
         max_runs=ctx.max_runs,
     )
     apply_limits(ctx, plan)
+    plan.weights_files = weights_ui.weights_map(ctx, visitor)  # the visitor's own uploads, by model
     return Comparison(source, zip_path, cap, plan)
 
 
@@ -492,7 +495,9 @@ class _View:
             self.curves(),
             results_table(self.results),
             confusion_figure(items),
-            plots.accuracy_vs_latency(points),
+            plots.freeze_sweep(sweep)
+            if (sweep := compare.freeze_sweep_rows(self.results))
+            else plots.accuracy_vs_latency(points),
             self.files,
         )
 
@@ -621,6 +626,7 @@ class _Job:
         self.stream = None  # the engine's event stream (compare.run_plan)
         self.scratch: Path | None = None
         self.ticket = None  # its place in the fair queue, held until the engine has stopped and saved
+        self.dataset = None  # for the confusion gallery, made when the runs are over (also after a Stop)
 
 
 def _release(ctx: Context, job: _Job) -> None:
@@ -642,6 +648,10 @@ def _finish_in_background(ctx: Context, session: str, visitor, handle, job: _Job
             for ev in job.stream:  # the stop flag is set: the current run stops within one step, the rest not at all
                 job.view.event(ev)
         if job.view is not None:
+            if job.dataset is not None:
+                note = gallery_ui.remember(ctx, visitor, job.view.results, job.dataset)
+                if note:
+                    job.view.log.append(warn_md(note))
             outputs = _wrap_up(ctx, visitor, job.view, stopped=True)
     except Exception as err:  # never let a background thread die silently
         message(err)
@@ -670,7 +680,7 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
     visitor = visitor or visitors.resolve(None, None)
     job = _Job()
     try:  # a comparison that cannot run, or a visitor over their share, never gets a stop flag or a place in line
-        c = read_comparison(ctx, values)
+        c = read_comparison(ctx, values, visitor)
         if on_zerogpu():  # a shared GPU is lent for a fixed time: refuse a plan that cannot fit it, now
             gpu_seconds_for(c, ctx)
         job.ticket = ctx.queue.join(visitor.id, "train")
@@ -732,6 +742,7 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
         try:
             yield _blank_outputs(f"**Loading the dataset ({c.dataset})…**")
             ds, job.scratch = load_data(ctx, c)
+            job.dataset = ds
         except Exception as err:
             text = message(err)
             gr.Warning(text)
@@ -760,6 +771,9 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
                 last_yield = time.monotonic()
                 yield view.outputs(full=False)
         job.stream = None  # all runs are over: nothing left to finish if the page goes away now
+        note = gallery_ui.remember(ctx, visitor, view.results, ds)  # before the unpacked upload is released
+        if note:
+            view.log.append(warn_md(note))
         final = _wrap_up(ctx, visitor, view, stopped=handle.stop.is_set())
         finished = True
         yield final
@@ -818,8 +832,9 @@ def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
             lines.append(f"| {run.label} | ~{_fmt_s(t)}{budget} | {est.note} on {est.device} |")
         lines += [
             "",
-            f"**Total: about {_fmt_s(total)}** (plus a few seconds per run to start and to save). "
-            "Estimates come from timing two training steps; real runs vary by ±30 %.",
+            f"**Total: about {_fmt_s(total)}**, counting each run's start, epochs, evaluation and save. "
+            "It comes from timing a few real steps of each model; on a machine doing nothing else, runs land "
+            "within about ±25 % of it.",
         ]
         if SESSIONS.active:
             lines.append(warn_md("A fine-tuning run is using this machine right now, so this estimate is pessimistic."))
@@ -905,6 +920,10 @@ def build(ctx: Context) -> SimpleNamespace:
                         lr_plot = gr.Plot(
                             lr_figure(forms.values_of(form)), show_label=False, elem_id="ft-lr", min_width=200
                         )
+            with gr.Accordion(
+                "Your own weights (used when 'Start from ImageNet weights' is ticked)", open=False, elem_id="ft-weights"
+            ):
+                weights = weights_ui.build(ctx)
         with gr.Column(scale=6, min_width=320, elem_id="ft-live", elem_classes=["cc-sticky"]):
             with gr.Row(elem_classes=["cc-actions"]):
                 estimate_btn = gr.Button("Estimate time", elem_id="ft-estimate", min_width=90)
@@ -926,8 +945,10 @@ def build(ctx: Context) -> SimpleNamespace:
     )
     notes_md = gr.Markdown(RESULTS_LEGEND, elem_classes=["cc-note", "cc-legend"], elem_id="ft-notes")
     confusion = gr.Plot(confusion_figure([]), show_label=False, elem_id="ft-confusion")
+    with gr.Accordion("The images behind the confusion matrix", open=True, elem_id="ft-gallery-box"):
+        gallery = gallery_ui.build(ctx)
     with gr.Row():
-        acc_lat = gr.Plot(label="Accuracy vs. latency", elem_id="ft-acclat", scale=3)
+        acc_lat = gr.Plot(label="Accuracy vs. cost", elem_id="ft-acclat", scale=3)
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="ft-files", scale=2)
     outputs = [status, progress, curves, table, confusion, acc_lat, files]
 
@@ -999,7 +1020,8 @@ def build(ctx: Context) -> SimpleNamespace:
     )
     stop_btn.click(stop, None, status, api_name="stop", cancels=[start_event], queue=False).then(
         show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
-    )
+    ).then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
+    start_event.then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
     table.change(show_notes, table, notes_md, api_visibility="private", queue=False, show_progress="hidden")
     # An upload selects 'your images' (Estimate and Start then use it) and shows what the zip holds.
     report_kw = dict(
@@ -1033,6 +1055,8 @@ def build(ctx: Context) -> SimpleNamespace:
         notes=notes_md,
         report=report_md,
         lr_plot=lr_plot,
+        gallery=gallery,
+        weights=weights,
         files=files,
         start_event=start_event,
         stop=stop_btn,

@@ -13,6 +13,7 @@ import torch
 from .. import catalog, inference, models, runs
 from ..errors import CNNCompareError, WeightsUnavailableError
 from . import visitors
+from . import weights as weights_ui
 from .common import MODELS, RANDOM_NOTE, file_path, message, parse_names, warn_md
 from .fairqueue import Refused, wait_text
 from .gpu import gpu
@@ -29,11 +30,15 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def imagenet_model(name: str, pretrained: bool):
-    """(model, weights text, note) for a catalog/timm model with ImageNet's 1000 classes."""
+def imagenet_model(name: str, pretrained: bool, weights_file: str | None = None):
+    """(model, weights text, note) for a catalog/timm model with ImageNet's 1000 classes; `weights_file`: the
+    visitor's own upload for this model (with an ImageNet classifier), used when pretrained."""
     device = _device()
 
     def build():
+        if pretrained and weights_file:  # a bad file raises its one-sentence reason, shown for this model
+            model = models.build(name, pretrained=True, weights_file=weights_file, device=device).eval()
+            return model, "your weights file", ""
         if pretrained:
             try:
                 model = models.build(name, pretrained=True, device=device).eval()
@@ -48,7 +53,12 @@ def imagenet_model(name: str, pretrained: bool):
             "random weights (ImageNet weights switched off): predictions are meaningless",
         )
 
-    return MODELS.get(("imagenet", name, bool(pretrained), device), build, size=lambda v: models.model_bytes(v[0]))
+    stamp = None
+    if pretrained and weights_file:
+        stat = Path(weights_file).stat()
+        stamp = (weights_file, stat.st_mtime_ns, stat.st_size)  # a new upload for the model is a new entry
+    key = ("imagenet", name, bool(pretrained), device, stamp)
+    return MODELS.get(key, build, size=lambda v: models.model_bytes(v[0]))
 
 
 def run_model(ctx, visitor: visitors.Visitor, name: str):
@@ -136,7 +146,8 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         try:
             if kind == "model":
                 ctx.check_model(name)  # the catalog, or a timm model under this server's size cap
-                model, weights, note = imagenet_model(name, bool(pretrained))
+                own = weights_ui.weights_for(ctx, visitor, name, imagenet=True) if pretrained else None
+                model, weights, note = imagenet_model(name, bool(pretrained), own)
                 label, size, classes = name, None, None
             else:
                 model, saved, weights, note = run_model(ctx, visitor, name)

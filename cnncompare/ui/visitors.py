@@ -284,7 +284,9 @@ def prune_all(ctx) -> list[Path]:
 def after_run(ctx, visitor: Visitor) -> list[str]:
     """Keep the visitor's folder under their quota and all visitors' under the cap; sentences for the page."""
     lines = []
-    mine = runs.prune(visitor_dir(ctx, visitor), max_bytes=_mb(ctx.env.visitor_quota_mb))
+    own_weights = runs.folder_bytes(visitor_dir(ctx, visitor) / "weights")  # uploads count against it too
+    quota = _mb(ctx.env.visitor_quota_mb)
+    mine = runs.prune(visitor_dir(ctx, visitor), max_bytes=None if quota is None else max(0, quota - own_weights))
     if mine:
         names = ", ".join(p.name for p in mine[:4]) + (", …" if len(mine) > 4 else "")
         lines.append(
