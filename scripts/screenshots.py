@@ -105,6 +105,18 @@ def main(argv=None) -> int:
                 wait_text(page, "#ft-preset", "Which optimizer?", 30)
                 page.click("#ft-start")
                 wait_text(page, "#ft-status", "Done", 900)
+                page.wait_for_function(  # the confusion gallery has filled in (its note names a cell)
+                    "() => { const el = document.querySelector('#g-note');"
+                    " return el && el.innerText.trim() && !el.innerText.includes('After a comparison'); }",
+                    timeout=300_000,
+                )
+                page.locator("#g-images").scroll_into_view_if_needed()  # its images load when they come into view
+                page.wait_for_function(
+                    "() => { const imgs = [...document.querySelectorAll('#g-images img')];"
+                    " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                    timeout=60_000,
+                )
+                print("gallery images:", page.eval_on_selector_all("#g-images img", "imgs => imgs.length"))
                 shoot(page, out / "finetune.png")
                 # what a classroom projector shows (Start, status and curves together), and a phone
                 page.set_viewport_size({"width": 1280, "height": 720})

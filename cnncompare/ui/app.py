@@ -56,6 +56,7 @@ CSS = """
 .table-wrap th .header, .table-wrap td span { word-break: normal !important; overflow-wrap: normal !important;
                                                hyphens: none; }
 .table-wrap { overflow-x: auto; }
+.table-wrap td, .table-wrap td * { word-break: normal !important; overflow-wrap: normal !important; }
 /* Grad-CAM captions: whole, on two lines if they must */
 .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
 /* phones: every tab stays reachable (the bar wraps instead of hiding tabs behind a menu) */

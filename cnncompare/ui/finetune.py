@@ -95,7 +95,7 @@ RESULT_COLUMNS = [
     "cache",
     "folder",
 ]
-RESULT_WIDTHS = [180, 86, 60, 60, 72, 58, 58, 70, 92, 94, 62, 78, 66, 184]  # 1,220 px: a 1280 px screen
+RESULT_WIDTHS = [180, 86, 60, 60, 72, 58, 58, 70, 112, 112, 62, 78, 66, 184]  # params in full: 11,180,616
 RESULT_FORMATS = {
     "top-1 %": "{:.1f}",
     "top-5 %": "{:.1f}",
@@ -532,7 +532,8 @@ def live_curves(series: list[dict]):
     """The engine's training curves, sized to fit the projector screen beside Start and the status."""
     fig = plots.training_curves(series, title="Training loss and validation accuracy per epoch")
     fig.update_layout(height=CURVES_HEIGHT, margin=dict(l=50, r=16, t=56, b=40 if not series else 70))
-    fig.update_layout(legend=dict(orientation="h", y=-0.28, x=0))
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.16, x=0))
+    fig.update_xaxes(title_text=None)  # "per epoch" is in the title: the legend takes the axis title's place
     return fig
 
 
