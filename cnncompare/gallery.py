@@ -84,13 +84,15 @@ class GalleryData:
         for r in self.runs:
             if r.label == label:
                 return r
-        raise CNNCompareError(f"No run called '{label}' in this comparison: pick one of the list.")
+        raise CNNCompareError(f"No run called '{str(label)[:80]}' in this comparison: pick one of the list.")
 
     def class_index(self, name: str) -> int:
         try:
             return self.classes.index(name)
         except ValueError:
-            raise CNNCompareError(f"No class called '{name}' in this dataset: pick one of the list.") from None
+            raise CNNCompareError(
+                f"No class called '{str(name)[:80]}' in this dataset: pick one of the list."
+            ) from None
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Real (tiny) fine-tuning runs on the generated shapes dataset: no mocks, real models."""
 
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -342,9 +343,18 @@ def test_estimate_before_a_run(shapes):
 
 def test_estimate_of_a_frozen_vgg_counts_fc6_and_fc7_once(shapes):
     # VGG16@head: the frozen fc6/fc7 run once with the rest of the frozen part, so an epoch is the classifier's
+    from cnncompare import models
+
     entry, settings = tiny(model="vgg16", epochs=5)
-    e = training.estimate(entry, settings, len(shapes.train), len(shapes.val), len(shapes.classes))
-    assert e.feature_cache and e.features_s > 10 * e.seconds_per_epoch
+    model = models.build(entry.spec(len(shapes.classes)), device="meta")
+    models.freeze(model, entry.freeze, settings.size)
+    assert training.cache_point(model, settings) == "pre-logits"
+    assert training.classifier_only(model) is model.get_submodule("head.fc")  # fc6/fc7 are in the frozen part
+    n = (len(shapes.train), len(shapes.val), len(shapes.classes))
+    one = training.estimate(entry, dataclasses.replace(settings, epochs=1), *n)
+    five = training.estimate(entry, settings, *n)
+    assert five.feature_cache and five.features_s == one.features_s > 0  # the frozen part is counted once
+    assert five.total_s - one.total_s == pytest.approx(4 * five.seconds_per_epoch)  # epochs add the classifier
 
 
 @pytest.mark.parametrize(

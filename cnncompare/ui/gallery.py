@@ -24,14 +24,12 @@ from ..errors import CNNCompareError
 from . import visitors
 from .common import Context, message, warn_md
 
-__all__ = ["build", "remember", "show", "selection", "DISAGREE", "ANY", "GALLERY_FILE", "CSS"]
+__all__ = ["build", "remember", "show", "selection", "DISAGREE", "ANY", "GALLERY_FILE"]
 
 DISAGREE = "where the models disagree"
 ANY = "any class"
 GALLERY_FILE = Path(".gallery") / "latest.npz"
 EMPTY_NOTE = "After a comparison, pick a run and a cell of its confusion matrix to see those validation images."
-# Lets a caption wrap instead of being cut with an ellipsis (append to the app's CSS).
-CSS = ".cc-gallery .caption-label { white-space: normal !important; overflow: visible !important; }"
 
 
 def _path(ctx: Context, visitor: visitors.Visitor) -> Path:
@@ -122,9 +120,13 @@ def build(ctx: Context) -> SimpleNamespace:
     with gr.Group(elem_classes=["cc-gallery"]):
         gr.Markdown("**The images behind the matrix**: pick a run and a cell (true → predicted class).")
         with gr.Row():
-            run_dd = gr.Dropdown([], label="Run", elem_id="g-run", scale=2, min_width=200)
-            true_dd = gr.Dropdown([], label="True class", elem_id="g-true", scale=1, min_width=140)
-            pred_dd = gr.Dropdown([], label="Predicted class", elem_id="g-pred", scale=1, min_width=140)
+            run_dd = gr.Dropdown([], label="Run", elem_id="g-run", scale=2, min_width=200, allow_custom_value=True)
+            true_dd = gr.Dropdown(
+                [], label="True class", elem_id="g-true", scale=1, min_width=140, allow_custom_value=True
+            )
+            pred_dd = gr.Dropdown(
+                [], label="Predicted class", elem_id="g-pred", scale=1, min_width=140, allow_custom_value=True
+            )
         images = gr.Gallery(
             label="Validation images (then each run's heat map)",
             columns=3,
@@ -135,6 +137,7 @@ def build(ctx: Context) -> SimpleNamespace:
             elem_classes=["cc-gallery"],
         )
         note = gr.Markdown(EMPTY_NOTE, elem_id="g-note")
+    # API callers name a run and classes of their own last comparison; `show` checks them against it
     state = ctx.visitor_state
     extra = [state] if state is not None else []
 
