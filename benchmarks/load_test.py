@@ -51,26 +51,11 @@ for key, value in dict(
     os.environ.setdefault(key, value)
 
 from benchmarks._results import report  # noqa: E402
+from tests.support import TINY_FORM  # noqa: E402
 
 IMAGE = ROOT / "assets" / "examples" / "star.jpg"
 MODELS = ["resnet18", "alexnet", "googlenet", "mobilenetv3_small_100", "vgg11"]
-SMALL = dict(
-    dataset="shapes",
-    zip_file=None,
-    models="resnet18@head",
-    freeze="head",
-    max_per_class=8,
-    optimizer="adam",
-    lr=1e-3,
-    epochs=1,
-    batch_size=16,
-    size=32,
-    augment=False,
-    pretrained=False,
-    init="default",
-    head="linear",
-    time_budget_s=0,
-)
+SMALL = TINY_FORM  # a small /finetune: one frozen ResNet-18, 8 shapes per class, 32 px, one epoch
 LONG = {**SMALL, "models": "resnet18@none", "epochs": 20, "max_per_class": 20, "batch_size": 8}
 ACTIONS = [("profile", 30), ("predict", 30), ("finetune", 14), ("stop", 8), ("disconnect", 8), ("runs", 10)]
 # Documented refusals (docs/SERVER.md, "Running a public server"): not errors.

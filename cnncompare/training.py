@@ -754,15 +754,11 @@ class _Attempt:
                 now = time.perf_counter()
                 done = (epoch - 1) * p["steps"] + p["step"]
                 rate = (state.images + p["seen"]) / max(1e-9, state.train_time + p["epoch_time"])
+                where = dict(epoch=epoch, epochs=s.epochs, step=p["step"], steps=p["steps"], loss=p["loss"], lr=p["lr"])
                 if not p.get("done"):
                     yield self.event(
                         "step",
-                        epoch=epoch,
-                        epochs=s.epochs,
-                        step=p["step"],
-                        steps=p["steps"],
-                        loss=p["loss"],
-                        lr=p["lr"],
+                        **where,
                         images_per_s=rate,
                         elapsed_s=now - state.started,
                         eta_s=(now - loop_start) / done * (s.epochs * p["steps"] - done),
@@ -793,15 +789,10 @@ class _Attempt:
                 now = time.perf_counter()
                 yield self.event(
                     "epoch",
-                    epoch=epoch,
-                    epochs=s.epochs,
-                    step=p["steps"],
-                    steps=p["steps"],
-                    loss=p["loss"],
+                    **where,
                     train_acc=p["acc"],
                     val_loss=val_m["loss"],
                     val_top1=val_m["top1"],
-                    lr=p["lr"],
                     images_per_s=ips,
                     warmup_s=state.warmup_time or None,
                     elapsed_s=now - state.started,

@@ -17,26 +17,11 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from cnncompare import data, inference, models, profiling  # noqa: E402
+from tests.support import TINY_FORM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAR = ROOT / "assets" / "examples" / "star.jpg"
-TINY = dict(
-    dataset="shapes",
-    zip_file=None,
-    models="resnet18@head",
-    freeze="head",
-    max_per_class=8,
-    optimizer="adam",
-    lr=1e-3,
-    epochs=1,
-    batch_size=16,
-    size=48,
-    augment=False,
-    pretrained=True,
-    init="default",
-    head="linear",
-    time_budget_s=0,
-)
+TINY = {**TINY_FORM, "size": 48, "pretrained": True}
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests skipped", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+sync_api = playwright_or_skip()
 
 # Lines of text in each header cell: distinct tops of the rectangles its text occupies.
 HEADER_LINES = """els => els.map(el => {

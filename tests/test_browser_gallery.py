@@ -8,9 +8,10 @@ import pytest
 
 from cnncompare import compare, data
 from cnncompare.settings import ModelEntry, TrainSettings
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, sync_api
+from tests.support import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip
 
 pytestmark = pytest.mark.browser
+sync_api = playwright_or_skip()
 
 KEY = "G" * 10 + "-visitor-key-of-gallery"
 

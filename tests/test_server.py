@@ -23,28 +23,11 @@ from gradio_client import Client, handle_file  # noqa: E402
 from cnncompare import runs  # noqa: E402
 from cnncompare.ui import visitors  # noqa: E402
 from cnncompare.ui.fairqueue import FairQueue, Refused  # noqa: E402
+from tests.support import TINY_FORM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAR = ROOT / "assets" / "examples" / "star.jpg"
-TINY = dict(
-    dataset="shapes",
-    zip_file=None,
-    models="resnet18@head",
-    freeze="head",
-    max_per_class=8,
-    optimizer="adam",
-    lr=1e-3,
-    epochs=1,
-    schedule="cosine",
-    warmup_epochs=0.0,
-    batch_size=16,
-    size=32,
-    augment=False,
-    pretrained=False,
-    init="default",
-    head="linear",
-    time_budget_s=0,
-)
+TINY = TINY_FORM
 KEY_A = "A" * 10 + "-visitor-key-of-alice"
 KEY_B = "B" * 10 + "-visitor-key-of-bobby"
 

@@ -20,7 +20,6 @@ from .. import models
 from ..errors import CNNCompareError
 from ..settings import Env
 from . import architectures, finetune, learn, predict, visitors
-from . import gallery as gallery_ui
 from . import weights as weights_ui
 from .common import LANES, MODELS, Context
 
@@ -150,8 +149,6 @@ def launch(demo: gr.Blocks, **kwargs):
     ctx: Context = demo.cnncompare_context
     # Every queued event holds a worker thread while it runs or waits in the fair queue.
     threads = ctx.env.queue_size + sum(LANES.values()) + 16
-    options = dict(
-        theme=theme(), css=CSS + "\n" + gallery_ui.CSS, ssr_mode=False, max_file_size=MAX_FILE_SIZE, max_threads=threads
-    )
+    options = dict(theme=theme(), css=CSS, ssr_mode=False, max_file_size=MAX_FILE_SIZE, max_threads=threads)
     options.update(kwargs)
     return demo.launch(**options)

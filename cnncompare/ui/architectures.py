@@ -623,6 +623,8 @@ def build(ctx) -> SimpleNamespace:
         show_progress="minimal",
     )
     rank_args = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
+    # the diagram and the blocks follow the chosen models, size and policy (the "blocks" lane: quick, meta device)
+    choice_args = dict(concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
     profile_event.then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
     gr.on(
         [compare_btn.click, policy.change],
@@ -630,9 +632,7 @@ def build(ctx) -> SimpleNamespace:
         [models_dd, size, policy] + extra,
         [diagram_plot],
         api_name="diagram",
-        concurrency_limit=None,
-        concurrency_id="blocks",
-        show_progress="minimal",
+        **choice_args,
     )
     gr.on(
         [compare_btn.click, policy.change],
@@ -640,9 +640,7 @@ def build(ctx) -> SimpleNamespace:
         [models_dd, size, policy] + extra,
         [blocks_md, blocks_df],
         api_name="blocks",
-        concurrency_limit=None,
-        concurrency_id="blocks",
-        show_progress="minimal",
+        **choice_args,
     )
 
     def wire_load(demo: gr.Blocks) -> None:
@@ -652,27 +650,21 @@ def build(ctx) -> SimpleNamespace:
             [models_dd, size, latency] + extra,
             [note, table, acc_plot, lat_plot, stage_plot],
             api_visibility="private",
-            concurrency_limit=None,
-            concurrency_id="blocks",
-            show_progress="minimal",
+            **choice_args,
         ).then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
         demo.load(
             draw_one,
             [models_dd, size, policy] + extra,
             [diagram_plot],
             api_visibility="private",
-            concurrency_limit=None,
-            concurrency_id="blocks",
-            show_progress="minimal",
+            **choice_args,
         )
         demo.load(
             blocks,
             [models_dd, size, policy] + extra,
             [blocks_md, blocks_df],
             api_visibility="private",
-            concurrency_limit=None,
-            concurrency_id="blocks",
-            show_progress="minimal",
+            **choice_args,
         )
 
     return SimpleNamespace(

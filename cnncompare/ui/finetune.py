@@ -637,6 +637,13 @@ def _release(ctx: Context, job: _Job) -> None:
         ctx.queue.leave(job.ticket)
 
 
+def _remember_gallery(ctx: Context, visitor, view: _View, dataset) -> None:
+    """Keep what the confusion gallery needs of this comparison (its note, if any, goes to the status)."""
+    note = gallery_ui.remember(ctx, visitor, view.results, dataset)
+    if note:
+        view.log.append(warn_md(note))
+
+
 def _finish_in_background(ctx: Context, session: str, visitor, handle, job: _Job) -> None:
     """After a cancel (Stop, closed tab): let the engine stop at its next step and save, off the event loop.
 
@@ -650,9 +657,7 @@ def _finish_in_background(ctx: Context, session: str, visitor, handle, job: _Job
                 job.view.event(ev)
         if job.view is not None:
             if job.dataset is not None:
-                note = gallery_ui.remember(ctx, visitor, job.view.results, job.dataset)
-                if note:
-                    job.view.log.append(warn_md(note))
+                _remember_gallery(ctx, visitor, job.view, job.dataset)
             outputs = _wrap_up(ctx, visitor, job.view, stopped=True)
     except Exception as err:  # never let a background thread die silently
         message(err)
@@ -772,9 +777,7 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
                 last_yield = time.monotonic()
                 yield view.outputs(full=False)
         job.stream = None  # all runs are over: nothing left to finish if the page goes away now
-        note = gallery_ui.remember(ctx, visitor, view.results, ds)  # before the unpacked upload is released
-        if note:
-            view.log.append(warn_md(note))
+        _remember_gallery(ctx, visitor, view, ds)  # before the unpacked upload is released
         final = _wrap_up(ctx, visitor, view, stopped=handle.stop.is_set())
         finished = True
         yield final

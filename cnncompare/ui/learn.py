@@ -52,6 +52,11 @@ CHANCE = (
     "learned nothing yet."
 )
 
+# VGG11 trains all 133 M weights (120 M in fc6/fc7) every step: these sizes keep two such runs under 3 minutes
+# on a 2-core CPU (benchmarks/bench_presets.py measures it)
+VGG_FROM_SCRATCH = dict(pretrained=False, optimizer="adam", lr=1e-4, epochs=5, max_per_class=24, size=32, batch_size=16)
+VGG_SCALED_DOWN = "Scaled down to fit 3 minutes on a CPU: 32 px inputs, 24 images per class, 5 epochs"
+
 PRESETS = [
     Preset(
         "features",
@@ -95,20 +100,14 @@ PRESETS = [
         "convolution. Both train **from scratch** (no pretrained weights, every layer trains) with the same "
         "seed, data and optimizer (Adam, learning rate 0.0001). Watch the **training loss**: the plain VGG11 sits "
         "at chance, while the BatchNorm version's loss falls below it within a few epochs (it starts high: its "
-        "fully connected layers have no BatchNorm and overshoot at first). " + CHANCE + " Scaled down to fit 3 "
-        "minutes on a CPU: 32 px inputs, 24 images per class, 5 epochs; with so few images the validation "
+        "fully connected layers have no BatchNorm and overshoot at first). "
+        + CHANCE
+        + " "
+        + VGG_SCALED_DOWN
+        + "; with so few images the validation "
         "accuracy stays noisy, so read the loss curves. On a GPU, try 64 px, 200 images per class and 10 epochs "
         "to see the accuracy gap too.",
-        dict(
-            models="vgg11@none\nvgg11_bn@none",
-            pretrained=False,
-            optimizer="adam",
-            lr=1e-4,
-            epochs=5,
-            max_per_class=24,
-            size=32,
-            batch_size=16,
-        ),
+        dict(models="vgg11@none\nvgg11_bn@none", **VGG_FROM_SCRATCH),
     ),
     Preset(
         "init",
@@ -118,18 +117,12 @@ PRESETS = [
         "symmetric activations like tanh; He (Kaiming, 2015) doubles it to make up for ReLU zeroing half of "
         "them. In a deep plain network without BatchNorm this decides whether the signal survives the depth. "
         "The models box runs VGG11 twice, with `init=he` and `init=glorot` (a per-run setting after the model); "
-        "same seed, data and optimizer otherwise. Watch the training loss in the first epochs. " + CHANCE + " "
-        "Scaled down to fit 3 minutes on a CPU: 32 px inputs, 24 images per class, 5 epochs.",
-        dict(
-            models="vgg11@none init=he\nvgg11@none init=glorot",
-            pretrained=False,
-            optimizer="adam",
-            lr=1e-4,
-            epochs=5,
-            max_per_class=24,
-            size=32,
-            batch_size=16,
-        ),
+        "same seed, data and optimizer otherwise. Watch the training loss in the first epochs. "
+        + CHANCE
+        + " "
+        + VGG_SCALED_DOWN
+        + ".",
+        dict(models="vgg11@none init=he\nvgg11@none init=glorot", **VGG_FROM_SCRATCH),
     ),
     Preset(
         "optimizers",
