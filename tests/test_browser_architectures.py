@@ -75,6 +75,8 @@ def test_the_diagram_of_the_classic_four_appears(page, tmp_path):
     for label in ("conv 11×11 /4, 64", "inception 3a", "inception 5b", "bottleneck /2", "fc 4096 (as 7×7 conv)"):
         assert label in text
     assert "frozen (head)" in text  # the freeze policy shown below it starts at head
+    # the ranking is drawn by the event chained after the page's first table: wait for it, then there is one
+    _wait(page, "() => document.querySelector('#arch-ranking .js-plotly-plot') !== null")
     assert page.locator("#arch-ranking .js-plotly-plot").count() == 1
     shot = _shot(page, tmp_path, "architectures-1280x720.png")
     assert shot.stat().st_size > 10_000
