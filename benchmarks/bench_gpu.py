@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks._results import machine, report  # noqa: E402
-from cnncompare.catalog import CLASSIC_FOUR  # noqa: E402
+from cnncompare.models.catalog import CLASSIC_FOUR  # noqa: E402
 
 MODELS = list(CLASSIC_FOUR)
 SIZE = 224

@@ -27,17 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gradio as gr  # noqa: E402
 
 from benchmarks._results import report  # noqa: E402
-from cnncompare import compare, training  # noqa: E402
-from cnncompare.ui import common, finetune, learn  # noqa: E402
+from cnncompare import compare, estimate, training  # noqa: E402
+from cnncompare.ui import common, comparison, finetune, learn  # noqa: E402
 
 
 def run_preset(ctx, form, preset, estimate_only: bool = False) -> list[list]:
     values = preset.filled(learn.start_values(form))
-    c = finetune.read_comparison(ctx, values)
-    ds, scratch = finetune.load_data(ctx, c)
+    c = comparison.read_comparison(ctx, values)
+    ds = comparison.load_data(ctx, c)
     runs = c.plan.runs()
     t0 = time.perf_counter()
-    estimates = training.estimate_runs(runs, len(ds.train), len(ds.val), len(ds.classes))
+    estimates = [r.estimate for r in estimate.estimate_plan(c.plan, ds).runs]
     est_s = time.perf_counter() - t0
     if estimate_only:
         rows = [[preset.key, r.label, f"{e.total_s:.0f}", "", "", "", e.note] for r, e in zip(runs, estimates)]

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from cnncompare.catalog import CLASSIC_FOUR
+from cnncompare.models.catalog import CLASSIC_FOUR
 
 MODELS = list(CLASSIC_FOUR)
 

@@ -11,13 +11,12 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
-from .errors import CNNCompareError
-from .settings import Env, ModelEntry, TrainSettings, add_arguments, first_line
+from .env import Env
+from .errors import CNNCompareError, first_line
+from .settings import ModelEntry, TrainSettings, add_arguments
 
 # --------------------------------------------------------------------------- formatting
 
@@ -49,7 +48,7 @@ def _dump(obj) -> None:
 
 
 def cmd_models(args) -> None:
-    from . import catalog
+    from .models import catalog
 
     entries = [catalog.CATALOG[n] for n in catalog.names()]
     if args.json:
@@ -137,10 +136,9 @@ def cmd_profile(args) -> None:
 def cmd_blocks(args) -> None:
     from . import models
 
-    model = models.build(args.name, device="meta")
-    size = args.size or model.cnncompare.info.default_size
-    if args.freeze:
-        models.freeze(model, args.freeze, size)
+    size = args.size or models.catalog.get(args.name).default_size
+    entry = ModelEntry(args.name, freeze=args.freeze or "none")
+    model = models.build_frozen(entry, 1000, size, device="meta")
     groups = models.blocks(model, size)
     total, trainable = models.count_params(model)
     if args.json:
@@ -187,9 +185,9 @@ def cmd_diagram(args) -> None:
     if args.json:
         _dump({name: rows for name, rows in tables.items()})
         return
-    for name, rows in tables.items():
-        from . import catalog
+    from .models import catalog
 
+    for name, rows in tables.items():
         px = size or catalog.get(name).default_size
         print(f"{name} at {px} px, freeze={policy}: {len(rows)} units")
         body = [
@@ -203,8 +201,8 @@ def cmd_diagram(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from . import compare, data, runtime, training
-    from .settings import Env, ModelEntry, TrainSettings, from_args
+    from . import compare, data, estimate, runtime
+    from .settings import from_args
 
     env = Env.read()
     main_process = runtime.is_main_process()  # under torchrun, rank 0 reports and writes
@@ -214,11 +212,11 @@ def cmd_finetune(args) -> None:
         args.models, model_defaults=defaults, settings=settings, missing_weights=args.missing_weights
     )
     out = Path(args.out) if args.out else env.runs_dir
-    scratch = Path(tempfile.mkdtemp(prefix="upload-", dir=_mkdir(env.data_dir)))
     try:
+        # downloads and unpacked zips go to the persistent data folder: CIFAR is downloaded once
         ds = data.load_dataset(
             args.dataset,
-            work_dir=scratch,
+            work_dir=env.data_dir,
             val_fraction=args.val_fraction,
             max_per_class=args.max_per_class,
             seed=settings.seed,
@@ -226,15 +224,10 @@ def cmd_finetune(args) -> None:
         )
         if main_process:
             print(ds.report.summary(), file=sys.stderr)
-        for run in plan.runs() if main_process and "WORLD_SIZE" not in os.environ else []:
-            try:
-                est = training.estimate(run.entry, run.settings, len(ds.train), len(ds.val), len(ds.classes))
-                print(f"estimate {run.label}: ~{est.total_s:.0f} s on {est.device} ({est.note})", file=sys.stderr)
-            except Exception as err:  # the run itself will report this model's problem in its row
-                print(f"estimate {run.label}: not available ({first_line(err)})", file=sys.stderr)
+        if main_process and "WORLD_SIZE" not in os.environ:
+            print(estimate.estimate_plan(plan, ds).text(), file=sys.stderr)
         results = compare.run_comparison(plan, ds, out_dir=out, on_event=_progress if main_process else None)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)  # unpacked uploads: the runs keep what they need
         _leave_process_group()
     if not main_process:
         return
@@ -280,26 +273,19 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def cmd_predict(args) -> None:
-    from . import inference, models, runs
+    from . import inference, runs, runtime
 
+    device = runtime.resolve_device("auto")
     built = []
     for name in args.models or []:
-        try:
-            built.append((models.build(name, pretrained=args.pretrained), None))
-        except CNNCompareError as err:
-            if not args.pretrained:
-                raise
-            print(f"note: {err} Using random weights for {name}.", file=sys.stderr)
-            built.append((models.build(name), None))
+        loaded = inference.imagenet_model(name, args.pretrained, args.weights, device=device)
+        if loaded.note and args.pretrained:
+            print(f"note: {name}: {loaded.note}", file=sys.stderr)
+        built.append((loaded.model, None))
     for run_dir in args.run or []:
         saved = runs.load_run(run_dir)
-        built.append((saved.load_model(), saved))
+        built.append((saved.load_model(device), saved))
     if not built:
         raise CNNCompareError("Give at least one model (--models NAME ...) or a fine-tuned run (--run DIR).")
     image = inference.load_image(args.image)
@@ -429,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--models", nargs="*", metavar="NAME")
     pd.add_argument("--run", nargs="*", metavar="DIR", help="fine-tuned run directories (from finetune --out)")
     pd.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
+    pd.add_argument("--weights", metavar="FILE", help="with --pretrained: a local ImageNet weights file for the model")
     pd.add_argument("--size", type=int)
     pd.add_argument("--top", type=_positive_int, default=5, help="how many classes to show (default 5)")
     pd.add_argument("--json", action="store_true")

@@ -1,8 +1,9 @@
 """One dataset, one set of settings, several models one after another -> one results table.
 
 A `Plan` holds the runs (each a model with its own freeze policy and optional per-run
-settings, under a unique label), the shared settings, the limits, and the policy for missing
-pretrained weights. `run_plan` yields every run's events (each carrying its run's label);
+settings, under a unique label), the shared settings, the limits of the server it runs on
+(`Limits`: runs, epochs, time per run, model size), and the policy for missing pretrained
+weights. `run_plan` yields every run's events (each carrying its run's label);
 a model that fails (too small an input size, out of memory, offline weights) gets its error
 in its row while the others still run, and each finished run is already on disk. `export`
 writes the comparison's CSV, JSON and a zip of its run folders. The app and the CLI both
@@ -23,15 +24,18 @@ from typing import Literal
 
 import torch
 
-from . import catalog, models, runtime, training
+from . import models, runtime, training
 from .data import placement
-from .errors import CNNCompareError
+from .env import Env
+from .errors import CNNCompareError, first_line
+from .models import catalog
 from .runs import RunStore, run_label
 from .runs import json_safe as _json_safe
-from .settings import ModelEntry, TrainSettings, coerce, first_line, settings_of
+from .settings import FreezePolicy, ModelEntry, TrainSettings, coerce, settings_of
 
 __all__ = [
     "Entry",
+    "Limits",
     "Plan",
     "PlannedRun",
     "MissingWeights",
@@ -42,8 +46,6 @@ __all__ = [
     "export",
     "TABLE_COLUMNS",
     "OVERRIDABLE",
-    "gpu_seconds",
-    "gpu_duration",
 ]
 
 MissingWeights = Literal["random", "fail"]
@@ -73,14 +75,15 @@ class Entry:
         first, *rest = text.split() or [""]
         name, _, freeze = first.partition("@")
         if not name.strip():
-            raise CNNCompareError(f"'{text}' names no model: write model@freeze, e.g. resnet18@head.")
+            raise CNNCompareError(f"'{text[:80]}' names no model: write model@freeze, e.g. resnet18@head.")
+        freeze = str(FreezePolicy.parse(freeze)) if freeze.strip() else ""
         overrides: dict = {}
         for token in rest:
             key, eq, value = token.partition("=")
             key = key.lower().replace("-", "_")
             if not eq or key not in OVERRIDABLE:
                 raise CNNCompareError(
-                    f"'{token}' in '{text}' is not a per-run setting: after the model you may add "
+                    f"'{token[:40]}' in '{text[:80]}' is not a per-run setting: after the model you may add "
                     f"key=value for {', '.join(OVERRIDABLE)}."
                 )
             overrides[key] = coerce(OVERRIDABLE[key], value)
@@ -101,22 +104,51 @@ class Entry:
 
 @dataclasses.dataclass
 class PlannedRun:
-    """A run of a plan: its unique label, model entry and settings."""
+    """A run of a plan: its unique label, model entry, settings and freeze policy (parsed once, with the plan)."""
 
     label: str
     entry: ModelEntry
     settings: TrainSettings
 
+    @property
+    def policy(self) -> FreezePolicy:
+        return self.entry.policy
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What a shared server allows one comparison; None (or 0) is no limit, as on the command line.
+
+    The app builds them from the environment (`Limits.of(Env.read())`), and the plan applies them:
+    too many runs or epochs, or a model over the size cap, is refused when the plan is checked; each
+    run's time budget becomes at most `max_run_s`.
+    """
+
+    max_runs: int | None = None
+    max_epochs: int | None = None
+    max_run_s: float | None = None
+    max_params_m: float | None = None  # models beyond the catalog; the catalog is always allowed
+
+    @classmethod
+    def of(cls, env: Env) -> Limits:
+        return cls(env.max_runs or None, env.max_epochs or None, env.max_run_s or None, env.max_model_params_m or None)
+
+    def budget(self, asked: float | None) -> float | None:
+        """A run's time budget under the server's: the smaller of the two."""
+        if not self.max_run_s or self.max_run_s <= 0:
+            return asked
+        return self.max_run_s if asked is None else min(float(asked), self.max_run_s)
+
 
 @dataclasses.dataclass
 class Plan:
-    """A comparison: runs, shared settings, the missing-weights policy and limits."""
+    """A comparison: runs, shared settings, the missing-weights policy and the server's limits."""
 
     entries: list[Entry]
     model_defaults: ModelEntry = dataclasses.field(default_factory=ModelEntry)
     settings: TrainSettings = dataclasses.field(default_factory=TrainSettings)
     missing_weights: MissingWeights = "random"
-    max_runs: int | None = None
+    limits: Limits = dataclasses.field(default_factory=Limits)
     # model name -> a weights file used when that model starts from pretrained weights (a visitor's own
     # upload): kept out of the entries, so labels and run folders never show a server path
     weights_files: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -137,14 +169,27 @@ class Plan:
         return plan
 
     def check(self) -> None:
-        """Validate names, freeze policies, settings and limits before anything runs."""
-        if self.max_runs is not None and len(self.entries) > self.max_runs:
-            raise CNNCompareError(f"At most {self.max_runs} runs at a time (got {len(self.entries)}).")
+        """Validate names, freeze policies, settings and the server's limits before anything runs.
+
+        Raises:
+            CNNCompareError: the first problem, in one sentence.
+        """
+        lim = self.limits
+        if lim.max_runs and len(self.entries) > lim.max_runs:
+            raise CNNCompareError(f"At most {lim.max_runs} runs at a time (got {len(self.entries)}).")
         if self.missing_weights not in ("random", "fail"):
             raise CNNCompareError(f"Missing-weights policy must be random or fail, got {self.missing_weights!r}.")
+        self.settings.validate()
         for e in self.entries:
             catalog.get(e.model)  # unknown names fail now, with suggestions
-            models.FreezePolicy.parse(e.freeze or self.model_defaults.freeze)
+        for run in self.runs():
+            if lim.max_epochs and run.settings.epochs > lim.max_epochs:
+                raise CNNCompareError(
+                    f"{run.label}: at most {lim.max_epochs} epochs per run on this server (got {run.settings.epochs})."
+                )
+        if lim.max_params_m:
+            for name in dict.fromkeys(e.model for e in self.entries):
+                models.check_allowed(name, lim.max_params_m)
 
     def runs(self) -> list[PlannedRun]:
         """Each entry resolved, with a label that is unique in the plan ('#2' added to repeats)."""
@@ -158,6 +203,9 @@ class Plan:
             entry, settings = e.resolve(self.model_defaults, self.settings)
             if entry.pretrained and not entry.weights_file and entry.model in self.weights_files:
                 entry = dataclasses.replace(entry, weights_file=self.weights_files[entry.model])
+            budget = self.limits.budget(settings.time_budget_s)
+            if budget != settings.time_budget_s:
+                settings = dataclasses.replace(settings, time_budget_s=budget)
             out.append(PlannedRun(label, entry, settings))
         return out
 
@@ -204,7 +252,7 @@ def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop) -> Iter
         if reason:
             yield training.Event("info", run.entry.model, label=run.label, message=f"{run.label}: {reason}")
         run.settings.validate()  # bad settings fail here, before a run directory is made
-        run.entry.validate(run.settings.size)
+        models.check_entry(run.entry, run.settings.size)
         store = RunStore(out_dir, run.entry.model) if out_dir and runtime.is_main_process() else None
         for ev in training.run(run.entry, run.settings, dataset, label=run.label, should_stop=should_stop, store=store):
             if ev.kind == "end" and reason:
@@ -260,50 +308,6 @@ def run_comparison(plan: Plan, dataset, *, out_dir=None, on_event=None, should_s
         if ev.kind == "end":
             results.append(ev.result)
     return results
-
-
-# --------------------------------------------------------------------------- GPU time on a shared GPU
-
-# Training throughput on a GPU, as FLOPs per second, low end of what bench_gpu.py measured on an H200
-# (googlenet 48, resnet50 105, vgg16 305 TFLOP/s counting 3 x the forward pass): an estimate made
-# before a GPU is attached (ZeroGPU attaches it only inside the decorated call) must not run short.
-GPU_TRAIN_FLOPS = 40e12
-GPU_RUN_OVERHEAD_S = 20.0  # build, cuDNN autotuning, evaluation, profiling, saving
-
-
-def gpu_seconds(plan: Plan, n_train: int, n_val: int) -> float:
-    """Seconds of GPU time a plan needs, from each model's MACs (counted on the meta device, no GPU needed).
-
-    A full run costs 3 forward passes per training image (forward + backward) and one per
-    validation image, every epoch; a head-only run with the feature cache pays one forward pass
-    per image once.
-    """
-    from . import profiling
-
-    total = 0.0
-    for run in plan.runs():
-        s = run.settings
-        macs = profiling.count_macs(run.entry.spec(10), s.size)
-        head_only = run.entry.freeze == "head" and s.feature_cache and not s.augment
-        passes = (n_train + n_val) if head_only else s.epochs * (3 * n_train + n_val)
-        total += GPU_RUN_OVERHEAD_S + 2 * macs * passes / GPU_TRAIN_FLOPS
-    return total
-
-
-def gpu_duration(plan: Plan, n_train: int, n_val: int, limit_s: float) -> int:
-    """The GPU time to ask a shared GPU (ZeroGPU) for: the estimate with a 25 % margin, at most `limit_s`.
-
-    Raises:
-        CNNCompareError: the plan cannot fit the limit; the message says what to shrink.
-    """
-    need = gpu_seconds(plan, n_train, n_val)
-    if need > limit_s:
-        raise CNNCompareError(
-            f"This comparison needs about {need:.0f} s of GPU time, more than the {limit_s:.0f} s "
-            "one request may have here: use fewer models, fewer epochs, a smaller input size or "
-            "fewer images per class."
-        )
-    return int(min(limit_s, max(30.0, 1.25 * need)))
 
 
 # --------------------------------------------------------------------------- tables and export

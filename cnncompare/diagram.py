@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from . import catalog, models
+from . import models
+from .models import catalog
 
 __all__ = ["Unit", "KINDS", "KIND_COLORS", "units", "table", "figure"]
 
@@ -182,8 +183,8 @@ def _units(name: str, size: int, policy: str) -> tuple[Unit, ...]:
     groups = models.blocks(model, size)
     group_of = {m: g.name for g in groups for m in g.modules}
     frozen_groups = {g.name for g in groups if g.frozen}
-    done, shapes = models._trace(model, size)
-    pmods = models._param_modules(model)
+    done, shapes = models.trace(model, size)
+    pmods = models.param_modules(model)
     drawn = [(n, m, k) for n, m, k in _collect(model) if n in done]
     drawn.sort(key=lambda t: done[t[0]])
     head = tuple(model.cnncompare.head_modules)
@@ -192,7 +193,7 @@ def _units(name: str, size: int, policy: str) -> tuple[Unit, ...]:
     prev_hw: tuple[int, ...] | None = None
     for n, module, kind in drawn:
         own = [p for p in pmods if p == n or p.startswith(n + ".")]
-        params = sum(models._own_numel(pmods[p]) for p in own)
+        params = sum(models.own_numel(pmods[p]) for p in own)
         shape = shapes.get(n)
         group = next((group_of[p] for p in own if p in group_of), None)
         dense = shape is not None and len(shape) == 3 and shape[1:] == (1, 1)
@@ -210,7 +211,7 @@ def _units(name: str, size: int, policy: str) -> tuple[Unit, ...]:
             kind_, label = kind, _compound_label(n, module, kind, down)
         if shape is not None and len(shape) == 3:
             prev_hw = shape[1:]
-        is_frozen = bool(own) and params > 0 and all(p in frozen for p in own if models._own_numel(pmods[p]))
+        is_frozen = bool(own) and params > 0 and all(p in frozen for p in own if models.own_numel(pmods[p]))
         out.append(Unit(n, kind_, label, shape, params, group or "", is_frozen))
     # parameter-free units (pooling) belong to the group of the unit before them (the first: the one after)
     for i, u in enumerate(out):

@@ -26,3 +26,11 @@ class WeightsUnavailableError(CNNCompareError):
 
 class DataError(CNNCompareError, ValueError):
     """A dataset could not be used (bad zip, too few images, unknown source, offline)."""
+
+
+def first_line(err: BaseException | str) -> str:
+    """The first line of an error's message (or its type when it has none): one sentence for a status line."""
+    text = str(err).strip()
+    if isinstance(err, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return text.splitlines()[0] if text else type(err).__name__

@@ -13,7 +13,7 @@ and keeps the few images a gallery can show. Then:
 Where the predictions come from: a run's `RunResult.val_pred`/`val_conf` when training recorded
 them (exact, free); otherwise the run's saved model is reloaded and run over the validation split
 with the training's own input pipeline (uint8 images decoded as training decoded them,
-`training.model_inputs`, eval mode), and the counts are checked against the run's confusion
+`inputs.model_inputs`, eval mode), and the counts are checked against the run's confusion
 matrix: a mismatch is said in `notes`, never hidden.
 
 Cost is capped: at most `per_cell` images are kept per cell and for the disagreements, at most
@@ -123,12 +123,13 @@ def _split_tensors(ds, size: int, interpolation: str) -> torch.Tensor:
 
 
 def _inputs(model, x_uint8: torch.Tensor, size: int, interpolation: str) -> torch.Tensor:
-    from . import models, runtime, training
+    from . import models, runtime
+    from .inputs import Normalizer, model_inputs
 
     cfg = models.data_config(model, size)
-    norm = training.Normalizer(cfg["mean"], cfg["std"])
+    norm = Normalizer(cfg["mean"], cfg["std"])
     fmt = runtime.precision_for("cpu").memory_format
-    return training.model_inputs(x_uint8, norm, size, interpolation).contiguous(memory_format=fmt)
+    return model_inputs(x_uint8, norm, size, interpolation).contiguous(memory_format=fmt)
 
 
 @torch.no_grad()

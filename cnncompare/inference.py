@@ -19,9 +19,12 @@ from PIL import Image
 from torch import nn
 
 from . import models, runtime
-from .errors import CNNCompareError
+from .errors import CNNCompareError, WeightsUnavailableError
 
 __all__ = [
+    "LoadedModel",
+    "imagenet_model",
+    "RANDOM_NOTE",
     "Prediction",
     "predict",
     "preprocess",
@@ -33,7 +36,45 @@ __all__ = [
     "NO_HEAT_MAP",
 ]
 
-NO_HEAT_MAP = "no heat map for this architecture (its features have no spatial layout)"
+NO_HEAT_MAP = "no heat map for this architecture (its last features have no spatial layout)"
+RANDOM_NOTE = (
+    "random weights: pretrained ImageNet weights could not be loaded here (offline), so these "
+    "predictions are meaningless; fine-tune a model and pick its run instead"
+)
+SWITCHED_OFF_NOTE = "random weights (ImageNet weights switched off): predictions are meaningless"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict ImageNet classes, what its weights are, and why its answers mean little (if so)."""
+
+    model: nn.Module
+    weights: str  # "ImageNet (pretrained)", "your weights file", "random weights"
+    note: str = ""
+
+
+def imagenet_model(
+    name: str, pretrained: bool = True, weights_file: str | None = None, device: str | torch.device | None = None
+) -> LoadedModel:
+    """A 1000-class model in eval mode, by the one fallback rule the CLI and the app share: a weights file when
+    given (a bad one raises its one-sentence reason), else ImageNet weights, else random weights with a note.
+
+    Raises:
+        CNNCompareError: an unknown model, or a weights file that does not fit.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if pretrained and weights_file:
+        model = models.build(name, pretrained=True, weights_file=weights_file, device=device)
+        return LoadedModel(model.eval(), "your weights file")
+    if pretrained:
+        try:
+            model = models.build(name, pretrained=True, device=device)
+            models.remember_weights(name, True)
+            return LoadedModel(model.eval(), "ImageNet (pretrained)")
+        except WeightsUnavailableError:
+            models.remember_weights(name, False)
+        return LoadedModel(models.build(name, device=device).eval(), "random weights", RANDOM_NOTE)
+    return LoadedModel(models.build(name, device=device).eval(), "random weights", SWITCHED_OFF_NOTE)
 
 
 class NoSpatialMap(CNNCompareError):

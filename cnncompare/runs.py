@@ -12,6 +12,7 @@ keep everything, whatever happens to the next one.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -24,8 +25,9 @@ import torch
 from torch import nn
 
 from . import models
-from .errors import CNNCompareError
-from .settings import ModelEntry, TrainSettings, build, first_line
+from .errors import CNNCompareError, first_line
+from .loop import seed_everything
+from .settings import ModelEntry, TrainSettings, build
 
 __all__ = [
     "RunStore",
@@ -163,11 +165,8 @@ class RunStore:
 
 def _rebuild(entry: ModelEntry, settings: TrainSettings, num_classes: int, part: dict) -> nn.Module:
     """The model a run trained, from its entry and seed (frozen part) and its saved trained tensors."""
-    from .training import seed_everything
-
     seed_everything(settings.seed)  # the same draws as the run: random frozen layers come back the same
-    model = models.build(entry.spec(num_classes))
-    models.freeze(model, entry.freeze, settings.size)
+    model = models.build_frozen(entry, num_classes, settings.size)
     missing, unexpected = model.load_state_dict(part, strict=False)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     if unexpected or not set(missing) <= frozen:
@@ -265,13 +264,10 @@ class SavedRun:
                     f"rebuilt here: {first_line(err)}"
                 ) from None
         else:
-            spec = models.ModelSpec(
-                entry.model, num_classes=len(self.classes), pretrained=entry.pretrained, head=entry.head
-            )
-            # same architecture and input handling as trained (e.g. GoogLeNet's transform_input when
-            # pretrained), without downloading anything: the weights come from the run
-            model = models.build(spec, load_weights=False)
-            models.freeze(model, entry.freeze, size)  # same module types (FrozenBatchNorm2d) as when saved
+            # same architecture, input handling (GoogLeNet's transform_input when pretrained) and module types
+            # (FrozenBatchNorm2d) as trained, without downloading or initialising anything: the weights are the run's
+            arch = dataclasses.replace(entry, weights_file=None, init="default")
+            model = models.build_frozen(arch, len(self.classes), size, load_weights=False)
             model.load_state_dict(load_file(str(weights)))
         model.cnncompare.weights_source = f"run: {self.path.name}"
         return model.to(device).eval()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .env import Env
 from .errors import CNNCompareError
 
 __all__ = [
@@ -77,8 +78,6 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def _cpu_channels_last() -> bool:
-    from .settings import Env
-
     return Env.read().cpu_channels_last
 
 

@@ -4,18 +4,18 @@ The CLI options (`add_arguments`), the UI widgets (`cnncompare.ui.forms`), valid
 (`validate`), per-run overrides (`resnet18@none lr=0.05`) and the Learn presets (overrides of
 these defaults) are all derived from the dataclasses below; nothing else types a default.
 
-`Env` reads the environment in one place: where runs live, whether downloads are off, and
-the limits a shared server enforces.
+A freeze policy is a setting's value with a grammar of its own (`FreezePolicy`: none, head,
+stages:K, layers:N): it is parsed when the setting is read, so every entry carries it in one
+spelling ('Head' becomes 'head'). The environment is read by `cnncompare.env`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import CNNCompareError
@@ -26,6 +26,7 @@ __all__ = [
     "settings_of",
     "TrainSettings",
     "ModelEntry",
+    "FreezePolicy",
     "OPTIMIZERS",
     "SCHEDULES",
     "HEADS",
@@ -36,14 +37,53 @@ __all__ = [
     "replace",
     "add_arguments",
     "from_args",
-    "Env",
-    "first_line",
 ]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine")
-HEADS = ("linear", "mlp")
-INITS = ("default", "he", "glorot")
+HEADS = ("linear", "mlp")  # "linear": a new last layer; "mlp": a new 4096-4096 ReLU+Dropout(0.5) classifier
+INITS = ("default", "he", "glorot")  # for layers trained from scratch: the backend's own, He (Kaiming), Glorot
+
+_POLICY_RE = re.compile(r"^(none|head|stages:(\d+)|layers:(\d+))$")
+
+
+@dataclass(frozen=True)
+class FreezePolicy:
+    """What stays frozen: nothing, everything but the classifier (head), the stem and the first K stages, or the
+    first N weight layers (see `cnncompare.models.freeze`)."""
+
+    kind: str  # "none" | "head" | "stages" | "layers"
+    k: int = 0
+
+    @classmethod
+    def parse(cls, text: str | FreezePolicy | None) -> FreezePolicy:
+        """'none', 'head', 'stages:2', 'layers:10' (any case, spaces ignored).
+
+        Raises:
+            CNNCompareError: anything else, in one sentence that lists the forms.
+        """
+        if isinstance(text, FreezePolicy):
+            return text
+        t = (text or "none").strip().lower().replace(" ", "")
+        m = _POLICY_RE.match(t)
+        if not m:
+            raise CNNCompareError(
+                f"Unknown freeze policy '{str(text)[:40]}': use none, head, stages:K or layers:N (e.g. stages:2, "
+                "layers:10)."
+            )
+        if m.group(2) is not None:
+            return cls("stages", int(m.group(2)))
+        if m.group(3) is not None:
+            return cls("layers", int(m.group(3)))
+        return cls(t)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.k}" if self.kind in ("stages", "layers") else self.kind
+
+    @property
+    def head_only(self) -> bool:
+        """Everything but the classifier is frozen."""
+        return self.kind == "head"
 
 
 @dataclass(frozen=True)
@@ -62,6 +102,7 @@ class Setting:
     optional: bool = False  # None allowed ("no time budget")
     none_text: str = ""  # how the UI/CLI say None ("0 = none")
     flag: str | None = None  # CLI flag when it differs from --field-name
+    normalize: Callable[[str], str] | None = None  # text settings with a grammar: checks and spells the value
 
 
 def setting(
@@ -77,6 +118,7 @@ def setting(
     optional=False,
     none_text="",
     flag=None,
+    normalize=None,
 ):
     """A dataclass field that carries its `Setting` in metadata."""
     meta = dict(
@@ -90,6 +132,7 @@ def setting(
         optional=optional,
         none_text=none_text,
         flag=flag,
+        normalize=normalize,
     )
     return field(default=default, metadata={"setting": meta})
 
@@ -174,7 +217,12 @@ class ModelEntry:
     """Which model, and how it starts: weights, head, initialisation and what stays frozen."""
 
     model: str = setting("resnet18", "Model", "a catalog name (alexnet, vgg16, resnet50, ...) or any timm name")
-    freeze: str = setting("head", "Freeze policy", "none | head | stages:K | layers:N (what stays frozen)")
+    freeze: str = setting(
+        "head",
+        "Freeze policy",
+        "none | head | stages:K | layers:N (what stays frozen)",
+        normalize=lambda text: str(FreezePolicy.parse(text)),
+    )
     head: str = setting(
         "linear", "Head", "linear: a new linear classifier; mlp: a new 4096-4096 classifier", choices=HEADS
     )
@@ -189,41 +237,24 @@ class ModelEntry:
         flag="--weights",
     )
 
-    def validate(self, size: int | None = None) -> None:
-        """Raises CNNCompareError for a bad field, an unknown model, or an input size the model cannot take."""
+    def __post_init__(self):
+        self.freeze = str(FreezePolicy.parse(self.freeze))  # one spelling everywhere: labels, configs, estimates
+
+    def validate(self) -> None:
+        """Raises CNNCompareError for a bad field (the model name and the input size are checked by
+        `models.check_entry`, which knows the models)."""
         validate(self)
-        from . import models
 
-        models.FreezePolicy.parse(self.freeze)
-        if size is not None:
-            models.check_input_size(self.model, size)
-
-    def spec(self, num_classes: int):
-        """The `models.ModelSpec` that builds this entry's model."""
-        from . import models
-
-        return models.ModelSpec(
-            self.model,
-            num_classes=num_classes,
-            pretrained=self.pretrained,
-            head=self.head,
-            init=self.init,
-            weights_file=self.weights_file,
-        )
+    @property
+    def policy(self) -> FreezePolicy:
+        """The freeze policy, parsed."""
+        return FreezePolicy.parse(self.freeze)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 # --------------------------------------------------------------------------- values
-
-
-def first_line(err: BaseException | str) -> str:
-    """The first line of an error's message (or its type when it has none): one sentence for a status line."""
-    text = str(err).strip()
-    if isinstance(err, KeyError) and text.startswith(("'", '"')):
-        text = text[1:-1]
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def coerce(s: Setting, value: Any) -> Any:
@@ -260,7 +291,9 @@ def coerce(s: Setting, value: Any) -> Any:
         return number
     text = str(value).strip()
     if s.choices and text.lower() not in s.choices:
-        raise CNNCompareError(f"{s.label}: '{text}' is not one of {', '.join(s.choices)}.")
+        raise CNNCompareError(f"{s.label}: '{text[:40]}' is not one of {', '.join(s.choices)}.")
+    if s.normalize is not None:
+        return s.normalize(text)
     return text.lower() if s.choices else text
 
 
@@ -348,117 +381,3 @@ def from_args(cls, args, base=None):
     """The settings dataclass from parsed CLI args (options left out keep `base` or the defaults)."""
     given = {s.name: getattr(args, s.name) for s in settings_of(cls) if getattr(args, s.name, None) is not None}
     return build(cls, given, base)
-
-
-# --------------------------------------------------------------------------- environment
-
-
-def _env_flag(*names: str) -> bool:
-    return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)
-
-
-def _env_number(name: str, default: float, kind: type = int):
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(float(raw))
-    except ValueError:
-        raise CNNCompareError(f"Environment variable {name}={raw!r} is not a number.") from None
-    if value < 0:
-        raise CNNCompareError(f"Environment variable {name} must be >= 0, got {raw}.")
-    return value
-
-
-def env_setting(default, var: str, help: str, *, also: tuple[str, ...] = ()):
-    """A field of `Env`: its environment variable(s), default and help, once."""
-    return field(default=default, metadata={"env": (var, *also), "help": help})
-
-
-@dataclass(frozen=True)
-class Env:
-    """Everything read from the environment, once; `Env.variables()` lists them (the README's table).
-
-    The limits apply to the app (a shared server); the CLI, run by its owner, applies only
-    runs_dir, offline, debug and max_decoded_mb.
-    """
-
-    runs_dir: Path = env_setting(Path("runs"), "CNNCOMPARE_RUNS", "where runs are saved")
-    offline: bool = env_setting(
-        False, "CNNCOMPARE_OFFLINE", "never try a download (also HF_HUB_OFFLINE=1)", also=("HF_HUB_OFFLINE",)
-    )
-    debug: bool = env_setting(False, "CNNCOMPARE_DEBUG", "show tracebacks in the CLI")
-    cpu_channels_last: bool = env_setting(
-        True, "CNNCOMPARE_CPU_CHANNELS_LAST", "channels_last memory format on a CPU (faster convolutions on AVX-512)"
-    )
-    max_decoded_mb: float = env_setting(
-        4096.0, "CNNCOMPARE_MAX_DECODED_MB", "decoded training images held in memory; larger datasets stream from disk"
-    )
-    # --- limits of a shared server (the app)
-    max_models: int = env_setting(8, "CNNCOMPARE_MAX_MODELS", "models per Compare or Predict request")
-    max_runs: int = env_setting(6, "CNNCOMPARE_MAX_RUNS", "runs per fine-tuning comparison")
-    max_epochs: int = env_setting(50, "CNNCOMPARE_MAX_EPOCHS", "epochs per run")
-    max_run_s: float = env_setting(900.0, "CNNCOMPARE_MAX_RUN_S", "longest a fine-tuning run may take, in seconds")
-    max_dataset_mpix: float = env_setting(
-        2000.0, "CNNCOMPARE_MAX_DATASET_MPIX", "images x pixels of one dataset at the training size, in megapixels"
-    )
-    max_model_params_m: float = env_setting(
-        200.0,
-        "CNNCOMPARE_MAX_MODEL_PARAMS_M",
-        "timm models beyond the catalog above this many million parameters are refused",
-    )
-    model_cache_mb: float = env_setting(2048.0, "CNNCOMPARE_MODEL_CACHE_MB", "memory for built models kept for Predict")
-    visitor_quota_mb: float = env_setting(
-        500.0, "CNNCOMPARE_VISITOR_QUOTA_MB", "disk for one visitor's runs; the oldest go first"
-    )
-    runs_cap_mb: float = env_setting(20000.0, "CNNCOMPARE_RUNS_CAP_MB", "disk for all visitors' runs together")
-    run_expiry_h: float = env_setting(
-        24.0, "CNNCOMPARE_RUN_EXPIRY_H", "visitors' runs are deleted after this many hours (0 = never)"
-    )
-    max_unpack_mb: float = env_setting(1024.0, "CNNCOMPARE_MAX_UNPACK_MB", "bytes one uploaded zip may unpack to")
-    max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
-    queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")
-    gpu_limit_s: float = env_setting(
-        300.0,
-        "CNNCOMPARE_GPU_LIMIT_S",
-        "GPU seconds one request may ask a shared GPU (ZeroGPU) for; a comparison estimated to need more is refused",
-    )
-    shared_examples: bool = env_setting(
-        False,
-        "CNNCOMPARE_SHARED_EXAMPLES",
-        "offer the runs made with the CLI (in the runs dir) to every visitor, read-only",
-    )
-
-    @classmethod
-    def read(cls) -> Env:
-        """The values set in the environment; unset variables keep their defaults.
-
-        Raises:
-            CNNCompareError: a variable that is not a number, or a negative one.
-        """
-        values = {}
-        for f in dataclasses.fields(cls):
-            names = f.metadata["env"]
-            if f.type in (bool, "bool"):
-                values[f.name] = _env_flag(*names) if any(os.environ.get(n) for n in names) else f.default
-            elif f.type in (Path, "Path"):
-                raw = os.environ.get(names[0], "").strip()
-                values[f.name] = Path(raw).expanduser() if raw else f.default
-            else:
-                kind = int if f.type in (int, "int") else float
-                values[f.name] = _env_number(names[0], f.default, kind)
-        return cls(**values)
-
-    @classmethod
-    def variables(cls) -> list[tuple[str, str, str]]:
-        """(variable, default, meaning) of every environment variable, for the README and --help."""
-        return [(f.metadata["env"][0], str(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]
-
-    @property
-    def data_dir(self) -> Path:
-        """Downloads (CIFAR) and unpacked uploads: `<runs>/_data`, for the CLI and the app alike."""
-        return self.runs_dir / "_data"
-
-    @property
-    def max_decoded_bytes(self) -> int:
-        return int(self.max_decoded_mb * 2**20)

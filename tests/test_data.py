@@ -296,10 +296,11 @@ def test_upload_is_not_modified_and_nothing_is_written_next_to_it(tmp_path):
     uploads.mkdir()
     upload = make_zip(uploads / "upload.zip", class_members())
     before = (upload.read_bytes(), upload.stat().st_mtime_ns, sorted(uploads.iterdir()))
-    load_dataset(str(upload), work_dir=tmp_path / "work")
-    load_dataset(str(upload), work_dir=tmp_path / "work")  # a second load gets its own folder
+    first = load_dataset(str(upload), work_dir=tmp_path / "work")
+    again = load_dataset(str(upload), work_dir=tmp_path / "work")  # the same zip is unpacked once, then reused
     assert (upload.read_bytes(), upload.stat().st_mtime_ns, sorted(uploads.iterdir())) == before
-    assert len(list((tmp_path / "work" / "uploads").iterdir())) == 2
+    assert len(list((tmp_path / "work" / "uploads").iterdir())) == 1
+    assert again.train.paths == first.train.paths and again.report.to_dict() == first.report.to_dict()
 
 
 def test_path_traversal_members_are_skipped_and_nothing_escapes(tmp_path):

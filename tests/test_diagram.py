@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from cnncompare import catalog, diagram, models
+from cnncompare import diagram, models
 from cnncompare.cli import main
 from cnncompare.errors import CNNCompareError
+from cnncompare.models import catalog
 
 
 def _kinds(units) -> dict[str, int]:

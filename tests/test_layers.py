@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from cnncompare import layers, models
+from cnncompare import models
+from cnncompare.models import layers
 
 
 @pytest.mark.parametrize("channels_last", [False, True])

@@ -5,8 +5,10 @@ import torch
 import torchvision
 from torch import nn
 
-from cnncompare import catalog, models
+from cnncompare import models
 from cnncompare.errors import CNNCompareError, UnknownModelError, WeightsUnavailableError
+from cnncompare.models import catalog
+from cnncompare.models.builder import _runs_at
 
 
 def test_catalog_has_the_classics_and_their_descendants():
@@ -89,9 +91,9 @@ def test_params_and_macs_match_torchvision_published(name, size):
 @pytest.mark.parametrize("name", catalog.names())
 def test_min_size_is_the_smallest_that_runs(name):
     info = catalog.get(name)
-    assert models._runs_at(name, info.min_size)
+    assert _runs_at(name, info.min_size)
     if info.min_size > catalog.FLOOR_SIZE:
-        assert not models._runs_at(name, info.min_size - 1)
+        assert not _runs_at(name, info.min_size - 1)
 
 
 def test_any_timm_model_by_name_gets_an_entry_and_a_probed_min_size():

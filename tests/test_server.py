@@ -318,12 +318,12 @@ def test_server_limits_on_a_comparison(app):
     # each run's time budget: min(the visitor's, CNNCOMPARE_MAX_RUN_S)
     from cnncompare import compare
     from cnncompare.settings import TrainSettings
-    from cnncompare.ui.finetune import apply_limits
 
     plan = compare.Plan.parse(
-        "resnet18@head, resnet18@none time_budget_s=50000, resnet18@head time_budget_s=5", settings=TrainSettings()
+        "resnet18@head, resnet18@none time_budget_s=50000, resnet18@head time_budget_s=5",
+        settings=TrainSettings(),
+        limits=ctx.limits,
     )
-    apply_limits(ctx, plan)
     assert [r.settings.time_budget_s for r in plan.runs()] == [ctx.env.max_run_s, ctx.env.max_run_s, 5]
     # dataset pixels (images x size^2): lowered for this test on the running app
     saved = ctx.env
@@ -358,7 +358,7 @@ def test_a_visitor_over_quota_loses_the_oldest_runs(app):
 
 
 def test_pruning_at_start_removes_leftovers_and_expired_runs(tmp_path):
-    from cnncompare.settings import Env
+    from cnncompare.env import Env
     from cnncompare.ui.common import Context
 
     ctx = Context.from_env(tmp_path, dataclasses.replace(Env.read(), run_expiry_h=1.0))
@@ -400,7 +400,7 @@ def test_a_damaged_run_folder_is_skipped_with_a_note(app):
 
 
 def test_shared_examples_are_offered_read_only(tmp_path):
-    from cnncompare.settings import Env
+    from cnncompare.env import Env
     from cnncompare.ui.common import Context
 
     ctx = Context.from_env(tmp_path, dataclasses.replace(Env.read(), shared_examples=True))

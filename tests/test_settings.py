@@ -10,8 +10,9 @@ import pytest
 
 import cnncompare
 from cnncompare import settings
+from cnncompare.env import Env
 from cnncompare.errors import CNNCompareError
-from cnncompare.settings import Env, ModelEntry, TrainSettings, build, coerce, settings_of
+from cnncompare.settings import ModelEntry, TrainSettings, build, coerce, settings_of
 
 ROOT = Path(__file__).resolve().parents[1]
 

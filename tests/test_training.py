@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnncompare import compare, data, runs, training
+from cnncompare import compare, data, estimate, models, runs, training
 from cnncompare.data import placement
 from cnncompare.errors import CNNCompareError
 from cnncompare.settings import ModelEntry, TrainSettings, settings_of
@@ -222,7 +222,9 @@ def test_an_entry_carries_its_own_policy_and_settings():
 
 
 def test_a_plan_gives_every_run_a_unique_label_and_checks_limits():
-    plan = compare.Plan.parse("resnet18@head\nresnet18\nresnet18@none lr=0.01, vgg11", max_runs=4)
+    plan = compare.Plan.parse(
+        "resnet18@head\nresnet18\nresnet18@none lr=0.01, vgg11", limits=compare.Limits(max_runs=4)
+    )
     assert [r.label for r in plan.runs()] == [
         "resnet18@head",
         "resnet18@head #2",
@@ -230,7 +232,7 @@ def test_a_plan_gives_every_run_a_unique_label_and_checks_limits():
         "vgg11@head",
     ]
     with pytest.raises(CNNCompareError, match="At most 2 runs"):
-        compare.Plan.parse("resnet18, vgg11, alexnet", max_runs=2)
+        compare.Plan.parse("resnet18, vgg11, alexnet", limits=compare.Limits(max_runs=2))
     with pytest.raises(CNNCompareError, match="resnet"):  # unknown names fail before anything runs
         compare.Plan.parse("resnett18")
     with pytest.raises(CNNCompareError, match="at least one model"):
@@ -239,11 +241,11 @@ def test_a_plan_gives_every_run_a_unique_label_and_checks_limits():
 
 @pytest.fixture
 def offline(monkeypatch):
-    from cnncompare import models
+    from cnncompare.models import builder as build
 
     monkeypatch.setenv("CNNCOMPARE_OFFLINE", "1")
-    monkeypatch.setattr(models, "_WEIGHTS_OK", {})
-    return models
+    monkeypatch.setattr(build, "_WEIGHTS_OK", {})
+    return build
 
 
 def test_missing_weights_fall_back_to_random_with_the_reason_recorded(shapes, tmp_path, offline):
@@ -331,8 +333,8 @@ def test_a_saved_run_reloads_and_predicts_like_the_trained_model(shapes, tmp_pat
 
 
 def test_estimate_before_a_run(shapes):
-    plain = training.estimate(*tiny(freeze="none"), len(shapes.train), len(shapes.val), len(shapes.classes))
-    cached = training.estimate(*tiny(), len(shapes.train), len(shapes.val), len(shapes.classes))
+    plain = estimate.estimate(*tiny(freeze="none"), len(shapes.train), len(shapes.val), len(shapes.classes))
+    cached = estimate.estimate(*tiny(), len(shapes.train), len(shapes.val), len(shapes.classes))
     assert plain.total_s > 0 and cached.total_s > 0
     assert cached.feature_cache and not plain.feature_cache
     for e in (plain, cached):  # every part of the run's wall time is counted, and only those
@@ -346,13 +348,12 @@ def test_estimate_of_a_frozen_vgg_counts_fc6_and_fc7_once(shapes):
     from cnncompare import models
 
     entry, settings = tiny(model="vgg16", epochs=5)
-    model = models.build(entry.spec(len(shapes.classes)), device="meta")
-    models.freeze(model, entry.freeze, settings.size)
+    model = models.build_frozen(entry, len(shapes.classes), settings.size, device="meta")
     assert training.cache_point(model, settings) == "pre-logits"
     assert training.classifier_only(model) is model.get_submodule("head.fc")  # fc6/fc7 are in the frozen part
     n = (len(shapes.train), len(shapes.val), len(shapes.classes))
-    one = training.estimate(entry, dataclasses.replace(settings, epochs=1), *n)
-    five = training.estimate(entry, settings, *n)
+    one = estimate.estimate(entry, dataclasses.replace(settings, epochs=1), *n)
+    five = estimate.estimate(entry, settings, *n)
     assert five.feature_cache and five.features_s == one.features_s > 0  # the frozen part is counted once
     assert five.total_s - one.total_s == pytest.approx(4 * five.seconds_per_epoch)  # epochs add the classifier
 
@@ -368,10 +369,10 @@ def test_estimate_of_a_frozen_vgg_counts_fc6_and_fc7_once(shapes):
     ],
 )
 def test_bad_settings_are_clear_errors(kw, msg):
-    entry, settings = tiny(**kw)
     with pytest.raises(CNNCompareError, match=msg):
+        entry, settings = tiny(**kw)
         settings.validate()
-        entry.validate(settings.size)
+        models.check_entry(entry, settings.size)
 
 
 def test_cli_finetune_json(tmp_path):
@@ -569,14 +570,19 @@ def test_prune_removes_expired_then_oldest_runs_and_keeps_a_run_in_progress(shap
 
 def test_a_shared_gpu_request_is_sized_from_the_plan_and_refused_when_it_cannot_fit():
     small = compare.Plan.parse("alexnet@head, resnet50@none", settings=TrainSettings(epochs=3, size=224))
-    need = compare.gpu_seconds(small, 2000, 500)
-    assert need > 2 * compare.GPU_RUN_OVERHEAD_S  # two runs, each with real work
-    assert compare.gpu_duration(small, 2000, 500, limit_s=300) == int(max(30, 1.25 * need))
+    need = estimate.gpu_seconds(small, 2000, 500, 10)
+    assert need > 2 * estimate.GPU_RUN_OVERHEAD_S  # two runs, each with real work
+    assert estimate.gpu_duration(small, 2000, 500, 10, limit_s=300) == int(max(30, 1.25 * need))
     more_epochs = compare.Plan.parse("alexnet@head, resnet50@none", settings=TrainSettings(epochs=6, size=224))
-    assert compare.gpu_seconds(more_epochs, 2000, 500) > need  # the full run scales with epochs
+    assert estimate.gpu_seconds(more_epochs, 2000, 500, 10) > need  # the full run scales with epochs
+    # 'Head' is head: a frozen backbone pays its forward pass once, whatever the spelling
+    head = compare.Plan.parse("resnet50@Head", settings=TrainSettings(epochs=6, size=224))
+    full = compare.Plan.parse("resnet50@none", settings=TrainSettings(epochs=6, size=224))
+    work = lambda plan: estimate.gpu_seconds(plan, 2000, 500, 10) - estimate.GPU_RUN_OVERHEAD_S  # noqa: E731
+    assert work(head) < work(full) / 5
     big = compare.Plan.parse("vgg16@none, vgg19@none", settings=TrainSettings(epochs=50, size=224))
     with pytest.raises(CNNCompareError, match="fewer epochs"):
-        compare.gpu_duration(big, 50_000, 10_000, limit_s=300)
+        estimate.gpu_duration(big, 50_000, 10_000, 10, limit_s=300)
 
 
 def test_decoded_images_are_released_when_a_comparison_ends(shapes, tmp_path):

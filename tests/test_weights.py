@@ -15,8 +15,8 @@ import torchvision
 from safetensors.torch import save_file
 
 from cnncompare import models
+from cnncompare.env import Env
 from cnncompare.errors import WeightsUnavailableError
-from cnncompare.settings import Env
 
 KEY_A = "A" * 10 + "-visitor-key-of-alice"
 KEY_B = "B" * 10 + "-visitor-key-of-bobby"
@@ -63,18 +63,28 @@ def test_a_file_that_does_not_fit_gets_one_readable_sentence(tmp_path):
         WeightsUnavailableError,
         match="layer shapes differ: layer4.1.conv2.weight is 512×512×3×3 in resnet18, 256×512×3×3 in the file",
     ):
-        models.check_weights("resnet18", sd, num_classes=4, file_name="odd.pth")
+        models.check_weights(
+            "resnet18", sd, models.layout("resnet18"), known=models.known_layouts, num_classes=4, file_name="odd.pth"
+        )
     # a torchvision-format VGG file offered to ResNet is recognised as VGG's
     with pytest.raises(WeightsUnavailableError, match=r"they look like vgg11's"):
-        models.check_weights("resnet18", torchvision.models.vgg11(weights=None).state_dict(), file_name="v.pth")
+        models.check_weights(
+            "resnet18",
+            torchvision.models.vgg11(weights=None).state_dict(),
+            models.layout("resnet18"),
+            known=models.known_layouts,
+            file_name="v.pth",
+        )
     # predicting ImageNet classes needs ImageNet's classifier
     ten = models.build("resnet18", num_classes=10).state_dict()
     with pytest.raises(WeightsUnavailableError, match="classifier of 10 classes, not ImageNet's 1000"):
-        models.check_weights("resnet18", ten, num_classes=1000, file_name="ten.pth")
+        models.check_weights("resnet18", ten, models.layout("resnet18"), num_classes=1000, file_name="ten.pth")
     # AlexNet and GoogLeNet take torchvision's format: a GoogLeNet file in AlexNet says so
     g = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict()
     with pytest.raises(WeightsUnavailableError, match="do not fit alexnet.*Give torchvision's alexnet weights"):
-        models.check_weights("alexnet", g, file_name="googlenet.pth")
+        models.check_weights(
+            "alexnet", g, models.layout("alexnet"), known=models.known_layouts, file_name="googlenet.pth"
+        )
 
 
 class _Payload:

@@ -38,7 +38,7 @@ from .base import (
 )
 from .folders import MAX_PIXELS, MIN_CLASSES, TEST_DIRS, TRAIN_DIRS, VAL_DIRS
 from .shapes import SHAPE_CLASSES, generate_shapes
-from .sources import ACCEPTED_SOURCES, load_dataset
+from .sources import ACCEPTED_SOURCES, file_digest, load_dataset, open_source, planned_size, prune_unpacked
 from .zipsafe import MAX_MEMBERS, MAX_RATIO, MAX_TOTAL_BYTES, RATIO_MIN_BYTES
 
 __all__ = [
@@ -62,6 +62,10 @@ __all__ = [
     "LoadedData",
     "generate_shapes",
     "load_dataset",
+    "open_source",
+    "planned_size",
+    "file_digest",
+    "prune_unpacked",
     "check_dataset_size",
     "decode_image",
     "decoded_bytes",

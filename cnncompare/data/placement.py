@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.utils.data
 
-from ..settings import Env
+from ..env import Env
 from . import base
 
 __all__ = [

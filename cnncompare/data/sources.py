@@ -4,43 +4,57 @@ Handles the sources that are not plain folders itself (CIFAR-10/100 through torc
 Hugging Face `hf:` datasets exported to class folders, zip uploads extracted safely) and
 hands generated shapes and folders to their modules. Whether downloads are allowed is
 decided in one place, `_offline()`.
+
+Everything a source leaves on disk goes under one persistent data folder (`work_dir`; the CLI and
+the app pass `Env.data_dir`): CIFAR is downloaded once into `cifar/`, and a zip is unpacked once
+into `uploads/<its content hash>/`, reused while it is there (`prune_unpacked` removes old ones).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..models import offline as _models_offline
+from ..env import Env
 from .base import (
+    IMAGE_EXTENSIONS,
     DataError,
     DataReport,
     ImageDataset,
     LoadedData,
     _check_options,
+    _is_ignored,
     _Options,
     _report_counts,
     _subset,
     _to_rgb,
+    _val_count,
+    check_dataset_size,
 )
 from .folders import load_folder
-from .shapes import load_shapes
-from .zipsafe import MAX_TOTAL_BYTES, extract_zip
+from .shapes import SHAPE_CLASSES, load_shapes
+from .zipsafe import MAX_TOTAL_BYTES, check_zip, extract_zip
 
-__all__ = ["ACCEPTED_SOURCES", "load_dataset"]
+__all__ = ["ACCEPTED_SOURCES", "load_dataset", "open_source", "planned_size", "file_digest", "prune_unpacked"]
+
+UNPACKED = ".cnncompare-unpacked.json"  # written last into an unpacked zip's folder: the unpacking finished
 
 ACCEPTED_SOURCES = "'shapes', 'cifar10', 'cifar100', 'hf:<dataset name>', or a path to a folder or .zip file"
 
 
 def _offline() -> bool:
     """True when nothing may be downloaded (CNNCOMPARE_OFFLINE=1 or HF_HUB_OFFLINE=1, as for model weights)."""
-    return _models_offline()
+    return Env.read().offline
 
 
 def load_dataset(
@@ -87,7 +101,8 @@ def load_dataset(
     if key in ("cifar10", "cifar100"):
         # offline (as for model weights) means: read what is on disk, fetch nothing
         download = download and not _offline()
-        return _load_cifar(key, Path(cifar_root) if cifar_root else work_dir / "cifar", download, opts)
+        root = Path(cifar_root) if cifar_root else work_dir / "cifar"
+        return _load_cifar(key, root.resolve(), download, opts)
     if key.startswith("hf:"):
         return _load_hf(source.strip()[3:].strip(), work_dir, opts)
     path = Path(source).expanduser()
@@ -100,6 +115,81 @@ def load_dataset(
             f"'{path.name}' is a file but not a .zip: upload a .zip of class folders or give a folder path."
         )
     raise DataError(f"Unknown data source '{source}': use {ACCEPTED_SOURCES}.")
+
+
+def open_source(
+    source: str,
+    env: Env,
+    *,
+    max_per_class: int | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    size: int | None = None,
+    server: bool = False,
+) -> LoadedData:
+    """`load_dataset` as the CLI and the app both call it: downloads and unpacked zips in the persistent data
+    folder (`env.data_dir`), nothing downloaded when offline, and on a shared server (`server`) its limits: what a
+    zip may unpack to (CNNCOMPARE_MAX_UNPACK_MB) and the dataset's pixels at the training `size`
+    (CNNCOMPARE_MAX_DATASET_MPIX).
+
+    Raises:
+        DataError: anything the user must fix, in one sentence; an offline CIFAR names a folder that exists.
+    """
+    unpack = int(env.max_unpack_mb * 2**20) if server and env.max_unpack_mb > 0 else None
+    ds = load_dataset(
+        source,
+        work_dir=env.data_dir,
+        val_fraction=val_fraction,
+        max_per_class=max_per_class,
+        seed=seed,
+        download=not env.offline,
+        max_unpack_bytes=unpack,
+    )
+    if server and size is not None and env.max_dataset_mpix > 0:
+        check_dataset_size(ds, size, env.max_dataset_mpix)
+    return ds
+
+
+_KNOWN_SIZES = {  # classes, training and validation images per class (CIFAR: its official split)
+    "shapes": (len(SHAPE_CLASSES), None, None),
+    "cifar10": (10, 5000, 1000),
+    "cifar100": (100, 500, 100),
+}
+
+
+def planned_size(
+    source: str, max_per_class: int | None = None, *, val_fraction: float = 0.2, shapes_per_class: int = 200
+) -> tuple[int, int, int] | None:
+    """(training images, validation images, classes) a source will give, known without decoding anything: exact
+    for shapes and CIFAR, counted from the listing of a zip or a folder (an upper bound: unreadable files are
+    skipped later); None when it cannot be known before loading (a Hugging Face dataset)."""
+    key = source.strip().lower()
+    opts = _Options(val_fraction, max_per_class, 0)
+    if key in _KNOWN_SIZES:
+        classes, train_per, val_per = _KNOWN_SIZES[key]
+        if train_per is None:  # shapes: one pool per class, split here
+            n = min(shapes_per_class, max_per_class or shapes_per_class)
+            val = _val_count(n, val_fraction)
+            return classes * (n - val), classes * val, classes
+        train_cap, val_cap = opts.caps()
+        return classes * min(train_per, train_cap or train_per), classes * min(val_per, val_cap or val_per), classes
+    path = Path(source).expanduser()
+    if path.is_file() and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            names = [Path(i.filename) for i in zf.infolist() if not i.is_dir()]
+    elif path.is_dir():
+        names = [p.relative_to(path) for p in path.rglob("*") if p.is_file()]
+    else:
+        return None
+    per_class: dict[str, int] = {}
+    for name in names:
+        if name.suffix.lower() in IMAGE_EXTENSIONS and len(name.parts) >= 2 and not _is_ignored(name.parts):
+            per_class[name.parts[-2]] = per_class.get(name.parts[-2], 0) + 1
+    if not per_class:
+        return None
+    counts = [min(n, max_per_class) if max_per_class else n for n in per_class.values()]
+    val = sum(max(0, _val_count(n, val_fraction)) for n in counts)
+    return sum(counts) - val, val, len(per_class)
 
 
 # --- CIFAR through torchvision ----------------------------------------------------------
@@ -200,14 +290,59 @@ def _safe_name(name: str) -> str:
 # --- zip uploads ------------------------------------------------------------------------
 
 
+def file_digest(path: str | Path, chunk: int = 2**20) -> str:
+    """The first 16 hex digits of a file's sha256: what names its unpacked copy (and identifies its content)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 def _load_zip(zip_path: Path, work_dir: Path, opts: _Options, max_total_bytes: int) -> LoadedData:
+    """Unpack a zip once into `uploads/<content hash>/` (reused by the next run on the same zip) and load it."""
     uploads = work_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    dest = Path(tempfile.mkdtemp(prefix="upload-", dir=uploads))
-    try:
-        skipped, ignored = extract_zip(zip_path, dest, max_total_bytes)
-        notes = [f"ignored {ignored} system or hidden file(s) (__MACOSX, .DS_Store, Thumbs.db, ...)"] if ignored else []
-        return load_folder(dest, zip_path.name, opts, skipped=skipped, notes=notes)
-    except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)  # leave nothing half-extracted behind
-        raise
+    dest = uploads / file_digest(zip_path)
+    manifest = dest / UNPACKED
+    if manifest.is_file():
+        check_zip(zip_path, max_total_bytes)  # unpacked under another limit: today's must still hold
+        found = json.loads(manifest.read_text())
+        skipped, ignored = [tuple(x) for x in found["skipped"]], int(found["ignored"])
+        os.utime(dest)  # in use: pruning leaves it
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=uploads))
+        try:
+            skipped, ignored = extract_zip(zip_path, tmp, max_total_bytes)
+            (tmp / UNPACKED).write_text(json.dumps({"skipped": skipped, "ignored": ignored}))
+            try:
+                tmp.rename(dest)
+            except OSError:  # unpacked meanwhile by another run on the same zip: use that copy
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # leave nothing half-extracted behind
+            raise
+    notes = [f"ignored {ignored} system or hidden file(s) (__MACOSX, .DS_Store, Thumbs.db, ...)"] if ignored else []
+    return load_folder(dest, zip_path.name, opts, skipped=list(skipped), notes=notes)
+
+
+def prune_unpacked(work_dir: str | Path, *, max_age_s: float | None = None, max_bytes: float | None = None) -> int:
+    """Remove unpacked zips under `work_dir/uploads` unused for `max_age_s`, then the least recently used until the
+    rest fit `max_bytes` (one used in the last hour is kept: a run may be reading it). Returns how many."""
+    uploads = Path(work_dir) / "uploads"
+    if not uploads.is_dir():
+        return 0
+    now = time.time()
+    folders = sorted((d for d in uploads.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    sizes = {d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in folders}
+    total, removed = sum(sizes.values()), 0
+    for d in folders:
+        age = now - d.stat().st_mtime
+        if age < 3600:
+            continue
+        old = max_age_s is not None and age > max_age_s
+        if old or (max_bytes is not None and total > max_bytes) or d.name.startswith(".unpacking-"):
+            shutil.rmtree(d, ignore_errors=True)
+            total -= sizes[d]
+            removed += 1
+    return removed

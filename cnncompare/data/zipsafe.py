@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .base import IMAGE_EXTENSIONS, DataError, _is_ignored
 
-__all__ = ["MAX_MEMBERS", "MAX_TOTAL_BYTES", "MAX_RATIO", "RATIO_MIN_BYTES", "MAX_DEPTH", "extract_zip"]
+__all__ = ["MAX_MEMBERS", "MAX_TOTAL_BYTES", "MAX_RATIO", "RATIO_MIN_BYTES", "MAX_DEPTH", "check_zip", "extract_zip"]
 
 MAX_MEMBERS = 50_000  # zip entries
 MAX_TOTAL_BYTES = 2 * 1024**3  # uncompressed size of a zip's members, all together
@@ -27,22 +27,42 @@ MAX_DEPTH = 16  # folders a member may sit in: class folders need 1-3; 1,500 onc
 _CHUNK = 1024**2
 
 
-def extract_zip(zip_path: Path, dest: Path, max_total_bytes: int) -> tuple[list[tuple[str, str]], int]:
-    """Stream the image members of a zip into `dest`; return (skipped members, ignored count)."""
+def _open(zip_path: Path) -> zipfile.ZipFile:
     name = zip_path.name
     try:
-        zf = zipfile.ZipFile(zip_path)
+        return zipfile.ZipFile(zip_path)
     except zipfile.BadZipFile as exc:
         raise DataError(
             f"'{name}' is not a valid zip file: create it again (e.g. 'Compress' or `zip -r`) and re-upload."
         ) from exc
     except OSError as exc:
         raise DataError(f"Could not read '{name}' ({exc.strerror or exc}); check the file and try again.") from exc
-    with zf:
-        members = [info for info in _zip_members(zf, name) if not info.is_dir()]
-        if not members:
-            raise DataError(f"'{name}' is empty: put one folder of images per class in the zip.")
-        _refuse_bombs(members, name, max_total_bytes)
+
+
+def _checked_members(zf: zipfile.ZipFile, name: str, max_total_bytes: int) -> list[zipfile.ZipInfo]:
+    members = [info for info in _zip_members(zf, name) if not info.is_dir()]
+    if not members:
+        raise DataError(f"'{name}' is empty: put one folder of images per class in the zip.")
+    _refuse_bombs(members, name, max_total_bytes)
+    return members
+
+
+def check_zip(zip_path: Path, max_total_bytes: int) -> None:
+    """The checks `extract_zip` makes before writing anything (a valid zip, not empty, no bomb), from the zip's
+    listing alone: what a zip unpacked earlier must still pass under today's limit.
+
+    Raises:
+        DataError: one sentence.
+    """
+    with _open(zip_path) as zf:
+        _checked_members(zf, zip_path.name, max_total_bytes)
+
+
+def extract_zip(zip_path: Path, dest: Path, max_total_bytes: int) -> tuple[list[tuple[str, str]], int]:
+    """Stream the image members of a zip into `dest`; return (skipped members, ignored count)."""
+    name = zip_path.name
+    with _open(zip_path) as zf:
+        members = _checked_members(zf, name, max_total_bytes)
         skipped: list[tuple[str, str]] = []
         ignored = 0
         budget = max_total_bytes

@@ -7,7 +7,7 @@ upload limit and worker threads (keyword arguments override them, e.g. for tests
 A shared server (docs/SERVER.md): each visitor is a random key kept in their browser
 (visitors.py), their runs live in a folder of their own and are never served by path; file
 inputs accept only uploads (uploads.py); the work waits in a fair queue (fairqueue.py) with
-per-visitor limits; the limits come from `settings.Env`.
+per-visitor limits; the limits come from `env.Env`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 import gradio as gr
 
 from .. import models
+from ..env import Env
 from ..errors import CNNCompareError
-from ..settings import Env
 from . import architectures, finetune, learn, predict, visitors
 from . import weights as weights_ui
 from .common import LANES, MODELS, Context
@@ -89,7 +89,7 @@ def _banner() -> str:
 
 def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) -> gr.Blocks:
     """The Blocks app. Runs go to `runs_root`, else $CNNCOMPARE_RUNS, else ./runs (each visitor's under
-    visitors/); the limits come from `env`, else the environment (`settings.Env`)."""
+    visitors/); the limits come from `env`, else the environment (`env.Env`)."""
     ctx = Context.from_env(runs_root, env)
     visitors.at_start(ctx)  # leftover *.tmp files, expired runs, old downloads
     weights_ui.expire(ctx)  # visitors' weights files older than the runs' expiry

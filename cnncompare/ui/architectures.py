@@ -8,11 +8,12 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from .. import catalog, diagram, models, plots, profiling
+from .. import diagram, models, plots, profiling
 from ..errors import CNNCompareError
+from ..models import catalog
 from . import visitors
 from .common import SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
-from .fairqueue import wait_text
+from .fairqueue import queued as fair_queued
 from .gpu import gpu
 
 # Short headers (one word each, never broken on a projector); their units are in UNITS_LINE under the table.
@@ -535,18 +536,16 @@ def build(ctx) -> SimpleNamespace:
     empty = plots.message_figure("Choose models and press Compare.")
 
     def queued(lane: str, visitor, request, refused: Callable[[str], tuple], waiting: Callable[[str], tuple], work):
+        def refuse(text: str):
+            gr.Warning(text)
+            return refused(warn_md(text))
+
         try:
-            ticket = ctx.queue.join(visitors.resolve(visitor, request).id, lane)
+            who = visitors.resolve(visitor, request)
         except CNNCompareError as err:
-            gr.Warning(str(err))
-            yield refused(warn_md(str(err)))
+            yield refuse(str(err))
             return
-        try:
-            for position, eta in ctx.queue.waits(ticket):
-                yield waiting(wait_text(lane, position, eta))
-            yield from work()
-        finally:
-            ctx.queue.leave(ticket)
+        yield from fair_queued(ctx.queue, who.id, lane, work, refused=refuse, waiting=waiting)
 
     def profile_refused(text):
         return text, _table([]), empty, empty, empty

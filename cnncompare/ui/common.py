@@ -19,9 +19,9 @@ from typing import Any
 
 import gradio as gr
 
-from .. import models
-from ..errors import CNNCompareError
-from ..settings import Env, first_line
+from .. import compare, models
+from ..env import Env
+from ..errors import CNNCompareError, first_line
 from .fairqueue import FairQueue
 
 log = logging.getLogger("cnncompare.ui")
@@ -33,7 +33,7 @@ LANES = {"train": 1, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4}  # 
 
 @dataclass
 class Context:
-    """Where runs live and the limits every tab enforces, read once from the environment (`settings.Env`);
+    """Where runs live and the limits every tab enforces, read once from the environment (`env.Env`);
     the fair queue in front of the work; the component that holds the visitor's key (set by build_app)."""
 
     env: Env
@@ -46,7 +46,7 @@ class Context:
 
     @classmethod
     def from_env(cls, runs_root: str | Path | None = None, env: Env | None = None) -> Context:
-        """`settings.Env.read()` (or `env`), with `runs_root` (when given) in place of CNNCOMPARE_RUNS; makes the
+        """`Env.read()` (or `env`), with `runs_root` (when given) in place of CNNCOMPARE_RUNS; makes the
         runs folder."""
         env = env or Env.read()
         root = Path(runs_root).expanduser() if runs_root else env.runs_dir
@@ -74,6 +74,11 @@ class Context:
     def max_runs(self) -> int:
         """Runs per fine-tuning comparison."""
         return self.env.max_runs
+
+    @property
+    def limits(self) -> compare.Limits:
+        """What one comparison may ask of this server (runs, epochs, time, model size); the plan applies them."""
+        return compare.Limits.of(self.env)
 
     @property
     def offline(self) -> bool:
@@ -329,8 +334,3 @@ class ModelCache:
 
 
 MODELS = ModelCache()
-
-RANDOM_NOTE = (
-    "random weights: pretrained ImageNet weights could not be loaded here (offline), so these "
-    "predictions are meaningless; fine-tune a model and pick its run instead"
-)

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import CNNCompareError
 
-__all__ = ["FairQueue", "Ticket", "Refused", "wait_text"]
+__all__ = ["FairQueue", "Ticket", "Refused", "wait_text", "queued"]
 
 
 class Refused(CNNCompareError):
@@ -220,3 +220,31 @@ def wait_text(lane: str, position: int, eta_s: float | None) -> str:
         f"⏳ **Waiting for the machine**: number {position} in line for {LANE_WORDS.get(lane, lane)}{eta}. "
         "Other visitors' jobs are running; yours starts by itself."
     )
+
+
+def queued(
+    queue: FairQueue,
+    visitor: str,
+    lane: str,
+    work: Callable[[], Iterator],
+    *,
+    refused: Callable[[str], object],
+    waiting: Callable[[str], object],
+) -> Iterator:
+    """Generator, for every tab's handlers: wait in `lane` of the fair queue, then run `work()`.
+
+    Yields `waiting(sentence)` about once a second while in line, then whatever `work()` yields; a job over
+    one of the queue's limits yields `refused(sentence)` once and never takes a place. The place is given
+    back however the job ends (done, failed, cancelled by a closed page).
+    """
+    try:
+        ticket = queue.join(visitor, lane)
+    except CNNCompareError as err:
+        yield refused(str(err))
+        return
+    try:
+        for position, eta in queue.waits(ticket):
+            yield waiting(wait_text(lane, position, eta))
+        yield from work()
+    finally:
+        queue.leave(ticket)

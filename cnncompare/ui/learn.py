@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import catalog, diagram, models, profiling
+from .. import diagram, models, profiling
+from ..models import catalog
 from . import forms
 
 NOTES_FILE = Path(__file__).resolve().parents[2] / "assets" / "classroom_notes.md"

@@ -10,12 +10,13 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from .. import catalog, inference, models, runs
-from ..errors import CNNCompareError, WeightsUnavailableError
+from .. import inference, models, runs
+from ..errors import CNNCompareError
+from ..models import catalog
 from . import visitors
 from . import weights as weights_ui
-from .common import MODELS, RANDOM_NOTE, file_path, message, parse_names, warn_md
-from .fairqueue import Refused, wait_text
+from .common import MODELS, file_path, message, parse_names, warn_md
+from .fairqueue import queued
 from .gpu import gpu
 from .uploads import UploadedImage, checked_upload, display_name
 
@@ -23,42 +24,24 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 DEFAULT_MODELS = list(catalog.CLASSIC_FOUR)
 TOP_K = 5
 BUSY_HEAT_MAP = "no heat map this time (the server was busy counting another model): predict again for it"
-NO_HEAT_MAP = "no heat map for this architecture (its last features have no spatial layout)"
+NO_HEAT_MAP = inference.NO_HEAT_MAP
 
 
 def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def imagenet_model(name: str, pretrained: bool, weights_file: str | None = None):
-    """(model, weights text, note) for a catalog/timm model with ImageNet's 1000 classes; `weights_file`: the
-    visitor's own upload for this model (with an ImageNet classifier), used when pretrained."""
+def imagenet_model(name: str, pretrained: bool, weights_file: str | None = None) -> inference.LoadedModel:
+    """The engine's `inference.imagenet_model` (a weights file, else ImageNet weights, else random weights with a
+    note), kept in the shared model cache; `weights_file`: the visitor's own upload for this model."""
     device = _device()
-
-    def build():
-        if pretrained and weights_file:  # a bad file raises its one-sentence reason, shown for this model
-            model = models.build(name, pretrained=True, weights_file=weights_file, device=device).eval()
-            return model, "your weights file", ""
-        if pretrained:
-            try:
-                model = models.build(name, pretrained=True, device=device).eval()
-                models.remember_weights(name, True)
-                return model, "ImageNet (pretrained)", ""
-            except WeightsUnavailableError:
-                models.remember_weights(name, False)
-            return models.build(name, device=device).eval(), "random weights", RANDOM_NOTE
-        return (
-            models.build(name, device=device).eval(),
-            "random weights",
-            "random weights (ImageNet weights switched off): predictions are meaningless",
-        )
-
     stamp = None
     if pretrained and weights_file:
         stat = Path(weights_file).stat()
         stamp = (weights_file, stat.st_mtime_ns, stat.st_size)  # a new upload for the model is a new entry
     key = ("imagenet", name, bool(pretrained), device, stamp)
-    return MODELS.get(key, build, size=lambda v: models.model_bytes(v[0]))
+    build = lambda: inference.imagenet_model(name, bool(pretrained), weights_file, device)  # noqa: E731
+    return MODELS.get(key, build, size=lambda v: models.model_bytes(v.model))
 
 
 def run_model(ctx, visitor: visitors.Visitor, name: str):
@@ -147,7 +130,8 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
             if kind == "model":
                 ctx.check_model(name)  # the catalog, or a timm model under this server's size cap
                 own = weights_ui.weights_for(ctx, visitor, name, imagenet=True) if pretrained else None
-                model, weights, note = imagenet_model(name, bool(pretrained), own)
+                loaded = imagenet_model(name, bool(pretrained), own)
+                model, weights, note = loaded.model, loaded.weights, loaded.note
                 label, size, classes = name, None, None
             else:
                 model, saved, weights, note = run_model(ctx, visitor, name)
@@ -280,22 +264,26 @@ def build(ctx) -> SimpleNamespace:
         details = gr.JSON(label="predictions", elem_id="pred-json")
     state = ctx.visitor_state
 
+    def refused(text: str):
+        gr.Warning(text)
+        return (warn_md(text), *_empty())
+
     def predict(image, models, runs, pretrained, visitor=None, request: gr.Request = None):
         """Top-5 of every chosen model (and of the caller's own fine-tuned runs) on one uploaded image.
         `visitor`: the caller's key (the page sends it; API clients may leave it out)."""
         try:
             who = visitors.resolve(visitor, request)
-            ticket = ctx.queue.join(who.id, "predict")
-        except (CNNCompareError, Refused) as err:
-            gr.Warning(str(err))
-            yield (warn_md(str(err)), *_empty())
+        except CNNCompareError as err:
+            yield refused(str(err))
             return
-        try:
-            for position, eta in ctx.queue.waits(ticket):
-                yield wait_text("predict", position, eta), gr.skip(), gr.skip(), gr.skip()
-            yield predict_image(image, models, runs, pretrained, ctx=ctx, visitor=who)
-        finally:
-            ctx.queue.leave(ticket)
+        yield from queued(
+            ctx.queue,
+            who.id,
+            "predict",
+            lambda: iter([predict_image(image, models, runs, pretrained, ctx=ctx, visitor=who)]),
+            refused=refused,
+            waiting=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+        )
 
     def refresh_runs(visitor=None, request: gr.Request = None):
         try:

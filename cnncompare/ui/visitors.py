@@ -32,8 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import runs
-from ..errors import CNNCompareError
-from ..settings import first_line
+from ..errors import CNNCompareError, first_line
 from .uploads import upload_folder
 
 __all__ = [

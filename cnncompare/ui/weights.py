@@ -30,9 +30,9 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import catalog, models, runs
-from ..errors import CNNCompareError
-from ..settings import first_line
+from .. import models, runs
+from ..errors import CNNCompareError, first_line
+from ..models import catalog
 from . import visitors
 from .common import Context, file_path, message, warn_md
 from .uploads import UploadedFile, checked_upload, display_name
@@ -177,9 +177,11 @@ def store(ctx: Context, visitor: visitors.Visitor, model_name: str, upload) -> s
                 "smaller model."
             )
     sd = models.read_weights(path)
-    models.check_weights(name, sd, num_classes=2, file_name=shown)  # what fine-tuning needs (any classifier)
+    layout = models.layout(name)
+    # what fine-tuning needs (any classifier)
+    models.check_weights(name, sd, layout, num_classes=2, file_name=shown, known=models.known_layouts)
     try:
-        models.check_weights(name, sd, num_classes=1000, file_name=shown)
+        models.check_weights(name, sd, layout, num_classes=1000, file_name=shown)
         imagenet = True
     except CNNCompareError:
         imagenet = False

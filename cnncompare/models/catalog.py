@@ -16,7 +16,7 @@ import difflib
 import functools
 from dataclasses import asdict, dataclass, field
 
-from .errors import UnknownModelError
+from ..errors import UnknownModelError
 
 # Smallest input the app offers at all: below this, even models that technically run
 # (ResNet works at 8 px) see nothing a person could recognise.

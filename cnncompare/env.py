@@ -1,0 +1,126 @@
+"""The environment, read in one place: where runs and data live, whether downloads are off, and the
+limits a shared server enforces (`Env`). Imports nothing of the package but its errors, so every
+module may ask it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CNNCompareError
+
+__all__ = ["Env"]
+
+
+def _env_flag(*names: str) -> bool:
+    return any(os.environ.get(n, "").strip().lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def _env_number(name: str, default: float, kind: type = int):
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(float(raw))
+    except ValueError:
+        raise CNNCompareError(f"Environment variable {name}={raw!r} is not a number.") from None
+    if value < 0:
+        raise CNNCompareError(f"Environment variable {name} must be >= 0, got {raw}.")
+    return value
+
+
+def env_setting(default, var: str, help: str, *, also: tuple[str, ...] = ()):
+    """A field of `Env`: its environment variable(s), default and help, once."""
+    return field(default=default, metadata={"env": (var, *also), "help": help})
+
+
+@dataclass(frozen=True)
+class Env:
+    """Everything read from the environment, once; `Env.variables()` lists them (the README's table).
+
+    The limits apply to the app (a shared server); the CLI, run by its owner, applies only
+    runs_dir, offline, debug and max_decoded_mb.
+    """
+
+    runs_dir: Path = env_setting(Path("runs"), "CNNCOMPARE_RUNS", "where runs are saved")
+    offline: bool = env_setting(
+        False, "CNNCOMPARE_OFFLINE", "never try a download (also HF_HUB_OFFLINE=1)", also=("HF_HUB_OFFLINE",)
+    )
+    debug: bool = env_setting(False, "CNNCOMPARE_DEBUG", "show tracebacks in the CLI")
+    cpu_channels_last: bool = env_setting(
+        True, "CNNCOMPARE_CPU_CHANNELS_LAST", "channels_last memory format on a CPU (faster convolutions on AVX-512)"
+    )
+    max_decoded_mb: float = env_setting(
+        4096.0, "CNNCOMPARE_MAX_DECODED_MB", "decoded training images held in memory; larger datasets stream from disk"
+    )
+    # --- limits of a shared server (the app)
+    max_models: int = env_setting(8, "CNNCOMPARE_MAX_MODELS", "models per Compare or Predict request")
+    max_runs: int = env_setting(6, "CNNCOMPARE_MAX_RUNS", "runs per fine-tuning comparison")
+    max_epochs: int = env_setting(50, "CNNCOMPARE_MAX_EPOCHS", "epochs per run")
+    max_run_s: float = env_setting(900.0, "CNNCOMPARE_MAX_RUN_S", "longest a fine-tuning run may take, in seconds")
+    max_dataset_mpix: float = env_setting(
+        2000.0, "CNNCOMPARE_MAX_DATASET_MPIX", "images x pixels of one dataset at the training size, in megapixels"
+    )
+    max_model_params_m: float = env_setting(
+        200.0,
+        "CNNCOMPARE_MAX_MODEL_PARAMS_M",
+        "timm models beyond the catalog above this many million parameters are refused",
+    )
+    model_cache_mb: float = env_setting(2048.0, "CNNCOMPARE_MODEL_CACHE_MB", "memory for built models kept for Predict")
+    visitor_quota_mb: float = env_setting(
+        500.0, "CNNCOMPARE_VISITOR_QUOTA_MB", "disk for one visitor's runs; the oldest go first"
+    )
+    runs_cap_mb: float = env_setting(20000.0, "CNNCOMPARE_RUNS_CAP_MB", "disk for all visitors' runs together")
+    run_expiry_h: float = env_setting(
+        24.0, "CNNCOMPARE_RUN_EXPIRY_H", "visitors' runs are deleted after this many hours (0 = never)"
+    )
+    max_unpack_mb: float = env_setting(1024.0, "CNNCOMPARE_MAX_UNPACK_MB", "bytes one uploaded zip may unpack to")
+    max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
+    queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")
+    gpu_limit_s: float = env_setting(
+        300.0,
+        "CNNCOMPARE_GPU_LIMIT_S",
+        "GPU seconds one request may ask a shared GPU (ZeroGPU) for; a comparison estimated to need more is refused",
+    )
+    shared_examples: bool = env_setting(
+        False,
+        "CNNCOMPARE_SHARED_EXAMPLES",
+        "offer the runs made with the CLI (in the runs dir) to every visitor, read-only",
+    )
+
+    @classmethod
+    def read(cls) -> Env:
+        """The values set in the environment; unset variables keep their defaults.
+
+        Raises:
+            CNNCompareError: a variable that is not a number, or a negative one.
+        """
+        values = {}
+        for f in dataclasses.fields(cls):
+            names = f.metadata["env"]
+            if f.type in (bool, "bool"):
+                values[f.name] = _env_flag(*names) if any(os.environ.get(n) for n in names) else f.default
+            elif f.type in (Path, "Path"):
+                raw = os.environ.get(names[0], "").strip()
+                values[f.name] = Path(raw).expanduser() if raw else f.default
+            else:
+                kind = int if f.type in (int, "int") else float
+                values[f.name] = _env_number(names[0], f.default, kind)
+        return cls(**values)
+
+    @classmethod
+    def variables(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, meaning) of every environment variable, for the README and --help."""
+        return [(f.metadata["env"][0], str(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]
+
+    @property
+    def data_dir(self) -> Path:
+        """Downloads (CIFAR) and unpacked uploads: `<runs>/_data`, for the CLI and the app alike."""
+        return self.runs_dir / "_data"
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        return int(self.max_decoded_mb * 2**20)

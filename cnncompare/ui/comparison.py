@@ -1,0 +1,135 @@
+"""What the Fine-tune form asks for, read into the engine's terms: a dataset choice and a checked `compare.Plan`
+within this server's limits; the dataset loaded the way the CLI loads it (`data.open_source`); the GPU time a
+shared GPU must lend it.
+
+The form's fields arrive as one mapping by name (the API's parameter names too). The engine decides: the plan
+applies the server's limits (`compare.Limits`), the data loader the server's pixel and unpacking caps, the
+estimate module the GPU time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from .. import compare, data, estimate
+from ..errors import CNNCompareError
+from ..settings import Setting, coerce
+from . import forms, visitors
+from . import weights as weights_ui
+from .common import Context, file_path
+from .uploads import checked_upload
+
+__all__ = [
+    "DATASETS",
+    "IMAGES_PER_CLASS",
+    "Comparison",
+    "read_dataset",
+    "read_comparison",
+    "load_data",
+    "load_source",
+    "gpu_seconds_for",
+]
+
+DATASETS = [
+    ("shapes: drawn shapes, made here (offline)", "shapes"),
+    ("your images: a .zip upload", "zip"),
+    ("CIFAR-10 (needs a download)", "cifar10"),
+    ("CIFAR-100 (needs a download)", "cifar100"),
+]
+# A page-only setting (the engine never sees it: it caps what the dataset loader reads).
+IMAGES_PER_CLASS = Setting(
+    "max_per_class",
+    "Images per class (0 = all)",
+    "a cap keeps CPU runs short; 20 % of each class is held out for validation",
+    int,
+    60,
+    low=0,
+)
+
+
+@dataclasses.dataclass
+class Comparison:
+    """What the form asks for: a dataset and the engine's plan of runs."""
+
+    dataset: str  # shapes | zip | cifar10 | cifar100
+    zip_path: str | None
+    max_per_class: int | None
+    plan: compare.Plan
+
+    @property
+    def source(self) -> str:
+        """What `data.load_dataset` takes: the uploaded zip's path, or the dataset's name."""
+        return self.zip_path if self.dataset == "zip" else self.dataset
+
+
+def read_dataset(values: Mapping[str, Any]) -> tuple[str, str | None, int | None]:
+    """(dataset choice, the uploaded zip's path or None, images per class or None) from the form's values.
+
+    Raises:
+        CNNCompareError: an unknown dataset, 'your images' without an upload, a bad cap, in one sentence.
+        gr.Error: a zip that was not uploaded (a path on the server).
+    """
+    source = str(values.get("dataset") or "shapes").strip().lower()
+    if source not in {v for _, v in DATASETS}:
+        shown = str(values.get("dataset"))[:40]
+        raise CNNCompareError(f"Unknown dataset '{shown}': choose shapes, zip, cifar10 or cifar100.")
+    zip_path = file_path(values.get("zip_file"))
+    if source == "zip" and not zip_path:
+        raise CNNCompareError("Upload a .zip of your images first (one folder per class inside).")
+    if source == "zip":
+        zip_path = str(checked_upload(zip_path, "The zip"))  # only an upload, never a file of the server
+    cap = coerce(IMAGES_PER_CLASS, values.get("max_per_class"))
+    return source, zip_path if source == "zip" else None, cap or None
+
+
+def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor | None = None) -> Comparison:
+    """The form's values (by name) as a dataset choice and a checked `compare.Plan`, within this server's limits.
+
+    Raises:
+        CNNCompareError: the first problem (unknown dataset, no upload, a bad setting, an unknown
+        model or freeze policy, too many runs, a limit of the server), in one sentence.
+        gr.Error: a zip that was not uploaded (a path on the server).
+    """
+    source, zip_path, cap = read_dataset(values)
+    entry, settings = forms.read_form(values)
+    plan = compare.Plan.parse(
+        values.get("models") or "",
+        model_defaults=entry,
+        settings=settings,
+        missing_weights="random",
+        limits=ctx.limits,
+    )
+    plan.weights_files = weights_ui.weights_map(ctx, visitor)  # the visitor's own uploads, by model
+    return Comparison(source, zip_path, cap, plan)
+
+
+def load_data(ctx: Context, c: Comparison) -> data.LoadedData:
+    """The dataset of a comparison, checked against this server's pixel limit at the plan's largest input size.
+
+    Raises:
+        CNNCompareError: a bad zip, one that unpacks to more than CNNCOMPARE_MAX_UNPACK_MB, or a dataset over
+        CNNCOMPARE_MAX_DATASET_MPIX at the largest input size of the plan.
+    """
+    size = max(run.settings.size for run in c.plan.runs())
+    return load_source(ctx, c.source, c.max_per_class, c.plan.settings.seed, size)
+
+
+def load_source(
+    ctx: Context, source: str, max_per_class: int | None, seed: int, size: int | None = None
+) -> data.LoadedData:
+    """`load_data` for a dataset alone (the dataset report before a plan exists: no pixel check)."""
+    return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, size=size, server=True)
+
+
+def gpu_seconds_for(c: Comparison, ctx: Context) -> int:
+    """The GPU time to ask ZeroGPU for, from the plan's MACs and the images and classes the dataset will give
+    (`data.planned_size`: exact for shapes and CIFAR, counted from an upload's listing).
+
+    Raises:
+        CNNCompareError: the plan cannot fit CNNCOMPARE_GPU_LIMIT_S; the message says what to shrink.
+    """
+    size = data.planned_size(c.source, c.max_per_class)
+    n_train, n_val, n_classes = size or (8 * (c.max_per_class or 200), 2 * (c.max_per_class or 200), 10)
+    return estimate.gpu_duration(c.plan, n_train, n_val, n_classes, ctx.env.gpu_limit_s)

@@ -1,0 +1,251 @@
+"""One comparison's life on the server, from the Start button to its final page: wait in the fair queue (one
+training at a time, one per visitor; the place in line is shown), load the dataset, run the engine's plan into
+the visitor's own folder while the page follows it about once a second, then the downloads and the visitor's
+quota. Stop sets a per-session flag the engine checks between steps; a page that goes away (Stop, a closed tab)
+lets the engine finish and save in a background thread, and the page picks that final state up after Stop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import gradio as gr
+
+from .. import compare, training
+from ..errors import CNNCompareError
+from ..estimate import duration_text
+from . import gallery as gallery_ui
+from . import visitors
+from .common import SESSIONS, Context, message, warn_md
+from .comparison import Comparison, gpu_seconds_for, load_data, read_comparison
+from .fairqueue import wait_text
+from .gpu import gpu, on_zerogpu
+from .results import View, blank_outputs, status_only
+
+__all__ = ["finetune", "train", "final_page", "write_downloads", "YIELD_EVERY_S"]
+
+YIELD_EVERY_S = 1.0
+
+
+def write_downloads(results: list[training.RunResult]) -> list[str]:
+    """The engine's export (results.csv, results.json, a zip of the run folders with weights), written for this
+    visitor into a folder with a random name in gradio's upload folder: run folders are never served by path."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return [str(p) for p in compare.export(results, visitors.downloads_dir(), stamp=stamp)]
+
+
+def _wrap_up(ctx: Context, visitor: visitors.Visitor, view: View, stopped: bool) -> tuple:
+    """The final page: what really happened (done, failed, or where it was stopped), the downloads, the notes."""
+    n, failed = len(view.labels), view.failed
+    trained = [r for r in view.results if not r.error]
+    if stopped:
+        where = f" in {view.where}" if view.where else ""
+        view.headline = (
+            f"**Stopped{where}.** Finished epochs are saved; the table shows what each run reached."
+            if trained
+            else f"**Stopped{where}** before any run had finished an epoch."
+        )
+        view.bar_text = f"stopped in {view.where}" if view.where else "stopped"
+    elif failed and not trained:
+        view.headline = (
+            "**Failed: the run did not train.** The reason is below and under the results table."
+            if n == 1
+            else f"**Failed: none of the {n} runs trained.** The reasons are below and under the results table."
+        )
+        view.bar_text, view.fraction = "failed", 1.0
+    else:
+        view.headline = (
+            f"**Done: {n} run(s) trained.**"
+            if not failed
+            else (
+                f"**Done: {len(trained)} of {n} runs trained, {len(failed)} failed** (the reasons are under the table)."
+            )
+        )
+        view.bar_text, view.fraction = "done", 1.0
+    try:
+        view.files = write_downloads(view.results)
+        saved = [r for r in trained if r.final_epoch]
+        view.log.append(
+            "Downloads: the results table (CSV, JSON) and a zip of the run folders"
+            + (" with weights. The trained runs can now be picked on the Predict tab (only by you)." if saved else ".")
+        )
+    except OSError as err:
+        view.log.append(warn_md(f"Could not write the downloads ({type(err).__name__})."))
+    try:  # the visitor's quota and the server's cap and expiry, after the downloads hold this comparison
+        view.log += [warn_md(line) for line in visitors.after_run(ctx, visitor)]
+    except OSError:
+        pass
+    return view.outputs(full=True)
+
+
+class _Job:
+    """The state of one comparison that must outlive a cancelled page (see `_finish_in_background`)."""
+
+    def __init__(self):
+        self.view: View | None = None
+        self.stream = None  # the engine's event stream (compare.run_plan)
+        self.ticket = None  # its place in the fair queue, held until the engine has stopped and saved
+        self.dataset = None  # for the confusion gallery, made when the runs are over (also after a Stop)
+
+
+def _release(ctx: Context, job: _Job) -> None:
+    if job.ticket is not None:
+        ctx.queue.leave(job.ticket)
+
+
+def _remember_gallery(ctx: Context, visitor, view: View, dataset) -> None:
+    """Keep what the confusion gallery needs of this comparison (its note, if any, goes to the status)."""
+    note = gallery_ui.remember(ctx, visitor, view.results, dataset)
+    if note:
+        view.log.append(warn_md(note))
+
+
+def _finish_in_background(ctx: Context, session: str, visitor, handle, job: _Job) -> None:
+    """After a cancel (Stop, closed tab): let the engine stop at its next step and save, off the event loop.
+
+    Gradio closes a cancelled generator from its event-loop thread, so the slow part (the engine
+    saving weights, the downloads) runs here; the page picks the result up after Stop.
+    """
+    outputs = None
+    try:
+        if job.stream is not None and job.view is not None:
+            for ev in job.stream:  # the stop flag is set: the current run stops within one step, the rest not at all
+                job.view.event(ev)
+        if job.view is not None:
+            if job.dataset is not None:
+                _remember_gallery(ctx, visitor, job.view, job.dataset)
+            outputs = _wrap_up(ctx, visitor, job.view, stopped=True)
+    except Exception as err:  # never let a background thread die silently
+        message(err)
+    finally:
+        SESSIONS.finish(session, handle, outputs)
+        _release(ctx, job)
+
+
+def _limits_line(ctx: Context) -> str | None:
+    most = ctx.env.max_run_s
+    if most and most > 0:
+        return (
+            f"On this server each run stops after at most {duration_text(most)} (what it reached is kept), and "
+            f"takes at most {ctx.env.max_epochs} epochs."
+        )
+    return None
+
+
+def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: visitors.Visitor | None = None):
+    """Generator: wait for the machine in the fair queue (in the app's own process), then `train`; yields
+    (status, progress, curves, table, confusion, accuracy-vs-latency, files)."""
+    visitor = visitor or visitors.resolve(None, None)
+    job = _Job()
+    try:  # a comparison that cannot run, or a visitor over their share, never gets a stop flag or a place in line
+        c = read_comparison(ctx, values, visitor)
+        if on_zerogpu():  # a shared GPU is lent for a fixed time: refuse a plan that cannot fit it, now
+            gpu_seconds_for(c, ctx)
+        job.ticket = ctx.queue.join(visitor.id, "train")
+    except Exception as err:
+        text = message(err)
+        gr.Warning(text)
+        yield blank_outputs(warn_md(text))
+        return
+    handle = SESSIONS.start(session)
+    training_started = False
+    try:
+        for position, eta in ctx.queue.waits(job.ticket):
+            if handle.stop.is_set():
+                break
+            yield status_only(wait_text("train", position, eta))
+        if handle.stop.is_set():
+            yield _stopped_before()
+            return
+        training_started = True  # from here on, `train` releases the stop flag and the place in line
+        yield from train(ctx, session, handle, c, visitor, job)
+    finally:
+        if not training_started:  # stopped (Stop, closed tab) while waiting
+            handle.stop.set()
+            SESSIONS.finish(session, handle, _stopped_before() if handle.user_stop.is_set() else None)
+            _release(ctx, job)
+
+
+def _stopped_before() -> tuple:
+    return blank_outputs("**Stopped** before the run started: nothing ran.")
+
+
+def _train_duration(ctx: Context, session: str, handle, c: Comparison, *args) -> int:
+    try:
+        return gpu_seconds_for(c, ctx)
+    except CNNCompareError:
+        return int(ctx.env.gpu_limit_s)  # refused before the call (see `finetune`); never reached there
+
+
+@gpu(duration=_train_duration)
+def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.Visitor, job: _Job):
+    """Generator: load the dataset, fine-tune each planned run in turn into the visitor's folder, write the
+    downloads; the stop flag is checked between steps, and a cancelled page lets the engine save in the
+    background (`_finish_in_background`)."""
+    final = None
+    finished = False
+    try:
+        try:
+            yield blank_outputs(f"**Loading the dataset ({c.dataset})…**")
+            ds = load_data(ctx, c)
+            job.dataset = ds
+        except Exception as err:
+            text = message(err)
+            gr.Warning(text)
+            final = blank_outputs(warn_md(text))
+            finished = True
+            yield final
+            return
+        view = job.view = View([run.label for run in c.plan.runs()], session)
+        skipped = len(ds.report.skipped)
+        view.log.append(
+            f"Dataset **{ds.name}**: {len(ds.classes)} classes, {len(ds.train)} training and "
+            f"{len(ds.val)} validation images"
+            + (f"; {skipped} file(s) skipped (see the dataset report)." if skipped else ".")
+        )
+        limits = _limits_line(ctx)
+        if limits:
+            view.log.append(limits)
+        last_yield = 0.0
+        out_dir = visitors.visitor_dir(ctx, visitor, create=True)  # this visitor's own folder
+        job.stream = compare.run_plan(c.plan, ds, out_dir=out_dir, should_stop=handle.stop.is_set)
+        for ev in job.stream:
+            if view.event(ev):
+                yield view.outputs(full=True)
+                last_yield = time.monotonic()
+            elif time.monotonic() - last_yield >= YIELD_EVERY_S:
+                last_yield = time.monotonic()
+                yield view.outputs(full=False)
+        job.stream = None  # all runs are over: nothing left to finish if the page goes away now
+        _remember_gallery(ctx, visitor, view, ds)  # before the unpacked upload is released
+        final = _wrap_up(ctx, visitor, view, stopped=handle.stop.is_set())
+        finished = True
+        yield final
+    finally:
+        handle.stop.set()  # whatever happens, this session's run ends at its next step
+        if finished or job.view is None:
+            if final is None and handle.user_stop.is_set():  # stopped while loading the dataset
+                final = _stopped_before()
+            SESSIONS.finish(session, handle, final)
+            _release(ctx, job)
+        else:  # cancelled (Stop, closed tab) or crashed mid-run
+            threading.Thread(
+                target=_finish_in_background,
+                args=(ctx, session, visitor, handle, job),
+                name=f"cnncompare-stop-{session[:8]}",
+                daemon=True,
+            ).start()
+
+
+def final_page(session: str, timeout_s: float = 120.0):
+    """After Stop: the final page of this session's run, once the engine has stopped and saved it."""
+    handle = SESSIONS.last(session)
+    if handle is None or not handle.user_stop.is_set():
+        return (gr.skip(),) * 7
+    if not handle.done.wait(timeout_s) or handle.outputs is None:
+        return (gr.skip(),) * 7
+    return handle.outputs
