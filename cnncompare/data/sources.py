@@ -1,8 +1,8 @@
 """Where data comes from: `load_dataset` picks the reader for a source string.
 
 Handles the sources that are not plain folders itself (CIFAR-10/100 through torchvision,
-Hugging Face `hf:` datasets exported to class folders, zip uploads extracted safely) and
-hands generated shapes and folders to their modules. Whether downloads are allowed is
+zip uploads extracted safely) and hands generated shapes, folders and Hugging Face `hf:`
+datasets (`hf.py`) to their modules. Whether downloads are allowed is
 decided in one place, `_offline()`.
 
 Everything a source leaves on disk goes under one persistent data folder (`work_dir`; the CLI and
@@ -13,10 +13,8 @@ into `uploads/<its content hash>/`, reused while it is there (`prune_unpacked` r
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -37,7 +35,6 @@ from .base import (
     _Options,
     _report_counts,
     _subset,
-    _to_rgb,
     _val_count,
     check_dataset_size,
 )
@@ -77,10 +74,11 @@ def load_dataset(
     for data that comes already split the cap is shared as `val_fraction` says. The words
     'shapes', 'cifar10' and 'cifar100' win over folders of that name: write './shapes'.
     `max_total_bytes` (or its synonym `max_unpack_bytes`, a server's per-job budget) lowers the
-    limit on what a zip may unpack to.
+    limit on what a zip may unpack to, and on the images an `hf:` dataset may write and download.
 
     Args:
-        source: "shapes", "cifar10", "cifar100", "hf:NAME", a folder of class folders, or a .zip of one.
+        source: "shapes", "cifar10", "cifar100", "hf:NAME" (or "hf:NAME:CONFIG", or "hf:PATH" of a folder
+            written by datasets' save_to_disk), a folder of class folders, or a .zip of one.
         work_dir: where zips are unpacked and downloads go (the source itself is never changed).
 
     Returns:
@@ -104,7 +102,7 @@ def load_dataset(
         root = Path(cifar_root) if cifar_root else work_dir / "cifar"
         return _load_cifar(key, root.resolve(), download, opts)
     if key.startswith("hf:"):
-        return _load_hf(source.strip()[3:].strip(), work_dir, opts)
+        return _load_hf(source.strip()[3:].strip(), work_dir, opts, max_total_bytes)
     path = Path(source).expanduser()
     if path.is_dir():
         return load_folder(path, path.resolve().name, opts, skipped=[], notes=[])
@@ -242,49 +240,11 @@ def _capped_array_split(
 # --- Hugging Face (optional) ------------------------------------------------------------
 
 
-def _load_hf(name: str, work_dir: Path, opts: _Options) -> LoadedData:
-    """Export a Hugging Face image-classification dataset to class folders, then load those.
+def _load_hf(name: str, work_dir: Path, opts: _Options, max_total_bytes: int) -> LoadedData:
+    """`hf:NAME`, `hf:NAME:CONFIG` or `hf:PATH` (a save_to_disk folder): see `hf.load_hf`."""
+    from .hf import load_hf
 
-    Not exercised by the tests here (the `datasets` package is optional and needs network).
-    """
-    if not name:
-        raise DataError("Give a dataset name after 'hf:', e.g. 'hf:beans'.")
-    if importlib.util.find_spec("datasets") is None:
-        raise DataError(
-            "Hugging Face datasets need the optional 'datasets' package: run `pip install datasets` and try again."
-        )
-    import datasets
-
-    try:
-        dd = datasets.load_dataset(name, cache_dir=str(work_dir / "hf-cache"))
-    except Exception as exc:  # network, unknown name, gated dataset, ...
-        raise DataError(
-            f"Could not load Hugging Face dataset '{name}' ({exc}); check the name and the network."
-        ) from exc
-    features = next(iter(dd.values())).features
-    image_col = next((k for k, f in features.items() if isinstance(f, datasets.Image)), None)
-    label_col = next((k for k, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
-    if image_col is None or label_col is None:
-        raise DataError(
-            f"Hugging Face dataset '{name}' has no image column with class labels; "
-            "pick an image-classification dataset."
-        )
-    names = features[label_col].names
-    out = Path(tempfile.mkdtemp(prefix="hf-", dir=work_dir))
-    splits = {"train": "train" if "train" in dd else next(iter(dd))}
-    val_split = next((s for s in ("validation", "valid", "val", "test") if s in dd and s != splits["train"]), None)
-    if val_split:
-        splits["val"] = val_split
-    for ours, theirs in splits.items():
-        for i, row in enumerate(dd[theirs]):
-            folder = out / ours / _safe_name(names[row[label_col]])
-            folder.mkdir(parents=True, exist_ok=True)
-            _to_rgb(row[image_col]).save(folder / f"{i:06d}.png")
-    return load_folder(out, f"hf:{name}", opts, skipped=[], notes=[])
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", str(name)).strip("._") or "class"
+    return load_hf(name, work_dir, opts, max_total_bytes)
 
 
 # --- zip uploads ------------------------------------------------------------------------

@@ -1,0 +1,197 @@
+"""Exporting real (tiny) fine-tuned runs: strict loading into timm/torchvision, ONNX checked in onnxruntime."""
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from cnncompare import data, export, runs, training
+from cnncompare.errors import CNNCompareError
+from cnncompare.settings import ModelEntry, TrainSettings
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return data.load_dataset("shapes", work_dir=tmp_path_factory.mktemp("data"), shapes_per_class=8, shapes_size=32)
+
+
+def _run(shapes, root: Path, size: int, **entry) -> Path:
+    settings = TrainSettings(epochs=1, size=size, batch_size=16, lr=1e-2, device="cpu")
+    result = training.fine_tune(ModelEntry(**entry), settings, shapes, store=runs.RunStore(root, entry["model"]))
+    assert result.error is None, result.error
+    return Path(result.run_dir)
+
+
+@pytest.fixture(scope="module")
+def resnet_run(shapes, tmp_path_factory):
+    """A head-only timm run: only the classifier (and the buffers) are stored in the run."""
+    return _run(shapes, tmp_path_factory.mktemp("runs"), 32, model="resnet18", freeze="head")
+
+
+@pytest.fixture(scope="module")
+def alexnet_run(shapes, tmp_path_factory):
+    """A full run of the torchvision-built AlexNet."""
+    return _run(shapes, tmp_path_factory.mktemp("runs"), 64, model="alexnet", freeze="none")
+
+
+@pytest.fixture(scope="module")
+def resnet_export(resnet_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "resnet18"
+    return export.export_run(resnet_run, out), out
+
+
+@pytest.fixture(scope="module")
+def alexnet_export(alexnet_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "alexnet"
+    return export.export_run(alexnet_run, out, "safetensors,onnx"), out
+
+
+def _outputs(model, size: int, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        return x, model.eval()(x)
+
+
+def _check_onnx(out: Path, x: torch.Tensor, expected: torch.Tensor) -> None:
+    ort = pytest.importorskip(
+        "onnxruntime", reason="onnxruntime is not installed (pip install -r requirements-dev.txt)"
+    )
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == "batch"  # a dynamic batch axis; the export's example had 2
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert got.shape == tuple(expected.shape)
+    assert np.abs(got - expected.numpy()).max() <= 1e-4
+
+
+def test_a_head_only_timm_run_loads_strictly_into_timm_with_identical_outputs(resnet_run, resnet_export, shapes):
+    import timm
+
+    with safe_open(str(resnet_run / "weights.safetensors"), "pt") as f:
+        assert f.metadata()["cnncompare"] == "trained-only"  # the run itself keeps only its classifier
+    result, out = resnet_export
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["backend"] == "timm" and cfg["architecture"].split(".")[0] == "resnet18"
+    assert cfg["classes"] == shapes.classes and cfg["input_size"] == [3, 32, 32]
+    assert len(cfg["mean"]) == len(cfg["std"]) == 3 and cfg["interpolation"] in ("bilinear", "bicubic")
+    assert cfg["head"] == {"kind": "linear"} and cfg["cnncompare_version"] == export.__version__
+    assert {p.name for p in result.files} == {"model.safetensors", "model.onnx", "config.json", "README.md"}
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".onnx-*"))
+
+    sd = load_file(str(out / "model.safetensors"))
+    assert any(k.endswith("num_batches_tracked") for k in sd)  # frozen BatchNorm written as plain BatchNorm
+    model = timm.create_model(cfg["architecture"], num_classes=len(cfg["classes"]))
+    model.load_state_dict(sd, strict=True)
+    x, theirs = _outputs(model, 32)
+    _, ours = _outputs(runs.load_run(resnet_run).load_model(), 32)
+    assert torch.allclose(theirs, ours, rtol=0, atol=1e-6)
+    assert result.torch_max_abs_diff <= 1e-6
+    _check_onnx(out, x, theirs)
+    assert result.onnx_written and result.opset == export.OPSET and result.onnx_max_abs_diff <= 1e-4
+    assert cfg["onnx"]["dynamic_batch"] and cfg["onnx"]["checked"]
+
+
+def test_a_full_torchvision_alexnet_run_loads_strictly_into_torchvision(alexnet_run, alexnet_export, shapes):
+    import torchvision
+
+    result, out = alexnet_export
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["backend"], cfg["architecture"], cfg["input_size"]) == ("torchvision", "alexnet", [3, 64, 64])
+    model = torchvision.models.alexnet(num_classes=len(cfg["classes"]))
+    model.load_state_dict(load_file(str(out / "model.safetensors")), strict=True)
+    x, theirs = _outputs(model, 64)
+    _, ours = _outputs(runs.load_run(alexnet_run).load_model(), 64)
+    assert torch.equal(theirs, ours)
+    _check_onnx(out, x, theirs)
+    assert "within" in result.onnx and "onnxruntime" in result.onnx
+
+
+def test_the_readme_lines_load_and_run_the_export(resnet_export, monkeypatch):
+    result, out = resnet_export
+    blocks = re.findall(r"```python\n(.*?)```", (out / "README.md").read_text(), re.S)
+    assert len(blocks) == (2 if result.onnx_written else 1)
+    if result.onnx_written:
+        pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -r requirements-dev.txt)")
+    work = out.parent / "readme-run"
+    work.mkdir()
+    for name in ("config.json", "model.safetensors", "model.onnx"):
+        (work / name).symlink_to(out / name)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8)).save(work / "image.jpg")
+    monkeypatch.chdir(work)
+    printed = []
+    for block in blocks:
+        assert len(block.strip().splitlines()) <= 7  # a handful of lines, imports included
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            exec(compile(block, "README.md", "exec"), {})
+        printed.append(buf.getvalue().strip())
+    classes = json.loads((out / "config.json").read_text())["classes"]
+    assert printed[0] in classes and len(set(printed)) == 1  # PyTorch and ONNX Runtime name the same class
+
+
+def test_load_export_rebuilds_the_model_without_the_run(resnet_export, resnet_run):
+    _, out = resnet_export
+    model, cfg = export.load_export(out)
+    _, theirs = _outputs(model, 32)
+    _, ours = _outputs(runs.load_run(resnet_run).load_model(), 32)
+    assert torch.allclose(theirs, ours, rtol=0, atol=1e-6) and cfg["num_classes"] == 8
+
+
+def test_a_model_that_does_not_export_to_onnx_says_why_and_keeps_the_safetensors(alexnet_run, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported operator aten::frobnicate\nlong trace ...")
+
+    monkeypatch.setattr(torch.onnx, "export", refuse)
+    result = export.export_run(alexnet_run, tmp_path)
+    assert not result.onnx_written and result.onnx_max_abs_diff is None
+    assert "does not export to ONNX" in result.onnx and "aten::frobnicate" in result.onnx and "\n" not in result.onnx
+    assert (tmp_path / "model.safetensors").is_file() and not (tmp_path / "model.onnx").exists()
+    assert json.loads((tmp_path / "config.json").read_text())["onnx"] is None
+    assert "onnxruntime" not in (tmp_path / "README.md").read_text().split("ONNX:")[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+
+def test_missing_optional_packages_are_named(alexnet_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "_have", lambda module: module not in ("onnxscript",))
+    result = export.export_run(alexnet_run, tmp_path / "a", ["onnx", "safetensors"])
+    assert "onnxscript" in result.onnx and "pip install" in result.onnx and not result.onnx_written
+
+    class Program:  # what the exporter returns; writing the real one is tested above
+        def save(self, path, external_data=False):
+            Path(path).write_bytes(b"onnx")
+
+    monkeypatch.setattr(export, "_have", lambda module: module != "onnxruntime")
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: Program())
+    result = export.export_run(alexnet_run, tmp_path / "b", "onnx")
+    assert result.onnx_written and result.onnx_max_abs_diff is None and "not checked" in result.onnx
+    assert "onnxruntime is not installed" in (tmp_path / "b" / "README.md").read_text()
+    assert not json.loads((tmp_path / "b" / "config.json").read_text())["onnx"]["checked"]
+    assert not (tmp_path / "b" / "model.safetensors").exists()
+
+
+def test_an_export_never_replaces_the_run_s_own_files(alexnet_run):
+    with pytest.raises(CNNCompareError, match="another folder"):
+        export.export_run(alexnet_run, alexnet_run)
+
+
+def test_formats_and_bad_run_folders_are_one_sentence(tmp_path):
+    assert export.parse_formats("onnx, safetensors") == ("safetensors", "onnx")
+    assert export.parse_formats(["safetensors"]) == ("safetensors",)
+    for bad in ("tflite", "", ","):
+        with pytest.raises(CNNCompareError, match="safetensors, onnx"):
+            export.parse_formats(bad)
+    with pytest.raises(CNNCompareError, match="not a cnncompare run"):
+        export.export_run(tmp_path, tmp_path / "out")
+    with pytest.raises(CNNCompareError, match="not a cnncompare export"):
+        export.load_export(tmp_path)
+
+
+def test_export_module_does_not_import_gradio():
+    assert "gradio" not in Path(export.__file__).read_text()
