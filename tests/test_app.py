@@ -454,3 +454,22 @@ def test_bad_input_gives_a_readable_message_and_the_app_keeps_serving(client, tm
     # still serving
     note, table, *_ = client.predict(["resnet18"], 64, False, api_name="/profile")
     assert rows_of(table)[0]["params"] == 11.69
+
+
+def test_the_cli_and_the_app_give_the_same_estimate_from_the_same_call(client, tmp_path, monkeypatch, capsys):
+    """`estimate.estimate_plan(...).text()` is what both faces show; timings are kept per architecture in a process,
+    so the app (launched in this process) and the CLI (called in this process) give the very same text."""
+    from cnncompare.cli import main
+
+    form = {**TINY_FORM, "models": "resnet18@head, resnet18@none"}
+    page = client.predict(**form, api_name="/estimate")
+    monkeypatch.setenv("CNNCOMPARE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("CNNCOMPARE_MAX_RUN_S", "900")
+    args = ["finetune", "--dataset", "shapes", "--max-per-class", "8", "--models", "resnet18@head", "resnet18@none"]
+    args += ["--epochs", "1", "--size", "32", "--batch", "16", "--optimizer", "adam", "--time-budget", "900"]
+    assert main([*args, "--json", "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    start, end = page.index("Estimate for"), page.index("±25 % of it.") + len("±25 % of it.")
+    shown = page[start:end]
+    assert "| resnet18@head | ~" in shown and "| resnet18@none | ~" in shown and "Total: about" in shown
+    assert shown in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import pickle
@@ -490,40 +489,34 @@ def test_cifar10_missing_without_download(tmp_path, monkeypatch):
     raises_data_error("CIFAR-10 was not found", load_dataset, "cifar10", work_dir=tmp_path, download=True)
 
 
-def _write_fake_cifar(root: Path, cls, per_class: int, n_classes: int, monkeypatch) -> dict[str, np.ndarray]:
-    """Write a tiny CIFAR folder in torchvision's exact pickle format; patch only the md5s."""
+def _write_fake_cifar(root: Path, cls, per_class: int, n_classes: int, py2_keys: bool = False) -> dict[str, np.ndarray]:
+    """Write a tiny CIFAR folder in the published pickle format (Python 2's bytes keys when `py2_keys`)."""
     folder = root / cls.base_folder
     folder.mkdir(parents=True)
     cifar100 = cls is tvd.CIFAR100
     label_key = "fine_labels" if cifar100 else "labels"
+    key = (lambda k: k.encode()) if py2_keys else (lambda k: k)  # noqa: E731
     rng = np.random.default_rng(0)
-    written, md5 = {}, {}
-
-    def dump(name: str, obj) -> None:
-        path = folder / name
-        path.write_bytes(pickle.dumps(obj))
-        md5[name] = hashlib.md5(path.read_bytes()).hexdigest()
-
+    written = {}
     files = [f for f, _ in cls.train_list] + [f for f, _ in cls.test_list]
     for index, name in enumerate(files):
         labels = np.repeat(np.arange(n_classes), per_class)
         pixels = rng.integers(0, 256, (len(labels), 3 * 32 * 32), dtype=np.uint8)
         pixels[:, 0] = index  # mark which batch each image came from
-        dump(name, {"data": pixels, label_key: labels.tolist(), "batch_label": name})
+        (folder / name).write_bytes(pickle.dumps({key("data"): pixels, key(label_key): labels.tolist()}))
         written[name] = pixels
     names = [f"class{i}" for i in range(n_classes)]
-    dump(cls.meta["filename"], {cls.meta["key"]: names})
-    monkeypatch.setattr(cls, "train_list", [[f, md5[f]] for f, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[f, md5[f]] for f, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5[cls.meta["filename"]]})
+    (folder / cls.meta["filename"]).write_bytes(pickle.dumps({key(cls.meta["key"]): names}))
     return written
 
 
-@pytest.mark.parametrize("key, cls, n_classes", [("cifar10", tvd.CIFAR10, 10), ("cifar100", tvd.CIFAR100, 3)])
-def test_fake_cifar_is_read_by_the_real_torchvision_loader(tmp_path, monkeypatch, key, cls, n_classes):
-    written = _write_fake_cifar(tmp_path / "cifar", cls, per_class=10, n_classes=n_classes, monkeypatch=monkeypatch)
+@pytest.mark.parametrize(
+    "key, cls, n_classes, py2", [("cifar10", tvd.CIFAR10, 10, True), ("cifar100", tvd.CIFAR100, 3, False)]
+)
+def test_a_cifar_folder_is_read_from_the_persistent_data_folder(tmp_path, key, cls, n_classes, py2):
+    written = _write_fake_cifar(tmp_path / "cifar", cls, per_class=10, n_classes=n_classes, py2_keys=py2)
     n_train_batches = len(cls.train_list)
-    loaded = load_dataset(key, work_dir=tmp_path, download=True)  # files verify, so nothing is downloaded
+    loaded = load_dataset(key, work_dir=tmp_path, download=True)  # the folder is there, so nothing is downloaded
     assert loaded.classes == [f"class{i}" for i in range(n_classes)]
     assert loaded.report.counts["train"] == dict.fromkeys(loaded.classes, 10 * n_train_batches)
     assert loaded.report.counts["val"] == dict.fromkeys(loaded.classes, 10)
@@ -535,6 +528,39 @@ def test_fake_cifar_is_read_by_the_real_torchvision_loader(tmp_path, monkeypatch
     capped = load_dataset(key, work_dir=tmp_path, download=False, max_per_class=10, val_fraction=0.2)
     assert capped.report.counts == {"train": dict.fromkeys(loaded.classes, 8), "val": dict.fromkeys(loaded.classes, 2)}
     assert any("capped" in note for note in capped.report.notes)
+
+
+class _Boom:
+    """A pickle that would run code when loaded with plain pickle.load."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/cnncompare-cifar-pwned"),))
+
+
+def test_a_cifar_file_that_names_code_is_refused_and_never_run(tmp_path):
+    _write_fake_cifar(tmp_path / "cifar", tvd.CIFAR10, per_class=2, n_classes=10)
+    Path("/tmp/cnncompare-cifar-pwned").unlink(missing_ok=True)
+    (tmp_path / "cifar" / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps({"data": _Boom()}))
+    message = raises_data_error("is not a CIFAR-10 file", load_dataset, "cifar10", work_dir=tmp_path)
+    assert "data_batch_3" in message and not Path("/tmp/cnncompare-cifar-pwned").exists()
+
+
+def test_cifars_own_archive_is_accepted_as_an_upload(tmp_path):
+    import tarfile
+
+    _write_fake_cifar(tmp_path / "made", tvd.CIFAR10, per_class=3, n_classes=10)
+    archive = tmp_path / "upload" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "made" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+        (tmp_path / "evil.txt").write_text("not CIFAR")
+        tar.add(tmp_path / "evil.txt", arcname="../evil.txt")  # never extracted: not one of CIFAR's files
+    loaded = load_dataset(str(archive), work_dir=tmp_path / "data")
+    assert loaded.name == "cifar10" and len(loaded.classes) == 10 and len(loaded.train) == 150
+    assert not (tmp_path / "data" / "evil.txt").exists() and not (tmp_path / "evil.txt.x").exists()
+    again = load_dataset(str(archive), work_dir=tmp_path / "data")  # unpacked once, then reused
+    assert again.report.to_dict() == loaded.report.to_dict()
+    assert len(list((tmp_path / "data" / "uploads").iterdir())) == 1
 
 
 def test_data_module_does_not_import_gradio():

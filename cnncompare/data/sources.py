@@ -38,6 +38,7 @@ from .base import (
     _val_count,
     check_dataset_size,
 )
+from .cifar import CIFAR, archive_kind, download_cifar, read_cifar, unpack_archive
 from .folders import load_folder
 from .shapes import SHAPE_CLASSES, load_shapes
 from .zipsafe import MAX_TOTAL_BYTES, check_zip, extract_zip
@@ -107,6 +108,8 @@ def load_dataset(
     if path.is_dir():
         return load_folder(path, path.resolve().name, opts, skipped=[], notes=[])
     if path.is_file():
+        if archive_kind(path):
+            return _load_cifar_archive(path, archive_kind(path), work_dir, opts)
         if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
             return _load_zip(path, work_dir, opts, max_total_bytes)
         raise DataError(
@@ -190,39 +193,51 @@ def planned_size(
     return sum(counts) - val, val, len(per_class)
 
 
-# --- CIFAR through torchvision ----------------------------------------------------------
+# --- CIFAR ------------------------------------------------------------------------------
 
 
 def _load_cifar(key: str, root: Path, download: bool, opts: _Options) -> LoadedData:
-    """Read CIFAR with torchvision's own classes; its official test split becomes val."""
-    import torchvision.datasets as tvd
-
-    cls, label, folder = {
-        "cifar10": (tvd.CIFAR10, "CIFAR-10", "cifar-10-batches-py"),
-        "cifar100": (tvd.CIFAR100, "CIFAR-100", "cifar-100-python"),
-    }[key]
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        train_set = cls(root=str(root), train=True, download=download)
-        val_set = cls(root=str(root), train=False, download=download)
-    except Exception as exc:  # network, tar and integrity errors all mean the same to the user
-        if download:
+    """CIFAR from `root` (downloaded there once, when allowed); its official test split becomes val."""
+    spec = CIFAR[key]
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / spec.folder
+    if not folder.is_dir():
+        if not download:
             raise DataError(
-                f"Could not download {label} (no network?). "
-                f"Put the extracted '{folder}' folder in '{root}' and try again."
+                f"{spec.label} was not found in '{root}': put the extracted '{spec.folder}' folder there, upload "
+                f"{spec.archive} (its own archive) as your dataset, or allow downloading."
+            )
+        try:
+            download_cifar(spec, root)
+        except Exception as exc:  # network, tar and integrity errors all mean the same to the user
+            raise DataError(
+                f"Could not download {spec.label} (no network?). Put the extracted '{spec.folder}' folder in "
+                f"'{root}', or upload {spec.archive} as your dataset, and try again."
             ) from exc
-        raise DataError(
-            f"{label} was not found in '{root}': put the extracted '{folder}' folder there, or allow downloading."
-        ) from exc
-    classes = list(train_set.classes)
-    notes = [f"official {label} split: the test set is used for validation"]
+    return _cifar_data(spec, folder, opts, spec.key)
+
+
+def _cifar_data(spec, folder: Path, opts: _Options, source: str) -> LoadedData:
+    classes, (x_train, y_train), (x_val, y_val) = read_cifar(spec, folder)
+    notes = [f"official {spec.label} split: the test set is used for validation"]
     train_cap, val_cap = opts.caps()
-    train = _capped_array_split(classes, train_set.data, train_set.targets, train_cap, opts.rng(2, 0))
-    val = _capped_array_split(classes, val_set.data, val_set.targets, val_cap, opts.rng(2, 1))
+    train = _capped_array_split(classes, x_train, y_train, train_cap, opts.rng(2, 0))
+    val = _capped_array_split(classes, x_val, y_val, val_cap, opts.rng(2, 1))
     if opts.max_per_class is not None:
         notes.append(opts.cap_note())
-    report = DataReport(key, classes, _report_counts(classes, train, val), notes=notes)
-    return LoadedData(key, classes, train, val, report)
+    report = DataReport(source, classes, _report_counts(classes, train, val), notes=notes)
+    return LoadedData(spec.key, classes, train, val, report)
+
+
+def _load_cifar_archive(path: Path, key: str, work_dir: Path, opts: _Options) -> LoadedData:
+    """CIFAR's own archive, uploaded: its files (only those) unpacked once per content into `uploads/`."""
+    spec = CIFAR[key]
+    dest = work_dir / "uploads" / file_digest(path)
+    dest.mkdir(parents=True, exist_ok=True)
+    folder = dest / spec.folder
+    if not folder.is_dir():
+        folder = unpack_archive(path, spec, dest)
+    return _cifar_data(spec, folder, opts, path.name)
 
 
 def _capped_array_split(
