@@ -209,7 +209,11 @@ def cmd_finetune(args) -> None:
     settings = from_args(TrainSettings, args)
     defaults = from_args(ModelEntry, args)
     plan = compare.Plan.parse(
-        args.models, model_defaults=defaults, settings=settings, missing_weights=args.missing_weights
+        args.models,
+        model_defaults=defaults,
+        settings=settings,
+        missing_weights=args.missing_weights,
+        limits=compare.Limits.local(env),
     )
     out = Path(args.out) if args.out else env.runs_dir
     try:

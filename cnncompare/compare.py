@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from . import models, runtime, training
+from . import memory, models, runtime, training
 from .data import placement
 from .env import Env
 from .errors import CNNCompareError, first_line
@@ -128,10 +128,25 @@ class Limits:
     max_epochs: int | None = None
     max_run_s: float | None = None
     max_params_m: float | None = None  # models beyond the catalog; the catalog is always allowed
+    max_run_mb: float | None = None  # memory of one run on a CPU (`memory.check`)
+    max_decoded_bytes: int | None = None  # decoded images beyond this stream from disk (not held in memory)
 
     @classmethod
     def of(cls, env: Env) -> Limits:
-        return cls(env.max_runs or None, env.max_epochs or None, env.max_run_s or None, env.max_model_params_m or None)
+        """A shared server's limits, from the environment."""
+        return cls(
+            env.max_runs or None,
+            env.max_epochs or None,
+            env.max_run_s or None,
+            env.max_model_params_m or None,
+            env.max_run_mb or None,
+            env.max_decoded_bytes,
+        )
+
+    @classmethod
+    def local(cls, env: Env) -> Limits:
+        """The command line's: the owner's machine, so only what keeps a run from being killed (its memory)."""
+        return cls(max_run_mb=env.max_run_mb or None, max_decoded_bytes=env.max_decoded_bytes)
 
     def budget(self, asked: float | None) -> float | None:
         """A run's time budget under the server's: the smaller of the two."""
@@ -191,6 +206,15 @@ class Plan:
             for name in dict.fromkeys(e.model for e in self.entries):
                 models.check_allowed(name, lim.max_params_m)
 
+    def check_memory(self, n_train: int, n_val: int, n_classes: int) -> list[memory.RunMemory]:
+        """Every CPU run's memory against the limit, before anything runs (`memory.check`).
+
+        Raises:
+            memory.TooBig: the first run that cannot fit, with the largest batch and input size that would.
+        """
+        checked = (memory.check_run(run, self.limits, n_train, n_val, n_classes) for run in self.runs())
+        return [need for need in checked if need is not None]
+
     def runs(self) -> list[PlannedRun]:
         """Each entry resolved, with a label that is unique in the plan ('#2' added to repeats)."""
         out, seen = [], set()
@@ -228,21 +252,27 @@ def _weights_fallback(run: PlannedRun, policy: MissingWeights) -> tuple[PlannedR
 
 
 def run_plan(
-    plan: Plan, dataset, *, out_dir: str | Path | None = None, should_stop: Callable[[], bool] | None = None
+    plan: Plan,
+    dataset,
+    *,
+    out_dir: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    owner: str | None = None,
 ) -> Iterator[training.Event]:
     """Events of every run in turn, each labelled; each run ends with an "end" event carrying its RunResult.
 
-    Decoded images are shared by the runs and released when the comparison ends.
+    Decoded images are shared by the runs and released when the comparison ends. `owner` is recorded in each
+    run folder (who made it, on a shared server).
     """
     should_stop = should_stop or (lambda: False)
     try:
         for run in plan.runs():
-            yield from _one_run(run, plan, dataset, out_dir, should_stop)
+            yield from _one_run(run, plan, dataset, out_dir, should_stop, owner)
     finally:
         placement.release_data()
 
 
-def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop) -> Iterator[training.Event]:
+def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop, owner=None) -> Iterator[training.Event]:
     if should_stop():
         yield _failed(run, dataset, "not started: stopped by user")
         return
@@ -253,7 +283,8 @@ def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop) -> Iter
             yield training.Event("info", run.entry.model, label=run.label, message=f"{run.label}: {reason}")
         run.settings.validate()  # bad settings fail here, before a run directory is made
         models.check_entry(run.entry, run.settings.size)
-        store = RunStore(out_dir, run.entry.model) if out_dir and runtime.is_main_process() else None
+        memory.check_run(run, plan.limits, len(dataset.train), len(dataset.val), len(dataset.classes))
+        store = RunStore(out_dir, run.entry.model, owner) if out_dir and runtime.is_main_process() else None
         for ev in training.run(run.entry, run.settings, dataset, label=run.label, should_stop=should_stop, store=store):
             if ev.kind == "end" and reason:
                 ev.result.warnings.insert(0, reason)

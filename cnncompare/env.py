@@ -12,7 +12,10 @@ from pathlib import Path
 
 from .errors import CNNCompareError
 
-__all__ = ["Env"]
+__all__ = ["Env", "machine_mb", "AUTO"]
+
+AUTO = -1.0  # a default worked out from the machine (see the field's help)
+RUN_SHARE = 0.6  # of the memory beside the model cache: the server itself, predictions and profiles use the rest
 
 
 def _env_flag(*names: str) -> bool:
@@ -32,9 +35,22 @@ def _env_number(name: str, default: float, kind: type = int):
     return value
 
 
-def env_setting(default, var: str, help: str, *, also: tuple[str, ...] = ()):
-    """A field of `Env`: its environment variable(s), default and help, once."""
-    return field(default=default, metadata={"env": (var, *also), "help": help})
+def env_setting(default, var: str, help: str, *, also: tuple[str, ...] = (), shown: str | None = None):
+    """A field of `Env`: its environment variable(s), default (as the README shows it: `shown`) and help, once."""
+    return field(default=default, metadata={"env": (var, *also), "help": help, "shown": shown})
+
+
+def machine_mb() -> float:
+    """This machine's memory in MiB: the smaller of the physical memory and the container's limit (cgroup)."""
+    total = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) / 2**20
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            raw = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 2**60:  # "max", or a huge number: no limit
+            total = min(total, int(raw) / 2**20)
+    return total
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,8 @@ class Env:
     """Everything read from the environment, once; `Env.variables()` lists them (the README's table).
 
     The limits apply to the app (a shared server); the CLI, run by its owner, applies only
-    runs_dir, offline, debug and max_decoded_mb.
+    runs_dir, offline, debug, max_decoded_mb and max_run_mb (a run that cannot fit is refused with one
+    sentence instead of being killed by the kernel).
     """
 
     runs_dir: Path = env_setting(Path("runs"), "CNNCOMPARE_RUNS", "where runs are saved")
@@ -61,6 +78,16 @@ class Env:
     max_runs: int = env_setting(6, "CNNCOMPARE_MAX_RUNS", "runs per fine-tuning comparison")
     max_epochs: int = env_setting(50, "CNNCOMPARE_MAX_EPOCHS", "epochs per run")
     max_run_s: float = env_setting(900.0, "CNNCOMPARE_MAX_RUN_S", "longest a fine-tuning run may take, in seconds")
+    max_run_mb: float = env_setting(
+        AUTO,
+        "CNNCOMPARE_MAX_RUN_MB",
+        "memory one fine-tuning run may use on a CPU, counted before it starts; a run over it is refused with the "
+        "largest batch and input size that fit (0 = no limit)",
+        shown="60 % of (memory − model cache): 8,602 on a 16 GB Space",
+    )
+    max_image_mpix: float = env_setting(
+        40.0, "CNNCOMPARE_MAX_IMAGE_MPIX", "pixels of one image to predict, in megapixels; read from its header"
+    )
     max_dataset_mpix: float = env_setting(
         2000.0, "CNNCOMPARE_MAX_DATASET_MPIX", "images x pixels of one dataset at the training size, in megapixels"
     )
@@ -78,6 +105,12 @@ class Env:
         24.0, "CNNCOMPARE_RUN_EXPIRY_H", "visitors' runs are deleted after this many hours (0 = never)"
     )
     max_unpack_mb: float = env_setting(1024.0, "CNNCOMPARE_MAX_UNPACK_MB", "bytes one uploaded zip may unpack to")
+    data_cap_mb: float = env_setting(
+        8192.0, "CNNCOMPARE_DATA_CAP_MB", "disk for unpacked uploads; the least recently used go first"
+    )
+    code_attempts: int = env_setting(
+        10, "CNNCOMPARE_CODE_ATTEMPTS", "unknown workspace codes one address may try in 10 minutes"
+    )
     max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
     queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")
     gpu_limit_s: float = env_setting(
@@ -109,12 +142,17 @@ class Env:
             else:
                 kind = int if f.type in (int, "int") else float
                 values[f.name] = _env_number(names[0], f.default, kind)
+        if values["max_run_mb"] == AUTO:
+            values["max_run_mb"] = default_run_mb(values["model_cache_mb"])
         return cls(**values)
 
     @classmethod
     def variables(cls) -> list[tuple[str, str, str]]:
         """(variable, default, meaning) of every environment variable, for the README and --help."""
-        return [(f.metadata["env"][0], str(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)]
+        return [
+            (f.metadata["env"][0], f.metadata.get("shown") or str(f.default), f.metadata["help"])
+            for f in dataclasses.fields(cls)
+        ]
 
     @property
     def data_dir(self) -> Path:
@@ -124,3 +162,10 @@ class Env:
     @property
     def max_decoded_bytes(self) -> int:
         return int(self.max_decoded_mb * 2**20)
+
+
+def default_run_mb(model_cache_mb: float = 2048.0, train_slots: int = 1, total_mb: float | None = None) -> float:
+    """The memory one run may use by default: RUN_SHARE of what is left beside the model cache, shared by the
+    runs that may train at once (one here). A free CPU Space (16 GiB, a 2 GiB model cache): 8,602 MiB."""
+    total = machine_mb() if total_mb is None else total_mb
+    return round(max(512.0, RUN_SHARE * (total - model_cache_mb) / max(1, train_slots)))

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import models, profiling, runtime
+from . import memory, models, profiling, runtime
 from .errors import CNNCompareError
 from .loop import (
     EVAL_BATCH,
@@ -373,6 +373,7 @@ def estimate_plan(plan, dataset) -> PlanEstimate:
     for run in plan.runs():
         budget = run.settings.time_budget_s
         try:
+            memory.check_run(run, plan.limits, n_train, n_val, n_classes)  # a run that cannot fit is not timed
             est = estimate(run.entry, run.settings, n_train, n_val, n_classes)
         except CNNCompareError as err:
             out.append(RunEstimate(run.label, error=str(err), budget_s=budget))

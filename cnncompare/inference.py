@@ -26,6 +26,9 @@ __all__ = [
     "imagenet_model",
     "RANDOM_NOTE",
     "Prediction",
+    "check_pixels",
+    "TooManyPixels",
+    "MAX_IMAGE_MPIX",
     "predict",
     "preprocess",
     "load_image",
@@ -133,11 +136,46 @@ def preprocess(image: Image.Image, model: nn.Module, size: int, fit: str = "crop
     return x.unsqueeze(0)
 
 
-def load_image(path_or_image) -> Image.Image:
+MAX_IMAGE_MPIX = 40.0  # an image to predict: 40 megapixels decode to 120 MB of RGB
+
+
+class TooManyPixels(CNNCompareError):
+    """An image that would decode beyond the pixel bound (refused from its header)."""
+
+
+def check_pixels(path, max_mpix: float = MAX_IMAGE_MPIX, name: str | None = None) -> tuple[int, int]:
+    """(width, height) of an image file, read from its header alone; refused when it would decode beyond `max_mpix`.
+
+    Raises:
+        CNNCompareError: not an image, or too many pixels (one sentence naming the file).
+    """
+    shown = name or getattr(path, "name", None) or str(path).rsplit("/", 1)[-1]
+    try:
+        with Image.open(path) as img:  # reads the header: nothing is decoded yet
+            width, height = img.size
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        kind = type(err).__name__
+        raise CNNCompareError(f"Could not read the image '{shown}' ({kind}); upload a JPEG or PNG file.") from None
+    if max_mpix and width * height > max_mpix * 1e6:
+        raise TooManyPixels(
+            f"'{shown}' is {width:,} x {height:,} pixels ({width * height / 1e6:,.0f} megapixels), more than the "
+            f"{max_mpix:,.0f} megapixels an image may have here: upload a smaller picture."
+        )
+    return width, height
+
+
+def load_image(path_or_image, max_mpix: float | None = MAX_IMAGE_MPIX) -> Image.Image:
+    """An RGB image from a path, a PIL image or an array; a file over `max_mpix` is refused before decoding.
+
+    Raises:
+        CNNCompareError: an unreadable file, or one with too many pixels.
+    """
     if isinstance(path_or_image, Image.Image):
         return path_or_image
     if isinstance(path_or_image, np.ndarray):
         return Image.fromarray(path_or_image.astype(np.uint8))
+    if max_mpix:
+        check_pixels(path_or_image, max_mpix)
     try:
         with Image.open(path_or_image) as img:
             img.load()

@@ -208,6 +208,7 @@ class RunState:
     warmup_images: int = 0
     steps_done: int = 0
     snapshot: dict | None = None  # weights of the last finished epoch
+    first_loss: float | None = None  # the first reading: a loss far above it means the run diverged
 
     def steady_images_per_s(self) -> float | None:
         """Images per second after the warm-up steps (all steps when the run had no more)."""
@@ -222,18 +223,33 @@ class Stop(Exception):
 
 
 class Diverged(CNNCompareError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or grew far beyond its first value."""
+
+
+DIVERGED_FACTOR = 1000.0  # a loss this many times its first value (at least 1) has left training behind
 
 
 def _read_running(
-    loss_sum: torch.Tensor, correct: torch.Tensor, seen: torch.Tensor, dist: runtime.Dist
+    loss_sum: torch.Tensor, correct: torch.Tensor, seen: torch.Tensor, dist: runtime.Dist, state: RunState | None = None
 ) -> tuple[float, float, int]:
-    """(mean loss, accuracy %, images) so far, summed over the processes; raises Diverged on NaN/inf."""
+    """(mean loss, accuracy %, images) so far, summed over the processes.
+
+    Raises:
+        Diverged: a loss that is NaN or infinite, or (with `state`) over DIVERGED_FACTOR times the run's first one
+        (SGD at lr 10 reached 4e27 and was once reported done).
+    """
     totals = dist.sum(torch.stack([loss_sum.double(), correct.double(), seen.double()])).tolist()
     n = max(1.0, totals[2])
     loss = totals[0] / n
     if not math.isfinite(loss):
         raise Diverged("diverged: the loss became NaN or infinite; lower the learning rate.")
+    if state is not None:
+        if state.first_loss is None:
+            state.first_loss = loss
+        elif loss > DIVERGED_FACTOR * max(state.first_loss, 1.0):
+            raise Diverged(
+                f"diverged: the loss grew from {state.first_loss:.3g} to {loss:.3g}; lower the learning rate."
+            )
     return loss, 100 * totals[1] / n, int(totals[2])
 
 
@@ -307,11 +323,11 @@ def train_one_epoch(
             last_event = now
             if dist.world > 1:
                 _agreed_stop(dist, device, check_stop)
-            loss_value, _, seen_all = _read_running(loss_sum, correct, seen, dist)  # reads the device: waits here
+            loss_value, _, seen_all = _read_running(loss_sum, correct, seen, dist, state)  # reads the device: waits
             yield dict(
                 step=step, steps=steps, loss=loss_value, lr=lr, epoch_time=time.perf_counter() - t_epoch, seen=seen_all
             )
-    loss_value, acc, seen_all = _read_running(loss_sum, correct, seen, dist)
+    loss_value, acc, seen_all = _read_running(loss_sum, correct, seen, dist, state)
     epoch_time = time.perf_counter() - t_epoch
     state.train_time += epoch_time
     state.images += seen_all

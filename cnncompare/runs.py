@@ -39,6 +39,7 @@ __all__ = [
     "prune",
     "clean_tmp",
     "folder_bytes",
+    "owner_of",
     "json_safe",
     "METRIC_FIELDS",
 ]
@@ -85,10 +86,11 @@ def _versions() -> dict:
 
 
 class RunStore:
-    """Writes one run's files as the run goes."""
+    """Writes one run's files as the run goes (`owner`: who made it, recorded in its config.json)."""
 
-    def __init__(self, root: str | Path, name: str):
+    def __init__(self, root: str | Path, name: str, owner: str | None = None):
         self.train_config: dict | None = None
+        self.owner = owner
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")  # sorts by time; -2, -3 for the same second
         base = Path(root) / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
         path, i = base, 1
@@ -108,6 +110,8 @@ class RunStore:
             versions=_versions(),
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         )
+        if self.owner:
+            config["owner"] = self.owner
         self.train_config = train_config
         _write_atomic(self.path / "config.json", json.dumps(config, indent=2, default=str))
         with (self.path / "metrics.csv").open("w", newline="") as f:
@@ -343,13 +347,28 @@ def _run_dirs(root: Path) -> list[Path]:
     return [p.parent for p in root.rglob("config.json") if p.parent != root]
 
 
+def owner_of(run_dir: str | Path) -> str | None:
+    """Who made a run (the `owner` its config.json records: a visitor's id on a server), or None."""
+    try:
+        owner = json.loads((Path(run_dir) / "config.json").read_text()).get("owner")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, str) else None
+
+
 def prune(
-    root: str | Path, *, max_bytes: float | None = None, max_age_s: float | None = None, busy_s: float = 3600
+    root: str | Path,
+    *,
+    max_bytes: float | None = None,
+    max_age_s: float | None = None,
+    busy_s: float = 3600,
+    owner: str | None = None,
 ) -> list[Path]:
     """Delete run folders under `root`: those older than `max_age_s`, then the oldest until the rest fit `max_bytes`.
 
     A folder without results.json that changed in the last `busy_s` seconds is a run in progress
-    and is kept. Returns the removed folders.
+    and is kept. With `owner`, only that owner's runs are counted and removed (a member of a shared
+    workspace never loses another member's runs to their own quota). Returns the removed folders.
     """
     import shutil
     import time
@@ -358,7 +377,10 @@ def prune(
     if not root.is_dir():
         return []
     now = time.time()
-    runs = sorted(_run_dirs(root), key=lambda p: (p / "config.json").stat().st_mtime)
+    found = _run_dirs(root)
+    if owner is not None:
+        found = [p for p in found if owner_of(p) == owner]
+    runs = sorted(found, key=lambda p: (p / "config.json").stat().st_mtime)
     busy = {p for p in runs if not (p / "results.json").exists() and now - p.stat().st_mtime < busy_s}
     removed: list[Path] = []
     sizes = {p: folder_bytes(p) for p in runs}

@@ -47,3 +47,47 @@ def playwright_or_skip():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); browser tests skipped", allow_module_level=True)
     return pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+
+def raw_call(url: str, api_name: str, data: list, session_hash: str | None = "raw-test-session", timeout: float = 120):
+    """Call an endpoint the way a script would, without gradio_client: join gradio's queue over HTTP with any
+    JSON payload (what the page would never send), then read the answer from the event stream.
+
+    Returns:
+        (success, output data or error text).
+    """
+    import json
+    import uuid
+
+    import httpx
+
+    session_hash = session_hash or uuid.uuid4().hex
+    config = httpx.get(url + "config", timeout=30).json()
+    fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
+    body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
+    joined = httpx.post(url + "gradio_api/queue/join", json=body, timeout=30)
+    joined.raise_for_status()
+    with httpx.stream(
+        "GET", url + "gradio_api/queue/data", params={"session_hash": session_hash}, timeout=timeout
+    ) as r:
+        for line in r.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            msg = json.loads(line[5:])
+            if msg.get("msg") == "process_completed":
+                out = msg.get("output") or {}
+                return bool(msg.get("success")), out.get("data") if msg.get("success") else out.get("error")
+    return False, "the stream ended without an answer"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since the last `reset_peak_rss` (Linux: VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reset_peak_rss() -> None:
+    """Start counting the peak afresh (Linux: writing 5 to /proc/self/clear_refs)."""
+    Path("/proc/self/clear_refs").write_text("5")

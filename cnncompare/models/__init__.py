@@ -48,7 +48,7 @@ from .freeze import (
     weight_layers,
 )
 from .hub import offline, weights_downloadable, weights_hint, weights_source_hint
-from .weights import Layout, check_weights, read_weights
+from .weights import Layout, check_weights, file_bound, read_weights, unpacked_bytes
 
 __all__ = [
     "catalog",
@@ -87,6 +87,8 @@ __all__ = [
     "read_weights",
     "check_weights",
     "checked_weights",
+    "file_bound",
+    "unpacked_bytes",
     "weights_hint",
     "weights_source_hint",
 ]

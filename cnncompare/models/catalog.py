@@ -16,11 +16,12 @@ import difflib
 import functools
 from dataclasses import asdict, dataclass, field
 
-from ..errors import UnknownModelError
+from ..errors import UnknownModelError, shown
 
 # Smallest input the app offers at all: below this, even models that technically run
 # (ResNet works at 8 px) see nothing a person could recognise.
 FLOOR_SIZE = 32
+MAX_NAME = 120  # the longest timm name is under 70 characters
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,9 @@ def _timm_names() -> list[str]:
 
 def get(name: str) -> ArchInfo:
     """Catalog entry for `name`, or an entry made on the fly for any other timm model name."""
-    key = name.strip()
+    key = str(name).strip()
+    if len(key) > MAX_NAME:  # no model is called that; and comparing it with 1,300 names would take a while
+        raise UnknownModelError(f"Unknown model '{shown(key)}': model names are short, e.g. resnet50.")
     if key in CATALOG:
         return CATALOG[key]
     if key.lower() in CATALOG:
@@ -322,7 +325,8 @@ def get(name: str) -> ArchInfo:
         if tag and not _has_pretrained_tag(key):
             tags = [n.partition(".")[2] for n in timm.list_pretrained(f"{base}.*")]
             raise UnknownModelError(
-                f"timm has no weights '{tag}' for {base}" + (f"; it has: {', '.join(tags[:8])}." if tags else ".")
+                f"timm has no weights '{shown(tag)}' for {base}"
+                + (f"; it has: {', '.join(tags[:8])}." if tags else ".")
             )
         family = next((f for p, f in _PREFIX_FAMILY if base.startswith(p)), "other")
         default_size = _timm_default_size(key)
@@ -340,7 +344,7 @@ def get(name: str) -> ArchInfo:
         close = difflib.get_close_matches(key.lower(), _timm_names(), n=3, cutoff=0.75)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise UnknownModelError(
-        f"Unknown model '{name}'.{hint} Run 'python -m cnncompare models' for the catalog; "
+        f"Unknown model '{shown(key)}'.{hint} Run 'python -m cnncompare models' for the catalog; "
         "any timm model name works too."
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..errors import WeightsUnavailableError, first_line
 from . import catalog
 from .hub import weights_source_hint
 
-__all__ = ["Layout", "read_weights", "check_weights", "is_optional"]
+__all__ = ["Layout", "read_weights", "check_weights", "is_optional", "unpacked_bytes", "file_bound"]
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "module")
 OPTIONAL = ("num_batches_tracked",)  # BatchNorm's step counter: older files lack it, none of it is a weight
@@ -41,9 +42,26 @@ class Layout:
     module: str
     meta_model: Callable[[], nn.Module]  # the model on the meta device, for the filters that need it
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every tensor at 4 bytes per value (fp32, as weights files store them)."""
+        total = 0
+        for shape in self.shapes.values():
+            n = 1
+            for d in shape:
+                n *= d
+            total += 4 * n
+        return total
+
     def signature(self) -> frozenset:
         """(key, shape) pairs of its weights, optional ones left out: what `_looks_like` compares."""
         return frozenset((k, s) for k, s in self.shapes.items() if not is_optional(k))
+
+
+def file_bound(layout: Layout) -> int:
+    """The most a weights file for this model may unpack to: its own weights with room for the auxiliary
+    classifiers some files carry (GoogLeNet's, Inception v3's) and a file's own overhead."""
+    return int(1.25 * layout.nbytes) + 64 * 2**20
 
 
 def is_optional(key: str) -> bool:
@@ -51,18 +69,39 @@ def is_optional(key: str) -> bool:
     return key.endswith(OPTIONAL) or key.startswith(AUX)
 
 
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+def unpacked_bytes(path: str | Path) -> int:
+    """The bytes reading a weights file puts in memory, known before reading it: a `.pth` is a zip archive whose
+    members may be compressed (a 1 MB file can hold a 1 GB tensor of zeros), so its members' uncompressed sizes
+    are summed from the archive's directory; any other file holds its tensors as they are."""
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return sum(info.file_size for info in zf.infolist())
+        return path.stat().st_size
+    except (OSError, zipfile.BadZipFile):
+        return path.stat().st_size if path.is_file() else 0
+
+
+def read_weights(path: str | Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, read safely: `.safetensors`, or a `.pth`/`.bin` through
     `torch.load(weights_only=True)` (a pickle that holds code is refused, never run).
 
     Common checkpoint wrappers (`{"state_dict": ...}`, `{"model": ...}`) and DataParallel's
     `module.` prefix are removed; entries that are not tensors (an epoch number) are dropped.
+    `max_bytes`: refuse, before reading, a file that would unpack to more (`unpacked_bytes`).
 
     Raises:
-        WeightsUnavailableError: an unreadable file, a pickle with code, no tensors (one sentence, by file name).
+        WeightsUnavailableError: an unreadable file, a pickle with code, no tensors, one over `max_bytes` (one
+        sentence, by file name).
     """
     path = Path(path)
     name = path.name
+    if max_bytes is not None and (size := unpacked_bytes(path)) > max_bytes:
+        raise WeightsUnavailableError(
+            f"{name} unpacks to {size / 2**20:,.0f} MB, more than the model's own weights could take "
+            f"({max_bytes / 2**20:,.0f} MB at most): it holds something else besides them."
+        )
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file

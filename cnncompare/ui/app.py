@@ -20,8 +20,7 @@ from .. import models
 from ..env import Env
 from ..errors import CNNCompareError
 from . import architectures, finetune, learn, predict, visitors
-from . import weights as weights_ui
-from .common import LANES, MODELS, Context
+from .common import LANES, MODELS, Context, in_line
 
 MAX_FILE_SIZE = "200mb"
 
@@ -91,8 +90,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
     """The Blocks app. Runs go to `runs_root`, else $CNNCOMPARE_RUNS, else ./runs (each visitor's under
     visitors/); the limits come from `env`, else the environment (`env.Env`)."""
     ctx = Context.from_env(runs_root, env)
-    visitors.at_start(ctx)  # leftover *.tmp files, expired runs, old downloads
-    weights_ui.expire(ctx)  # visitors' weights files older than the runs' expiry
+    visitors.at_start(ctx)  # leftover *.tmp files, expired runs and weights, old downloads and unpacked uploads
     MODELS.resize(int(ctx.env.model_cache_mb * 2**20))
     with gr.Blocks(title="cnncompare: classic CNNs side by side", delete_cache=(3600, 3600)) as demo:
         # The visitor's key, kept (encrypted) in the browser's storage: a refresh keeps their runs.
@@ -108,7 +106,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
             with gr.Tab("Learn", id="learn", elem_id="tab-learn"):
                 learn.build(ctx, ft, tabs)
         # A first visit gets a new random key (the browser keeps it); then its runs are listed.
-        demo.load(visitors.new_state, ctx.visitor_state, ctx.visitor_state, api_visibility="private", queue=False).then(
+        demo.load(_first_state(ctx), ctx.visitor_state, ctx.visitor_state, api_visibility="private", queue=False).then(
             pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
         )
         # Newly finished runs appear in the Predict tab's list.
@@ -121,22 +119,50 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
         arch.wire_load(demo)
         demo.load(**ft.weights.refresh, api_visibility="private")  # the visitor's own weights files
         # The visitor's own runs, for API clients (the page's dropdown shows the same list).
-        gr.api(_runs_api(ctx), api_name="runs", queue=False)
+        gr.api(_runs_api(ctx), api_name="runs", concurrency_limit=None)
     # Gradio's queue is a backstop: the app's events start at once and wait in ctx.queue, the fair queue.
-    demo.queue(max_size=ctx.env.queue_size, default_concurrency_limit=2)
+    # api_open=False: no event skips the queue through /gradio_api/run/... (as on a Space, where it is the default)
+    demo.queue(max_size=ctx.env.queue_size, default_concurrency_limit=2, api_open=False)
     demo.cnncompare_context = ctx
     return demo
 
 
+def _first_state(ctx: Context):
+    def first_state(value=None, request: gr.Request = None) -> dict:
+        """The browser's stored value, with a key made when it has none, joined to the workspace of a shared link
+        (`?workspace=CODE`) when the page was opened with one."""
+        state = visitors.new_state(value)
+        params = getattr(request, "query_params", None) or {}
+        code = str(params.get("workspace") or "").strip()
+        if code:
+            try:
+                return visitors.join_workspace(state, code, ctx.workspaces, visitors.address_of(request))
+            except CNNCompareError:
+                return state
+        return state
+
+    return first_state
+
+
 def _runs_api(ctx: Context):
+    def listed(who) -> dict:
+        choices, notes = visitors.visible_runs(ctx, who)
+        return {"runs": [[c.label, c.value] for c in choices], "skipped": visitors.skipped_note(notes)}
+
     def runs(visitor: str | None = None, request: gr.Request = None) -> dict:
         """The caller's fine-tuned runs that can predict (and shared examples): `runs` as (label, name) pairs,
         newest first; `skipped`: a note on run folders that could not be read."""
-        try:
-            choices, notes = visitors.visible_runs(ctx, visitors.resolve(visitor, request))
-        except CNNCompareError as err:
-            return {"runs": [], "skipped": "", "error": str(err)}
-        return {"runs": [[c.label, c.value] for c in choices], "skipped": visitors.skipped_note(notes)}
+        # gr.api takes one answer: the last one (a place in the quick lane passes in a moment)
+        *_, last = in_line(
+            ctx,
+            "blocks",
+            visitor,
+            request,
+            listed,
+            refused=lambda text: {"runs": [], "skipped": "", "error": text},
+            waiting=lambda text: None,
+        )
+        return last
 
     return runs
 

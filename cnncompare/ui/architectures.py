@@ -11,7 +11,6 @@ import pandas as pd
 from .. import diagram, models, plots, profiling
 from ..errors import CNNCompareError
 from ..models import catalog
-from . import visitors
 from .common import SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
 from .fairqueue import queued as fair_queued
 from .gpu import gpu
@@ -541,7 +540,7 @@ def build(ctx) -> SimpleNamespace:
             return refused(warn_md(text))
 
         try:
-            who = visitors.resolve(visitor, request)
+            who = ctx.visitor(visitor, request)
         except CNNCompareError as err:
             yield refuse(str(err))
             return

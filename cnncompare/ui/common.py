@@ -21,14 +21,16 @@ import gradio as gr
 
 from .. import compare, models
 from ..env import Env
-from ..errors import CNNCompareError, first_line
-from .fairqueue import FairQueue
+from ..errors import CNNCompareError, first_line, shown, without_paths
+from . import visitors
+from .fairqueue import FairQueue, queued
 
 log = logging.getLogger("cnncompare.ui")
 
 
-# Lanes of the fair queue and their slots (jobs at once): one training uses the machine at a time.
-LANES = {"train": 1, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4}  # blocks: quick jobs (meta device)
+# Lanes of the fair queue and their slots (jobs at once): one training uses the machine at a time; blocks: quick
+# jobs (counting on the meta device, listing runs); files: reading and writing a visitor's weights files.
+LANES = {"train": 1, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4, "gallery": 2, "files": 1}
 
 
 @dataclass
@@ -39,10 +41,21 @@ class Context:
     env: Env
     queue: FairQueue = None  # type: ignore[assignment]
     visitor_state: Any = None  # gr.BrowserState; None when a tab is built on its own (tests)
+    workspaces: visitors.Workspaces = None  # type: ignore[assignment]
 
     def __post_init__(self):
         if self.queue is None:
             self.queue = FairQueue(LANES, max_waiting=self.env.max_waiting, max_queued=self.env.queue_size)
+        if self.workspaces is None:
+            self.workspaces = visitors.Workspaces(visitors.visitors_root(self), self.env.code_attempts)
+
+    def visitor(self, value: Any, request: Any) -> visitors.Visitor:
+        """The visitor of a call (`visitors.resolve`), with this server's workspace codes.
+
+        Raises:
+            CNNCompareError: a bad key, a code this server did not make, no key and no session.
+        """
+        return visitors.resolve(value, request, self.workspaces)
 
     @classmethod
     def from_env(cls, runs_root: str | Path | None = None, env: Env | None = None) -> Context:
@@ -92,6 +105,26 @@ class Context:
             CNNCompareError: an unknown model, or one too big for this server.
         """
         models.check_allowed(name, self.env.max_model_params_m)
+
+
+def in_line(ctx: Context, lane: str, visitor, request, work: Callable, *, refused: Callable, waiting: Callable):
+    """Generator for every endpoint: who is calling (`ctx.visitor`), then their place in `lane` of the fair queue,
+    then `work(visitor)`'s answers (a generator, or one answer). A refusal (a bad key, no session, over a limit)
+    yields `refused(sentence)` once; `waiting(sentence)` is yielded while in line."""
+    try:
+        who = ctx.visitor(visitor, request)
+    except CNNCompareError as err:
+        yield refused(str(err))
+        return
+
+    def run():
+        out = work(who)
+        if hasattr(out, "__next__"):
+            yield from out
+        else:
+            yield out
+
+    yield from queued(ctx.queue, who.id, lane, run, refused=refused, waiting=waiting)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -200,11 +233,11 @@ def for_the_page(text: str) -> str:
 def message(err: BaseException) -> str:
     """One readable sentence for the page; unexpected errors are logged with their traceback."""
     if isinstance(err, CNNCompareError):
-        return for_the_page(str(err))
+        return without_paths(for_the_page(str(err)))
     if isinstance(err, gr.Error):  # raised on purpose, e.g. by the upload checks: its message is for the visitor
-        return str(err.message)
+        return without_paths(str(err.message))
     log.exception("unexpected error in the app", exc_info=err)
-    text = first_line(err)[:300] if str(err).strip() else ""
+    text = shown(without_paths(first_line(err)), 200) if str(err).strip() else ""
     return (
         f"Something unexpected went wrong ({type(err).__name__}{': ' + text if text else ''}). "
         "The app keeps running; try other settings."
@@ -222,7 +255,7 @@ def parse_names(value, limit: int | None = None) -> list[str]:
     items = value if isinstance(value, (list, tuple)) else str(value).replace("\n", ",").split(",")
     out: list[str] = []
     for item in items:
-        name = str(item).strip()
+        name = shown(str(item).strip(), 80)  # no model or run has a longer name; what is echoed stays short
         if name and name not in out:
             out.append(name)
     if limit is not None and len(out) > limit:

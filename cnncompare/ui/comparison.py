@@ -19,6 +19,7 @@ from ..settings import Setting, coerce
 from . import forms, visitors
 from . import weights as weights_ui
 from .common import Context, file_path
+from .gpu import on_zerogpu
 from .uploads import checked_upload
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "load_data",
     "load_source",
     "gpu_seconds_for",
+    "admit",
 ]
 
 DATASETS = [
@@ -133,3 +135,17 @@ def gpu_seconds_for(c: Comparison, ctx: Context) -> int:
     size = data.planned_size(c.source, c.max_per_class)
     n_train, n_val, n_classes = size or (8 * (c.max_per_class or 200), 2 * (c.max_per_class or 200), 10)
     return estimate.gpu_duration(c.plan, n_train, n_val, n_classes, ctx.env.gpu_limit_s)
+
+
+def admit(ctx: Context, c: Comparison) -> None:
+    """A comparison's cost, checked before it takes a place in line: each run's memory on a CPU (counted for the
+    images the dataset will give, `data.planned_size`), and on a shared GPU (ZeroGPU) the GPU time it needs.
+
+    Raises:
+        CNNCompareError: one sentence: what does not fit, and what would.
+    """
+    size = data.planned_size(c.source, c.max_per_class)
+    if size is not None:
+        c.plan.check_memory(*size)
+    if on_zerogpu():  # a shared GPU is lent for a fixed time
+        gpu_seconds_for(c, ctx)

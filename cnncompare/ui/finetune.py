@@ -205,7 +205,7 @@ def build(ctx: Context) -> SimpleNamespace:
     def run_finetune(request: gr.Request, visitor=None, **values):
         """Fine-tune each model of `models` on the dataset in turn; streams status, curves and results."""
         try:
-            who = visitors.resolve(visitor, request)
+            who = ctx.visitor(visitor, request)
         except CNNCompareError as err:
             yield blank_outputs(warn_md(str(err)))
             return
@@ -214,7 +214,7 @@ def build(ctx: Context) -> SimpleNamespace:
     def run_estimate(request: gr.Request, visitor=None, **values):
         """How long each planned run would take here, from two timed training steps per model."""
         try:
-            who = visitors.resolve(visitor, request)
+            who = ctx.visitor(visitor, request)
         except CNNCompareError as err:
             yield warn_md(str(err))
             return
@@ -222,7 +222,7 @@ def build(ctx: Context) -> SimpleNamespace:
 
     def run_report(request: gr.Request, visitor=None, **values):
         try:
-            who = visitors.resolve(visitor, request)
+            who = ctx.visitor(visitor, request)
         except CNNCompareError as err:
             yield warn_md(str(err))
             return

@@ -22,7 +22,7 @@ import gradio as gr
 from .. import gallery as engine
 from ..errors import CNNCompareError
 from . import visitors
-from .common import Context, message, warn_md
+from .common import Context, in_line, message, warn_md
 
 __all__ = ["build", "remember", "show", "selection", "DISAGREE", "ANY", "GALLERY_FILE"]
 
@@ -142,15 +142,26 @@ def build(ctx: Context) -> SimpleNamespace:
     extra = [state] if state is not None else []
 
     def _who(visitor, request):
-        return visitors.resolve(visitor, request)
+        return ctx.visitor(visitor, request)
+
+    def shown(who, run, true, predicted):
+        try:
+            return show(ctx, who, run, true, predicted)
+        except Exception as err:
+            return [], warn_md(message(err))
 
     def confusion_images(run, true, predicted, visitor=None, request: gr.Request = None):
         """The validation images of one cell of `run`'s confusion matrix (true -> predicted), or with
         run="where the models disagree" the images the runs predict differently, with each run's answer."""
-        try:
-            return show(ctx, _who(visitor, request), run, true, predicted)
-        except Exception as err:
-            return [], warn_md(message(err))
+        yield from in_line(
+            ctx,
+            "gallery",
+            visitor,
+            request,
+            lambda who: shown(who, run, true, predicted),
+            refused=lambda text: ([], warn_md(text)),
+            waiting=lambda text: (gr.skip(), text),
+        )
 
     def refresh(visitor=None, request: gr.Request = None):
         """After a comparison: the dropdowns of its runs and classes, and its busiest mistake."""
@@ -161,7 +172,7 @@ def build(ctx: Context) -> SimpleNamespace:
             return gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[]), gr.Dropdown(choices=[]), [], EMPTY_NOTE
         runs_, trues, preds = _choices(data)
         run, true, pred = selection(data)
-        value, text = confusion_images(run, true, pred, visitor, request)
+        value, text = shown(who, run, true, pred)
         return (
             gr.Dropdown(choices=runs_, value=run),
             gr.Dropdown(choices=trues, value=true),
@@ -177,8 +188,7 @@ def build(ctx: Context) -> SimpleNamespace:
         inputs,
         [images, note],
         api_name="confusion_images",
-        concurrency_limit=2,
-        concurrency_id="gallery",
+        concurrency_limit=None,  # waits in the app's fair queue, never in gradio's
     )
     return SimpleNamespace(
         run=run_dd,

@@ -21,9 +21,9 @@ from ..estimate import duration_text
 from . import gallery as gallery_ui
 from . import visitors
 from .common import SESSIONS, Context, message, warn_md
-from .comparison import Comparison, gpu_seconds_for, load_data, read_comparison
+from .comparison import Comparison, admit, gpu_seconds_for, load_data, read_comparison
 from .fairqueue import wait_text
-from .gpu import gpu, on_zerogpu
+from .gpu import gpu
 from .results import View, blank_outputs, status_only
 
 __all__ = ["finetune", "train", "final_page", "write_downloads", "YIELD_EVERY_S"]
@@ -136,15 +136,13 @@ def _limits_line(ctx: Context) -> str | None:
     return None
 
 
-def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: visitors.Visitor | None = None):
+def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: visitors.Visitor):
     """Generator: wait for the machine in the fair queue (in the app's own process), then `train`; yields
     (status, progress, curves, table, confusion, accuracy-vs-latency, files)."""
-    visitor = visitor or visitors.resolve(None, None)
     job = _Job()
     try:  # a comparison that cannot run, or a visitor over their share, never gets a stop flag or a place in line
         c = read_comparison(ctx, values, visitor)
-        if on_zerogpu():  # a shared GPU is lent for a fixed time: refuse a plan that cannot fit it, now
-            gpu_seconds_for(c, ctx)
+        admit(ctx, c)  # what it costs, before it waits: memory on a CPU, GPU time on a shared GPU
         job.ticket = ctx.queue.join(visitor.id, "train")
     except Exception as err:
         text = message(err)

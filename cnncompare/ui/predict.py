@@ -72,13 +72,14 @@ def run_choices(ctx, visitor: visitors.Visitor) -> tuple[list[tuple[str, str]], 
     return [(c.label, c.value) for c in choices], visitors.skipped_note(notes)
 
 
-def _image_from(value):
+def _image_from(value, max_mpix: float):
     path = file_path(value)
     if path is None:
         raise CNNCompareError("Upload an image (or click one of the examples) first.")
     path = checked_upload(path, "The image")
+    inference.check_pixels(path, max_mpix, display_name(path))  # from its header: too many pixels never decode
     try:
-        return inference.load_image(path)
+        return inference.load_image(path, max_mpix)
     except CNNCompareError:  # the engine's sentence names the file by its server path: name the upload instead
         raise CNNCompareError(f"Could not read the image '{display_name(path)}': upload a JPEG or PNG file.") from None
 
@@ -108,7 +109,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
     """Top-5 of every chosen model (and fine-tuned run) on one image, with its time and Grad-CAM."""
     limit = ctx.max_models
     try:
-        img = _image_from(image)
+        img = _image_from(image, ctx.env.max_image_mpix)
         names = parse_names(models_selected, limit)
         run_names = parse_names(runs_selected, limit)
         if not names and not run_names:
@@ -191,6 +192,7 @@ def build(ctx) -> SimpleNamespace:
             image = UploadedImage(
                 type="filepath", label="Image", height=300, elem_id="pred-image", sources=["upload", "clipboard"]
             )
+            image.max_mpix = ctx.env.max_image_mpix
             examples = sorted(EXAMPLES_DIR.glob("*.jpg"))
             if examples:
                 gr.Examples(
@@ -229,25 +231,28 @@ def build(ctx) -> SimpleNamespace:
                 )
                 refresh = gr.Button("↻", scale=0, min_width=50, elem_id="pred-refresh")
             runs_note = gr.Markdown(elem_id="pred-runs-note")
-            with gr.Accordion("Your runs are private to this browser (workspace codes)", open=False):
+            with gr.Accordion("Your runs are private to this browser (shared workspaces)", open=False):
                 gr.Markdown(
-                    "Runs you fine-tune are kept for this browser only: nobody else sees, uses or "
-                    "downloads them, and a page refresh keeps them. A **workspace code** lets several "
-                    "browsers share their runs (a class): everyone types the same code here. Pick a long "
-                    "code nobody can guess (10 to 64 letters, digits, - or _); clear it to go back to "
-                    "your own runs. Runs are deleted after a while and when the space runs out: keep "
-                    "the zip download of the ones that matter.",
+                    "Runs you fine-tune are kept for this browser only: nobody else sees, uses or downloads "
+                    "them, and a page refresh keeps them. A **workspace** lets several browsers share their runs "
+                    "(a class): one person creates it and shares its link; everyone who opens the link (or types "
+                    "its code here) sees and adds to the same runs. Weights files you upload stay yours. Runs "
+                    "are deleted after a while and when the space runs out: keep the zip download of the ones "
+                    "that matter.",
                     elem_classes=["cc-note"],
                 )
+                with gr.Row(equal_height=True):
+                    create = gr.Button("Create a workspace", scale=1, elem_id="pred-create")
+                    leave = gr.Button("Back to my own runs", scale=1, elem_id="pred-leave")
                 with gr.Row(equal_height=True):
                     code = gr.Textbox(
                         label="Workspace code",
                         type="password",
                         scale=4,
                         elem_id="pred-code",
-                        placeholder="empty: your own runs",
+                        placeholder="the code of a workspace someone created",
                     )
-                    join = gr.Button("Use this code", scale=1, elem_id="pred-join")
+                    join = gr.Button("Join", scale=1, elem_id="pred-join")
                 workspace_md = gr.Markdown(elem_id="pred-workspace")
             go_btn = gr.Button("Predict", variant="primary", elem_id="pred-go")
     note = gr.Markdown(elem_classes=["cc-note"], elem_id="pred-note")
@@ -272,7 +277,7 @@ def build(ctx) -> SimpleNamespace:
         """Top-5 of every chosen model (and of the caller's own fine-tuned runs) on one uploaded image.
         `visitor`: the caller's key (the page sends it; API clients may leave it out)."""
         try:
-            who = visitors.resolve(visitor, request)
+            who = ctx.visitor(visitor, request)
         except CNNCompareError as err:
             yield refused(str(err))
             return
@@ -287,23 +292,35 @@ def build(ctx) -> SimpleNamespace:
 
     def refresh_runs(visitor=None, request: gr.Request = None):
         try:
-            choices, skipped = run_choices(ctx, visitors.resolve(visitor, request))
+            choices, skipped = run_choices(ctx, ctx.visitor(visitor, request))
         except CNNCompareError as err:
             return gr.Dropdown(choices=[]), warn_md(str(err))
         return gr.Dropdown(choices=choices), skipped
 
-    def use_code(code_text, visitor=None, request: gr.Request = None):
+    def use_code(code_text, visitor=None, request: gr.Request = None, created: bool = False):
         try:
-            value = visitors.join_workspace(visitor, code_text)
+            value = visitors.join_workspace(visitor, code_text, ctx.workspaces, visitors.address_of(request))
         except CNNCompareError as err:
             return gr.skip(), warn_md(str(err)), gr.skip(), gr.skip()
         dd, skipped = refresh_runs(value, request)
-        text = (
-            "Using the shared workspace of that code: its runs are listed above, and your new runs go there."
-            if value["code"]
-            else "Back to your own runs."
-        )
+        if not value["code"]:
+            text = "Back to your own runs."
+        elif created:
+            page = str((getattr(request, "headers", None) or {}).get("referer") or "").split("?")[0]
+            link = f"{page}?workspace={value['code']}" if page else f"this page's address + ?workspace={value['code']}"
+            text = (
+                f"Created a workspace, and you are in it. Share its link (shown only now, so copy it): `{link}`. "
+                "Everyone who opens it shares the runs listed above; new runs go there."
+            )
+        else:
+            text = "Using the shared workspace of that code: its runs are listed above, and your new runs go there."
         return value, text, dd, skipped
+
+    def create_workspace(visitor=None, request: gr.Request = None):
+        return use_code(ctx.workspaces.create(), visitor, request, created=True)
+
+    def leave_workspace(visitor=None, request: gr.Request = None):
+        return use_code("", visitor, request)
 
     inputs = [image, models_dd, runs_dd, pretrained] + ([state] if state is not None else [])
     event = go_btn.click(
@@ -317,14 +334,11 @@ def build(ctx) -> SimpleNamespace:
     refresh_inputs = [state] if state is not None else None
     refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)
     if state is not None:
-        gr.on(
-            [join.click, code.submit],
-            use_code,
-            [code, state],
-            [state, workspace_md, runs_dd, runs_note],
-            api_visibility="private",
-            queue=False,
-        )
+        ws_outputs = [state, workspace_md, runs_dd, runs_note]
+        ws = dict(api_visibility="private", queue=False)
+        gr.on([join.click, code.submit], use_code, [code, state], ws_outputs, **ws)
+        create.click(create_workspace, [state], ws_outputs, **ws)
+        leave.click(leave_workspace, [state], ws_outputs, **ws)
     return SimpleNamespace(
         image=image,
         models=models_dd,

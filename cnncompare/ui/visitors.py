@@ -7,10 +7,15 @@ it). The key is a secret: it is never used as a path, only its hash is:
 
 A visitor lists, predicts with and downloads only the runs in their own folder. API clients
 that send no key are a visitor per gradio session (each `gradio_client.Client` is one); they
-may also send a key of their own (the `visitor` parameter), e.g. to find their runs again.
+may also send a key of their own (the `visitor` parameter), e.g. to find their runs again. A
+call with neither (a raw HTTP call outside gradio's queue) is refused.
 
-A workspace code, typed on the page, makes several browsers share one folder (a class): the
-runs then live under the code's hash, while the queue still counts each browser by its own key.
+A workspace makes several browsers share one folder of runs (a class). Its code is made by the
+server (96 random bits: `new_workspace`), shown once to whoever created it and shared as a link
+(`?workspace=CODE`); a code nobody created is refused, and one address may try only a few unknown
+codes in ten minutes (`Workspaces`). Members share runs, never weights files (those stay in each
+member's own folder, `personal_dir`), and each member's quota counts and evicts only the runs
+that member made (a run records its `owner`).
 
 With CNNCOMPARE_SHARED_EXAMPLES=1, the runs at the top level of the runs folder (made with
 the CLI by whoever runs the server) are offered to everyone, read-only, as examples.
@@ -26,21 +31,25 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import runs
+from .. import data, runs
 from ..errors import CNNCompareError, first_line
 from .uploads import upload_folder
 
 __all__ = [
     "Visitor",
+    "Workspaces",
     "new_key",
     "resolve",
     "new_state",
     "join_workspace",
+    "personal_dir",
+    "usage",
     "RunChoice",
     "visible_runs",
     "find_run",
@@ -55,7 +64,8 @@ __all__ = [
 ]
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{22,128}$")  # new_key() gives 32 characters
-CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{10,64}$")
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16}$")  # Workspaces.create gives 16 characters: 96 random bits
+ATTEMPT_WINDOW_S = 600.0
 SHARED_PREFIX = "shared:"
 VISITORS = "visitors"
 DOWNLOADS = "cnncompare-downloads"
@@ -93,17 +103,74 @@ def new_state(value: Any = None) -> dict:
     return {"key": key, "code": code if code and CODE_PATTERN.match(code) else ""}
 
 
-def join_workspace(value: Any, code: str | None) -> dict:
+def join_workspace(value: Any, code: str | None, workspaces: Workspaces | None = None, address: str = "") -> dict:
     """The browser's value with workspace `code` (empty: back to the visitor's own runs).
 
     Raises:
-        CNNCompareError: a code that is too short or has other characters than letters, digits, - and _.
+        CNNCompareError: a code this server did not make (or too many wrong ones from this address), in one
+        sentence that never says whether a folder exists.
     """
     state = new_state(value)
     code = (code or "").strip()
-    if code and not CODE_PATTERN.match(code):
-        raise CNNCompareError("A workspace code has 10 to 64 letters, digits, - or _ (long codes cannot be guessed).")
+    if code and workspaces is not None:
+        workspaces.check(code, address)
+    elif code and not CODE_PATTERN.match(code):
+        raise CNNCompareError(UNKNOWN_CODE)
     return {**state, "code": code}
+
+
+UNKNOWN_CODE = "That is not a workspace code of this server: ask whoever created the workspace for its link."
+
+
+class Workspaces:
+    """The workspace codes this server made (their hashes, kept in the runs folder), and the wrong codes each
+    address tried lately (a stranger guessing codes is stopped after `attempts` in ten minutes)."""
+
+    def __init__(self, root: Path, attempts: int = 10):
+        self.path = root / ".workspaces"
+        self.attempts = max(1, int(attempts))
+        self._lock = threading.Lock()
+        self._failures: dict[str, list[float]] = {}
+        try:
+            self._hashes = set(self.path.read_text().split())
+        except OSError:
+            self._hashes = set()
+
+    def _known(self) -> set[str]:
+        return self._hashes
+
+    def create(self) -> str:
+        """A new code (96 random bits), recorded by its hash only."""
+        code = secrets.token_urlsafe(12)
+        digest = folder_id(f"workspace:{code}")
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(digest + "\n")
+            self._hashes.add(digest)
+        return code
+
+    def check(self, code: str, address: str = "") -> None:
+        """Raises CNNCompareError for a code this server did not make, or when `address` tried too many."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._failures.get(address, []) if now - t < ATTEMPT_WINDOW_S]
+            if len(recent) >= self.attempts:
+                self._failures[address] = recent
+                raise CNNCompareError(
+                    "Too many wrong workspace codes from your address: wait ten minutes, or use the workspace's link."
+                )
+            if CODE_PATTERN.match(code) and folder_id(f"workspace:{code}") in self._known():
+                return
+            recent.append(now)
+            self._failures[address] = recent
+            if len(self._failures) > 10_000:  # forget the oldest addresses: memory stays bounded
+                for key in list(self._failures)[:1000]:
+                    self._failures.pop(key, None)
+        raise CNNCompareError(UNKNOWN_CODE)
+
+    def known(self, code: str) -> bool:
+        return bool(code) and CODE_PATTERN.match(code) is not None and folder_id(f"workspace:{code}") in self._known()
 
 
 def _parts(value: Any) -> tuple[str | None, str]:
@@ -115,16 +182,29 @@ def _parts(value: Any) -> tuple[str | None, str]:
     return None, ""
 
 
-def resolve(value: Any, request: Any = None) -> Visitor:
-    """The visitor of a call: from the browser's key (or an API client's), else from the gradio session.
+def address_of(request: Any) -> str:
+    """The client's address (what limits a stranger's guesses), '' when unknown."""
+    client = getattr(getattr(request, "request", request), "client", None)
+    return str(getattr(client, "host", "") or "")
+
+
+def resolve(value: Any, request: Any = None, workspaces: Workspaces | None = None) -> Visitor:
+    """The visitor of a call: from the browser's key (or an API client's), else from the gradio session; a
+    workspace code must be one `workspaces` made (wrong ones count against the caller's address).
 
     Raises:
-        CNNCompareError: a key or workspace code in the wrong form (never a path: only hashes are used).
+        CNNCompareError: a key in the wrong form, a code this server did not make, or a call with neither a key
+        nor a session (never a path: only hashes are used).
     """
     key, code = _parts(value)
     if key is None:
         session = getattr(request, "session_hash", None)
-        key = f"session:{session}" if session else "local"
+        if not session:
+            raise CNNCompareError(
+                "This call has neither a visitor key nor a session: call the app through its queue (the page, or "
+                "gradio_client), or pass your own key as `visitor`."
+            )
+        key = f"session:{session}"
     elif not KEY_PATTERN.match(key):
         raise CNNCompareError(
             "The visitor key must be 22 to 128 letters, digits, - or _ (reload the page for a new "
@@ -132,8 +212,10 @@ def resolve(value: Any, request: Any = None) -> Visitor:
         )
     vid = folder_id(key)
     if code:
-        if not CODE_PATTERN.match(code):
-            raise CNNCompareError("A workspace code has 10 to 64 letters, digits, - or _.")
+        if workspaces is not None:
+            workspaces.check(code, address_of(request))
+        elif not CODE_PATTERN.match(code):
+            raise CNNCompareError(UNKNOWN_CODE)
         return Visitor(vid, folder_id(f"workspace:{code}"), workspace=True)
     return Visitor(vid, vid)
 
@@ -146,10 +228,33 @@ def visitors_root(ctx) -> Path:
 
 
 def visitor_dir(ctx, visitor: Visitor, create: bool = False) -> Path:
+    """Where the visitor's runs live: their own folder, or their workspace's."""
     path = visitors_root(ctx) / visitor.folder
     if create:
         path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def personal_dir(ctx, visitor: Visitor) -> Path:
+    """The visitor's own folder, whatever workspace they are in: their weights files live here."""
+    return visitors_root(ctx) / visitor.id
+
+
+def _weights_bytes(folder: Path) -> int:
+    weights = folder / "weights"
+    return sum(f.stat().st_size for f in weights.glob("*.safetensors") if f.is_file()) if weights.is_dir() else 0
+
+
+def usage(ctx, visitor: Visitor) -> int:
+    """Bytes the visitor uses: the runs they made (in a workspace, only theirs) and their weights files."""
+    folder = visitor_dir(ctx, visitor)
+    if not folder.is_dir():
+        mine = 0
+    elif visitor.workspace:
+        mine = sum(runs.folder_bytes(d) for d in folder.iterdir() if d.is_dir() and runs.owner_of(d) == visitor.id)
+    else:
+        mine = runs.folder_bytes(folder) - _weights_bytes(folder)
+    return mine + _weights_bytes(personal_dir(ctx, visitor))
 
 
 def browser_secret(ctx) -> str:
@@ -273,19 +378,47 @@ def _mb(value: float) -> float | None:
     return value * 2**20 if value and value > 0 else None  # 0 = no limit
 
 
+def expire_weights(ctx) -> int:
+    """Delete every visitor's weights files older than the runs' expiry (CNNCOMPARE_RUN_EXPIRY_H); how many."""
+    hours = ctx.env.run_expiry_h
+    root = visitors_root(ctx)
+    if not hours or hours <= 0 or not root.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for f in root.glob("*/weights/*"):
+        try:
+            if f.is_file() and now - f.stat().st_mtime > hours * 3600:
+                f.unlink()
+                n += 1
+        except OSError:
+            continue
+    return n
+
+
 def prune_all(ctx) -> list[Path]:
-    """Every visitor's runs together: those older than the expiry, then the oldest over the cap."""
+    """Everything visitors leave on disk, together: expired weights files and runs, then the oldest runs until
+    runs and weights fit the server's cap (weights count but are not evicted for runs), and old unpacked uploads."""
     env = ctx.env
     max_age = env.run_expiry_h * 3600 if env.run_expiry_h and env.run_expiry_h > 0 else None
-    return runs.prune(visitors_root(ctx), max_bytes=_mb(env.runs_cap_mb), max_age_s=max_age)
+    expire_weights(ctx)
+    root = visitors_root(ctx)
+    weights = sum(_weights_bytes(d) for d in root.iterdir() if d.is_dir()) if root.is_dir() else 0
+    cap = _mb(env.runs_cap_mb)
+    removed = runs.prune(root, max_bytes=None if cap is None else max(0, cap - weights), max_age_s=max_age)
+    data.prune_unpacked(env.data_dir, max_age_s=max_age, max_bytes=_mb(env.data_cap_mb))
+    return removed
 
 
 def after_run(ctx, visitor: Visitor) -> list[str]:
     """Keep the visitor's folder under their quota and all visitors' under the cap; sentences for the page."""
     lines = []
-    own_weights = runs.folder_bytes(visitor_dir(ctx, visitor) / "weights")  # uploads count against it too
+    own_weights = _weights_bytes(personal_dir(ctx, visitor))  # uploads count against it too
     quota = _mb(ctx.env.visitor_quota_mb)
-    mine = runs.prune(visitor_dir(ctx, visitor), max_bytes=None if quota is None else max(0, quota - own_weights))
+    mine = runs.prune(
+        visitor_dir(ctx, visitor),
+        max_bytes=None if quota is None else max(0, quota - own_weights),
+        owner=visitor.id if visitor.workspace else None,  # a member's quota never evicts another member's runs
+    )
     if mine:
         names = ", ".join(p.name for p in mine[:4]) + (", …" if len(mine) > 4 else "")
         lines.append(

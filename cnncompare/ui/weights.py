@@ -5,12 +5,16 @@ would start from random weights, and the lessons about transfer learning fall fl
 visitor uploads a `.safetensors` or `.pth` file for one model:
 
 - only an upload to this page is accepted (`uploads.checked_upload`), never a path on the server;
+- before it is read, the bytes it unpacks to are counted from its archive's directory and must fit the
+  model's own size (`models.file_bound`): a 1 MB .pth cannot unpack a 1 GB tensor here;
 - it is read safely (`models.read_weights`: safetensors, or `torch.load(weights_only=True)`: a
   pickle that holds code is refused) and checked against the model (`models.check_weights`: one
   sentence naming the first missing tensor or differing shape, and which model the file looks
   made for); torchvision's format of VGG, ResNet, DenseNet, Inception v3 loads into timm's models;
-- it is stored, as `.safetensors`, in the visitor's own folder (`visitors/<hash>/weights/<model>.safetensors`,
-  never served, never listed to anyone else) and counts against the visitor's disk quota;
+- only the tensors the check accepted are stored, as `.safetensors`, in the visitor's own folder
+  (`visitors/<hash>/weights/<model>.safetensors`, never served, never listed to anyone else, never
+  shared with a workspace) and count against the visitor's quota and the server's cap by their
+  stored size; they expire with runs;
 - a file whose classifier is not ImageNet's 1000 classes still starts a fine-tuning (the
   classifier is replaced), but Predict does not use it (it would name ImageNet classes).
 
@@ -24,17 +28,16 @@ import datetime as dt
 import os
 import re
 import secrets
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import models, runs
+from .. import models
 from ..errors import CNNCompareError, first_line
 from ..models import catalog
 from . import visitors
-from .common import Context, file_path, message, warn_md
+from .common import Context, file_path, in_line, message, warn_md
 from .uploads import UploadedFile, checked_upload, display_name
 
 __all__ = [
@@ -45,7 +48,6 @@ __all__ = [
     "remove",
     "listing",
     "bytes_used",
-    "expire",
     "offline_hint",
     "WEIGHTS_DIR",
     "SUFFIXES",
@@ -59,7 +61,7 @@ DEFAULT_MODEL = "resnet50"
 
 
 def _dir(ctx: Context, visitor: visitors.Visitor) -> Path:
-    return visitors.visitor_dir(ctx, visitor) / WEIGHTS_DIR
+    return visitors.personal_dir(ctx, visitor) / WEIGHTS_DIR
 
 
 def _file_name(model: str) -> str:
@@ -162,32 +164,31 @@ def store(ctx: Context, visitor: visitors.Visitor, model_name: str, upload) -> s
     shown = display_name(raw)[:120]
     if path.suffix.lower() not in SUFFIXES:
         raise CNNCompareError(f"{shown} is not a weights file: upload a .safetensors or .pth file.")
-    size = path.stat().st_size
     target = _dir(ctx, visitor) / _file_name(name)
+    layout = models.layout(name)
+    # bounded before anything is read: the file may unpack to no more than the model's own weights could take
+    sd = models.read_weights(path, max_bytes=models.file_bound(layout))
+    try:  # an ImageNet classifier: keep it (Predict uses the file too)
+        kept = models.check_weights(name, sd, layout, num_classes=1000, file_name=shown)
+        imagenet = True
+    except CNNCompareError:  # what fine-tuning needs (any classifier: it is replaced), or the sentence why not
+        kept = models.check_weights(name, sd, layout, num_classes=2, file_name=shown, known=models.known_layouts)
+        imagenet = False
+    del sd
+    size = sum(t.numel() * t.element_size() for t in kept.values())
     quota = ctx.env.visitor_quota_mb * 2**20 if ctx.env.visitor_quota_mb and ctx.env.visitor_quota_mb > 0 else None
     if quota is not None:
-        folder = visitors.visitor_dir(ctx, visitor)
-        used = (runs.folder_bytes(folder) if folder.is_dir() else 0) - (
-            target.stat().st_size if target.is_file() else 0
-        )
+        used = visitors.usage(ctx, visitor) - (target.stat().st_size if target.is_file() else 0)
         if used + size > quota:
             raise CNNCompareError(
-                f"{shown} is {size / 2**20:,.0f} MB; with your runs and weights ({used / 2**20:,.0f} MB) it would "
-                f"pass this server's {quota / 2**20:,.0f} MB per visitor: remove a weights file below, or use a "
-                "smaller model."
+                f"{shown} holds {size / 2**20:,.0f} MB of weights; with your runs and weights "
+                f"({used / 2**20:,.0f} MB) they would pass this server's {quota / 2**20:,.0f} MB per visitor: "
+                "remove a weights file below, or use a smaller model."
             )
-    sd = models.read_weights(path)
-    layout = models.layout(name)
-    # what fine-tuning needs (any classifier)
-    models.check_weights(name, sd, layout, num_classes=2, file_name=shown, known=models.known_layouts)
-    try:
-        models.check_weights(name, sd, layout, num_classes=1000, file_name=shown)
-        imagenet = True
-    except CNNCompareError:
-        imagenet = False
-    _save(sd, target, name, shown, imagenet)
+    _save(kept, target, name, shown, imagenet)
+    visitors.prune_all(ctx)  # the server's cap counts weights files too
     text = (
-        f"✅ Stored **{shown}** ({size / 2**20:,.1f} MB) as your weights for **{name}**: fine-tuning"
+        f"✅ Stored **{shown}** ({size / 2**20:,.1f} MB of weights) as your weights for **{name}**: fine-tuning"
         + (" and Predict use" if imagenet else " uses")
         + f" them for {name} when 'Start from ImageNet weights' is on. Only you (your browser) can use this file."
     )
@@ -232,23 +233,6 @@ def remove(ctx: Context, visitor: visitors.Visitor, model_name: str) -> str:
         return f"You have no weights file for {name}."
     path.unlink(missing_ok=True)
     return f"Removed your weights for {name}: it starts from ImageNet weights only where they can be downloaded."
-
-
-def expire(ctx: Context) -> int:
-    """Delete every visitor's weights files older than the runs' expiry (CNNCOMPARE_RUN_EXPIRY_H); how many."""
-    hours = ctx.env.run_expiry_h
-    root = visitors.visitors_root(ctx)
-    if not hours or hours <= 0 or not root.is_dir():
-        return 0
-    now, n = time.time(), 0
-    for f in root.glob(f"*/{WEIGHTS_DIR}/*"):
-        try:
-            if f.is_file() and now - f.stat().st_mtime > hours * 3600:
-                f.unlink()
-                n += 1
-        except OSError:
-            continue
-    return n
 
 
 def offline_hint(model_name: str) -> str:
@@ -299,30 +283,44 @@ def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DE
     state = ctx.visitor_state
 
     def _who(visitor, request):
-        return visitors.resolve(visitor, request)
+        return ctx.visitor(visitor, request)
 
-    def upload_weights(model, file, visitor=None, request: gr.Request = None):
-        """Check an uploaded weights file against `model` and keep it as the caller's weights for that model."""
+    def refused(text: str):
+        gr.Warning(text)
+        return warn_md(text), gr.skip()
+
+    def stored(who, model, file):
         try:
-            who = _who(visitor, request)
             text = store(ctx, who, model, file)
         except Exception as err:
             text = message(err)
             gr.Warning(text)
-            try:
-                rows = listing(ctx, _who(visitor, request))
-            except CNNCompareError:
-                rows = []
-            return warn_md(text), _table(rows)
+            return warn_md(text), _table(listing(ctx, who))
         return text, _table(listing(ctx, who))
+
+    def upload_weights(model, file, visitor=None, request: gr.Request = None):
+        """Check an uploaded weights file against `model` and keep it as the caller's weights for that model."""
+        yield from in_line(
+            ctx,
+            "files",
+            visitor,
+            request,
+            lambda who: stored(who, model, file),
+            refused=refused,
+            waiting=lambda text: (text, gr.skip()),
+        )
 
     def remove_weights(model, visitor=None, request: gr.Request = None):
         """Delete the caller's weights file for `model`."""
-        try:
-            who = _who(visitor, request)
-        except CNNCompareError as err:
-            return warn_md(str(err)), _table([])
-        return remove(ctx, who, model), _table(listing(ctx, who))
+        yield from in_line(
+            ctx,
+            "files",
+            visitor,
+            request,
+            lambda who: (remove(ctx, who, model), _table(listing(ctx, who))),
+            refused=refused,
+            waiting=lambda text: (text, gr.skip()),
+        )
 
     def list_weights(visitor=None, request: gr.Request = None):
         """The caller's weights files."""
@@ -341,15 +339,13 @@ def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DE
         return offline_hint(model), note
 
     extra = [state] if state is not None else []
+    # concurrency_limit=None: they wait in the app's fair queue ("files" lane), never in gradio's
     upload.upload(
-        upload_weights,
-        [model_dd, upload, *extra],
-        [status, table],
-        api_name="upload_weights",
-        concurrency_limit=2,
-        concurrency_id="weights",
+        upload_weights, [model_dd, upload, *extra], [status, table], api_name="upload_weights", concurrency_limit=None
     )
-    remove_btn.click(remove_weights, [model_dd, *extra], [status, table], api_name="remove_weights")
+    remove_btn.click(
+        remove_weights, [model_dd, *extra], [status, table], api_name="remove_weights", concurrency_limit=None
+    )
     model_dd.change(on_model, [model_dd, *extra], [hint, status], api_visibility="private", queue=False)
     refresh = dict(fn=list_weights, inputs=extra or None, outputs=[table])
     return SimpleNamespace(
