@@ -32,6 +32,7 @@ from .models import catalog
 from .runs import RunStore, run_label
 from .runs import json_safe as _json_safe
 from .settings import FreezePolicy, ModelEntry, TrainSettings, coerce, settings_of
+from .sharing import Share
 
 __all__ = [
     "Entry",
@@ -258,18 +259,40 @@ def run_plan(
     out_dir: str | Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     owner: str | None = None,
+    share: Share | None = None,
 ) -> Iterator[training.Event]:
     """Events of every run in turn, each labelled; each run ends with an "end" event carrying its RunResult.
 
     Decoded images are shared by the runs and released when the comparison ends. `owner` is recorded in each
-    run folder (who made it, on a shared server).
+    run folder (who made it, on a shared server). With `share`, a run identical to one this server finished or
+    is running is copied or followed instead of computed again (`sharing.SharedRuns`).
     """
     should_stop = should_stop or (lambda: False)
     try:
         for run in plan.runs():
-            yield from _one_run(run, plan, dataset, out_dir, should_stop, owner)
+            key = share.key(run) if share is not None else None
+            if key is not None and share.registry.claim(key, share.token) != "mine":
+                yield from share.registry.follow(key, run.label, out_dir, owner, should_stop)
+                continue
+            yield from _published(_one_run(run, plan, dataset, out_dir, should_stop, owner), share, key)
     finally:
         placement.release_data()
+
+
+def _published(events: Iterator[training.Event], share: Share | None, key: str | None) -> Iterator[training.Event]:
+    """A computed run's events, passed on to the visitors who follow the same run (when it is shared)."""
+    if key is None:
+        yield from events
+        return
+    result = None
+    try:
+        for ev in events:
+            share.registry.publish(key, ev)
+            if ev.kind == "end":
+                result = ev.result
+            yield ev
+    finally:
+        share.registry.finish(key, result)
 
 
 def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop, owner=None) -> Iterator[training.Event]:

@@ -28,6 +28,7 @@ from .loop import (
     resolve_batch_size,
     set_train_mode,
 )
+from .serving import GATE
 from .settings import ModelEntry, TrainSettings
 
 __all__ = [
@@ -249,7 +250,7 @@ def estimate(entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: in
     settings.validate()
     models.check_entry(entry, settings.size)
     device = runtime.resolve_device(settings.device)
-    with runtime.cpu_threads(device):
+    with GATE.quiet(), runtime.cpu_threads(device):  # timed alone: no training step, no other work on the cores
         init_rate, copy_rate = _machine_rates(device)
         batch = min(resolve_batch_size(settings, device), max(1, n_train))
         t = _step_times(entry, settings, n_classes, device, batch)

@@ -26,6 +26,7 @@ from torch import nn
 from . import models, runtime
 from .errors import CNNCompareError
 from .inputs import Normalizer, augment_batch, model_inputs
+from .serving import GATE, Turn
 from .settings import TrainSettings
 
 __all__ = [
@@ -180,10 +181,13 @@ class Loop:
     dist: runtime.Dist = field(default_factory=runtime.Dist)
     train_module: nn.Module | None = None  # what a training step calls: the model, its head, or their DDP wrapper
     cached_at: str | None = None  # `cache_point`: what the stored tensors are, when a step trains on them
+    turn: Turn | None = None  # the run's turns at the cores: it pauses for interactive work (`serving.Gate`)
 
     def __post_init__(self):
         if self.train_module is None:
             self.train_module = self.model
+        if self.turn is None:
+            self.turn = GATE.turn()
 
     @property
     def device(self) -> torch.device:
@@ -301,15 +305,19 @@ def train_one_epoch(
     for step, (idx, xb, yb) in enumerate(stream, start=1):
         if dist.world == 1:
             check_stop()
+            for waiting in loop.turn.pauses():  # interactive work first: wait at this step boundary
+                yield dict(step=step - 1, steps=steps, paused=waiting, epoch_time=time.perf_counter() - t_epoch)
+                check_stop()
         lr = optimizer.param_groups[0]["lr"]  # the rate this step uses
-        with loop.precision.autocast():
-            logits = loop.train_module(feats[idx] if feats is not None else loop.inputs(xb, True))
-            loss = criterion(logits, yb)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        with loop.turn.step():
+            with loop.precision.autocast():
+                logits = loop.train_module(feats[idx] if feats is not None else loop.inputs(xb, True))
+                loss = criterion(logits, yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
         loss_sum += loss.detach().float() * len(yb)
         correct += (logits.detach().argmax(1) == yb).sum()
         seen += len(yb)
@@ -385,7 +393,9 @@ def evaluate(loop: Loop, split, feats: torch.Tensor | None, criterion, n_classes
                 logits.append(head(feats[i : i + batch]).float())
         else:
             for _, xb, _ in _in_order(split, batch):
-                logits.append(model(loop.inputs(xb)).float())
+                loop.turn.wait()  # interactive work first, between batches
+                with loop.turn.step():
+                    logits.append(model(loop.inputs(xb)).float())
     logits = torch.cat(logits)
     y = split.y.to(logits.device)
     pred = logits.argmax(1)
@@ -419,7 +429,8 @@ def extract_features(loop: Loop, split, check_stop: Callable[[], None], at: str 
     out = []
     for _, xb, _ in _in_order(split, batch):
         check_stop()
-        with torch.inference_mode(), loop.precision.autocast():
+        loop.turn.wait()  # interactive work first, between batches
+        with loop.turn.step(), torch.inference_mode(), loop.precision.autocast():
             f = model.forward_features(loop.inputs(xb))
             if at == "pre-logits":
                 f = model.forward_head(f, pre_logits=True)

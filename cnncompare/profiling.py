@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import subprocess
+import time
 import weakref
 from dataclasses import asdict, dataclass, field
 
@@ -34,6 +35,7 @@ from torch.utils.flop_counter import flop_registry
 from . import models, runtime
 from .errors import CNNCompareError
 from .models import catalog
+from .serving import GATE, BoundedCache
 from .settings import Setting, coerce
 from .timing import (  # re-exported: profiling is where timing is looked for
     CPU_BATCH,
@@ -161,6 +163,8 @@ class Profile:
     peak_tflops: float | None = None  # the device's dense bf16 (fp16) tensor peak, where known
     peak_fraction: float | None = None  # tflops / peak_tflops
     warnings: list[str] = field(default_factory=list)
+    latency_measured_at: str | None = None  # when the latency was measured here (UTC, HH:MM:SS)
+    latency_shared: bool = False  # measured earlier, for anyone who asked: reused, not measured again
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -308,6 +312,30 @@ def activation_bytes(model_or_spec, size: int) -> int:
     return tracker.peak + x.numel() * x.element_size()
 
 
+# Counting is a pure function of (architecture, size): done once and kept (bounded), for everyone who asks.
+COUNTS = BoundedCache(16 * 2**20, size=lambda v: 256)
+# Timings of models built by name (random weights) at one size on one device with the cores to themselves: the
+# machine's numbers, kept for the server's life and shared (`Profile.latency_shared`).
+TIMINGS = BoundedCache(4 * 2**20, size=lambda v: 2048)
+
+
+def _spec_key(spec: models.ModelSpec) -> tuple:
+    return (spec.name, spec.num_classes, spec.head, spec.pretrained)
+
+
+def _counts(spec: models.ModelSpec, size: int) -> tuple[int, int, int]:
+    """(MACs, activation bytes, weights bytes) of an architecture at one size, counted once on the meta device."""
+
+    def count():
+        return count_macs(spec, size), activation_bytes(spec, size), weights_bytes(models.build(spec, device="meta"))
+
+    return COUNTS.get((_spec_key(spec), size), count)
+
+
+def _now() -> str:
+    return time.strftime("%H:%M:%S", time.gmtime())
+
+
 def weights_bytes(model: nn.Module) -> int:
     """Bytes of the floating-point weights and buffers stored as fp32 (what a .pth file holds)."""
     tensors = list(model.parameters()) + list(model.buffers())
@@ -330,7 +358,7 @@ class _Timing:
 def _time_model(model: nn.Module, size: int, device: torch.device, batch: int | None, budget_s: float) -> _Timing:
     model, precision = prepare(model, device)
     t = _Timing(batch=batch or default_batch(device))
-    with runtime.cpu_threads(device):
+    with GATE.quiet(), runtime.cpu_threads(device):  # measured alone: no training step, no other work
         t.threads = torch.get_num_threads()
         x1 = make_input(1, size, precision)
         t.latency = summarize(time_forward(model, x1, precision, **latency_runs(device), budget_s=budget_s))
@@ -387,11 +415,20 @@ def profile(
     models.check_input_size(spec.name, size)
     meta = models.build(spec, device="meta") if model is None else model
     params, trainable = models.count_params(meta)
-    macs = count_macs(spec, size)
-    act = activation_bytes(spec, size)
+    macs, act, weights = _counts(spec, size)
     timing = _Timing(batch=batch or default_batch(dev), threads=torch.get_num_threads())
+    measured_at, shared = None, False
     if latency:
-        timing = _time_model(model if model is not None else models.build(spec), size, dev, batch, budget_s)
+        if model is None:  # a model by name (random weights): its timing is the architecture's, kept and shared
+            key = (spec.name, size, str(dev), runtime.DEFAULT_THREADS, batch, budget_s)
+            found = TIMINGS.peek(key)
+            shared = found is not None
+            if found is None:
+                found = (_time_model(models.build(spec), size, dev, batch, budget_s), _now())
+                TIMINGS.put(key, found)
+            timing, measured_at = found
+        else:
+            timing, measured_at = _time_model(model, size, dev, batch, budget_s), _now()
     tflops = 2 * macs * timing.ips / 1e12 if timing.ips else None
     peak = peak_tflops(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None
     ref = info.reference
@@ -403,7 +440,7 @@ def profile(
         trainable_params=trainable,
         macs=macs,
         flops=2 * macs,
-        size_mb=weights_bytes(meta) / 2**20,
+        size_mb=(weights if model is None else weights_bytes(meta)) / 2**20,
         activation_mb=act / 2**20,
         latency_ms=timing.latency,
         throughput_ips=timing.ips,
@@ -420,4 +457,6 @@ def profile(
         peak_tflops=peak,
         peak_fraction=tflops / peak if tflops and peak else None,
         warnings=timing.warnings,
+        latency_measured_at=measured_at,
+        latency_shared=shared,
     )

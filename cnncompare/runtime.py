@@ -29,6 +29,7 @@ __all__ = [
     "peak_memory_mb",
     "device_label",
     "cpu_threads",
+    "cpu_job_paused",
     "configure_cuda",
     "Dist",
     "is_main_process",
@@ -151,7 +152,7 @@ def device_label(device: torch.device) -> str:
 
 _THREADS_LOCK = threading.Lock()
 _JOBS = 0
-_DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's own default: one thread per core
+DEFAULT_THREADS = _DEFAULT_THREADS = torch.get_num_threads()  # PyTorch's own default: one thread per core
 
 
 def _set_threads_for(jobs: int) -> None:
@@ -182,6 +183,17 @@ def cpu_threads(device: torch.device):
         with _THREADS_LOCK:
             _JOBS -= 1
             _set_threads_for(_JOBS)
+
+
+def cpu_job_paused(device: torch.device, paused: bool) -> None:
+    """A CPU job that pauses (a training waiting for other visitors' requests) gives its share of the cores back
+    meanwhile, and takes it again when it resumes."""
+    global _JOBS
+    if device.type != "cpu":
+        return
+    with _THREADS_LOCK:
+        _JOBS = max(0, _JOBS + (-1 if paused else 1))
+        _set_threads_for(_JOBS)
 
 
 # --------------------------------------------------------------------------- more than one process

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +45,7 @@ from .loop import (
     steps_per_epoch,
     train_one_epoch,
 )
+from .serving import GATE, Turn
 from .settings import OPTIMIZERS, SCHEDULES, ModelEntry, TrainSettings
 
 __all__ = [
@@ -74,7 +75,7 @@ __all__ = [
     "WARMUP_STEPS",
 ]
 
-EventKind = Literal["start", "info", "step", "epoch", "end"]
+EventKind = Literal["start", "info", "step", "pause", "epoch", "end"]
 
 
 @dataclass
@@ -144,9 +145,16 @@ class RunResult:
     run_dir: str | None = None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    shared_with: int | None = None  # computed once on a server and copied: how many visitors have it
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResult:
+        """A result as its results.json holds it (fields it lacks keep their defaults; unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def run_config(entry: ModelEntry, settings: TrainSettings) -> dict:
@@ -339,6 +347,7 @@ class _Attempt:
             s.augment,
             gen,
             dcfg.get("interpolation", "bilinear"),
+            turn=Turn(GATE, on_pause=lambda paused: runtime.cpu_job_paused(device, paused)),
         )
 
         cached_at = cache_point(model, s)
@@ -371,6 +380,18 @@ class _Attempt:
         best = -1.0
         for epoch in range(1, s.epochs + 1):
             for p in train_one_epoch(loop, train, f_train, optimizer, scheduler, scaler, criterion, state, check_stop):
+                if "paused" in p:  # interactive work first: this run waits at a step boundary, and says so
+                    yield self.event(
+                        "pause",
+                        epoch=epoch,
+                        epochs=s.epochs,
+                        step=p["step"],
+                        steps=p["steps"],
+                        elapsed_s=time.perf_counter() - state.started,
+                        message=f"{self.label}: paused for {p['paused']} request(s) of other visitors; "
+                        "it resumes by itself",
+                    )
+                    continue
                 now = time.perf_counter()
                 done = (epoch - 1) * p["steps"] + p["step"]
                 rate = (state.images + p["seen"]) / max(1e-9, state.train_time + p["epoch_time"])
@@ -456,7 +477,8 @@ def _finish(
         return
     try:
         result.macs = profiling.count_macs(model, settings.size)
-        lat, _, _, _ = profiling.measure_latency(model, settings.size, device, batch=1, budget_s=0.3)
+        with GATE.quiet():  # measured alone: no other work on the cores
+            lat, _, _, _ = profiling.measure_latency(model, settings.size, device, batch=1, budget_s=0.3)
         result.latency_ms = lat.p50
     except Exception as err:  # a profile is a nice-to-have: the run trained, so it is a warning
         result.warnings.append(f"profiling failed: {first_line(err)}")

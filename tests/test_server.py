@@ -294,9 +294,10 @@ def test_a_model_without_a_spatial_map_still_predicts_top5(app):
 def test_model_cache_is_bounded_in_bytes():
     import torch
 
-    from cnncompare.ui.common import ModelCache
+    from cnncompare import models
+    from cnncompare.serving import BoundedCache
 
-    cache = ModelCache(max_bytes=3000)
+    cache = BoundedCache(3000, size=models.model_bytes)
     cache.get("a", lambda: torch.nn.Linear(10, 30))  # 330 floats = 1320 bytes
     cache.get("b", lambda: torch.nn.Linear(10, 30))
     assert len(cache) == 2 and cache.bytes == 2640

@@ -38,7 +38,15 @@ from .base import (
 )
 from .folders import MAX_PIXELS, MIN_CLASSES, TEST_DIRS, TRAIN_DIRS, VAL_DIRS
 from .shapes import SHAPE_CLASSES, generate_shapes
-from .sources import ACCEPTED_SOURCES, file_digest, load_dataset, open_source, planned_size, prune_unpacked
+from .sources import (
+    ACCEPTED_SOURCES,
+    file_digest,
+    load_dataset,
+    open_source,
+    planned_size,
+    prune_unpacked,
+    source_identity,
+)
 from .zipsafe import MAX_MEMBERS, MAX_RATIO, MAX_TOTAL_BYTES, RATIO_MIN_BYTES
 
 __all__ = [
@@ -64,6 +72,7 @@ __all__ = [
     "load_dataset",
     "open_source",
     "planned_size",
+    "source_identity",
     "file_digest",
     "prune_unpacked",
     "check_dataset_size",

@@ -43,7 +43,15 @@ from .folders import load_folder
 from .shapes import SHAPE_CLASSES, load_shapes
 from .zipsafe import MAX_TOTAL_BYTES, check_zip, extract_zip
 
-__all__ = ["ACCEPTED_SOURCES", "load_dataset", "open_source", "planned_size", "file_digest", "prune_unpacked"]
+__all__ = [
+    "ACCEPTED_SOURCES",
+    "load_dataset",
+    "open_source",
+    "planned_size",
+    "source_identity",
+    "file_digest",
+    "prune_unpacked",
+]
 
 UNPACKED = ".cnncompare-unpacked.json"  # written last into an unpacked zip's folder: the unpacking finished
 
@@ -156,6 +164,20 @@ _KNOWN_SIZES = {  # classes, training and validation images per class (CIFAR: it
     "cifar10": (10, 5000, 1000),
     "cifar100": (100, 500, 100),
 }
+
+
+def source_identity(source: str, max_per_class: int | None, seed: int, val_fraction: float = 0.2) -> str:
+    """What makes two loads of a source give the same data: the source (a file by the hash of its bytes), the
+    cap, the seed and the split. Two runs on equal identities train on the same images (`sharing`)."""
+    key = source.strip().lower()
+    path = Path(source).expanduser()
+    if key in ("shapes", "cifar10", "cifar100") or key.startswith("hf:"):
+        base = key
+    elif path.is_file():
+        base = "file:" + file_digest(path)
+    else:
+        base = "folder:" + str(path.resolve())  # a folder may change between runs: only its own path is the same
+    return f"{base}|cap={max_per_class}|seed={seed}|val={val_fraction}"
 
 
 def planned_size(

@@ -11,7 +11,7 @@ import pandas as pd
 from .. import diagram, models, plots, profiling
 from ..errors import CNNCompareError
 from ..models import catalog
-from .common import SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
+from .common import MEASURING, SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
 from .fairqueue import queued as fair_queued
 from .gpu import gpu
 
@@ -544,7 +544,8 @@ def build(ctx) -> SimpleNamespace:
         except CNNCompareError as err:
             yield refuse(str(err))
             return
-        yield from fair_queued(ctx.queue, who.id, lane, work, refused=refuse, waiting=waiting)
+        computes = lane not in MEASURING  # a latency measurement takes the cores alone (`Gate.quiet`) instead
+        yield from fair_queued(ctx.queue, who.id, lane, work, refused=refuse, waiting=waiting, computes=computes)
 
     def profile_refused(text):
         return text, _table([]), empty, empty, empty

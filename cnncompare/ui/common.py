@@ -19,9 +19,10 @@ from typing import Any
 
 import gradio as gr
 
-from .. import compare, models
+from .. import compare, models, sharing
 from ..env import Env
 from ..errors import CNNCompareError, first_line, shown, without_paths
+from ..serving import BoundedCache
 from . import visitors
 from .fairqueue import FairQueue, queued
 
@@ -30,7 +31,8 @@ log = logging.getLogger("cnncompare.ui")
 
 # Lanes of the fair queue and their slots (jobs at once): one training uses the machine at a time; blocks: quick
 # jobs (counting on the meta device, listing runs); files: reading and writing a visitor's weights files.
-LANES = {"train": 1, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4, "gallery": 2, "files": 1}
+LANES = {"train": 1, "watch": 256, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4, "gallery": 2, "files": 1}
+MEASURING = ("profile", "estimate")  # lanes whose work times itself: it takes the cores alone (`Gate.quiet`)
 
 
 @dataclass
@@ -42,12 +44,15 @@ class Context:
     queue: FairQueue = None  # type: ignore[assignment]
     visitor_state: Any = None  # gr.BrowserState; None when a tab is built on its own (tests)
     workspaces: visitors.Workspaces = None  # type: ignore[assignment]
+    shared: sharing.SharedRuns = None  # type: ignore[assignment]  # identical runs computed once
 
     def __post_init__(self):
         if self.queue is None:
             self.queue = FairQueue(LANES, max_waiting=self.env.max_waiting, max_queued=self.env.queue_size)
         if self.workspaces is None:
             self.workspaces = visitors.Workspaces(visitors.visitors_root(self), self.env.code_attempts)
+        if self.shared is None:
+            self.shared = sharing.SharedRuns(self.runs_root)
 
     def visitor(self, value: Any, request: Any) -> visitors.Visitor:
         """The visitor of a call (`visitors.resolve`), with this server's workspace codes.
@@ -124,7 +129,7 @@ def in_line(ctx: Context, lane: str, visitor, request, work: Callable, *, refuse
         else:
             yield out
 
-    yield from queued(ctx.queue, who.id, lane, run, refused=refused, waiting=waiting)
+    yield from queued(ctx.queue, who.id, lane, run, refused=refused, waiting=waiting, computes=lane not in MEASURING)
 
 
 # --------------------------------------------------------------------------- sessions
@@ -300,70 +305,6 @@ def shape_text(shape) -> str:
 
 # --------------------------------------------------------------------------- model cache
 
-
-class ModelCache:
-    """Built models shared by all visitors (inference only: eval mode, never trained), bounded in bytes.
-
-    A model's size is the bytes of its parameters and buffers (`models.model_bytes`); the least
-    recently used go first. A model larger than the whole budget is built, used and not kept.
-    """
-
-    def __init__(self, max_bytes: int = 2048 * 2**20):
-        self.max_bytes = int(max_bytes)
-        self._items: OrderedDict = OrderedDict()  # key -> (value, bytes)
-        self._lock = threading.Lock()
-        self._building: dict = {}
-
-    @property
-    def bytes(self) -> int:
-        with self._lock:
-            return sum(n for _, n in self._items.values())
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    def __contains__(self, key) -> bool:
-        with self._lock:
-            return key in self._items
-
-    def resize(self, max_bytes: int) -> None:
-        with self._lock:
-            self.max_bytes = int(max_bytes)
-            self._evict()
-
-    def get(self, key, build: Callable, size: Callable = models.model_bytes):
-        """The cached value of `key`, else `build()` (kept when `size(value)` fits the budget)."""
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key][0]
-            key_lock = self._building.setdefault(key, threading.Lock())
-        with key_lock:  # two visitors asking for the same model build it once
-            with self._lock:
-                if key in self._items:
-                    return self._items[key][0]
-            try:
-                value = build()
-            finally:
-                with self._lock:
-                    self._building.pop(key, None)
-            nbytes = int(size(value))
-            with self._lock:
-                if nbytes <= self.max_bytes:
-                    self._items[key] = (value, nbytes)
-                    self._evict()
-            return value
-
-    def _evict(self) -> None:  # lock held
-        total = sum(n for _, n in self._items.values())
-        while self._items and total > self.max_bytes:
-            _, (_, n) = self._items.popitem(last=False)
-            total -= n
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-
-MODELS = ModelCache()
+# Built models shared by all visitors (inference only: eval mode, never trained), bounded by the bytes of their
+# parameters and buffers; the least recently used go first, and a model larger than the budget is used once.
+MODELS = BoundedCache(2048 * 2**20, size=models.model_bytes)

@@ -13,8 +13,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .. import compare, data, estimate
+from .. import compare, data, estimate, sharing
 from ..errors import CNNCompareError
+from ..serving import BoundedCache
 from ..settings import Setting, coerce
 from . import forms, visitors
 from . import weights as weights_ui
@@ -32,6 +33,7 @@ __all__ = [
     "load_source",
     "gpu_seconds_for",
     "admit",
+    "share_of",
 ]
 
 DATASETS = [
@@ -121,8 +123,33 @@ def load_data(ctx: Context, c: Comparison) -> data.LoadedData:
 def load_source(
     ctx: Context, source: str, max_per_class: int | None, seed: int, size: int | None = None
 ) -> data.LoadedData:
-    """`load_data` for a dataset alone (the dataset report before a plan exists: no pixel check)."""
-    return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, size=size, server=True)
+    """`load_data` for a dataset alone (the dataset report before a plan exists: no pixel check).
+
+    A loaded dataset is a pure function of its source's identity, cap and seed: it is kept (bounded in bytes) and
+    shared by every visitor loading the same, read-only (a class pressing the same preset loads it once)."""
+
+    def load():
+        return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, server=True)
+
+    ds = DATASETS_KEPT.get(data.source_identity(source, max_per_class, seed), load)
+    if size is not None and ctx.env.max_dataset_mpix > 0:
+        data.check_dataset_size(ds, size, ctx.env.max_dataset_mpix)
+    return ds
+
+
+def _dataset_bytes(ds: data.LoadedData) -> int:
+    return sum(getattr(split.array, "nbytes", 0) or 64 * len(split) for split in (ds.train, ds.val)) + 65536
+
+
+DATASETS_KEPT = BoundedCache(256 * 2**20, size=_dataset_bytes)
+
+
+def share_of(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> sharing.Share:
+    """How this comparison's runs are shared: with anyone on this server, or (an upload of the visitor's) only
+    within the visitor's folder (their own, or their workspace's)."""
+    scope = visitor.folder if c.dataset == "zip" else ""
+    dataset_id = data.source_identity(c.source, c.max_per_class, c.plan.settings.seed)
+    return sharing.Share(ctx.shared, dataset_id, scope)
 
 
 def gpu_seconds_for(c: Comparison, ctx: Context) -> int:

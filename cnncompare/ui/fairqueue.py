@@ -20,12 +20,14 @@ generator there), run, and `leave` in `finally`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import CNNCompareError
+from ..serving import GATE
 
 __all__ = ["FairQueue", "Ticket", "Refused", "wait_text", "queued"]
 
@@ -49,6 +51,7 @@ class Ticket:
 
 LANE_WORDS = {
     "train": "training",
+    "watch": "following a run identical to yours",
     "profile": "profiling",
     "predict": "predictions",
     "estimate": "estimates",
@@ -65,7 +68,7 @@ class FairQueue:
         *,
         max_waiting: int = 2,
         max_queued: int = 64,
-        exclusive: Iterable[str] = ("train",),
+        exclusive: Iterable[str] = ("train", "watch"),
     ):
         self.slots = dict(lanes)
         self.max_waiting = max(0, int(max_waiting))
@@ -89,7 +92,8 @@ class FairQueue:
             raise KeyError(f"no lane {lane!r}")
         with self._cond:
             ticket = Ticket(lane, visitor)
-            mine = [t for t in self._tickets(lane) if t.visitor == visitor]
+            # one training per visitor, followed or computed: the exclusive lanes count together
+            mine = [t for x in self.exclusive if x in self.slots for t in self._tickets(x) if t.visitor == visitor]
             if lane in self.exclusive and mine:
                 self.refused += 1
                 raise Refused(
@@ -208,7 +212,7 @@ class FairQueue:
 
     @staticmethod
     def _word(lane: str) -> str:
-        return "a training" if lane == "train" else f"a job ({LANE_WORDS.get(lane, lane)})"
+        return "a training" if lane in ("train", "watch") else f"a job ({LANE_WORDS.get(lane, lane)})"
 
 
 def wait_text(lane: str, position: int, eta_s: float | None) -> str:
@@ -230,21 +234,28 @@ def queued(
     *,
     refused: Callable[[str], object],
     waiting: Callable[[str], object],
+    computes: bool = True,
 ) -> Iterator:
-    """Generator, for every tab's handlers: wait in `lane` of the fair queue, then run `work()`.
+    """Generator, for every tab's interactive handlers: wait in `lane` of the fair queue, then run `work()`
+    (trainings pause meanwhile: `serving.Gate`).
 
     Yields `waiting(sentence)` about once a second while in line, then whatever `work()` yields; a job over
     one of the queue's limits yields `refused(sentence)` once and never takes a place. The place is given
-    back however the job ends (done, failed, cancelled by a closed page).
+    back however the job ends (done, failed, cancelled by a closed page). `computes=False`: work that measures
+    (a latency, an estimate) takes the machine to itself (`Gate.quiet`) for that part instead.
     """
     try:
         ticket = queue.join(visitor, lane)
     except CNNCompareError as err:
         yield refused(str(err))
         return
-    try:
-        for position, eta in queue.waits(ticket):
-            yield waiting(wait_text(lane, position, eta))
-        yield from work()
-    finally:
-        queue.leave(ticket)
+    # interactive work: a training pauses while this waits or runs (`serving.Gate`), and a latency measurement
+    # (which needs the cores to itself) is not disturbed by it
+    with GATE.interactive():
+        try:
+            for position, eta in queue.waits(ticket):
+                yield waiting(wait_text(lane, position, eta))
+            with GATE.working() if computes else contextlib.nullcontext():
+                yield from work()
+        finally:
+            queue.leave(ticket)

@@ -84,8 +84,11 @@ def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
     try:
         c = read_comparison(ctx, values)
         lines = [engine_estimate.estimate_plan(c.plan, load_data(ctx, c)).text()]
-        if SESSIONS.active:
-            lines.append(warn_md("A fine-tuning run is using this machine right now, so this estimate is pessimistic."))
+        if SESSIONS.active:  # its steps were timed alone (the training paused), but the run will share the machine
+            lines.append(
+                "A fine-tuning run is using this machine right now: yours waits for it, and any run here pauses "
+                "while other visitors' predictions run, so it may take longer than this."
+            )
         waiting = ctx.queue.waiting("train")
         if waiting:
             lines.append(f"{waiting} training(s) are waiting for the machine: yours would start after them.")
@@ -96,7 +99,7 @@ def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
         return warn_md(text)
 
 
-def _queued_text(ctx: Context, visitor: visitors.Visitor, work, first: str | None = None):
+def _queued_text(ctx: Context, visitor: visitors.Visitor, work, first: str | None = None, computes: bool = True):
     """Generator: one text answer once the estimate lane has a slot (waiting pages before)."""
 
     def refused(text: str) -> str:
@@ -108,7 +111,8 @@ def _queued_text(ctx: Context, visitor: visitors.Visitor, work, first: str | Non
             yield first
         yield work()
 
-    yield from queued(ctx.queue, visitor.id, "estimate", run, refused=refused, waiting=lambda text: text)
+    waiting = lambda text: text  # noqa: E731
+    yield from queued(ctx.queue, visitor.id, "estimate", run, refused=refused, waiting=waiting, computes=computes)
 
 
 # --------------------------------------------------------------------------- the page
@@ -218,7 +222,7 @@ def build(ctx: Context) -> SimpleNamespace:
         except CNNCompareError as err:
             yield warn_md(str(err))
             return
-        yield from _queued_text(ctx, who, lambda: estimate(ctx, values))
+        yield from _queued_text(ctx, who, lambda: estimate(ctx, values), computes=False)  # it times steps alone
 
     def run_report(request: gr.Request, visitor=None, **values):
         try:

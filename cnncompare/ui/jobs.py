@@ -21,7 +21,7 @@ from ..estimate import duration_text
 from . import gallery as gallery_ui
 from . import visitors
 from .common import SESSIONS, Context, message, warn_md
-from .comparison import Comparison, admit, gpu_seconds_for, load_data, read_comparison
+from .comparison import Comparison, admit, gpu_seconds_for, load_data, read_comparison, share_of
 from .fairqueue import wait_text
 from .gpu import gpu
 from .results import View, blank_outputs, status_only
@@ -90,11 +90,14 @@ class _Job:
         self.stream = None  # the engine's event stream (compare.run_plan)
         self.ticket = None  # its place in the fair queue, held until the engine has stopped and saved
         self.dataset = None  # for the confusion gallery, made when the runs are over (also after a Stop)
+        self.share = None  # how its runs are shared with identical ones (`sharing.Share`), and its claims
 
 
 def _release(ctx: Context, job: _Job) -> None:
     if job.ticket is not None:
         ctx.queue.leave(job.ticket)
+    if job.share is not None:  # runs it claimed and never finished: whoever follows them is told
+        job.share.registry.release(job.share.token)
 
 
 def _remember_gallery(ctx: Context, visitor, view: View, dataset) -> None:
@@ -143,7 +146,10 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
     try:  # a comparison that cannot run, or a visitor over their share, never gets a stop flag or a place in line
         c = read_comparison(ctx, values, visitor)
         admit(ctx, c)  # what it costs, before it waits: memory on a CPU, GPU time on a shared GPU
-        job.ticket = ctx.queue.join(visitor.id, "train")
+        job.share = share_of(ctx, c, visitor)
+        claims = job.share.claim_all(c.plan)  # identical runs finished or in progress are followed, not computed
+        lane = "train" if any(v in ("mine", "own") for v in claims.values()) else "watch"
+        job.ticket = ctx.queue.join(visitor.id, lane)
     except Exception as err:
         text = message(err)
         gr.Warning(text)
@@ -155,7 +161,7 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
         for position, eta in ctx.queue.waits(job.ticket):
             if handle.stop.is_set():
                 break
-            yield status_only(wait_text("train", position, eta))
+            yield status_only(wait_text(job.ticket.lane, position, eta))
         if handle.stop.is_set():
             yield _stopped_before()
             return
@@ -210,12 +216,14 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
             view.log.append(limits)
         last_yield = 0.0
         out_dir = visitors.visitor_dir(ctx, visitor, create=True)  # this visitor's own folder
-        job.stream = compare.run_plan(c.plan, ds, out_dir=out_dir, should_stop=handle.stop.is_set)
+        job.stream = compare.run_plan(
+            c.plan, ds, out_dir=out_dir, should_stop=handle.stop.is_set, owner=visitor.id, share=job.share
+        )
         for ev in job.stream:
             if view.event(ev):
                 yield view.outputs(full=True)
                 last_yield = time.monotonic()
-            elif time.monotonic() - last_yield >= YIELD_EVERY_S:
+            elif ev.kind == "pause" or time.monotonic() - last_yield >= YIELD_EVERY_S:  # a pause is said at once
                 last_yield = time.monotonic()
                 yield view.outputs(full=False)
         job.stream = None  # all runs are over: nothing left to finish if the page goes away now

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,9 +9,10 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from .. import inference, models, runs
+from .. import data, inference, models, runs
 from ..errors import CNNCompareError
 from ..models import catalog
+from ..serving import Batcher, BoundedCache
 from . import visitors
 from . import weights as weights_ui
 from .common import MODELS, file_path, message, parse_names, warn_md
@@ -23,7 +23,6 @@ from .uploads import UploadedImage, checked_upload, display_name
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
 DEFAULT_MODELS = list(catalog.CLASSIC_FOUR)
 TOP_K = 5
-BUSY_HEAT_MAP = "no heat map this time (the server was busy counting another model): predict again for it"
 NO_HEAT_MAP = inference.NO_HEAT_MAP
 
 
@@ -31,24 +30,26 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def imagenet_model(name: str, pretrained: bool, weights_file: str | None = None) -> inference.LoadedModel:
-    """The engine's `inference.imagenet_model` (a weights file, else ImageNet weights, else random weights with a
-    note), kept in the shared model cache; `weights_file`: the visitor's own upload for this model."""
-    device = _device()
+def _imagenet_key(name: str, pretrained: bool, weights_file: str | None) -> tuple:
     stamp = None
     if pretrained and weights_file:
         stat = Path(weights_file).stat()
         stamp = (weights_file, stat.st_mtime_ns, stat.st_size)  # a new upload for the model is a new entry
-    key = ("imagenet", name, bool(pretrained), device, stamp)
-    build = lambda: inference.imagenet_model(name, bool(pretrained), weights_file, device)  # noqa: E731
-    return MODELS.get(key, build, size=lambda v: models.model_bytes(v.model))
+    return ("imagenet", name, bool(pretrained), _device(), stamp)
+
+
+def imagenet_model(name: str, pretrained: bool, weights_file: str | None = None) -> inference.LoadedModel:
+    """The engine's `inference.imagenet_model` (a weights file, else ImageNet weights, else random weights with a
+    note), kept in the shared model cache; `weights_file`: the visitor's own upload for this model."""
+    build = lambda: inference.imagenet_model(name, bool(pretrained), weights_file, _device())  # noqa: E731
+    return MODELS.get(_imagenet_key(name, pretrained, weights_file), build, size=lambda v: models.model_bytes(v.model))
 
 
 def run_model(ctx, visitor: visitors.Visitor, name: str):
     """(model, saved run, weights text, note) of one of the visitor's runs (or a shared example)."""
     saved = visitors.find_run(ctx, visitor, name)
     device = _device()
-    model = MODELS.get(("run", str(saved.path), device), lambda: saved.load_model(device))
+    model = MODELS.get(_run_key(saved), lambda: saved.load_model(device))
     acc = saved.results.get("val_top1") if saved.results else None
     weights = "fine-tuned" + (" (from ImageNet)" if saved.entry.pretrained else " (from scratch)")
     note = (
@@ -73,31 +74,39 @@ def run_choices(ctx, visitor: visitors.Visitor) -> tuple[list[tuple[str, str]], 
 
 
 def _image_from(value, max_mpix: float):
+    """(the decoded image, the digest of its bytes: what identifies it in the prediction cache)."""
     path = file_path(value)
     if path is None:
         raise CNNCompareError("Upload an image (or click one of the examples) first.")
     path = checked_upload(path, "The image")
     inference.check_pixels(path, max_mpix, display_name(path))  # from its header: too many pixels never decode
     try:
-        return inference.load_image(path, max_mpix)
+        return inference.load_image(path, max_mpix), data.file_digest(path)
     except CNNCompareError:  # the engine's sentence names the file by its server path: name the upload instead
         raise CNNCompareError(f"Could not read the image '{display_name(path)}': upload a JPEG or PNG file.") from None
 
 
-def _predict(model, img, **kw) -> inference.Prediction:
-    """`inference.predict` with Grad-CAM. While another visitor's profile counts MACs (torch's FlopCounterMode
-    hooks every module of the process for a moment), torch refuses the Grad-CAM gradient in this thread with a
-    RuntimeError: try again after the counting, and give the top-5 without a heat map if it still fails."""
-    for pause in (0.3, 1.0):
-        try:
-            return inference.predict(model, img, top_k=TOP_K, cam=True, **kw)
-        except RuntimeError as err:
-            if "autograd" not in str(err):
-                raise
-            time.sleep(pause)
-    pred = inference.predict(model, img, top_k=TOP_K, cam=False, **kw)
-    pred.note = "; ".join(n for n in (pred.note, BUSY_HEAT_MAP) if n)
-    return pred
+def _run_key(saved: runs.SavedRun) -> tuple:
+    weights = saved.path / "weights.safetensors"
+    return ("run", str(saved.path), weights.stat().st_mtime_ns if weights.is_file() else 0, _device())
+
+
+def _run_batch(model_key: tuple, items: list) -> list[inference.Prediction]:
+    """One batch of visitors' images for one model (`serving.Batcher`): top-k and Grad-CAM in one pass."""
+    model, _, size, classes = items[0]
+    return inference.predict_batch(model, [it[1] for it in items], size=size, classes=classes, top_k=TOP_K)
+
+
+# A prediction is a pure function of (the image's bytes, the model and its weights): kept and shared, bounded in
+# bytes (a heat map is 200 KB). Predictions of one model that arrive within 50 ms run as one batch.
+PREDICTIONS = BoundedCache(256 * 2**20, size=lambda p: 4096 + (p.cam.nbytes if p.cam is not None else 0))
+BATCHER = Batcher(_run_batch, window_s=0.05, max_batch=16)
+
+
+def _predict(model_key: tuple, digest: str, model, img, size, classes) -> inference.Prediction:
+    """The prediction of this image by this model: the kept one, else computed in a batch with the other
+    visitors' images for the same model arriving at the same moment."""
+    return PREDICTIONS.get((digest, model_key), lambda: BATCHER.submit(model_key, (model, img, size, classes))[0])
 
 
 def _empty():
@@ -109,7 +118,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
     """Top-5 of every chosen model (and fine-tuned run) on one image, with its time and Grad-CAM."""
     limit = ctx.max_models
     try:
-        img = _image_from(image, ctx.env.max_image_mpix)
+        img, digest = _image_from(image, ctx.env.max_image_mpix)
         names = parse_names(models_selected, limit)
         run_names = parse_names(runs_selected, limit)
         if not names and not run_names:
@@ -133,12 +142,12 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
                 own = weights_ui.weights_for(ctx, visitor, name, imagenet=True) if pretrained else None
                 loaded = imagenet_model(name, bool(pretrained), own)
                 model, weights, note = loaded.model, loaded.weights, loaded.note
-                label, size, classes = name, None, None
+                label, size, classes, key = name, None, None, _imagenet_key(name, bool(pretrained), own)
             else:
                 model, saved, weights, note = run_model(ctx, visitor, name)
                 label = run_label(saved)
-                size, classes = saved.settings.size, saved.classes
-            pred = _predict(model, img, size=size, classes=classes)
+                size, classes, key = saved.settings.size, saved.classes, _run_key(saved)
+            pred = _predict(key, digest, model, img, size, classes)
         except Exception as err:
             errors.append(warn_md(f"{name}: {message(err)}"))
             continue
@@ -147,8 +156,6 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         model_notes = [note] if note else []  # e.g. random weights
         if pred.note and not (note and pred.note.startswith("random weights")):  # said once per model
             model_notes.append(pred.note)
-        if BUSY_HEAT_MAP in pred.note and BUSY_HEAT_MAP not in model_notes:
-            model_notes.append(BUSY_HEAT_MAP)
         if pred.cam is None and not any("heat map" in n for n in model_notes):
             model_notes.append(NO_HEAT_MAP)
         for n in model_notes:
@@ -172,9 +179,11 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
     rows = [str(i + 1) for i in range(TOP_K)] + ["time (ms)", "weights"]
     table = pd.DataFrame({"rank": rows, **columns})
     head = (
-        f"**{len(details)} model(s).** Top-{TOP_K} classes with their softmax probabilities; time = one "
-        f"forward pass at batch 1 on {_device()} after a warm-up. The heat maps (Grad-CAM) show where "
-        "each model looked for its top class: red = most important."
+        f"**{len(details)} model(s).** Top-{TOP_K} classes with their softmax probabilities; time = one forward "
+        f"and backward pass per image on {_device()} (top-5 and heat map together; images other visitors sent at the "
+        "same moment run in the same batch, and an image this server has seen is answered from its memory). The "
+        "heat maps (Grad-CAM) show where each model looked for its top class: red = most important. For a model's "
+        "own batch-1 latency, see the Architectures tab."
     )
     lines = [head] + [f"**{', '.join(labels)}**: {note}." for note, labels in notes.items()] + errors
     return "\n\n".join(lines), table, gallery, details

@@ -178,6 +178,11 @@ class View:
             loss = f", loss {ev.loss:.3f}" if ev.loss is not None else ""
             self.headline = f"{run} — epoch {ev.epoch}/{ev.epochs}, step {ev.step}/{ev.steps}{loss}{eta}"
             self.bar_text = self.where = f"run {i + 1}/{n}, epoch {ev.epoch}/{ev.epochs}"
+        elif ev.kind == "pause":
+            self.headline = (
+                f"{run} — paused at epoch {ev.epoch}/{ev.epochs}, step {ev.step}/{ev.steps} for other visitors' "
+                "requests (predictions, counts); it resumes by itself in a moment"
+            )
         elif ev.kind == "epoch":
             self.histories.setdefault(ev.label, []).append(
                 dict(

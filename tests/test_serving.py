@@ -1,0 +1,211 @@
+"""A class on one small server, through the launched app: interactive answers first (a training pauses for them and
+resumes with the same result), latencies measured alone, and answers that are the same for everyone computed once.
+
+Nothing here asserts a time: whether a training paused, or a latency overlapped a step, is read from the gate's
+own record of what ran when (`serving.GATE.intervals`), and sharing from the stores' counters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+
+from cnncompare import compare, data, profiling  # noqa: E402
+from cnncompare.serving import GATE, Batcher, BoundedCache, Gate  # noqa: E402
+from cnncompare.settings import ModelEntry, TrainSettings  # noqa: E402
+from tests.support import TINY_FORM  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg"))
+# a run long enough to be caught in the middle: ResNet-18 trained whole, 8 images a step, about 60 steps
+LONG = {**TINY_FORM, "models": "resnet18@none seed=3", "max_per_class": 24, "batch_size": 8, "epochs": 3}
+
+
+@pytest.fixture(scope="module")
+def app(launched_app):
+    return launched_app
+
+
+def _client(app) -> Client:
+    return Client(app.url, analytics_enabled=False, verbose=False)
+
+
+def _overlaps(intervals, a: str, b: str) -> list:
+    xs = [(s, e) for kind, s, e in intervals if kind == a]
+    ys = [(s, e) for kind, s, e in intervals if kind == b]
+    return [(x, y) for x in xs for y in ys if x[0] < y[1] and y[0] < x[1]]
+
+
+def _wait_for_steps(n: int, timeout: float = 300) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sum(kind == "step" for kind, _, _ in GATE.intervals) >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the training never started")
+
+
+def test_a_training_pauses_for_predictions_and_ends_as_if_alone(app, tmp_path):
+    GATE.intervals.clear()
+    pauses = GATE.pauses
+    trainer = _client(app)
+    key = "T" * 10 + "-serving-trainer-key"
+    job = trainer.submit(**LONG, visitor=key, api_name="/finetune")
+    _wait_for_steps(5)
+    student = _client(app)
+    for image in EXAMPLES[:3]:  # three different images: none answered from memory
+        student.predict(
+            handle_file(str(image)), ["resnet18"], [], False, "S" * 10 + "-serving-student-key", api_name="/predict"
+        )
+    status, _, _, table, *_ = job.result(timeout=900)
+    assert "Done" in status
+    assert GATE.pauses > pauses  # it paused for them
+    statuses = [o[0] for o in job.outputs() if isinstance(o, (list, tuple)) and isinstance(o[0], str)]
+    assert any("paused" in s for s in statuses)  # and said so on the page
+    # the same run, uninterrupted, in the engine: the same metrics to the last digit
+    entry = ModelEntry("resnet18", freeze="none", pretrained=False)
+    settings = TrainSettings(optimizer="adam", lr=1e-3, epochs=3, batch_size=8, size=32, schedule="cosine")
+    ds = data.load_dataset("shapes", work_dir=tmp_path, max_per_class=24)
+    plan = compare.Plan.parse("resnet18@none seed=3", model_defaults=entry, settings=settings)
+    [alone] = compare.run_comparison(plan, ds)
+    row = dict(zip(table["headers"], table["data"][0]))
+    assert row["top-1 %"] == round(alone.val_top1, 1)
+    from cnncompare.ui.visitors import folder_id
+
+    [served] = list((app.runs / "visitors" / folder_id(key)).glob("*/metrics.csv"))
+    losses = [line.split(",")[1] for line in served.read_text().splitlines()[1:]]
+    assert [float(x) for x in losses] == [h["train_loss"] for h in alone.history]
+
+
+def test_a_latency_is_never_measured_while_a_training_step_runs(app):
+    GATE.intervals.clear()
+    form = {**LONG, "models": "resnet18@none seed=4"}
+    job = _client(app).submit(**form, visitor="U" * 10 + "-serving-trainer-key", api_name="/finetune")
+    _wait_for_steps(5)
+    note = _client(app).predict(
+        ["alexnet", "googlenet"], 96, True, "V" * 10 + "-serving-profiler-key", api_name="/profile"
+    )[0]
+    assert "profiled" in note
+    job.result(timeout=900)
+    quiet = [i for i in GATE.intervals if i[0] == "quiet"]
+    assert len(quiet) >= 2  # both models' latencies, and the training's own at its end
+    assert _overlaps(GATE.intervals, "quiet", "step") == []
+
+
+def test_the_same_count_prediction_and_run_are_served_from_memory(app, tmp_path):
+    client = _client(app)
+    key = "W" * 10 + "-serving-shared-key"
+    # counting: the second identical count is kept; another size is counted
+    hits = profiling.COUNTS.hits
+    client.predict(["vgg11"], 112, False, key, api_name="/profile")
+    client.predict(["vgg11"], 112, False, key, api_name="/profile")
+    assert profiling.COUNTS.hits > hits
+    misses = profiling.COUNTS.misses
+    client.predict(["vgg11"], 128, False, key, api_name="/profile")
+    assert profiling.COUNTS.misses > misses
+    # predictions: the same image again is answered from memory; another image is computed
+    from cnncompare.ui import predict as predict_ui
+
+    client.predict(handle_file(str(EXAMPLES[0])), ["resnet18"], [], False, key, api_name="/predict")
+    batches = predict_ui.BATCHER.batches
+    _client(app).predict(handle_file(str(EXAMPLES[0])), ["resnet18"], [], False, key + "-2", api_name="/predict")
+    assert predict_ui.BATCHER.batches == batches
+    from PIL import Image
+
+    Image.new("RGB", (90, 70), (20, 160, 90)).save(tmp_path / "new.png")  # an image nobody sent before
+    _client(app).predict(handle_file(str(tmp_path / "new.png")), ["resnet18"], [], False, key, api_name="/predict")
+    assert predict_ui.BATCHER.batches == batches + 1
+    # runs: a second visitor's identical run is a copy in their own folder; another seed is computed
+    shared = app.demo.cnncompare_context.shared
+    computed, copies = shared.computed, shared.copies
+    first = _client(app).predict(**TINY_FORM, visitor="X" * 10 + "-serving-first-key", api_name="/finetune")
+    second = _client(app).predict(**TINY_FORM, visitor="Y" * 10 + "-serving-second-key", api_name="/finetune")
+    assert "Done" in first[0] and "Done" in second[0]
+    assert shared.computed == computed + 1 and shared.copies == copies + 1
+    assert "shared" in second[0] and rows_equal(first[3], second[3])
+    other = _client(app).predict(
+        **{**TINY_FORM, "models": "resnet18@head seed=7"}, visitor="Z" * 10 + "-serving-third-key", api_name="/finetune"
+    )
+    assert "Done" in other[0] and shared.computed == computed + 2
+
+
+def rows_equal(a: dict, b: dict) -> bool:
+    """The same results, apart from the run's folder (each visitor has a copy of their own)."""
+    ra, rb = (dict(zip(t["headers"], t["data"][0])) for t in (a, b))
+    return {k: v for k, v in ra.items() if k != "folder"} == {k: v for k, v in rb.items() if k != "folder"}
+
+
+# --------------------------------------------------------------------------- the pieces, alone
+
+
+def test_a_quiet_moment_waits_for_steps_and_work_and_holds_new_work_back():
+    gate = Gate(max_pause_s=30)
+    turn = gate.turn()
+    order = []
+
+    def train():
+        for _ in range(40):
+            for _ in turn.pauses():
+                pass
+            with turn.step():
+                time.sleep(0.01)
+
+    def measure():
+        with gate.quiet():
+            order.append("quiet")
+            time.sleep(0.1)
+
+    t = threading.Thread(target=train)
+    t.start()
+    time.sleep(0.05)
+    measure()
+    t.join()
+    assert order == ["quiet"] and _overlaps(gate.intervals, "quiet", "step") == [] and gate.pauses >= 1
+
+
+def test_a_training_under_a_constant_crowd_still_gets_a_share():
+    gate = Gate(max_pause_s=0.3, burst_s=0.1)
+    turn = gate.turn()
+    steps = []
+    with gate.interactive():  # a crowd that never leaves
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            for _ in turn.pauses():
+                pass
+            with turn.step():
+                steps.append(time.monotonic())
+    assert len(steps) >= 2  # the floor let it through, more than once
+
+
+def test_a_batch_gives_each_caller_its_own_answer_and_one_computes():
+    calls = []
+
+    def run(key, items):
+        calls.append(list(items))
+        return [x * 10 for x in items]
+
+    batcher = Batcher(run, window_s=0.2)
+    out = {}
+    threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, batcher.submit("m", i))) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {i: r for i, (r, _) in out.items()} == {i: 10 * i for i in range(5)}
+    assert len(calls) < 5 and sum(len(c) for c in calls) == 5
+
+
+def test_the_response_cache_is_bounded_and_computes_once():
+    cache = BoundedCache(100, size=lambda v: 40)
+    n = []
+    cache.get("a", lambda: n.append(1) or "A")
+    cache.get("a", lambda: n.append(1) or "A")
+    cache.get("b", lambda: "B")
+    cache.get("c", lambda: "C")  # 120 bytes: the least recently used goes
+    assert n == [1] and "a" not in cache and len(cache) == 2
