@@ -13,9 +13,12 @@ try:  # On a ZeroGPU Space, `spaces` must be imported before torch; elsewhere it
 except ImportError:
     pass
 
-from cnncompare.ui import build_app, launch
+import sys  # noqa: E402
+
+from cnncompare.cli import main  # noqa: E402
+from cnncompare.ui import build_app, launch  # noqa: E402
 
 __all__ = ["build_app", "launch"]
 
-if __name__ == "__main__":
-    launch(build_app())
+if __name__ == "__main__":  # the same as `cnncompare app` (--host, --port, --runs; --help says so)
+    sys.exit(main(["app", *sys.argv[1:]]))

@@ -29,6 +29,7 @@ the disk it gained (runs folder and upload folder).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import shutil
@@ -275,6 +276,46 @@ def wait_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise RuntimeError("the app did not start")
 
 
+class Server:
+    """The app in a child process on a free port of 127.0.0.1, with its own runs and upload folders."""
+
+    def __init__(self, work: Path, proc: subprocess.Popen, url: str):
+        self.work, self.proc, self.url = work, proc, url
+
+    def disk(self) -> int:
+        """Bytes in its runs and upload folders (runs, downloads, uploads)."""
+        return folder_bytes(self.work / "runs") + folder_bytes(self.work / "gradio")
+
+
+@contextlib.contextmanager
+def serve(extra_env: dict | None = None):
+    """Start the app (offline: random weights, generated data) and stop it afterwards."""
+    work = Path(tempfile.mkdtemp(prefix="cnncompare-load-"))
+    (work / "gradio").mkdir()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(work / "gradio"), "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    log = (work / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(work / "runs"), str(port)],
+        cwd=str(ROOT),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_up(url, proc)
+        yield Server(work, proc, url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--visitors", type=int, default=30)
@@ -286,24 +327,10 @@ def main(argv=None) -> int:
     visitors_n = max(1, min(args.visitors, 100))
     seconds = max(10.0, min(args.seconds, 1800.0))
 
-    work = Path(tempfile.mkdtemp(prefix="cnncompare-load-"))
-    runs, uploads = work / "runs", work / "gradio"
-    uploads.mkdir()
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(uploads), "PYTHONPATH": str(ROOT)}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log = (work / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(runs), str(port)],
-        cwd=str(ROOT),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_up(url, proc)
-        disk0 = folder_bytes(runs) + folder_bytes(uploads)
-        rss0 = peak_rss_mb(proc.pid)
+    with serve() as server:
+        url = server.url
+        disk0 = server.disk()
+        rss0 = peak_rss_mb(server.proc.pid)
         tally = Tally()
         started = time.monotonic()
         deadline = started + seconds
@@ -323,15 +350,8 @@ def main(argv=None) -> int:
         after = after_check(url)  # no place in line or slot leaked: a new visitor still trains
         hung = [t.name for t in threads if t.is_alive()]
         wall = time.monotonic() - started
-        rss = peak_rss_mb(proc.pid)
-        disk = folder_bytes(runs) + folder_bytes(uploads) - disk0
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        rss = peak_rss_mb(server.proc.pid)
+        disk = server.disk() - disk0
 
     endpoints = sorted(set(tally.calls) | set(tally.errors))
     rows = []
@@ -385,7 +405,6 @@ def main(argv=None) -> int:
             notes="\n".join(f"- {n}" for n in notes),
             command=f"python benchmarks/load_test.py --visitors {visitors_n} --seconds {seconds:.0f}",
         )
-    shutil.rmtree(work, ignore_errors=True)
     return 1 if errors or not after.startswith("ok") else 0
 
 

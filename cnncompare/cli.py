@@ -1,4 +1,4 @@
-"""`python -m cnncompare ...`: the command-line face of the engine.
+"""`cnncompare ...` (or `python -m cnncompare ...`): the command-line face of the engine.
 
 Every subcommand prints a readable table, or exactly one JSON document with --json.
 Errors print one line on stderr and exit non-zero (2 for bad input, 1 for anything
@@ -236,6 +236,8 @@ def cmd_finetune(args) -> None:
     if not main_process:
         return
     rows = compare.table_rows(results)
+    for row, r in zip(rows, results):  # paths that work from the caller's folder (`predict --run` takes them)
+        row["run_dir"] = str(Path(r.run_dir).resolve()) if r.run_dir else None
     if args.export:
         paths = compare.export(results, args.export)
         print(f"exported: {', '.join(str(p) for p in paths)}", file=sys.stderr)
@@ -268,6 +270,32 @@ def cmd_finetune(args) -> None:
     print(f"\nruns saved under {out}/")
     if all(r["error"] for r in rows):
         raise CNNCompareError("every model failed; see the table above.")
+
+
+def cmd_export(args) -> None:
+    from . import export
+
+    result = export.export_run(args.run_dir, args.out, export.parse_formats(args.format))
+    if args.json:
+        _dump(result.to_dict())
+        return
+    print(result.summary())
+
+
+def cmd_app(args) -> None:
+    """The web app, as `python app.py` starts it (on a ZeroGPU Space, `spaces` is imported before torch)."""
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        pass
+    from .ui import build_app, launch
+
+    options = {}
+    if args.host:
+        options["server_name"] = args.host
+    if args.port:
+        options["server_port"] = args.port
+    launch(build_app(args.runs), **options)
 
 
 def _leave_process_group() -> None:
@@ -354,8 +382,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m cnncompare", description="Compare classic CNN image classifiers side by side.")
+    from . import __version__
+
+    p = _Parser(prog="cnncompare", description="Compare classic CNN image classifiers side by side.")
+    p.add_argument("--version", action="version", version=f"cnncompare {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    a = sub.add_parser("app", help="start the web app (as python app.py does)")
+    add_app_arguments(a)
+    a.set_defaults(func=cmd_app)
 
     m = sub.add_parser("models", help="list the catalog")
     m.add_argument("--json", action="store_true")
@@ -424,7 +459,28 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--top", type=_positive_int, default=5, help="how many classes to show (default 5)")
     pd.add_argument("--json", action="store_true")
     pd.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "export", help="a fine-tuned run as standalone weights (safetensors), config.json, README.md and ONNX"
+    )
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (finetune --out, or the app's zip download)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created)")
+    ex.add_argument("--format", default="safetensors,onnx", help="safetensors, onnx or both (default both)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export)
     return p
+
+
+def add_app_arguments(parser) -> None:
+    """The web app's options (`cnncompare app` and `python app.py` share them)."""
+    parser.add_argument("--host", help="address to listen on (default GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--runs", help="where runs are saved (default CNNCOMPARE_RUNS or ./runs)")
+
+
+def main_entry() -> None:
+    """The `cnncompare` command (installed by `pip install .`)."""
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import CNNCompareError
 
-__all__ = ["Env", "machine_mb", "AUTO"]
+__all__ = ["Env", "machine_mb", "assets_dir", "AUTO"]
 
 AUTO = -1.0  # a default worked out from the machine (see the field's help)
 RUN_SHARE = 0.6  # of the memory beside the model cache: the server itself, predictions and profiles use the rest
@@ -169,3 +169,13 @@ def default_run_mb(model_cache_mb: float = 2048.0, train_slots: int = 1, total_m
     runs that may train at once (one here). A free CPU Space (16 GiB, a 2 GiB model cache): 8,602 MiB."""
     total = machine_mb() if total_mb is None else total_mb
     return round(max(512.0, RUN_SHARE * (total - model_cache_mb) / max(1, train_slots)))
+
+
+def assets_dir() -> Path:
+    """The app's example pictures and classroom notes: the repository's `assets/` (a clone, a Space), or the copy a
+    wheel installs inside the package (`pip install .` maps `assets/` to `cnncompare/assets/`)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "assets", here.parent / "assets"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "assets"

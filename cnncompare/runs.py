@@ -77,7 +77,10 @@ def _versions() -> dict:
     import timm
     import torchvision
 
+    from . import __version__
+
     return dict(
+        cnncompare=__version__,
         python=platform.python_version(),
         torch=torch.__version__,
         torchvision=torchvision.__version__,

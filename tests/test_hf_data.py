@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnncompare import compare, runs
+from cnncompare import runs
 from cnncompare.data import DataError, check_dataset_size, folders, load_dataset
 from cnncompare.data.hf import parse_source
-from cnncompare.settings import ModelEntry, TrainSettings
 
 datasets = pytest.importorskip("datasets", reason="the optional datasets package is not installed")
 
@@ -150,12 +149,25 @@ def test_caps_per_class_bytes_and_pixels(tmp_path, monkeypatch):
     assert sum(ds.report.counts["train"].values()) + sum(ds.report.counts["val"].values()) == 12
 
 
-def test_fine_tuning_on_an_hf_dataset_end_to_end(tmp_path):
+def test_fine_tuning_on_an_hf_dataset_end_to_end(tmp_path, monkeypatch, capsys):
+    """`cnncompare finetune --dataset hf:...` as a user types it, then `predict --run` with the path it printed."""
+    import json
+
+    from cnncompare.cli import main
+
     source = saved(tmp_path, "colours", image_dataset(["red", "green", "blue"], 8, size=(32, 32)))
-    ds = load_dataset(source, work_dir=tmp_path / "w")
-    settings = TrainSettings(epochs=1, size=32, batch_size=16, lr=1e-2, device="cpu")
-    plan = compare.Plan.parse("resnet18@head", model_defaults=ModelEntry(), settings=settings)
-    [result] = compare.run_comparison(plan, ds, out_dir=tmp_path / "runs")
-    assert result.error is None and result.val_top1 is not None and result.final_epoch == 1
-    run = runs.load_run(result.run_dir)
+    monkeypatch.setenv("CNNCOMPARE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.chdir(tmp_path)
+    args = ["finetune", "--dataset", source, "--models", "resnet18@head", "--epochs", "1", "--size", "32"]
+    assert main([*args, "--batch", "16", "--lr", "0.01", "--out", "out", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["error"] is None and row["val_top1"] is not None and row["epochs"] == 1
+    run_dir = Path(row["run_dir"])
+    assert run_dir.is_absolute() and run_dir.parent == (tmp_path / "out").resolve()  # works from any folder
+    run = runs.load_run(run_dir)
     assert run.classes == ["red", "green", "blue"] and run.config["dataset"]["name"] == "hf:colours"
+    picture(0, 99, (32, 32)).save(tmp_path / "red.png")
+    monkeypatch.chdir(tmp_path / "runs")  # another folder: the printed path still names the run
+    assert main(["predict", str(tmp_path / "red.png"), "--run", str(run_dir), "--top", "2", "--json"]) == 0
+    [pred] = json.loads(capsys.readouterr().out)
+    assert len(pred["top"]) == 2 and {t["label"] for t in pred["top"]} <= {"red", "green", "blue"}

@@ -15,8 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+import timm
+import torch
 
-from .. import models
+from .. import __version__, models
 from ..env import Env
 from ..errors import CNNCompareError
 from . import architectures, finetune, learn, predict, visitors
@@ -118,6 +120,13 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
         )
         arch.wire_load(demo)
         demo.load(**ft.weights.refresh, api_visibility="private")  # the visitor's own weights files
+        for panel in (ft.exports, pred.exports):  # the runs a visitor may export
+            demo.load(**panel.refresh, api_visibility="private", queue=False)
+        predict_tab.select(**pred.exports.refresh, api_visibility="private", queue=False)
+        gr.Markdown(
+            f"<small>cnncompare {__version__} · torch {torch.__version__} · timm {timm.__version__}</small>",
+            elem_id="cc-footer",
+        )
         # The visitor's own runs, for API clients (the page's dropdown shows the same list).
         gr.api(_runs_api(ctx), api_name="runs", concurrency_limit=None)
     # Gradio's queue is a backstop: the app's events start at once and wait in ctx.queue, the fair queue.

@@ -23,7 +23,7 @@ from .. import plots
 from ..errors import CNNCompareError
 from ..loop import lr_curve
 from ..settings import TrainSettings
-from . import forms, jobs, visitors
+from . import exports, forms, jobs, visitors
 from . import gallery as gallery_ui
 from . import weights as weights_ui
 from .common import SESSIONS, Context, message, session_of, warn_md
@@ -198,6 +198,8 @@ def build(ctx: Context) -> SimpleNamespace:
     with gr.Row():
         acc_lat = gr.Plot(label="Accuracy vs. cost", elem_id="ft-acclat", scale=3)
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="ft-files", scale=2)
+    with gr.Accordion("Take a run home: standalone weights and ONNX", open=False, elem_id="ft-export-box"):
+        export_panel = exports.build(ctx, "ft")
     outputs = [status, progress, curves, table, confusion, acc_lat, files]
 
     # The form's values arrive as one mapping, by name (inputs_kwargs=form): the names are also the API's
@@ -270,6 +272,7 @@ def build(ctx: Context) -> SimpleNamespace:
         show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
     ).then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
     start_event.then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
+    start_event.then(**export_panel.refresh, api_visibility="private", queue=False)
     table.change(show_notes, table, notes_md, api_visibility="private", queue=False, show_progress="hidden")
     # An upload selects 'your images' (Estimate and Start then use it) and shows what the zip holds.
     report_kw = dict(
@@ -296,6 +299,7 @@ def build(ctx: Context) -> SimpleNamespace:
     )
     preset_md.change(None, None, None, js=SCROLL_TO_TOP_JS, api_visibility="private", queue=False)
     return SimpleNamespace(
+        exports=export_panel,
         form=form,
         preset_md=preset_md,
         status=status,

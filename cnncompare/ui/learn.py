@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
 from .. import diagram, models, profiling
+from ..env import assets_dir
 from ..models import catalog
 from . import forms
 
-NOTES_FILE = Path(__file__).resolve().parents[2] / "assets" / "classroom_notes.md"
+NOTES_FILE = assets_dir() / "classroom_notes.md"
 WALKTHROUGH = catalog.CLASSIC_FOUR
 
 

@@ -10,17 +10,18 @@ import pandas as pd
 import torch
 
 from .. import data, inference, models, runs
+from ..env import assets_dir
 from ..errors import CNNCompareError
 from ..models import catalog
 from ..serving import Batcher, BoundedCache
-from . import visitors
+from . import exports, visitors
 from . import weights as weights_ui
 from .common import MODELS, file_path, message, parse_names, warn_md
 from .fairqueue import queued
 from .gpu import gpu
 from .uploads import UploadedImage, checked_upload, display_name
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "assets" / "examples"
+EXAMPLES_DIR = assets_dir() / "examples"
 DEFAULT_MODELS = list(catalog.CLASSIC_FOUR)
 TOP_K = 5
 NO_HEAT_MAP = inference.NO_HEAT_MAP
@@ -240,6 +241,8 @@ def build(ctx) -> SimpleNamespace:
                 )
                 refresh = gr.Button("↻", scale=0, min_width=50, elem_id="pred-refresh")
             runs_note = gr.Markdown(elem_id="pred-runs-note")
+            with gr.Accordion("Take a run home: standalone weights and ONNX", open=False):
+                export_panel = exports.build(ctx, "pred")
             with gr.Accordion("Your runs are private to this browser (shared workspaces)", open=False):
                 gr.Markdown(
                     "Runs you fine-tune are kept for this browser only: nobody else sees, uses or downloads "
@@ -349,6 +352,7 @@ def build(ctx) -> SimpleNamespace:
         create.click(create_workspace, [state], ws_outputs, **ws)
         leave.click(leave_workspace, [state], ws_outputs, **ws)
     return SimpleNamespace(
+        exports=export_panel,
         image=image,
         models=models_dd,
         runs=runs_dd,

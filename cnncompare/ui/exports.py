@@ -1,0 +1,109 @@
+"""Take a run home from the page: one of the visitor's fine-tuned runs exported as standalone weights (safetensors
+in the backend's own names), config.json, README.md and ONNX (`cnncompare.export`, as `cnncompare export` does),
+zipped into the visitor's own download folder. The same panel sits under the Fine-tune results and on Predict.
+
+API: `/export_run(run, formats[, visitor])` -> (the zip, a sentence).
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from types import SimpleNamespace
+
+import gradio as gr
+
+from .. import export
+from . import visitors
+from .common import Context, in_line, message, warn_md
+
+__all__ = ["build", "export_zip"]
+
+FORMAT_CHOICES = [("standalone weights (.safetensors)", "safetensors"), ("ONNX (model.onnx)", "onnx")]
+
+
+def export_zip(ctx: Context, visitor: visitors.Visitor, run_name: str, formats) -> tuple[str, str]:
+    """(the zip of one exported run, the sentence for the page).
+
+    Raises:
+        CNNCompareError: a run that is not the visitor's (the same sentence as one that does not exist), or one
+        that cannot be exported (no finished epoch).
+    """
+    saved = visitors.find_run(ctx, visitor, run_name)
+    folder = visitors.downloads_dir()
+    out = folder / f"{saved.path.name}-export"
+    result = export.export_run(saved.path, out, export.parse_formats(formats or ["safetensors"]))
+    zip_path = folder / f"{saved.path.name}-export.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for f in sorted(out.rglob("*")):
+            if f.is_file():
+                method = zipfile.ZIP_STORED if f.suffix in (".safetensors", ".onnx", ".data") else zipfile.ZIP_DEFLATED
+                zf.write(f, f"{out.name}/{f.relative_to(out).as_posix()}", compress_type=method)
+    shutil.rmtree(out, ignore_errors=True)
+    text = (
+        f"**{saved.run_label}** exported: {', '.join(f.name for f in result.files)}. The README.md inside has the "
+        f"lines that load it without cnncompare. ONNX: {result.onnx}"
+    )
+    return str(zip_path), text
+
+
+def build(ctx: Context, elem_prefix: str) -> SimpleNamespace:
+    """The export panel (call inside a Blocks): the visitor's runs, formats, Export, the zip. `refresh` (fn,
+    inputs, outputs) fills the runs after a comparison or when the tab opens."""
+    with gr.Row(equal_height=True):
+        run_dd = gr.Dropdown(
+            [], label="Run to export", scale=3, allow_custom_value=True, elem_id=f"{elem_prefix}-export-run"
+        )
+        formats = gr.CheckboxGroup(
+            FORMAT_CHOICES, value=["safetensors", "onnx"], label="Formats", scale=3, elem_id=f"{elem_prefix}-formats"
+        )
+        go = gr.Button("Export", scale=1, elem_id=f"{elem_prefix}-export")
+    note = gr.Markdown(
+        "A fine-tuned run as files that load without cnncompare: its whole model in timm's or torchvision's own "
+        "format, the classes in order, the input size and normalisation, and an ONNX file for deployment.",
+        elem_classes=["cc-note"],
+        elem_id=f"{elem_prefix}-export-note",
+    )
+    file = gr.File(label="Export", interactive=False, elem_id=f"{elem_prefix}-export-file")
+    state = ctx.visitor_state
+    extra = [state] if state is not None else []
+
+    def exported(who, run, fmts):
+        try:
+            path, text = export_zip(ctx, who, run, fmts)
+        except Exception as err:
+            return None, warn_md(message(err))
+        return path, text
+
+    def export_run(run, fmts, visitor=None, request: gr.Request = None):
+        """One of the caller's runs as standalone weights, config, README and ONNX, zipped."""
+        yield from in_line(
+            ctx,
+            "files",
+            visitor,
+            request,
+            lambda who: exported(who, run, fmts),
+            refused=lambda text: (None, warn_md(text)),
+            waiting=lambda text: (gr.skip(), text),
+        )
+
+    def runs_of(visitor=None, request: gr.Request = None):
+        try:
+            choices, _ = visitors.visible_runs(ctx, ctx.visitor(visitor, request))
+        except Exception:
+            return gr.Dropdown(choices=[])
+        own = [(c.label, c.value) for c in choices if not c.shared]
+        return gr.Dropdown(choices=own, value=own[0][1] if own else None)
+
+    api = "export_run" if elem_prefix == "ft" else None
+    go.click(
+        export_run,
+        [run_dd, formats, *extra],
+        [file, note],
+        api_name=api,
+        api_visibility="public" if api else "private",
+        concurrency_limit=None,
+    )
+    return SimpleNamespace(
+        run=run_dd, file=file, note=note, refresh=dict(fn=runs_of, inputs=extra or None, outputs=[run_dd])
+    )
