@@ -32,7 +32,7 @@ from cnncompare.ui import common, comparison, finetune, learn  # noqa: E402
 
 
 def run_preset(ctx, form, preset, estimate_only: bool = False) -> list[list]:
-    values = preset.filled(learn.start_values(form))
+    values = learn.filled(preset, learn.start_values(form))
     c = comparison.read_comparison(ctx, values)
     ds = comparison.load_data(ctx, c)
     runs = c.plan.runs()

@@ -163,7 +163,7 @@ def preset_form() -> dict:
         ctx = common.Context.from_env(root)
         with gr.Blocks():
             ft = finetune.build(ctx)
-        values = learn.PRESETS_BY_KEY["sweep"].filled(learn.start_values(ft.form))
+        values = learn.filled(learn.PRESETS_BY_KEY["sweep"], learn.start_values(ft.form))
     return {k: v for k, v in values.items() if k != "zip_file"} | {"zip_file": None}
 
 

@@ -233,8 +233,14 @@ def cmd_finetune(args) -> None:
         results = compare.run_comparison(plan, ds, out_dir=out, on_event=_progress if main_process else None)
     finally:
         _leave_process_group()
-    if not main_process:
-        return
+    if main_process:
+        _report(results, args, out)
+
+
+def _report(results, args, out: Path, extra: dict | None = None) -> None:
+    """The results table (or --json), the export, and an error when every run failed."""
+    from . import compare
+
     rows = compare.table_rows(results)
     for row, r in zip(rows, results):  # paths that work from the caller's folder (`predict --run` takes them)
         row["run_dir"] = str(Path(r.run_dir).resolve()) if r.run_dir else None
@@ -242,7 +248,8 @@ def cmd_finetune(args) -> None:
         paths = compare.export(results, args.export)
         print(f"exported: {', '.join(str(p) for p in paths)}", file=sys.stderr)
     if args.json:
-        _dump([dict(name=r["model"], **r) for r in rows])
+        runs = [dict(name=r["model"], **r) for r in rows]
+        _dump({**extra, "runs": runs} if extra else runs)
         if all(r["error"] for r in rows):
             raise CNNCompareError("every model failed; see the 'error' fields.")
         return
@@ -270,6 +277,36 @@ def cmd_finetune(args) -> None:
     print(f"\nruns saved under {out}/")
     if all(r["error"] for r in rows):
         raise CNNCompareError("every model failed; see the table above.")
+
+
+def cmd_lesson(args) -> None:
+    from . import compare, data, estimate, lessons
+
+    if not args.key:
+        print(table([[k.key, k.title] for k in lessons.LESSONS], ["lesson", "what it shows"]))
+        return
+    lesson = lessons.BY_KEY.get(args.key.strip().lower())
+    if lesson is None:
+        raise CNNCompareError(f"Unknown lesson '{args.key[:40]}': choose one of {', '.join(lessons.BY_KEY)}.")
+    env = Env.read()
+    cap = args.max_per_class or lesson.max_per_class
+    scaled = (
+        f" (scaled down: {cap} images per class instead of {lesson.max_per_class})"
+        if cap != lesson.max_per_class
+        else ""
+    )
+    print(f"{lesson.title}{scaled}\nWhat you should see: {lesson.expect}\n", file=sys.stderr)
+    plan = lesson.plan(compare.Limits.local(env))
+    out = Path(args.out) if args.out else env.runs_dir
+    ds = data.open_source("shapes", env, max_per_class=cap, seed=plan.settings.seed)  # the app's data, exactly
+    print(ds.report.summary(), file=sys.stderr)
+    print(estimate.estimate_plan(plan, ds).text(), file=sys.stderr)
+    results = compare.run_comparison(plan, ds, out_dir=out, on_event=_progress)
+    reading = lesson.read(results)
+    extra = dict(lesson=lesson.key, expect=lesson.expect, showed=reading.showed, reading=reading.sentence)
+    _report(results, args, out, extra)
+    if not args.json:
+        print(f"\nWhat the runs showed{scaled}: {reading.sentence}")
 
 
 def cmd_export(args) -> None:
@@ -448,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")
     f.add_argument("--json", action="store_true")
     f.set_defaults(func=cmd_finetune)
+
+    le = sub.add_parser("lesson", help="run one of the Learn tab's lessons and read what it showed (no KEY: list them)")
+    le.add_argument("key", nargs="?", metavar="KEY", help="features, keras, batchnorm, init, optimizers or sweep")
+    le.add_argument("--max-per-class", type=_positive_int, help="fewer images per class, to try it faster")
+    le.add_argument("--out", help="directory for run folders (default $CNNCOMPARE_RUNS or ./runs)")
+    le.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")
+    le.add_argument("--json", action="store_true")
+    le.set_defaults(func=cmd_lesson)
 
     pd = sub.add_parser("predict", help="top-k classes of one image for several models or fine-tuned runs")
     pd.add_argument("image")

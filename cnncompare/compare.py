@@ -213,8 +213,17 @@ class Plan:
         Raises:
             memory.TooBig: the first run that cannot fit, with the largest batch and input size that would.
         """
-        checked = (memory.check_run(run, self.limits, n_train, n_val, n_classes) for run in self.runs())
-        return [need for need in checked if need is not None]
+        out = []
+        for run in self.runs():
+            try:
+                need = memory.check_run(run, self.limits, n_train, n_val, n_classes)
+            except memory.TooBig:
+                raise
+            except CNNCompareError:  # a model that cannot take the input size: that run fails in its own row
+                continue
+            if need is not None:
+                out.append(need)
+        return out
 
     def runs(self) -> list[PlannedRun]:
         """Each entry resolved, with a label that is unique in the plan ('#2' added to repeats)."""
@@ -233,6 +242,16 @@ class Plan:
                 settings = dataclasses.replace(settings, time_budget_s=budget)
             out.append(PlannedRun(label, entry, settings))
         return out
+
+
+def _random_frozen(run: PlannedRun) -> str | None:
+    """A run that freezes layers it starts from random weights (the CLI's defaults do): say what it will learn."""
+    if run.entry.pretrained or run.policy.kind == "none" or (run.policy.kind == "layers" and run.policy.k == 0):
+        return None
+    return (
+        f"starts from random weights and keeps {run.policy} frozen: those layers stay random, so only the rest "
+        "learns, from random features (start from ImageNet weights, --pretrained, or freeze nothing, @none)"
+    )
 
 
 def _weights_fallback(run: PlannedRun, policy: MissingWeights) -> tuple[PlannedRun, str | None]:
@@ -302,15 +321,18 @@ def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop, owner=N
     store = None
     try:
         run, reason = _weights_fallback(run, plan.missing_weights)
-        if reason:
-            yield training.Event("info", run.entry.model, label=run.label, message=f"{run.label}: {reason}")
+        note = reason or _random_frozen(run)
+        if note:
+            yield training.Event("info", run.entry.model, label=run.label, message=f"{run.label}: {note}")
         run.settings.validate()  # bad settings fail here, before a run directory is made
         models.check_entry(run.entry, run.settings.size)
         memory.check_run(run, plan.limits, len(dataset.train), len(dataset.val), len(dataset.classes))
         store = RunStore(out_dir, run.entry.model, owner) if out_dir and runtime.is_main_process() else None
         for ev in training.run(run.entry, run.settings, dataset, label=run.label, should_stop=should_stop, store=store):
-            if ev.kind == "end" and reason:
-                ev.result.warnings.insert(0, reason)
+            if ev.kind == "end" and note:
+                ev.result.warnings.insert(0, note)
+                if reason:
+                    ev.result.config["pretrained_asked"] = True
             yield ev
     except CNNCompareError as err:
         yield _failed(run, dataset, str(err), store)
@@ -453,6 +475,16 @@ def table_rows(results: list[training.RunResult]) -> list[dict]:
 SETTING_COLUMNS = [s.name for s in settings_of(ModelEntry) if s.name not in ("model", "freeze")] + [
     s.name for s in settings_of(TrainSettings)
 ]
+# a setting the results table also reports as it happened (the batch used, the epochs done, the cache used) is
+# written once each, under its own name: `batch_size` the batch used, `batch_size_asked` the setting
+ASKED = {k: f"{k}_asked" for k in SETTING_COLUMNS if k in TABLE_COLUMNS}
+
+
+def _settings_row(r: training.RunResult) -> dict:
+    row = {ASKED.get(k, k): r.config.get(k) for k in SETTING_COLUMNS}
+    if r.config.get("pretrained_asked") and not r.config.get("pretrained"):
+        row["pretrained"] = "requested, not available"  # the run started from random weights: said, not hidden
+    return row
 
 
 def _result_json(r: training.RunResult) -> dict:
@@ -472,10 +504,10 @@ def export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stamp = stamp or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    rows = [{**row, **{k: r.config.get(k) for k in SETTING_COLUMNS}} for r, row in zip(results, table_rows(results))]
+    rows = [{**row, **_settings_row(r)} for r, row in zip(results, table_rows(results))]
     csv_path = out / "results.csv"
     with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS + SETTING_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS + [ASKED.get(k, k) for k in SETTING_COLUMNS])
         writer.writeheader()
         writer.writerows(_json_safe(rows))
     json_path = out / "results.json"

@@ -98,7 +98,10 @@ class Env:
     )
     model_cache_mb: float = env_setting(2048.0, "CNNCOMPARE_MODEL_CACHE_MB", "memory for built models kept for Predict")
     visitor_quota_mb: float = env_setting(
-        500.0, "CNNCOMPARE_VISITOR_QUOTA_MB", "disk for one visitor's runs; the oldest go first"
+        2048.0,
+        "CNNCOMPARE_VISITOR_QUOTA_MB",
+        "disk for one visitor's runs and weights files; the oldest runs go first (a VGG lesson keeps about 1.1 GB "
+        "of runs, a VGG16 weights file 528 MB)",
     )
     runs_cap_mb: float = env_setting(20000.0, "CNNCOMPARE_RUNS_CAP_MB", "disk for all visitors' runs together")
     run_expiry_h: float = env_setting(

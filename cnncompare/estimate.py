@@ -70,7 +70,10 @@ class Estimate:
 
 
 def _secs(t: float) -> str:
-    return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
+    """'~1.2 s', '~42 s', or 'under 0.1 s' (never '~0.0 s')."""
+    if t < 0.1:
+        return "under 0.1 s"
+    return f"~{t:.1f} s" if t < 10 else f"~{t:.0f} s"
 
 
 def _timed(device: torch.device, fn, repeat: int = 1, budget_s: float = 0.25, warmup: bool = True) -> float:
@@ -275,11 +278,11 @@ def estimate(entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: in
     finish = 0.8 + 5 * one + (build + 3 * params * 4 * copy_rate if frozen else 2 * params * 4 * copy_rate)
     total = build + features + per_epoch * settings.epochs + finish
     if cached == "pre-logits":
-        note = f"frozen part run once (~{_secs(features)}), then ~{_secs(per_epoch)} per epoch for the classifier"
+        note = f"frozen part run once ({_secs(features)}), then {_secs(per_epoch)} per epoch for the classifier"
     elif cached:
-        note = f"features computed once (~{_secs(features)}), then ~{_secs(per_epoch)} per epoch"
+        note = f"features computed once ({_secs(features)}), then {_secs(per_epoch)} per epoch"
     else:
-        note = f"~{_secs(per_epoch)} per epoch"
+        note = f"{_secs(per_epoch)} per epoch"
     return Estimate(
         entry.model,
         per_epoch,

@@ -46,6 +46,10 @@ RANDOM_NOTE = (
     "predictions are meaningless; fine-tune a model and pick its run instead"
 )
 SWITCHED_OFF_NOTE = "random weights (ImageNet weights switched off): predictions are meaningless"
+RANDOM_HEAT_MAPS = (
+    "random weights: predictions are meaningless, and so are the heat maps (features nobody trained respond to "
+    "noise: expect flat maps with specks, not objects); load a fine-tuned run"
+)
 
 
 @dataclass
@@ -94,6 +98,7 @@ class Prediction:
     time_ms: float  # one forward pass, after a warm-up
     cam: np.ndarray | None = field(default=None, repr=False)  # HxW in [0, 1] at the input size
     note: str = ""
+    cam_grid: tuple[int, int] | None = None  # the feature map the heat map comes from (AlexNet 6x6 at 224 px)
 
     def to_dict(self) -> dict:
         return dict(
@@ -298,13 +303,14 @@ def predict_batch(
     values, idx = probs.topk(k, dim=1)
     note = ""
     if card.weights_source.startswith("random"):
-        note = "random weights: predictions are meaningless (no pretrained weights offline; load a fine-tuned run)"
+        note = RANDOM_HEAT_MAPS
     if cam and maps is None:
         note = "; ".join(p for p in (note, NO_HEAT_MAP) if p)
+    grid = tuple(feats.shape[-2:]) if feats.ndim == 4 else None
     out = []
     for i in range(len(images)):
         top = [(labels[j], float(v)) for v, j in zip(values[i].tolist(), idx[i].tolist())]
-        out.append(Prediction(card.spec.name, top, per_image, None if maps is None else maps[i], note))
+        out.append(Prediction(card.spec.name, top, per_image, None if maps is None else maps[i], note, grid))
     return out
 
 

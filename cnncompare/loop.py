@@ -88,8 +88,9 @@ def make_optimizer(settings: TrainSettings, params, device: torch.device | None 
     fused = {"fused": True} if device is None or device.type in ("cuda", "cpu") else {}
     if settings.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=wd, **fused)
-    if settings.optimizer == "momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, **fused)
+    if settings.optimizer in ("momentum", "nesterov"):
+        nesterov = settings.optimizer == "nesterov"
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=nesterov, weight_decay=wd, **fused)
     if settings.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fused)
     if settings.optimizer == "adamw":

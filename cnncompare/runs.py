@@ -39,6 +39,7 @@ __all__ = [
     "prune",
     "clean_tmp",
     "folder_bytes",
+    "saved_bytes",
     "owner_of",
     "json_safe",
     "METRIC_FIELDS",
@@ -332,8 +333,30 @@ def list_runs(root: str | Path) -> list[SavedRun]:
 
 
 def folder_bytes(path: str | Path) -> int:
-    """Bytes of the files under `path`."""
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    """Bytes of the files under `path`, a file with several names (a shared run's weights, hard-linked into each
+    visitor's copy) counted once over all its names: each name pays its share, so sums over folders add up to the
+    disk really used."""
+    total = 0
+    for f in Path(path).rglob("*"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if f.is_file():
+            total += st.st_size // max(1, st.st_nlink)
+    return total
+
+
+def saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
+    """About the bytes a run's folder will keep: its weights (only the trained part and the buffers when the frozen
+    part can be rebuilt: random from the seed, or downloaded ImageNet weights; all of them otherwise). Counted on
+    the meta device."""
+    model = models.build_frozen(entry, n_classes, size, device="meta")
+    params = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    buffers = sum(b.numel() for b in model.buffers())
+    rebuildable = trained < params and not entry.weights_file
+    return 4 * ((trained if rebuildable else params) + buffers) + 64 * 1024
 
 
 def clean_tmp(root: str | Path) -> int:

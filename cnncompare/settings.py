@@ -39,7 +39,7 @@ __all__ = [
     "from_args",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 SCHEDULES = ("none", "step", "cosine")
 HEADS = ("linear", "mlp")  # "linear": a new last layer; "mlp": a new 4096-4096 ReLU+Dropout(0.5) classifier
 INITS = ("default", "he", "glorot")  # for layers trained from scratch: the backend's own, He (Kaiming), Glorot
@@ -151,7 +151,12 @@ def settings_of(cls_or_obj) -> list[Setting]:
 class TrainSettings:
     """How to train: the same for every model of a comparison, unless an entry overrides a field."""
 
-    optimizer: str = setting("adam", "Optimizer", "momentum = SGD with momentum 0.9", choices=OPTIMIZERS)
+    optimizer: str = setting(
+        "adam",
+        "Optimizer",
+        "momentum = SGD with momentum 0.9; nesterov = the same with Nesterov's look-ahead",
+        choices=OPTIMIZERS,
+    )
     lr: float = setting(
         1e-3, "Learning rate", "base learning rate (before warm-up and schedule)", low=0.0, high=10.0, low_open=True
     )

@@ -156,8 +156,8 @@ def test_learn_presets_fill_the_finetune_form(ft_form):
         out = learn.apply_preset(preset.key, ft_form)
         by_name = {name: out[comp] for name, comp in ft_form.items() if comp in out}
         assert set(by_name) == set(ft_form) - {"zip_file"}  # every field but the visitor's upload
-        assert {k: by_name[k] for k in preset.values} == preset.values
-        untouched = set(ft_form) - set(preset.values) - {"zip_file"}
+        assert {k: by_name[k] for k in preset.form()} == preset.form()
+        untouched = set(ft_form) - set(preset.form()) - {"zip_file"}
         assert all(by_name[k] == ft_form[k].value for k in untouched)  # the form's starting values
     # the optimizer preset leaves the batch size to the schema's default (0 = auto)
     out = learn.apply_preset("optimizers", ft_form)
@@ -410,7 +410,8 @@ def test_two_clients_training_does_not_block_profile_and_stops_stay_separate(app
     time.sleep(1.5)
     assert not job_a.done()
     # B's own fine-tune waits for the machine (one training run at a time), and sees its place in line
-    job_b = b.submit(**TINY, api_name="/finetune")
+    # (its own seed: a run identical to one this server finished would be a copy, with no place in line)
+    job_b = b.submit(**{**TINY, "models": "resnet18@head seed=21"}, api_name="/finetune")
     _wait(lambda: any("number 1 in line" in str(o[0]) for o in job_b.outputs()), 20, "B to wait in line")
 
     assert "Stopping" in a.predict(api_name="/stop")

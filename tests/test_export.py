@@ -24,7 +24,7 @@ def shapes(tmp_path_factory):
 
 
 def _run(shapes, root: Path, size: int, **entry) -> Path:
-    settings = TrainSettings(epochs=1, size=size, batch_size=16, lr=1e-2, device="cpu")
+    settings = TrainSettings(epochs=1, size=size, batch_size=16, lr=1e-4, device="cpu")
     result = training.fine_tune(ModelEntry(**entry), settings, shapes, store=runs.RunStore(root, entry["model"]))
     assert result.error is None, result.error
     return Path(result.run_dir)

@@ -166,10 +166,10 @@ def test_figures_serialise_to_json_without_nan():
 # --------------------------------------------------------------------------- ranking, freeze sweep, sizes
 
 CLASSIC = [
-    dict(name="alexnet", macs=0.714e9, latency_p50=25.0),
-    dict(name="vgg16", macs=15.47e9, latency_p50=390.0),
-    dict(name="googlenet", macs=1.498e9, latency_p50=120.0),
-    dict(name="resnet50", macs=4.089e9, latency_p50=107.0),
+    dict(name="alexnet", macs=0.714e9, latency_p50=25.0, params=61.1e6),
+    dict(name="vgg16", macs=15.47e9, latency_p50=390.0, params=138.4e6),
+    dict(name="googlenet", macs=1.498e9, latency_p50=120.0, params=6.6e6),
+    dict(name="resnet50", macs=4.089e9, latency_p50=107.0, params=25.6e6),
 ]
 
 
@@ -184,7 +184,13 @@ def test_ranking_puts_the_two_orders_side_by_side():
     assert dict(zip(by_latency.y, by_latency.marker.color))["3. googlenet"] == colour["2. googlenet"]
     note = plots.ranking_note(CLASSIC)
     assert "resnet50, googlenet change places" in note
-    assert "vgg16 gets through 40 G multiply-adds per second, googlenet only 12" in note
+    assert "Measured here: vgg16 gets through 40 G multiply-adds per second, googlenet only 12" in note
+    assert "work per weight does not explain it here" in note  # googlenet reuses its weights more than vgg16
+    # as measured on this project's CPU: alexnet slowest per multiply-add, with 12 multiply-adds per weight
+    measured = [dict(r, latency_p50=lat) for r, lat in zip(CLASSIC, (40.0, 390.0, 60.0, 80.0))]
+    note = plots.ranking_note(measured)
+    assert "resnet50 gets through 51 G" in note and "alexnet only 18" in note
+    assert "alexnet does 12 multiply-adds per weight, resnet50 160" in note and "fully connected" in note
 
 
 def test_ranking_without_latency_says_how_to_get_it():
@@ -208,7 +214,13 @@ def test_freeze_sweep_joins_the_policies_from_none_to_head():
     line, points = fig.data
     assert list(line.x) == [92.0, 70.0, 31.0, 9.0]  # none, stages:1, stages:3, head
     assert list(points.y) == pytest.approx([91.0, 90.0, 84.0, 70.0])
-    assert points.text[0] == "none<br>11.20 M trainable" and points.text[-1] == "head<br>5.13 k trainable"
+    notes = [a for a in fig.layout.annotations if "trainable" in a.text]
+    assert notes[0].text == "none<br>11.20 M trainable" and notes[-1].text == "head<br>5.13 k trainable"
+    # labels are placed, not printed over each other: runs at one spot get their labels in different places
+    close = [dict(label=p, freeze=p, val_acc=0.5, train_s=10.0, trainable=1e6) for p in ("none", "stages:1")]
+    close.append(dict(label="head", freeze="head", val_acc=0.4, train_s=2.0, trainable=5e3))
+    placed = {a.text.split("<br>")[0]: (a.ax, a.ay) for a in plots.freeze_sweep(close).layout.annotations}
+    assert placed["none"] != placed["stages:1"]
     sizes = list(points.marker.size)
     assert sizes == sorted(sizes, reverse=True)  # marker area follows the trainable parameters
     assert "accuracy vs. training time" in fig.layout.title.text

@@ -174,14 +174,17 @@ def test_visitors_see_use_and_download_only_their_own_runs(app):
 
 
 def test_a_workspace_code_shares_runs_and_the_queue_still_counts_each_browser(app, tmp_path):
-    state = visitors.join_workspace({"key": KEY_A}, "class-7b-shapes-2026")
-    shared = visitors.resolve(state)
-    assert shared.folder == visitors.folder_id("workspace:class-7b-shapes-2026")
+    spaces = visitors.Workspaces(tmp_path, attempts=3)
+    code = spaces.create()  # made by the server: 96 random bits
+    state = visitors.join_workspace({"key": KEY_A}, code, spaces)
+    shared = visitors.resolve(state, None, spaces)
+    assert shared.folder == visitors.folder_id(f"workspace:{code}")
     assert shared.id == visitors.folder_id(KEY_A)  # its queue share stays its own
-    other = visitors.resolve(visitors.join_workspace({"key": KEY_B}, "class-7b-shapes-2026"))
+    other = visitors.resolve(visitors.join_workspace({"key": KEY_B}, code, spaces), None, spaces)
     assert other.folder == shared.folder and other.id != shared.id
-    with pytest.raises(Exception, match="10 to 64"):
-        visitors.join_workspace({"key": KEY_A}, "short")
+    with pytest.raises(Exception, match="not a workspace code of this server"):
+        visitors.join_workspace({"key": KEY_A}, "class-7b-shapes-2026", spaces)  # a visitor cannot choose one
+    assert code not in (tmp_path / ".workspaces").read_text()  # only its hash is kept
     assert visitors.join_workspace(state, "")["code"] == ""  # back to one's own runs
 
 
@@ -227,7 +230,7 @@ def test_stop_while_waiting_in_line_takes_the_job_out(app):
     long_run = {**TINY, "models": "resnet18@none", "epochs": 30, "max_per_class": 20, "batch_size": 8}
     first = running.submit(**long_run, api_name="/finetune")
     _until(lambda: queue.running("train") == 1, "the first training to start")
-    second = waiting.submit(**TINY, api_name="/finetune")
+    second = waiting.submit(**{**TINY, "models": "resnet18@head seed=22"}, api_name="/finetune")  # not a copy
     _until(lambda: any("number 1 in line" in str(o[0]) for o in second.outputs()), "the second training to wait")
     assert queue.waiting("train") == 1
     assert "Stopping" in waiting.predict(api_name="/stop")
@@ -411,7 +414,7 @@ def test_shared_examples_are_offered_read_only(tmp_path):
         json.dumps({"train": {"model": "resnet18"}, "dataset": {"name": "shapes", "classes": ["a", "b"]}})
     )
     (example / "weights.safetensors").write_bytes(b"")
-    anyone = visitors.resolve(None)
+    anyone = visitors.resolve({"key": "E" * 10 + "-visitor-key-of-anyone"})
     choices, notes = visitors.visible_runs(ctx, anyone)
     assert [(c.value, c.shared) for c in choices] == [("shared:20260101-120000-resnet18", True)] and not notes
     assert visitors.find_run(ctx, anyone, "shared:20260101-120000-resnet18").path == example
@@ -453,12 +456,11 @@ def test_upload_components_reach_the_browser_as_plain_image_and_file():
 
 
 def test_predict_survives_another_visitors_mac_counting():
-    """torch's FlopCounterMode (a profile counting MACs) hooks every module of the process for a moment, and a
-    Grad-CAM gradient in another thread then fails: Predict retries, else answers without the heat map."""
+    """Counting MACs (a profile) runs in its own thread's dispatch mode: a Grad-CAM gradient in another thread at the
+    same moment is unaffected (torch's FlopCounterMode hooked every module of the process and broke it)."""
     import threading
 
-    from cnncompare import models, profiling
-    from cnncompare.ui.predict import _predict
+    from cnncompare import inference, models, profiling
 
     model = models.build("resnet18").eval()
     image = Image.new("RGB", (80, 80), (200, 30, 30))
@@ -470,6 +472,6 @@ def test_predict_survives_another_visitors_mac_counting():
     counting.start()
     answers = []
     while time.monotonic() < end:
-        answers.append(_predict(model, image))
+        answers += inference.predict_batch(model, [image, image], top_k=5)
     counting.join()
-    assert answers and all(len(p.top) == 5 for p in answers)
+    assert answers and all(len(p.top) == 5 and p.cam is not None for p in answers)

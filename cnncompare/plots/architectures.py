@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .base import color, fmt_count, layout, message_figure, num
+from .base import color, fmt_count, layout, message_figure, num, point_labels
 
 __all__ = ["without_reference", "accuracy_vs_macs", "latency_bars", "params_per_stage", "ranking", "ranking_note"]
 
@@ -42,10 +42,9 @@ def accuracy_vs_macs(rows: Sequence[Mapping]) -> go.Figure:
             go.Scatter(
                 x=[gmacs],
                 y=[num(r["ref_top1"])],
-                mode="markers+text",
+                mode="markers",
                 name=r["name"],
-                text=[r["name"]],
-                textposition="top center",
+                text=[r["name"]],  # the label, placed beside the bubble below (`point_labels`)
                 showlegend=False,
                 marker=dict(size=size_px, color=color(i), opacity=0.75, line=dict(width=1, color="#333")),
                 hovertemplate=(
@@ -68,7 +67,11 @@ def accuracy_vs_macs(rows: Sequence[Mapping]) -> go.Figure:
     ]
     fig.update_xaxes(title=xlab, type="log", range=[lo, hi], tickvals=ticks, ticktext=[f"{t:g}" for t in ticks])
     ys = [num(r["ref_top1"]) for r in plotted]
-    fig.update_yaxes(title="ImageNet top-1 (%), published", range=[min(ys) - 4, max(ys) + 5])
+    y_range = (min(ys) - 4, max(ys) + 5)
+    fig.update_yaxes(title="ImageNet top-1 (%), published", range=list(y_range))
+    radii = [t.marker.size / 2 for t in fig.data]
+    for note in point_labels(xs, ys, [t.text[0] for t in fig.data], radii, (lo, hi), y_range, log_x=True):
+        fig.add_annotation(**note)
     if missing:
         fig.add_annotation(
             text="Not plotted (no published ImageNet accuracy): " + ", ".join(missing),
@@ -232,27 +235,37 @@ def ranking(rows: Sequence[Mapping], device: str = "") -> go.Figure:
 
 
 def ranking_note(rows: Sequence[Mapping]) -> str:
-    """One or two sentences on why the MACs order and the latency order differ (or that they agree).
-
-    Uses the measured work rate (G multiply-adds per second) of each model: a model with few, large,
-    dense convolutions keeps the cores busy; one with many small layers pays memory traffic and a
-    kernel launch per layer, so its latency is higher than its MACs suggest.
-    """
+    """One or two sentences on why the MACs order and the latency order differ (or that they agree), read from
+    the numbers measured here: each model's work rate (G multiply-adds per second) and, with `params`, its
+    multiply-adds per weight. At batch 1 a layer that does few multiply-adds per weight it reads (a fully
+    connected layer does one) waits for memory; large convolutions reuse each weight thousands of times and keep
+    the cores busy. The sentence names what was measured, not a rule."""
     by_macs, by_latency = _orders(rows)
     if len(by_latency) < 2:
         return "Measure latency to compare the two orders: work (MACs) and time do not rank models the same way."
     macs_rank = [r["name"] for r in by_macs if r in by_latency]
     time_rank = [r["name"] for r in by_latency]
     rate = {r["name"]: num(r["macs"]) / 1e9 / (num(r["latency_p50"]) / 1e3) for r in by_latency}
+    reuse = {r["name"]: num(r["macs"]) / num(r["params"]) for r in by_latency if num(r.get("params"))}
     fast = max(rate, key=rate.get)
     slow = min(rate, key=rate.get)
-    rates = (
-        f"{fast} gets through {rate[fast]:,.0f} G multiply-adds per second, {slow} only {rate[slow]:,.0f}: "
-        "few large dense convolutions (VGG's 3×3 stacks) keep the cores busy, while many small layers "
-        "(GoogLeNet's Inception branches, deep stacks of blocks) each pay for moving activations through "
-        "memory and for launching their own kernels, so time grows with depth and layer count, not only with MACs."
+    text = (
+        f"Measured here: {fast} gets through {rate[fast]:,.0f} G multiply-adds per second, "
+        f"{slow} only {rate[slow]:,.0f}."
     )
+    if slow in reuse and fast in reuse and reuse[slow] < reuse[fast]:
+        text += (
+            f" {slow} does {reuse[slow]:,.0f} multiply-adds per weight, {fast} {reuse[fast]:,.0f}: at batch 1, "
+            "layers that use each weight only a few times (a fully connected layer uses it once) wait for the "
+            "weights to arrive from memory, while large convolutions reuse each weight across the whole image and "
+            "keep the cores busy."
+        )
+    else:
+        text += (
+            " Their work per weight does not explain it here: the number and size of layers (each layer moves its "
+            "activations through memory and starts its own kernels) matter as well."
+        )
     if macs_rank == time_rank:
-        return "Here both orders agree. " + rates
+        return "Here both orders agree. " + text
     moved = [n for n in time_rank if time_rank.index(n) != macs_rank.index(n)]
-    return f"The orders differ ({', '.join(moved)} change places). " + rates
+    return f"The orders differ ({', '.join(moved)} change places). " + text

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .base import FONT, color, fmt_count, layout, message_figure, num
+from .base import FONT, color, fmt_count, layout, message_figure, num, point_labels
 
 __all__ = [
     "freeze_sweep",
@@ -46,7 +46,7 @@ def freeze_sweep(rows: Sequence[Mapping]) -> go.Figure:
     xs = [num(r["train_s"]) for r in pts]
     ys = [100 * num(r["val_acc"]) for r in pts]
     sizes = [12 + 38 * math.sqrt((num(r.get("trainable")) or 0) / tmax) for r in pts]
-    texts = [f"{r.get('label') or r.get('freeze')}<br>{fmt_count(num(r.get('trainable')) or 0)} trainable" for r in pts]
+    texts = [f"{r.get('freeze') or r.get('label')}<br>{fmt_count(num(r.get('trainable')) or 0)} trainable" for r in pts]
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -62,10 +62,7 @@ def freeze_sweep(rows: Sequence[Mapping]) -> go.Figure:
         go.Scatter(
             x=xs,
             y=ys,
-            mode="markers+text",
-            text=texts,
-            textposition=["top center" if i % 2 == 0 else "bottom center" for i in range(len(pts))],
-            textfont=dict(size=12),
+            mode="markers",
             marker=dict(
                 size=sizes,
                 color=[color(i) for i in range(len(pts))],
@@ -80,8 +77,12 @@ def freeze_sweep(rows: Sequence[Mapping]) -> go.Figure:
         )
     )
     span = max(xs) - min(xs) or max(xs) or 1.0
-    fig.update_xaxes(title="training time (s)", range=[max(0.0, min(xs) - 0.25 * span), max(xs) + 0.25 * span])
-    fig.update_yaxes(title="validation top-1 (%)", range=[max(0.0, min(ys) - 15), min(100.0, max(ys) + 15) + 5])
+    x_range = (max(0.0, min(xs) - 0.25 * span), max(xs) + 0.25 * span)
+    y_range = (max(0.0, min(ys) - 15), min(100.0, max(ys) + 15) + 5)
+    fig.update_xaxes(title="training time (s)", range=list(x_range))
+    fig.update_yaxes(title="validation top-1 (%)", range=list(y_range))
+    for note in point_labels(xs, ys, texts, [s / 2 for s in sizes], x_range, y_range, plot_px=(600, 320)):
+        fig.add_annotation(**note)
     return layout(fig, title, height=440, margin=dict(l=60, r=30, t=60, b=60))
 
 
@@ -176,6 +177,7 @@ def confusion_matrices(items: Sequence[Mapping], max_cols: int = 3) -> go.Figure
                 texttemplate="%{z}" if small else None,
                 textfont=dict(size=11),
                 hovertemplate="true %{y}<br>predicted %{x}<br>%{z} image(s)<extra>" + it["label"] + "</extra>",
+                name=str(it["label"]),  # a click on a cell names its run (the app opens that cell's images)
             ),
             row=row,
             col=col,

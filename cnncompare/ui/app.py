@@ -22,9 +22,12 @@ from .. import __version__, models
 from ..env import Env
 from ..errors import CNNCompareError
 from . import architectures, finetune, learn, predict, visitors
+from . import gallery as gallery_ui
 from .common import LANES, MODELS, Context, in_line
 
-MAX_FILE_SIZE = "200mb"
+# The largest catalog model's ImageNet weights fit (VGG19: 548 MB; VGG16: 528 MB), so the VGG lessons work offline
+# with a file downloaded elsewhere; a zip of images is bounded by what it unpacks to (CNNCOMPARE_MAX_UNPACK_MB).
+MAX_FILE_SIZE = "800mb"
 
 CSS = """
 .cc-note p, .cc-note li { font-size: 0.95rem; line-height: 1.45; }
@@ -46,8 +49,15 @@ CSS = """
   .cc-sticky { position: sticky; top: 6px; align-self: flex-start; }
 }
 .gradio-container { overflow: clip !important; }  /* clips like 'hidden' without stopping sticky columns */
-#ft-status { min-height: 72px; max-height: 116px; overflow-y: auto; }
+#ft-status { min-height: 72px; }  /* never cut: it shows the headline and the last few lines of the log */
 #ft-status p, #ft-status li { margin: 0.1em 0; font-size: 0.9rem; line-height: 1.35; }
+.cc-estimate:empty { display: none; }
+.cc-hidden { display: none !important; }
+.cc-estimate table { font-size: 0.85rem; margin: 0.2em 0; }
+.cc-estimate td, .cc-estimate th { padding: 2px 8px; white-space: normal; }
+.cc-estimate p { margin: 0.15em 0; font-size: 0.88rem; line-height: 1.35; }
+/* toasts at the bottom of the screen: at the top they covered Estimate, Start and Stop */
+.toast-wrap { top: auto !important; bottom: var(--size-4) !important; }
 .cc-actions { gap: 8px; }
 .cc-report table { font-size: 0.9rem; }
 .cc-report td, .cc-report th { padding: 2px 10px; }
@@ -57,6 +67,7 @@ CSS = """
                                                hyphens: none; }
 .table-wrap { overflow-x: auto; }
 .table-wrap td, .table-wrap td * { word-break: normal !important; overflow-wrap: normal !important; }
+.table-wrap td, .table-wrap th { white-space: nowrap; }  /* '24,59 / 1' and 'top-1 / %' never again */
 /* Grad-CAM captions: whole, on two lines if they must */
 .caption-label { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
 /* phones: every tab stays reachable (the bar wraps instead of hiding tabs behind a menu) */
@@ -65,6 +76,9 @@ CSS = """
   .tab-container[role=tablist] button { padding: 6px 8px !important; font-size: 0.9rem; }
   .tab-container.visually-hidden button { padding: 6px 8px !important; font-size: 0.9rem; }
   .cc-banner h1 { font-size: 1.3rem; }
+  /* diagrams keep a legible width and scroll sideways, as tables do: squeezed, titles and labels overlapped */
+  #learn-diagram, #arch-diagram { overflow-x: auto; }
+  #learn-diagram .js-plotly-plot, #arch-diagram .js-plotly-plot { min-width: 600px; }
 }
 footer { display: none !important; }
 """
@@ -119,6 +133,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
             pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
         )
         arch.wire_load(demo)
+        demo.load(None, None, None, js=gallery_ui.CELL_CLICK_JS, api_visibility="private", queue=False)
         demo.load(**ft.weights.refresh, api_visibility="private")  # the visitor's own weights files
         for panel in (ft.exports, pred.exports):  # the runs a visitor may export
             demo.load(**panel.refresh, api_visibility="private", queue=False)

@@ -398,9 +398,9 @@ def ranking_view(table) -> tuple:
     frame = getattr(table, "data", table)  # a Styler from the engine, a DataFrame from the browser
     if isinstance(frame, pd.DataFrame) and not frame.empty and "MACs" in frame:
         for r in frame.to_dict("records"):
-            macs, lat = _float(r.get("MACs")), _float(r.get("latency"))
+            macs, lat, params = _float(r.get("MACs")), _float(r.get("latency")), _float(r.get("params"))
             if r.get("model") and macs:
-                rows.append(dict(name=r["model"], macs=macs * 1e9, latency_p50=lat))
+                rows.append(dict(name=r["model"], macs=macs * 1e9, latency_p50=lat, params=(params or 0) * 1e6))
     return plots.ranking(rows), plots.ranking_note(rows)
 
 
@@ -606,8 +606,10 @@ def build(ctx) -> SimpleNamespace:
             lambda: iter([blocks_view(models_selected, size, policy, limit=ctx.max_models, check=ctx.check_model)]),
         )
 
-    def draw_one(*args, **kwargs):  # gradio wants the single output itself, not a 1-tuple
-        for out in draw(*args, **kwargs):
+    def draw_one(models_selected, size, policy, visitor=None, request: gr.Request = None):
+        # gradio wants the single output itself, not a 1-tuple; it passes the request only to a parameter
+        # annotated gr.Request (without it the call has no session, and is refused)
+        for out in draw(models_selected, size, policy, visitor, request):
             yield out[0] if isinstance(out, tuple) else out
 
     extra = [state] if state is not None else []

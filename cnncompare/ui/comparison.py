@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .. import compare, data, estimate, sharing
+from .. import compare, data, estimate, runs, sharing
 from ..errors import CNNCompareError
 from ..serving import BoundedCache
 from ..settings import Setting, coerce
@@ -34,6 +34,7 @@ __all__ = [
     "gpu_seconds_for",
     "admit",
     "share_of",
+    "eviction_note",
 ]
 
 DATASETS = [
@@ -142,6 +143,17 @@ def _dataset_bytes(ds: data.LoadedData) -> int:
 
 
 DATASETS_KEPT = BoundedCache(256 * 2**20, size=_dataset_bytes)
+
+
+def eviction_note(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> str | None:
+    """The visitor's runs this comparison would push out of their quota, said before it starts (None: it fits)."""
+    size = data.planned_size(c.source, c.max_per_class)
+    n_classes = size[2] if size else 10
+    try:
+        need = sum(runs.saved_bytes(run.entry, n_classes, run.settings.size) for run in c.plan.runs())
+    except CNNCompareError:  # a run that cannot be built says so itself
+        return None
+    return visitors.eviction_note(ctx, visitor, need)
 
 
 def share_of(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> sharing.Share:

@@ -27,7 +27,15 @@ from . import exports, forms, jobs, visitors
 from . import gallery as gallery_ui
 from . import weights as weights_ui
 from .common import SESSIONS, Context, message, session_of, warn_md
-from .comparison import DATASETS, IMAGES_PER_CLASS, load_data, load_source, read_comparison, read_dataset
+from .comparison import (
+    DATASETS,
+    IMAGES_PER_CLASS,
+    eviction_note,
+    load_data,
+    load_source,
+    read_comparison,
+    read_dataset,
+)
 from .fairqueue import queued
 from .results import NOTES, RESULT_COLUMNS, RESULT_WIDTHS, RESULTS_LEGEND, blank_outputs, progress_html
 from .uploads import UploadedFile
@@ -78,12 +86,14 @@ def dataset_report(ctx: Context, values: Mapping[str, Any]) -> str:
         return warn_md(message(err))
 
 
-def estimate(ctx: Context, values: Mapping[str, Any]) -> str:
+def estimate(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor | None = None) -> str:
     """The engine's estimate of every planned run (`estimate.estimate_plan`: the CLI prints the same text), and
     what this server adds: a training running now, others waiting."""
     try:
-        c = read_comparison(ctx, values)
+        c = read_comparison(ctx, values, visitor)
         lines = [engine_estimate.estimate_plan(c.plan, load_data(ctx, c)).text()]
+        if visitor is not None and (note := eviction_note(ctx, c, visitor)):
+            lines.append(warn_md(note))
         if SESSIONS.active:  # its steps were timed alone (the training paused), but the run will share the machine
             lines.append(
                 "A fine-tuning run is using this machine right now: yours waits for it, and any run here pauses "
@@ -143,8 +153,9 @@ def build(ctx: Context) -> SimpleNamespace:
             )
             form["dataset"] = gr.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
             form["zip_file"] = UploadedFile(
-                label="Your images (.zip with one folder per class; choosing it selects 'your images')",
-                file_types=[".zip"],
+                label="Your images (.zip with one folder per class, or CIFAR's own .tar.gz; choosing it selects "
+                "'your images')",
+                file_types=[".zip", ".gz", ".tgz"],
                 type="filepath",
                 height=150,
                 elem_id="ft-zip",
@@ -177,6 +188,7 @@ def build(ctx: Context) -> SimpleNamespace:
                 estimate_btn = gr.Button("Estimate time", elem_id="ft-estimate", min_width=90)
                 start_btn = gr.Button("Start", variant="primary", elem_id="ft-start", min_width=90)
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="ft-stop", min_width=90)
+            estimate_md = gr.Markdown(elem_classes=["cc-note", "cc-estimate"], elem_id="ft-estimate-out")
             progress = gr.HTML(progress_html(0.0), elem_id="ft-progress")
             status = gr.Markdown(
                 "Set up a comparison and press **Start**.", elem_classes=["cc-note", "cc-status"], elem_id="ft-status"
@@ -224,7 +236,7 @@ def build(ctx: Context) -> SimpleNamespace:
         except CNNCompareError as err:
             yield warn_md(str(err))
             return
-        yield from _queued_text(ctx, who, lambda: estimate(ctx, values), computes=False)  # it times steps alone
+        yield from _queued_text(ctx, who, lambda: estimate(ctx, values, who), computes=False)  # it times steps alone
 
     def run_report(request: gr.Request, visitor=None, **values):
         try:
@@ -261,12 +273,12 @@ def build(ctx: Context) -> SimpleNamespace:
     estimate_btn.click(
         run_estimate,
         None,
-        status,
+        estimate_md,
         inputs_kwargs=named,
         api_name="estimate",
         concurrency_limit=None,
         concurrency_id="estimate",
-        show_progress_on=[status],
+        show_progress_on=[estimate_md],
     )
     stop_btn.click(stop, None, status, api_name="stop", cancels=[start_event], queue=False).then(
         show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
@@ -278,13 +290,20 @@ def build(ctx: Context) -> SimpleNamespace:
     report_kw = dict(
         inputs_kwargs=named, api_visibility="private", concurrency_limit=None, show_progress_on=[report_md]
     )
-    form["zip_file"].upload(lambda: "zip", None, form["dataset"], api_visibility="private", queue=False).then(
+    # One state on screen: what no longer applies (results of another dataset, an estimate of another plan) goes.
+    blank = [*outputs, estimate_md, *gallery.outputs]
+    quiet = dict(api_visibility="private", queue=False, show_progress="hidden")
+
+    def cleared(text: str = "The dataset changed: press **Start** for new results.") -> tuple:
+        return (*blank_outputs(text), "", *gallery.blank)
+
+    form["zip_file"].upload(lambda: "zip", None, form["dataset"], **quiet).then(cleared, None, blank, **quiet).then(
         run_report, None, report_md, **report_kw
     )
-    form["zip_file"].clear(
-        lambda: ("shapes", ""), None, [form["dataset"], report_md], api_visibility="private", queue=False
+    form["zip_file"].clear(lambda: ("shapes", ""), None, [form["dataset"], report_md], **quiet).then(
+        cleared, None, blank, **quiet
     )
-    form["dataset"].input(run_report, None, report_md, **report_kw)
+    form["dataset"].input(cleared, None, blank, **quiet).then(run_report, None, report_md, **report_kw)
     # The learning-rate curve follows the form.
     lr_inputs = {name: form[name] for name in LR_FIELDS}
     gr.on(
@@ -299,6 +318,8 @@ def build(ctx: Context) -> SimpleNamespace:
     )
     preset_md.change(None, None, None, js=SCROLL_TO_TOP_JS, api_visibility="private", queue=False)
     return SimpleNamespace(
+        blank=blank,
+        cleared=cleared,
         exports=export_panel,
         form=form,
         preset_md=preset_md,

@@ -24,12 +24,37 @@ from ..errors import CNNCompareError
 from . import visitors
 from .common import Context, in_line, message, warn_md
 
-__all__ = ["build", "remember", "show", "selection", "DISAGREE", "ANY", "GALLERY_FILE"]
+__all__ = ["build", "remember", "show", "selection", "DISAGREE", "ANY", "GALLERY_FILE", "CELL_CLICK_JS"]
 
 DISAGREE = "where the models disagree"
 ANY = "any class"
 GALLERY_FILE = Path(".gallery") / "latest.npz"
-EMPTY_NOTE = "After a comparison, pick a run and a cell of its confusion matrix to see those validation images."
+EMPTY_NOTE = (
+    "After a comparison, click a cell of a confusion matrix (or pick a run and two classes here) to see those "
+    "validation images."
+)
+# Plotly reports clicks on the confusion matrices: each click writes its cell into the hidden #g-cell box, whose
+# change opens the cell's images. Plots are redrawn as runs end, so new ones are looked for every second.
+CELL_CLICK_JS = """
+() => {
+  const attach = () => {
+    document.querySelectorAll('#ft-confusion .js-plotly-plot').forEach((div) => {
+      if (div.dataset.ccCell || typeof div.on !== 'function') return;
+      div.dataset.ccCell = '1';
+      div.on('plotly_click', (ev) => {
+        const pt = ev && ev.points && ev.points[0];
+        const box = document.querySelector('#g-cell textarea, #g-cell input');
+        if (!pt || !box) return;
+        box.value = [pt.data.name, pt.y, pt.x, Date.now()].join('\\t');  // the time: a second click changes it too
+        box.dispatchEvent(new Event('input', {bubbles: true}));
+        const target = document.getElementById('ft-gallery-box');
+        if (target) target.scrollIntoView({block: 'start', behavior: 'smooth'});
+      });
+    });
+  };
+  setInterval(attach, 1000);
+}
+"""
 
 
 def _path(ctx: Context, visitor: visitors.Visitor) -> Path:
@@ -137,6 +162,8 @@ def build(ctx: Context) -> SimpleNamespace:
             elem_classes=["cc-gallery"],
         )
         note = gr.Markdown(EMPTY_NOTE, elem_id="g-note")
+        # a click on a confusion-matrix cell writes "run<TAB>true<TAB>predicted" here (CELL_CLICK_JS)
+        cell = gr.Textbox(show_label=False, container=False, elem_id="g-cell", elem_classes=["cc-hidden"])
     # API callers name a run and classes of their own last comparison; `show` checks them against it
     state = ctx.visitor_state
     extra = [state] if state is not None else []
@@ -181,6 +208,26 @@ def build(ctx: Context) -> SimpleNamespace:
             text,
         )
 
+    def clicked(text, visitor=None, request: gr.Request = None):
+        """A confusion-matrix cell clicked: its run and classes in the dropdowns, and its images."""
+        run, true, pred = [*str(text or "").split("\t"), "", "", ""][:3]
+        yield from in_line(
+            ctx,
+            "gallery",
+            visitor,
+            request,
+            lambda who: (run, true, pred, *shown(who, run, true, pred)),
+            refused=lambda text: (gr.skip(), gr.skip(), gr.skip(), [], warn_md(text)),
+            waiting=lambda text: (gr.skip(), gr.skip(), gr.skip(), gr.skip(), text),
+        )
+
+    cell.change(
+        clicked,
+        [cell, *extra],
+        [run_dd, true_dd, pred_dd, images, note],
+        api_visibility="private",
+        concurrency_limit=None,
+    )
     inputs = [run_dd, true_dd, pred_dd, *extra]
     gr.on(
         [run_dd.input, true_dd.input, pred_dd.input],
@@ -199,5 +246,6 @@ def build(ctx: Context) -> SimpleNamespace:
         refresh=refresh,
         refresh_inputs=extra or None,
         outputs=[run_dd, true_dd, pred_dd, images, note],
+        blank=(gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[]), gr.Dropdown(choices=[]), [], EMPTY_NOTE),
         confusion_images=confusion_images,
     )

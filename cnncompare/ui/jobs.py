@@ -11,17 +11,18 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from .. import compare, training
+from .. import compare, lessons, training
 from ..errors import CNNCompareError
 from ..estimate import duration_text
 from . import gallery as gallery_ui
 from . import visitors
 from .common import SESSIONS, Context, message, warn_md
-from .comparison import Comparison, admit, gpu_seconds_for, load_data, read_comparison, share_of
+from .comparison import Comparison, admit, eviction_note, gpu_seconds_for, load_data, read_comparison, share_of
 from .fairqueue import wait_text
 from .gpu import gpu
 from .results import View, blank_outputs, status_only
@@ -31,15 +32,30 @@ __all__ = ["finetune", "train", "final_page", "write_downloads", "YIELD_EVERY_S"
 YIELD_EVERY_S = 1.0
 
 
-def write_downloads(results: list[training.RunResult]) -> list[str]:
-    """The engine's export (results.csv, results.json, a zip of the run folders with weights), written for this
-    visitor into a folder with a random name in gradio's upload folder: run folders are never served by path."""
+ZIP_WEIGHTS_MB = 100.0  # a comparison's weights up to this go in its zip; larger ones are taken home one run at a time
+
+
+def write_downloads(results: list[training.RunResult]) -> tuple[list[str], bool]:
+    """The engine's export (results.csv, results.json, a zip of the run folders), written for this visitor into a
+    folder with a random name in gradio's upload folder (run folders are never served by path); and whether the
+    weights are in it. Weights over ZIP_WEIGHTS_MB stay out (two VGG runs made a 1 GB zip per visitor, an hour):
+    the export panel takes one run home, as standalone weights."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return [str(p) for p in compare.export(results, visitors.downloads_dir(), stamp=stamp)]
+    weights = sum(
+        (Path(r.run_dir) / "weights.safetensors").stat().st_size
+        for r in results
+        if r.run_dir and (Path(r.run_dir) / "weights.safetensors").is_file()
+    )
+    with_weights = weights <= ZIP_WEIGHTS_MB * 2**20
+    paths = compare.export(results, visitors.downloads_dir(), stamp=stamp, include_weights=with_weights)
+    return [str(p) for p in paths], with_weights
 
 
-def _wrap_up(ctx: Context, visitor: visitors.Visitor, view: View, stopped: bool) -> tuple:
-    """The final page: what really happened (done, failed, or where it was stopped), the downloads, the notes."""
+def _wrap_up(
+    ctx: Context, visitor: visitors.Visitor, view: View, stopped: bool, lesson: lessons.Lesson | None = None
+) -> tuple:
+    """The final page: what really happened (done, failed, or where it was stopped), what a lesson's runs showed,
+    the downloads, the notes."""
     n, failed = len(view.labels), view.failed
     trained = [r for r in view.results if not r.error]
     if stopped:
@@ -66,12 +82,20 @@ def _wrap_up(ctx: Context, visitor: visitors.Visitor, view: View, stopped: bool)
             )
         )
         view.bar_text, view.fraction = "done", 1.0
+        if lesson is not None and (reading := lesson.read(view.results)).sentence:
+            mark = "" if reading.showed else "⚠ "
+            view.headline += f"\n\n{mark}**What the runs showed:** {reading.sentence}"
     try:
-        view.files = write_downloads(view.results)
+        view.files, with_weights = write_downloads(view.results)
         saved = [r for r in trained if r.final_epoch]
+        weights = (
+            " with weights"
+            if with_weights
+            else " (the weights, over 100 MB, are not in it: 'Take a run home' below exports one run at a time)"
+        )
         view.log.append(
             "Downloads: the results table (CSV, JSON) and a zip of the run folders"
-            + (" with weights. The trained runs can now be picked on the Predict tab (only by you)." if saved else ".")
+            + (f"{weights}. The trained runs can now be picked on the Predict tab (only by you)." if saved else ".")
         )
     except OSError as err:
         view.log.append(warn_md(f"Could not write the downloads ({type(err).__name__})."))
@@ -214,6 +238,8 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
         limits = _limits_line(ctx)
         if limits:
             view.log.append(limits)
+        if note := eviction_note(ctx, c, visitor):  # said before the runs take the disk
+            view.log.append(warn_md(note))
         last_yield = 0.0
         out_dir = visitors.visitor_dir(ctx, visitor, create=True)  # this visitor's own folder
         job.stream = compare.run_plan(
@@ -228,7 +254,8 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
                 yield view.outputs(full=False)
         job.stream = None  # all runs are over: nothing left to finish if the page goes away now
         _remember_gallery(ctx, visitor, view, ds)  # before the unpacked upload is released
-        final = _wrap_up(ctx, visitor, view, stopped=handle.stop.is_set())
+        lesson = lessons.lesson_of(c.dataset, c.max_per_class, c.plan)  # a Learn preset's: read what it showed
+        final = _wrap_up(ctx, visitor, view, stopped=handle.stop.is_set(), lesson=lesson)
         finished = True
         yield final
     finally:

@@ -163,9 +163,8 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
             notes.setdefault(n, []).append(label)
         if pred.cam is not None:
             top_label, top_p = pred.top[0]
-            gallery.append(
-                (inference.overlay(img, pred.cam), f"{label}: {top_label} ({100 * top_p:.1f} %), {pred.time_ms:.0f} ms")
-            )
+            grid = f", from a {pred.cam_grid[0]}×{pred.cam_grid[1]} map" if pred.cam_grid else ""
+            gallery.append((inference.overlay(img, pred.cam), f"{label}: {top_label} ({100 * top_p:.1f} %){grid}"))
         details.append(
             dict(
                 model=label,

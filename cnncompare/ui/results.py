@@ -151,7 +151,9 @@ class View:
         return self.labels.index(label) if label in self.labels else len(self.results), len(self.labels)
 
     def status(self) -> str:
-        parts = [self.headline] + [f"- {line}" for line in self.log[-12:]]
+        # the dataset line (the first) and the latest lines: a status that never needs scrolling
+        lines = self.log if len(self.log) <= 6 else [self.log[0], "…", *self.log[-5:]]
+        parts = [self.headline] + [f"- {line}" for line in lines]
         return "\n".join(p for p in parts if p)
 
     def curves(self):

@@ -50,6 +50,7 @@ __all__ = [
     "join_workspace",
     "personal_dir",
     "usage",
+    "eviction_note",
     "RunChoice",
     "visible_runs",
     "find_run",
@@ -407,6 +408,40 @@ def prune_all(ctx) -> list[Path]:
     removed = runs.prune(root, max_bytes=None if cap is None else max(0, cap - weights), max_age_s=max_age)
     data.prune_unpacked(env.data_dir, max_age_s=max_age, max_bytes=_mb(env.data_cap_mb))
     return removed
+
+
+def eviction_note(ctx, visitor: Visitor, need_bytes: int) -> str | None:
+    """What a comparison keeping `need_bytes` would cost this visitor before it starts: None when it fits their
+    quota, else the sentence naming their oldest runs that would be deleted when it ends."""
+    quota = _mb(ctx.env.visitor_quota_mb)
+    if quota is None:
+        return None
+    used = usage(ctx, visitor)
+    if used + need_bytes <= quota:
+        return None
+    folder = visitor_dir(ctx, visitor)
+    mine = [d for d in folder.iterdir() if (d / "config.json").is_file()] if folder.is_dir() else []
+    if visitor.workspace:
+        mine = [d for d in mine if runs.owner_of(d) == visitor.id]
+    mine.sort(key=lambda d: (d / "config.json").stat().st_mtime)
+    gone, free = [], used + need_bytes - quota
+    for d in mine:
+        if free <= 0:
+            break
+        gone.append(d.name)
+        free -= runs.folder_bytes(d)
+    mb = lambda n: f"{n / 2**20:,.0f} MB"  # noqa: E731
+    if free > 0:
+        return (
+            f"These runs will keep about {mb(need_bytes)}, more than your quota of {mb(quota)} even without your "
+            "other runs: they will be deleted when they end (the zip download keeps their results). Use fewer or "
+            "smaller models, or freeze more (only trained layers are kept)."
+        )
+    names = ", ".join(gone[:4]) + (", …" if len(gone) > 4 else "")
+    return (
+        f"These runs will keep about {mb(need_bytes)}; with your runs ({mb(used)}) that passes your quota of "
+        f"{mb(quota)}, so your oldest runs will be deleted when they end: {names}. Their zip downloads keep them."
+    )
 
 
 def after_run(ctx, visitor: Visitor) -> list[str]:

@@ -1,0 +1,295 @@
+"""The Learn tab's lessons, in the engine: each one a comparison that makes one point, the sentence saying what to
+look for, and the sentence that reads what the runs showed (honest when they did not show it).
+
+A lesson is a plan of runs on the generated `shapes` data, sized for a 2-core CPU (each under 3 minutes, offline
+or online alike: `benchmarks/bench_presets.py` measures it). The app fills its Fine-tune form from a lesson
+(`ui/learn.py`) and, when a finished comparison is a lesson's, adds its reading to the final status; the CLI runs
+one with `cnncompare lesson KEY` and prints the same reading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .compare import Limits, Plan
+from .settings import ModelEntry, TrainSettings, build
+
+__all__ = ["Lesson", "Reading", "LESSONS", "BY_KEY", "lesson_of", "read"]
+
+CHANCE_LOSS = math.log(8)  # 8 classes of shapes: a model that learned nothing sits at ln 8 = 2.08
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a lesson's runs showed: `showed` True (the point), False (not this time), None (nothing to read)."""
+
+    showed: bool | None
+    sentence: str
+
+
+@dataclass(frozen=True)
+class Lesson:
+    key: str
+    title: str
+    summary: str  # one line under the button
+    text: str  # what the lesson is about (shown over the Fine-tune form)
+    expect: str  # what you should see, in one sentence
+    models: str  # the runs, one per line (model@freeze and per-run settings)
+    settings: dict = field(default_factory=dict)  # changes to the settings' defaults (TrainSettings, ModelEntry)
+    max_per_class: int = 60
+    reader: Callable[[Sequence], Reading] | None = None
+
+    def form(self) -> dict:
+        """The Fine-tune form's fields this lesson sets (the page's own and the settings')."""
+        return {"dataset": "shapes", "models": self.models, "max_per_class": self.max_per_class, **self.settings}
+
+    def plan(self, limits: Limits | None = None) -> Plan:
+        """The lesson's comparison, as the engine runs it (the CLI's `cnncompare lesson KEY`)."""
+        return Plan.parse(
+            self.models,
+            model_defaults=build(ModelEntry, self.settings),
+            settings=build(TrainSettings, self.settings),
+            limits=limits or Limits(),
+        )
+
+    def read(self, results: Sequence) -> Reading:
+        done = [r for r in results if not r.error and r.final_epoch]
+        if len(done) < len(results) or not done:
+            failed = [r.label for r in results if r.error or not r.final_epoch]
+            return Reading(None, f"Not every run finished ({', '.join(failed)}): there is nothing to compare yet.")
+        return self.reader(done) if self.reader else Reading(None, "")
+
+
+# --------------------------------------------------------------------------- reading the runs
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f} %"
+
+
+def _loss(r) -> float:
+    return float(r.history[-1]["train_loss"]) if r.history else float("nan")
+
+
+def _by(results, text: str):
+    return next(r for r in results if text in r.label)
+
+
+def _read_features(results) -> Reading:
+    vgg, res = _by(results, "vgg16"), _by(results, "resnet50")
+    ratio = vgg.train_time_s / max(res.train_time_s, 1e-9)
+    random = vgg.weights_source.startswith("random")
+    acc = f"validation top-1 {_pct(vgg.val_top1)} (VGG16) vs {_pct(res.val_top1)} (ResNet-50)"
+    tail = (
+        "; with random weights (offline) both backbones extract random features, so both stay near chance (12.5 %) "
+        "and the accuracy says nothing about them"
+        if random
+        else ""
+    )
+    return Reading(
+        ratio > 1.5,
+        f"VGG16's frozen pass took {vgg.train_time_s:.1f} s of training time, ResNet-50's {res.train_time_s:.1f} s "
+        f"({ratio:.1f}× {'more' if ratio >= 1 else 'less'}); {acc}{tail}.",
+    )
+
+
+def _read_pair(a_text: str, b_text: str, a_name: str, b_name: str, margin: float) -> Callable[[Sequence], Reading]:
+    """A lesson whose point is that run A learns and run B does not: A's accuracy well above B's, or (when the
+    accuracies are close) A's training loss well below B's."""
+
+    def read(results) -> Reading:
+        a, b = _by(results, a_text), _by(results, b_text)
+        gap = (a.val_top1 or 0) - (b.val_top1 or 0)
+        la, lb = _loss(a), _loss(b)
+        showed = gap >= margin or (abs(gap) < margin and lb - la > 0.3)
+        verdict = "as the lesson says" if showed else "not what the lesson expects: this run did not show it"
+        return Reading(
+            showed,
+            f"{a_name} reached {_pct(a.val_top1)} validation accuracy vs {_pct(b.val_top1)} for {b_name} (final "
+            f"training loss {la:.2f} vs {lb:.2f}; chance is 12.5 % and {CHANCE_LOSS:.2f}): {verdict}.",
+        )
+
+    return read
+
+
+def _read_keras(results) -> Reading:
+    part, head = _by(results, "layers:10"), _by(results, "@head")
+    more = part.trainable_params / max(head.trainable_params or 1, 1)
+    slower = part.train_time_s / max(head.train_time_s, 1e-9)
+    return Reading(
+        more > 1 and slower > 1,
+        f"Training conv block 5 and the new 4096-4096 head ({part.trainable_params / 1e6:.1f} M weights) took "
+        f"{part.train_time_s:.0f} s; the head alone ({head.trainable_params / 1e6:.1f} M) {head.train_time_s:.0f} s, "
+        f"{slower:.1f}× less; validation top-1 {_pct(part.val_top1)} vs {_pct(head.val_top1)}.",
+    )
+
+
+def _read_optimizers(results) -> Reading:
+    losses = {r.config.get("optimizer"): _loss(r) for r in results}
+    order = sorted(losses, key=losses.get)
+    ranked = ", ".join(f"{name} {losses[name]:.2f}" for name in order)
+    adaptive = min(losses.get(k, math.inf) for k in ("adam", "rmsprop"))
+    sgd = losses.get("sgd", math.nan)
+    momentum = min(losses.get(k, math.inf) for k in ("momentum", "nesterov"))
+    showed = adaptive < sgd and momentum < sgd
+    verdict = (
+        "the adaptive methods and momentum both beat plain SGD, as the lesson says"
+        if showed
+        else "this time the order is not the one the lesson describes"
+    )
+    return Reading(showed, f"Final training loss, lowest first: {ranked}: {verdict}.")
+
+
+def _read_sweep(results) -> Reading:
+    rows = sorted(results, key=lambda r: r.trainable_params or 0, reverse=True)
+    times = ", ".join(f"{r.config.get('freeze')} {r.train_time_s:.1f} s ({_pct(r.val_top1)})" for r in rows)
+    faster = rows[-1].train_time_s < rows[0].train_time_s
+    return Reading(
+        faster,
+        f"From everything training to the classifier alone: {times}: freezing more trains fewer weights "
+        + ("and took less time, as the lesson says." if faster else "but did not take less time here."),
+    )
+
+
+# --------------------------------------------------------------------------- the lessons
+
+OFFLINE_NOTE = (
+    "Without network access there are no ImageNet weights: the app then says so and starts from random weights, "
+    "so a frozen backbone is a *random* feature extractor. That is still a useful baseline; run the lesson where "
+    "downloads work to see what pretraining adds."
+)
+CHANCE = (
+    "With 8 classes, chance is 12.5 % accuracy and a loss of ln 8 ≈ 2.08: a run whose loss stays there has "
+    "learned nothing yet."
+)
+SCALED_DOWN = "Scaled down to fit 3 minutes on a 2-core CPU"
+
+LESSONS = [
+    Lesson(
+        "features",
+        "VGG16 vs ResNet-50 as frozen feature extractors",
+        "Freeze everything but the classifier: which backbone gives better features, at what cost?",
+        "**VGG16 vs ResNet-50 as frozen feature extractors.** Both backbones keep their ImageNet weights and stay "
+        "frozen (`@head`); only a new linear classifier learns the 8 shape classes. Because nothing before the "
+        "classifier changes, each image goes through the frozen network once (VGG16's frozen fully connected "
+        "layers fc6 and fc7 included, in inference mode, as in the Keras feature-extraction guide) and the "
+        "classifier trains on the stored outputs (the *feature cache*), so 5 epochs cost little more than one. "
+        + OFFLINE_NOTE,
+        "ResNet-50's one pass over the images takes a fraction of VGG16's time (4× fewer MACs); with ImageNet "
+        "weights both classifiers learn the shapes well above chance.",
+        "vgg16@head\nresnet50@head",
+        dict(pretrained=True, epochs=5, size=64),
+        60,
+        _read_features,
+    ),
+    Lesson(
+        "keras",
+        "The Keras VGG16 recipe: first 15 layers frozen, a new 4096-4096 head",
+        "Keras' `layers[:15]` frozen (here `layers:10`) under a new 4096-4096 head, next to the head alone.",
+        "**The Keras VGG16 recipe.** The well-known Keras transfer-learning recipe freezes `model.layers[:15]` and "
+        "puts a new classifier on top: Flatten, Dense(4096), Dense(4096), Dense(classes). Keras counts the input "
+        "layer and the pooling layers too, so those 15 layers are the input, conv blocks 1-4 (10 convolutions) "
+        "and 4 max-pools: here that is **`layers:10`**, the first 10 weight layers. Both runs get the recipe's "
+        "head (`head=mlp`: fc6-fc7-fc8 new, with dropout); the first also trains conv block 5, the second "
+        "freezes every convolution. Look at the *trainable* column and at the training time. SGD with momentum "
+        "and a small learning rate, as in the recipe. " + OFFLINE_NOTE,
+        "Training conv block 5 as well adds about 7 M weights to the head's 120 M and costs a full backward "
+        "pass through it every step, while the frozen-convolution run trains on cached features.",
+        "vgg16@layers:10\nvgg16@head",
+        dict(pretrained=True, head="mlp", optimizer="momentum", lr=1e-3, epochs=2, size=64),
+        40,
+        _read_keras,
+    ),
+    Lesson(
+        "batchnorm",
+        "Does BatchNorm help VGG?",
+        "VGG11 with and without BatchNorm, trained from scratch at the same learning rate.",
+        "**Does BatchNorm help VGG?** VGG11 and VGG11-BN are the same network except for a BatchNorm after every "
+        "convolution. Both train **from scratch** (every layer trains) with the same seed, data, optimizer and "
+        "learning rate. BatchNorm rescales each layer's outputs, so the signal keeps its size through the "
+        "depth and a learning rate that leaves the plain network stuck lets the BN network learn. Watch the "
+        "**training loss** and the accuracy. " + CHANCE,
+        "The plain VGG11 stays near chance while VGG11-BN learns.",
+        "vgg11@none\nvgg11_bn@none",
+        dict(pretrained=False, optimizer="adam", lr=1e-4, epochs=5, size=32, batch_size=16),
+        24,
+        _read_pair("vgg11_bn", "vgg11@", "VGG11-BN", "plain VGG11", 15),
+    ),
+    Lesson(
+        "init",
+        "He vs Glorot initialisation from scratch",
+        "The same deep plain network twice, started from two initialisations.",
+        "**He vs Glorot initialisation.** Glorot (Xavier, 2010) keeps the variance of activations steady for "
+        "symmetric activations like tanh; He (Kaiming, 2015) doubles it to make up for ReLU zeroing half of "
+        "them. In a deep plain network without BatchNorm this decides whether the signal survives the depth. "
+        "The models box runs the same network twice, with `init=he` and `init=glorot` (a per-run setting after "
+        "the model); same seed, data and optimizer otherwise. " + CHANCE,
+        "The He-initialised network learns while the Glorot one stays near chance.",
+        "vgg11@none init=he\nvgg11@none init=glorot",
+        dict(pretrained=False, optimizer="adam", lr=1e-4, epochs=5, size=32, batch_size=16),
+        24,
+        _read_pair("init=he", "init=glorot", "He", "Glorot", 15),
+    ),
+    Lesson(
+        "optimizers",
+        "SGD, momentum, Nesterov, Adam or RMSprop?",
+        "ResNet-18 from scratch five times, one optimizer per run, same starting weights.",
+        "**Which optimizer?** A comparison runs one optimizer per run, so this lesson runs the *same* ResNet-18 "
+        "five times, each line with its own `optimizer=` and `lr=`: same seed (so the same starting weights), "
+        "same data, only the optimizer differs. Each gets its customary learning rate: plain SGD, SGD with "
+        "momentum 0.9 and Nesterov momentum 0.01; the adaptive methods Adam and RMSprop 0.001. Compare the loss "
+        "curves: how fast does each start, and where does it end? " + CHANCE,
+        "Momentum, Nesterov and the adaptive methods end with a lower training loss than plain SGD.",
+        "resnet18@none optimizer=sgd lr=0.01\nresnet18@none optimizer=momentum lr=0.01\n"
+        "resnet18@none optimizer=nesterov lr=0.01\nresnet18@none optimizer=adam lr=0.001\n"
+        "resnet18@none optimizer=rmsprop lr=0.001",
+        dict(pretrained=False, epochs=3, size=64),
+        40,
+        _read_optimizers,
+    ),
+    Lesson(
+        "sweep",
+        "How much to freeze? A freeze-depth sweep of ResNet-18",
+        "One model five times, from everything training to only the classifier, in one chart.",
+        "**How much to freeze?** The same ResNet-18 runs five times, freezing more each time: `none` (full "
+        "fine-tuning), `stages:1`, `stages:2`, `stages:3` (the stem and the first K of its 4 stages stay fixed) "
+        "and `head` (only the classifier trains). Same seed, data and optimizer. When it ends, the chart beside "
+        "the downloads puts the five runs in one picture: validation accuracy against training time, each point "
+        "as large as its number of trainable parameters. The diagram on the Architectures tab shades what each "
+        "policy freezes. " + OFFLINE_NOTE,
+        "Each step of freezing trains fewer weights and takes less time; `head` alone is the fastest.",
+        "resnet18@none\nresnet18@stages:1\nresnet18@stages:2\nresnet18@stages:3\nresnet18@head",
+        dict(pretrained=True, epochs=3, size=64),
+        40,
+        _read_sweep,
+    ),
+]
+BY_KEY = {lesson.key: lesson for lesson in LESSONS}
+
+
+def _runs(plan: Plan) -> list[tuple]:
+    """What makes two plans the same comparison: labels, models and settings (not a server's time budget, not
+    where a visitor's weights file lies)."""
+    return [
+        (r.label, dataclasses.replace(r.entry, weights_file=None), dataclasses.replace(r.settings, time_budget_s=None))
+        for r in plan.runs()
+    ]
+
+
+def lesson_of(dataset: str, max_per_class: int | None, plan: Plan) -> Lesson | None:
+    """The lesson a comparison is, when its dataset, images per class and runs are exactly a lesson's."""
+    if dataset != "shapes":
+        return None
+    mine = _runs(plan)
+    for lesson in LESSONS:
+        if max_per_class == lesson.max_per_class and _runs(lesson.plan()) == mine:
+            return lesson
+    return None
+
+
+def read(lesson: Lesson, results: Sequence) -> Reading:
+    """The sentence that reads a lesson's finished runs."""
+    return lesson.read(results)

@@ -1,0 +1,71 @@
+"""The Learn tab's lessons (`cnncompare.lessons`): the engine's plan of each, how a finished comparison is
+recognised as a lesson's, and the sentence that reads its runs, honest when they did not show the point."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from cnncompare import lessons
+from cnncompare.cli import main
+from cnncompare.training import RunResult
+
+
+@pytest.mark.parametrize("lesson", lessons.LESSONS, ids=lambda lesson: lesson.key)
+def test_every_lesson_is_a_valid_plan_that_is_recognised_as_itself(lesson):
+    plan = lesson.plan()
+    assert len(plan.runs()) >= 2 and lesson.expect and lesson.reader is not None
+    assert lessons.lesson_of("shapes", lesson.max_per_class, plan) is lesson
+    # the same runs on other data, with fewer images, or with one setting changed are not the lesson
+    assert lessons.lesson_of("zip", lesson.max_per_class, plan) is None
+    assert lessons.lesson_of("shapes", lesson.max_per_class - 1, plan) is None
+    changed = dataclasses.replace(plan, settings=dataclasses.replace(plan.settings, seed=plan.settings.seed + 1))
+    assert lessons.lesson_of("shapes", lesson.max_per_class, changed) is None
+
+
+def _result(label: str, **kw) -> RunResult:
+    loss = kw.pop("loss", 1.0)
+    base = dict(name=label.split("@")[0], config={}, classes=[], label=label, final_epoch=1)
+    return RunResult(**{**base, **kw}, history=[{"epoch": 1, "train_loss": loss}])
+
+
+def test_a_pair_lesson_says_when_the_runs_did_not_show_its_point():
+    lesson = lessons.BY_KEY["batchnorm"]
+    bn, plain = lesson.plan().runs()[1].label, lesson.plan().runs()[0].label
+    good = lesson.read([_result(plain, val_top1=12.5, loss=2.08), _result(bn, val_top1=61.0, loss=0.9)])
+    assert good.showed is True and "61 %" in good.sentence and "as the lesson says" in good.sentence
+    bad = lesson.read([_result(plain, val_top1=15.0, loss=2.05), _result(bn, val_top1=7.5, loss=2.10)])
+    assert bad.showed is False and "did not show it" in bad.sentence
+    failed = lesson.read([_result(plain, val_top1=15.0), _result(bn, error="out of memory", final_epoch=0)])
+    assert failed.showed is None and bn in failed.sentence
+
+
+def test_the_optimizer_lesson_ranks_the_final_losses():
+    lesson = lessons.BY_KEY["optimizers"]
+    losses = {"sgd": 2.0, "momentum": 1.2, "nesterov": 1.1, "adam": 0.8, "rmsprop": 0.9}
+    runs = [_result(f"r@none optimizer={k}", config={"optimizer": k}, loss=v) for k, v in losses.items()]
+    reading = lesson.read(runs)
+    assert reading.showed is True and reading.sentence.index("adam 0.80") < reading.sentence.index("sgd 2.00")
+    losses["sgd"] = 0.5  # plain SGD best: not what the lesson describes, and it says so
+    runs = [_result(f"r@none optimizer={k}", config={"optimizer": k}, loss=v) for k, v in losses.items()]
+    assert lesson.read(runs).showed is False
+
+
+def test_cnncompare_lesson_runs_a_lesson_and_reads_it(tmp_path, monkeypatch, capsys):
+    """The CLI's `lesson` runs the Learn tab's comparison (scaled down here) and prints the same reading."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CNNCOMPARE_RUNS", str(tmp_path / "runs"))
+    assert main(["lesson"]) == 0
+    listing = capsys.readouterr().out
+    assert all(key in listing for key in lessons.BY_KEY)
+    assert main(["lesson", "sweep", "--max-per-class", "4", "--json", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr()
+    got = json.loads(out.out)
+    assert got["lesson"] == "sweep" and got["showed"] in (True, False)
+    assert [r["run"] for r in got["runs"]] == [r.label for r in lessons.BY_KEY["sweep"].plan().runs()]
+    assert all(r["error"] is None for r in got["runs"])
+    assert "From everything training to the classifier alone" in got["reading"]
+    assert "What you should see" in out.err and "scaled down: 4 images per class" in out.err
+    assert main(["lesson", "nope"]) == 2 and "choose one of features" in capsys.readouterr().err
