@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -195,6 +196,10 @@ def test_profile_measures_latency_at_a_tiny_size(client):
     assert row["img/s"] > 0
     assert "cpu" in note or "cuda" in note
     assert plot_of(lat)["data"][0]["y"][0] == pytest.approx(row["latency"], abs=0.051)
+    assert re.search(r"resnet18 measured at \d\d:\d\d:\d\d UTC", note), note
+    # asked again (by anyone): the same figure, reused rather than measured again
+    note2, table2, *_ = client.predict(["resnet18"], 32, True, api_name="/profile")
+    assert rows_of(table2)[0]["latency"] == row["latency"] and "resnet18 reused, measured at" in note2
 
 
 def test_blocks_show_what_a_freeze_policy_freezes(client):

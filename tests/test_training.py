@@ -612,7 +612,8 @@ def test_a_freeze_depth_sweep_is_recognised_and_charted(shapes):
     from cnncompare import plots
 
     fig = plots.freeze_sweep(rows)
-    assert [p for t in fig.data for p in (t.text or []) if "stages:2" in str(p)]
+    # each point is labelled with its freeze policy (an annotation placed beside the bubble)
+    assert [a for a in fig.layout.annotations if "stages:2" in str(a.text)]
     # two models, or a setting that differs besides the freeze policy, is not a sweep
     other = compare.Plan.parse(
         "resnet18@none, resnet18@stages:2 lr=0.05, resnet18@head", model_defaults=tiny()[0], settings=tiny()[1]

@@ -206,12 +206,17 @@ def _note(
             f"Latency: batch 1 on **{p.device}**, {p.dtype}, median (p50) and p90 of repeated runs; "
             f"throughput at batch {p.batch}. {where}"
         )
-        if busy:
+        timed = [p for p in profiles if p.latency_ms]
+        if timed:
             lines.append(
-                warn_md(
-                    "A fine-tuning run was using this machine during the measurement, so the "
-                    "latencies are slower than usual. Measure again when it has finished."
+                "Each latency is timed alone, in a quiet moment (a fine-tuning run on this server pauses"
+                + (", as one did now" if busy else "")
+                + ") and kept for everyone: "
+                + ", ".join(
+                    f"{p.name} {'reused, measured' if p.latency_shared else 'measured'} at {p.latency_measured_at} UTC"
+                    for p in timed
                 )
+                + "."
             )
     elif profiles and box_ticked:
         lines.append("Latency not measured yet (counting only): press **Compare** to time each model on this machine.")
