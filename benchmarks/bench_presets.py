@@ -6,7 +6,8 @@ For each preset: the Fine-tune form filled by the preset (as the Learn button do
 loaded by the Fine-tune tab's own functions, estimated by the engine's `estimate_runs` (what the
 Estimate button shows), then run by `compare.run_plan` with a runs folder (what Start does).
 Per run: estimate vs actual wall time (build, features, epochs, evaluation, profile, save);
-per preset: how long Estimate took and the total. Targets (issue 9): every estimate within
+per preset: how long Estimate took, the total, and the lesson's own reading of the runs (whether
+they showed the point the lesson makes). Targets (issue 9): every estimate within
 ±25 % of its run, Estimate under 3 s, every preset under 3 min on a 2-core CPU.
 """
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gradio as gr  # noqa: E402
 
 from benchmarks._results import report  # noqa: E402
-from cnncompare import compare, estimate, training  # noqa: E402
+from cnncompare import compare, estimate, lessons, training  # noqa: E402
 from cnncompare.ui import common, comparison, finetune, learn  # noqa: E402
 
 
@@ -64,6 +65,9 @@ def run_preset(ctx, form, preset, estimate_only: bool = False) -> list[list]:
             [preset.key, run.label, f"{est.total_s:.0f}", f"{actual:.0f}", f"{est.total_s / actual:.2f}", top1, ""]
         )
     est_total = sum(e.total_s for e in estimates)
+    reading = lessons.read(preset, [results[r.label] for r in runs])
+    shown = {True: "showed its point", False: "did NOT show its point", None: "nothing to read"}[reading.showed]
+    rows.append([preset.key, "**what the runs showed**", "", "", "", shown, reading.sentence])
     rows.append(
         [
             preset.key,
@@ -94,7 +98,7 @@ def main() -> None:
             if args.only and preset.key not in args.only:
                 continue
             rows += run_preset(ctx, ft.form, preset, args.estimate_only)
-    header = ["preset", "run", "estimate s", "actual s", "estimate ÷ actual", "val top-1", "Estimate took s"]
+    header = ["preset", "run", "estimate s", "actual s", "estimate ÷ actual", "val top-1", "Estimate took s (reading)"]
     notes = (
         "Offline (random weights where a preset asks for ImageNet weights: same cost). Actual = wall time of each "
         "run as Start runs it (build, features, epochs, evaluation, profile, save); the whole preset adds loading."

@@ -96,47 +96,79 @@ def _read_features(results) -> Reading:
     )
 
 
-def _read_pair(a_text: str, b_text: str, a_name: str, b_name: str, margin: float) -> Callable[[Sequence], Reading]:
-    """A lesson whose point is that run A learns and run B does not: A's accuracy well above B's, or (when the
-    accuracies are close) A's training loss well below B's."""
+def _read_batchnorm(results) -> Reading:
+    """BatchNorm's point: the BN network learns (accuracy and loss move) where the plain one stays near chance."""
+    bn, plain = _by(results, "vgg11_bn"), _by(results, "vgg11@")
+    gap = (bn.val_top1 or 0) - (plain.val_top1 or 0)
+    lb, lp = _loss(bn), _loss(plain)
+    # measured on 3 seeds (benchmarks/RESULTS.md): gaps of 8-13 points and 0.29-0.31 in the loss
+    showed = gap >= 5 and lp - lb >= 0.15
+    verdict = "as the lesson says" if showed else "not what the lesson expects: this run did not show it"
+    return Reading(
+        showed,
+        f"VGG11-BN reached {_pct(bn.val_top1)} validation accuracy vs {_pct(plain.val_top1)} for plain VGG11 (final "
+        f"training loss {lb:.2f} vs {lp:.2f}; chance is 12.5 % and {CHANCE_LOSS:.2f}): {verdict}.",
+    )
 
-    def read(results) -> Reading:
-        a, b = _by(results, a_text), _by(results, b_text)
-        gap = (a.val_top1 or 0) - (b.val_top1 or 0)
-        la, lb = _loss(a), _loss(b)
-        showed = gap >= margin or (abs(gap) < margin and lb - la > 0.3)
-        verdict = "as the lesson says" if showed else "not what the lesson expects: this run did not show it"
-        return Reading(
-            showed,
-            f"{a_name} reached {_pct(a.val_top1)} validation accuracy vs {_pct(b.val_top1)} for {b_name} (final "
-            f"training loss {la:.2f} vs {lb:.2f}; chance is 12.5 % and {CHANCE_LOSS:.2f}): {verdict}.",
-        )
 
-    return read
+def _first_loss(r) -> float:
+    return float(r.history[0]["train_loss"]) if r.history else float("nan")
+
+
+def _read_init(results) -> Reading:
+    """He keeps the signal's size through a ReLU network (large logits: the first loss far above chance); Glorot
+    shrinks it (outputs near zero: the first loss at chance). Which then learns faster is not the point: measured,
+    neither wins reliably in a few minutes, and the sentence says what happened."""
+    he, gl = _by(results, "init=he"), _by(results, "init=glorot")
+    h1, g1 = _first_loss(he), _first_loss(gl)
+    showed = h1 - g1 >= 0.5 and abs(g1 - CHANCE_LOSS) < 0.25
+    verdict = (
+        "He starts loud and Glorot quiet, as the lesson says"
+        if showed
+        else "not what the lesson expects: the two started alike this time"
+    )
+    return Reading(
+        showed,
+        f"First-epoch training loss {h1:.2f} with He vs {g1:.2f} with Glorot (chance {CHANCE_LOSS:.2f}): {verdict}. "
+        f"After {len(he.history)} epochs: loss {_loss(he):.2f} vs {_loss(gl):.2f}, validation top-1 "
+        f"{_pct(he.val_top1)} vs {_pct(gl.val_top1)}.",
+    )
 
 
 def _read_keras(results) -> Reading:
     part, head = _by(results, "layers:10"), _by(results, "@head")
     more = part.trainable_params / max(head.trainable_params or 1, 1)
     slower = part.train_time_s / max(head.train_time_s, 1e-9)
+    tail = (
+        " (random weights, offline: the accuracy says nothing about the recipe, only the cost does)"
+        if part.weights_source.startswith("random")
+        else ""
+    )
     return Reading(
         more > 1 and slower > 1,
         f"Training conv block 5 and the new 4096-4096 head ({part.trainable_params / 1e6:.1f} M weights) took "
         f"{part.train_time_s:.0f} s; the head alone ({head.trainable_params / 1e6:.1f} M) {head.train_time_s:.0f} s, "
-        f"{slower:.1f}× less; validation top-1 {_pct(part.val_top1)} vs {_pct(head.val_top1)}.",
+        f"{slower:.1f}× less; validation top-1 {_pct(part.val_top1)} vs {_pct(head.val_top1)}{tail}.",
     )
 
 
 def _read_optimizers(results) -> Reading:
-    losses = {r.config.get("optimizer"): _loss(r) for r in results}
-    order = sorted(losses, key=losses.get)
-    ranked = ", ".join(f"{name} {losses[name]:.2f}" for name in order)
-    adaptive = min(losses.get(k, math.inf) for k in ("adam", "rmsprop"))
-    sgd = losses.get("sgd", math.nan)
-    momentum = min(losses.get(k, math.inf) for k in ("momentum", "nesterov"))
-    showed = adaptive < sgd and momentum < sgd
+    def name(r) -> str:
+        opt, lr = r.config.get("optimizer"), r.config.get("lr")
+        return f"{opt} (lr {lr:g})" if opt == "sgd" and isinstance(lr, (int, float)) else str(opt)
+
+    losses = {name(r): _loss(r) for r in results}
+    ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(losses.items(), key=lambda kv: kv[1]))
+    # per optimizer its lowest-learning-rate run: plain SGD at momentum's learning rate, not SGD at 10× it
+    by_opt: dict[str, float] = {}
+    for r in sorted(results, key=lambda r: -float(r.config.get("lr") or 0)):
+        by_opt[r.config.get("optimizer")] = _loss(r)
+    adaptive = min(by_opt.get(k, math.inf) for k in ("adam", "rmsprop"))
+    momentum = min(by_opt.get(k, math.inf) for k in ("momentum", "nesterov"))
+    sgd = by_opt.get("sgd", math.nan)
+    showed = adaptive < momentum < sgd
     verdict = (
-        "the adaptive methods and momentum both beat plain SGD, as the lesson says"
+        "Adam and RMSprop lowest, then momentum, then plain SGD at the same learning rate, as the lesson says"
         if showed
         else "this time the order is not the one the lesson describes"
     )
@@ -208,46 +240,53 @@ LESSONS = [
         "Does BatchNorm help VGG?",
         "VGG11 with and without BatchNorm, trained from scratch at the same learning rate.",
         "**Does BatchNorm help VGG?** VGG11 and VGG11-BN are the same network except for a BatchNorm after every "
-        "convolution. Both train **from scratch** (every layer trains) with the same seed, data, optimizer and "
-        "learning rate. BatchNorm rescales each layer's outputs, so the signal keeps its size through the "
-        "depth and a learning rate that leaves the plain network stuck lets the BN network learn. Watch the "
-        "**training loss** and the accuracy. " + CHANCE,
-        "The plain VGG11 stays near chance while VGG11-BN learns.",
+        "convolution. Both train **from scratch** (every layer trains) with the same seed, data, optimizer (Adam, "
+        "learning rate 0.0001 after half an epoch of warm-up) and 2 epochs. BatchNorm rescales each layer's "
+        "outputs, so the signal keeps its size through the depth and a learning rate that leaves the plain "
+        "network stuck lets the BN network learn. Watch the **training loss** and the accuracy. " + CHANCE,
+        "The plain VGG11 stays near chance (loss ≈ 2.08) while VGG11-BN's loss falls and its accuracy climbs "
+        "(measured on three seeds: 21-28 % against 13-14 %).",
         "vgg11@none\nvgg11_bn@none",
-        dict(pretrained=False, optimizer="adam", lr=1e-4, epochs=5, size=32, batch_size=16),
-        24,
-        _read_pair("vgg11_bn", "vgg11@", "VGG11-BN", "plain VGG11", 15),
+        dict(pretrained=False, optimizer="adam", lr=1e-4, warmup_epochs=0.5, epochs=2, size=48, batch_size=32),
+        100,
+        _read_batchnorm,
     ),
     Lesson(
         "init",
-        "He vs Glorot initialisation from scratch",
-        "The same deep plain network twice, started from two initialisations.",
+        "He vs Glorot initialisation: how loud the signal starts",
+        "AlexNet (no BatchNorm) from scratch twice, started from two initialisations.",
         "**He vs Glorot initialisation.** Glorot (Xavier, 2010) keeps the variance of activations steady for "
         "symmetric activations like tanh; He (Kaiming, 2015) doubles it to make up for ReLU zeroing half of "
-        "them. In a deep plain network without BatchNorm this decides whether the signal survives the depth. "
-        "The models box runs the same network twice, with `init=he` and `init=glorot` (a per-run setting after "
-        "the model); same seed, data and optimizer otherwise. " + CHANCE,
-        "The He-initialised network learns while the Glorot one stays near chance.",
-        "vgg11@none init=he\nvgg11@none init=glorot",
-        dict(pretrained=False, optimizer="adam", lr=1e-4, epochs=5, size=32, batch_size=16),
-        24,
-        _read_pair("init=he", "init=glorot", "He", "Glorot", 15),
+        "them. In a network without BatchNorm this sets how loud the signal is when training starts: with He it "
+        "keeps its size through the depth, so the untrained network's outputs are large and confidently wrong "
+        "(the first loss far above chance); with Glorot it shrinks layer by layer, the outputs start almost "
+        "equal and the loss starts at chance. The models box runs AlexNet twice, with `init=he` and "
+        "`init=glorot` (a per-run setting after the model); same seed, data and optimizer otherwise. Watch the "
+        "first epoch of the loss curves. " + CHANCE,
+        "He's first-epoch loss is far above chance (measured 7-9) while Glorot's starts at chance (2.1); which "
+        "one ends ahead in 3 epochs varies with the seed, and the reading says which did.",
+        "alexnet@none init=he\nalexnet@none init=glorot",
+        dict(pretrained=False, optimizer="adam", lr=1e-4, epochs=3, size=64, batch_size=32),
+        100,
+        _read_init,
     ),
     Lesson(
         "optimizers",
         "SGD, momentum, Nesterov, Adam or RMSprop?",
-        "ResNet-18 from scratch five times, one optimizer per run, same starting weights.",
+        "ResNet-18 from scratch six times, one optimizer per run, same starting weights.",
         "**Which optimizer?** A comparison runs one optimizer per run, so this lesson runs the *same* ResNet-18 "
-        "five times, each line with its own `optimizer=` and `lr=`: same seed (so the same starting weights), "
-        "same data, only the optimizer differs. Each gets its customary learning rate: plain SGD, SGD with "
-        "momentum 0.9 and Nesterov momentum 0.01; the adaptive methods Adam and RMSprop 0.001. Compare the loss "
-        "curves: how fast does each start, and where does it end? " + CHANCE,
-        "Momentum, Nesterov and the adaptive methods end with a lower training loss than plain SGD.",
-        "resnet18@none optimizer=sgd lr=0.01\nresnet18@none optimizer=momentum lr=0.01\n"
-        "resnet18@none optimizer=nesterov lr=0.01\nresnet18@none optimizer=adam lr=0.001\n"
-        "resnet18@none optimizer=rmsprop lr=0.001",
-        dict(pretrained=False, epochs=3, size=64),
-        40,
+        "six times, each line with its own `optimizer=` and `lr=`: same seed (so the same starting weights), "
+        "same data, only the optimizer differs. Plain SGD, SGD with momentum 0.9 and Nesterov momentum at "
+        "learning rate 0.01; plain SGD again at 0.1 (momentum 0.9 takes steps about 10× larger, so this is the "
+        "fair match for momentum); the adaptive methods Adam and RMSprop at 0.001. Compare the loss curves: how "
+        "fast does each start, and where does it end? " + CHANCE,
+        "Adam and RMSprop end with the lowest training loss, momentum and Nesterov beat plain SGD at the same "
+        "learning rate, and plain SGD at 10× the learning rate catches up with momentum.",
+        "resnet18@none optimizer=sgd lr=0.01\nresnet18@none optimizer=sgd lr=0.1\n"
+        "resnet18@none optimizer=momentum lr=0.01\nresnet18@none optimizer=nesterov lr=0.01\n"
+        "resnet18@none optimizer=adam lr=0.001\nresnet18@none optimizer=rmsprop lr=0.001",
+        dict(pretrained=False, epochs=4, size=64),
+        60,
         _read_optimizers,
     ),
     Lesson(

@@ -48,9 +48,28 @@ def test_the_optimizer_lesson_ranks_the_final_losses():
     runs = [_result(f"r@none optimizer={k}", config={"optimizer": k}, loss=v) for k, v in losses.items()]
     reading = lesson.read(runs)
     assert reading.showed is True and reading.sentence.index("adam 0.80") < reading.sentence.index("sgd 2.00")
+    # plain SGD at 10x the learning rate may beat momentum: the order is read at SGD's smaller rate
+    fast = _result("r@none optimizer=sgd lr=0.1", config={"optimizer": "sgd", "lr": 0.1}, loss=1.0)
+    slow = _result("r@none optimizer=sgd lr=0.01", config={"optimizer": "sgd", "lr": 0.01}, loss=2.0)
+    reading = lesson.read([fast, slow, *runs[1:]])
+    assert reading.showed is True and "sgd (lr 0.1) 1.00" in reading.sentence
     losses["sgd"] = 0.5  # plain SGD best: not what the lesson describes, and it says so
     runs = [_result(f"r@none optimizer={k}", config={"optimizer": k}, loss=v) for k, v in losses.items()]
     assert lesson.read(runs).showed is False
+
+
+def test_the_init_lesson_reads_how_loud_each_run_started():
+    lesson = lessons.BY_KEY["init"]
+    he, glorot = (r.label for r in lesson.plan().runs())
+
+    def run(label, first, last, top1):
+        r = _result(label, val_top1=top1, final_epoch=3)
+        return dataclasses.replace(r, history=[{"epoch": 1, "train_loss": first}, {"epoch": 3, "train_loss": last}])
+
+    loud = lesson.read([run(he, 8.1, 2.2, 14.0), run(glorot, 2.09, 2.07, 16.0)])
+    assert loud.showed is True and "8.10 with He vs 2.09 with Glorot" in loud.sentence and "16 %" in loud.sentence
+    alike = lesson.read([run(he, 2.1, 2.0, 14.0), run(glorot, 2.09, 2.07, 16.0)])
+    assert alike.showed is False and "started alike" in alike.sentence
 
 
 def test_cnncompare_lesson_runs_a_lesson_and_reads_it(tmp_path, monkeypatch, capsys):
