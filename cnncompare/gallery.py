@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from .errors import CNNCompareError
+from .serving import kept
 
 __all__ = [
     "RunPredictions",
@@ -150,6 +151,17 @@ def _confusion(true: np.ndarray, pred: np.ndarray, n: int) -> list[list[int]]:
     return np.bincount(true * n + pred, minlength=n * n).reshape(n, n).tolist()
 
 
+@kept(256)
+def _input_of(name: str, size: int | None) -> tuple[int, str]:
+    """(input size, interpolation) a model's runs were fed with: built once on the meta device per (model, size),
+    not once per visitor who opens the gallery of a shared run."""
+    from . import models
+
+    arch = models.build(name, device="meta")
+    size = size or arch.cnncompare.info.default_size
+    return size, models.data_config(arch, size).get("interpolation", "bilinear")
+
+
 def prepare(results, dataset, *, per_cell: int = MAX_ITEMS, max_bytes: int = MAX_KEEP_BYTES) -> GalleryData:
     """Each finished run's prediction for every validation image, and the images worth keeping.
 
@@ -162,8 +174,6 @@ def prepare(results, dataset, *, per_cell: int = MAX_ITEMS, max_bytes: int = MAX
     Raises:
         CNNCompareError: no run finished an epoch, or the dataset is not the one the runs were trained on.
     """
-    from . import models
-
     classes = list(dataset.classes)
     true = np.asarray(dataset.val.labels, dtype=np.int64)
     n, k = len(true), len(classes)
@@ -178,10 +188,7 @@ def prepare(results, dataset, *, per_cell: int = MAX_ITEMS, max_bytes: int = MAX
             raise CNNCompareError(
                 f"{r.label or r.name} was not trained on this dataset's validation split: load the same dataset."
             )
-        size = int(r.config.get("size") or 0) or None
-        arch = models.build(r.name, device="meta")
-        size = size or arch.cnncompare.info.default_size
-        interp = models.data_config(arch, size).get("interpolation", "bilinear")
+        size, interp = _input_of(r.name, int(r.config.get("size") or 0) or None)
         pred, conf = getattr(r, "val_pred", None), getattr(r, "val_conf", None)
         if pred is not None and len(pred) == n:
             pred = np.asarray(pred, dtype=np.int64)

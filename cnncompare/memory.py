@@ -19,7 +19,6 @@ that fit. The limit (`Env.max_run_mb`, CNNCOMPARE_MAX_RUN_MB) defaults to a shar
 
 from __future__ import annotations
 
-import functools
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,6 +28,7 @@ from . import models, runtime
 from .errors import CNNCompareError
 from .loop import EVAL_BATCH, EXTRACT_BATCH, cache_point, resolve_batch_size
 from .profiling import PeakMemory
+from .serving import kept
 from .settings import ModelEntry, TrainSettings
 
 __all__ = ["RunMemory", "TooBig", "run_memory", "check", "check_run", "OPTIMIZER_STATES"]
@@ -76,7 +76,7 @@ def _gb(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.1f} GB" if n_bytes >= 2**30 else f"{n_bytes / MB:,.0f} MB"
 
 
-@functools.lru_cache(maxsize=256)
+@kept(256)
 def _costs(model_name: str, freeze: str, head: str, size: int, n_classes: int, augment: bool, cache: bool) -> dict:
     """Everything about a run's memory that depends on its model and input size, counted once on the meta device."""
     settings = TrainSettings(size=size, augment=augment, feature_cache=cache)

@@ -332,6 +332,23 @@ def _counts(spec: models.ModelSpec, size: int) -> tuple[int, int, int]:
     return COUNTS.get((_spec_key(spec), size), count)
 
 
+def _params(spec: models.ModelSpec) -> tuple[int, int]:
+    return models.count_params(models.build(spec, device="meta"))
+
+
+def stage_blocks(name: str, size: int) -> list[dict]:
+    """A model's blocks (stem, stages, pre-logits, head) at one size as dicts, counted once on the meta device and
+    kept for everyone (the Architectures tab's parameters-per-stage chart); [] when the model has no such split."""
+
+    def count() -> list[dict]:
+        try:
+            return [b.to_dict() for b in models.blocks(models.build(name, device="meta"), size)]
+        except (CNNCompareError, RuntimeError):
+            return []
+
+    return [dict(b) for b in COUNTS.get((name, size, "blocks"), count, size=lambda v: 512 * (len(v) + 1))]
+
+
 def _now() -> str:
     return time.strftime("%H:%M:%S", time.gmtime())
 
@@ -413,8 +430,10 @@ def profile(
     info = catalog.get(spec.name)
     size = size or info.default_size
     models.check_input_size(spec.name, size)
-    meta = models.build(spec, device="meta") if model is None else model
-    params, trainable = models.count_params(meta)
+    if model is None:  # counted once per architecture, not built again for every visitor who asks
+        params, trainable = COUNTS.get((_spec_key(spec), "params"), lambda: _params(spec))
+    else:
+        params, trainable = models.count_params(model)
     macs, act, weights = _counts(spec, size)
     timing = _Timing(batch=batch or default_batch(dev), threads=torch.get_num_threads())
     measured_at, shared = None, False
@@ -440,7 +459,7 @@ def profile(
         trainable_params=trainable,
         macs=macs,
         flops=2 * macs,
-        size_mb=(weights if model is None else weights_bytes(meta)) / 2**20,
+        size_mb=(weights if model is None else weights_bytes(model)) / 2**20,
         activation_mb=act / 2**20,
         latency_ms=timing.latency,
         throughput_ips=timing.ips,

@@ -27,6 +27,7 @@ from torch import nn
 from . import models
 from .errors import CNNCompareError, first_line
 from .loop import seed_everything
+from .serving import kept
 from .settings import ModelEntry, TrainSettings, build
 
 __all__ = [
@@ -350,7 +351,13 @@ def folder_bytes(path: str | Path) -> int:
 def saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
     """About the bytes a run's folder will keep: its weights (only the trained part and the buffers when the frozen
     part can be rebuilt: random from the seed, or downloaded ImageNet weights; all of them otherwise). Counted on
-    the meta device."""
+    the meta device, once per kind of run (what it keeps depends only on whether a weights file is given)."""
+    kind = dataclasses.replace(entry, weights_file="given" if entry.weights_file else None)
+    return _saved_bytes(kind, n_classes, size)
+
+
+@kept(512, key=lambda entry, n_classes, size: (repr(entry), n_classes, size))
+def _saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
     model = models.build_frozen(entry, n_classes, size, device="meta")
     params = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)

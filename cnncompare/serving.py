@@ -18,6 +18,7 @@ declares interactive work, so there nothing ever pauses. Nothing here imports to
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections import OrderedDict, deque
@@ -262,6 +263,25 @@ class BoundedCache:
 
 
 # --------------------------------------------------------------------------- dynamic batching
+
+
+def kept(max_items: int = 256, key: Callable[..., Hashable] | None = None) -> Callable[[Callable], Callable]:
+    """Decorator: a pure function's results kept by its arguments (hashable, or what `key(*args)` makes of them), at
+    most `max_items`, least recently used first; thirty callers asking the same thing at once compute it once
+    (`functools.lru_cache` would compute it thirty times, then keep one). An exception reaches each caller and is
+    not kept."""
+
+    def wrap(fn: Callable) -> Callable:
+        cache = BoundedCache(max_items, size=lambda v: 1)
+
+        @functools.wraps(fn)
+        def inner(*args):
+            return cache.get(key(*args) if key else args, lambda: fn(*args))
+
+        inner.cache = cache
+        return inner
+
+    return wrap
 
 
 @dataclass(eq=False)

@@ -102,10 +102,14 @@ def test_the_same_count_prediction_and_run_are_served_from_memory(app, tmp_path)
     client = _client(app)
     key = "W" * 10 + "-serving-shared-key"
     # counting: the second identical count is kept; another size is counted
-    hits = profiling.COUNTS.hits
-    client.predict(["vgg11"], 112, False, key, api_name="/profile")
-    client.predict(["vgg11"], 112, False, key, api_name="/profile")
+    from cnncompare.ui import figures
+
+    hits, figure_hits = profiling.COUNTS.hits, figures.FIGURES.hits
+    one = client.predict(["vgg11"], 112, False, key, api_name="/profile")
+    two = client.predict(["vgg11"], 112, False, key, api_name="/profile")
     assert profiling.COUNTS.hits > hits
+    # its figures too: built once, the second answer is the very same plots
+    assert figures.FIGURES.hits >= figure_hits + 3 and one[2:] == two[2:]
     misses = profiling.COUNTS.misses
     client.predict(["vgg11"], 128, False, key, api_name="/profile")
     assert profiling.COUNTS.misses > misses
@@ -209,3 +213,20 @@ def test_the_response_cache_is_bounded_and_computes_once():
     cache.get("b", lambda: "B")
     cache.get("c", lambda: "C")  # 120 bytes: the least recently used goes
     assert n == [1] and "a" not in cache and len(cache) == 2
+
+
+def test_live_curves_are_sent_again_only_when_an_epoch_ended():
+    import gradio as gr
+
+    from cnncompare import training
+    from cnncompare.ui.results import View
+
+    view = View(["resnet18@head"], "session-curves")
+    first = view.curves(changed_only=True)
+    assert first is not None and not isinstance(first, type(gr.skip()))
+    assert isinstance(view.curves(changed_only=True), type(gr.skip()))  # nothing new: not sent again
+    epoch = training.Event("epoch", "resnet18", epoch=1, epochs=2, loss=2.0, val_top1=20.0, label="resnet18@head")
+    view.event(epoch)
+    again = view.curves(changed_only=True)
+    assert not isinstance(again, type(gr.skip())) and again.plot != first.plot
+    assert view.curves().plot == again.plot  # a full page always carries them

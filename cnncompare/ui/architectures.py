@@ -13,6 +13,7 @@ from ..errors import CNNCompareError
 from ..models import catalog
 from .common import MEASURING, SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
 from .fairqueue import queued as fair_queued
+from .figures import figure
 from .gpu import gpu
 
 # Short headers (one word each, never broken on a projector); their units are in UNITS_LINE under the table.
@@ -161,13 +162,6 @@ def _model_notes(names: list[str]) -> list[str]:
     return out
 
 
-def _stage_blocks(name: str, size: int) -> list[dict]:
-    try:
-        return [b.to_dict() for b in models.blocks(models.build(name, device="meta"), size)]
-    except (CNNCompareError, RuntimeError):
-        return []
-
-
 def _note(
     n_done: int,
     n_total: int,
@@ -247,7 +241,11 @@ def _figures(profiles: list[profiling.Profile], stage_blocks: dict[str, list[dic
         for p in profiles
     ]
     device = profiles[0].device if profiles and measured else ""
-    return plots.accuracy_vs_macs(rows), plots.latency_bars(rows, device), plots.params_per_stage(stage_blocks)
+    return (
+        figure(plots.accuracy_vs_macs, rows),
+        figure(plots.latency_bars, rows, device),
+        figure(plots.params_per_stage, stage_blocks),
+    )
 
 
 @gpu(duration=120)
@@ -293,7 +291,7 @@ def profile_models(
             p = profiling.profile(name, size, latency=measure, budget_s=LATENCY_BUDGET_S)
             profiles.append(p)
             rows.append(_profile_row(p))
-            stage_blocks[p.name] = _stage_blocks(p.name, p.input_size)
+            stage_blocks[p.name] = profiling.stage_blocks(p.name, p.input_size)
         except Exception as err:  # one model's problem must not hide the others
             text = message(err)
             errors.append(f"{name}: {text}" if name not in text else text)
@@ -406,7 +404,7 @@ def ranking_view(table) -> tuple:
             macs, lat, params = _float(r.get("MACs")), _float(r.get("latency")), _float(r.get("params"))
             if r.get("model") and macs:
                 rows.append(dict(name=r["model"], macs=macs * 1e9, latency_p50=lat, params=(params or 0) * 1e6))
-    return plots.ranking(rows), plots.ranking_note(rows)
+    return figure(plots.ranking, rows), plots.ranking_note(rows)
 
 
 def _float(x) -> float | None:

@@ -30,6 +30,7 @@ from .results import View, blank_outputs, status_only
 __all__ = ["finetune", "train", "final_page", "write_downloads", "YIELD_EVERY_S"]
 
 YIELD_EVERY_S = 1.0
+FOLLOWER_SLOWER = 3  # a follower's page every 3 s
 
 
 ZIP_WEIGHTS_MB = 100.0  # a comparison's weights up to this go in its zip; larger ones are taken home one run at a time
@@ -241,6 +242,9 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
         if note := eviction_note(ctx, c, visitor):  # said before the runs take the disk
             view.log.append(warn_md(note))
         last_yield = 0.0
+        # A follower's page (a run identical to one in progress, `watch` lane) is redrawn less often: thirty of
+        # them redrawn every second cost the server more than the run they watch.
+        every = YIELD_EVERY_S * (FOLLOWER_SLOWER if job.ticket is not None and job.ticket.lane == "watch" else 1)
         out_dir = visitors.visitor_dir(ctx, visitor, create=True)  # this visitor's own folder
         job.stream = compare.run_plan(
             c.plan, ds, out_dir=out_dir, should_stop=handle.stop.is_set, owner=visitor.id, share=job.share
@@ -249,7 +253,7 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
             if view.event(ev):
                 yield view.outputs(full=True)
                 last_yield = time.monotonic()
-            elif ev.kind == "pause" or time.monotonic() - last_yield >= YIELD_EVERY_S:  # a pause is said at once
+            elif ev.kind == "pause" or time.monotonic() - last_yield >= every:  # a pause is said at once
                 last_yield = time.monotonic()
                 yield view.outputs(full=False)
         job.stream = None  # all runs are over: nothing left to finish if the page goes away now

@@ -15,6 +15,7 @@ import pandas as pd
 from .. import compare, plots, training
 from ..estimate import duration_text
 from .common import for_the_page, rounded, styled, warn_md
+from .figures import figure
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -144,6 +145,7 @@ class View:
         self.histories: dict[str, list[dict]] = {label: [] for label in labels}
         self.results: list[training.RunResult] = []
         self.files: list[str] | None = None
+        self._curves_sent: tuple | None = None  # the curves' content last sent to the page
         self._infos: set[str] = set()  # info messages shown, so a warning repeating one is not shown twice
 
     def position(self, label: str) -> tuple[int, int]:
@@ -156,9 +158,16 @@ class View:
         parts = [self.headline] + [f"- {line}" for line in lines]
         return "\n".join(p for p in parts if p)
 
-    def curves(self):
+    def curves(self, changed_only: bool = False):
+        """The loss and accuracy curves (built once per content for everyone, `figures.figure`); with
+        `changed_only`, `gr.skip()` when no epoch ended since they were last sent (they change once per epoch,
+        the status every second)."""
+        drawn = tuple((label, len(h)) for label, h in self.histories.items())
+        if changed_only and drawn == self._curves_sent:
+            return gr.skip()
+        self._curves_sent = drawn
         series = [{"label": label, "history": h} for label, h in self.histories.items()]
-        return plots.live_curves(series)
+        return figure(plots.live_curves, series)
 
     def event(self, ev: training.Event) -> bool:
         """Take one engine event in; True when the page should be redrawn in full (a run ended)."""
@@ -222,7 +231,7 @@ class View:
     def outputs(self, full: bool):
         status, bar = self.status(), progress_html(self.fraction, self.bar_text, failed=self.bar_text == "failed")
         if not full:
-            return status, bar, self.curves(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return status, bar, self.curves(changed_only=True), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         NOTES.put(self.session, results_notes(self.results))
         items = [
             {"label": r.label, "classes": r.classes, "confusion": r.confusion, "val_top1": r.val_top1}
@@ -243,10 +252,10 @@ class View:
             bar,
             self.curves(),
             results_table(self.results),
-            plots.confusion_figure(items),
-            plots.freeze_sweep(sweep)
+            figure(plots.confusion_figure, items),
+            figure(plots.freeze_sweep, sweep)
             if (sweep := compare.freeze_sweep_rows(self.results))
-            else plots.accuracy_vs_latency(points),
+            else figure(plots.accuracy_vs_latency, points),
             self.files,
         )
 
@@ -281,10 +290,10 @@ def blank_outputs(status: str):
     return (
         status,
         progress_html(0.0),
-        plots.live_curves([]),
+        figure(plots.live_curves, []),
         pd.DataFrame(columns=RESULT_COLUMNS),
-        plots.confusion_figure([]),
-        plots.accuracy_vs_latency([]),
+        figure(plots.confusion_figure, []),
+        figure(plots.accuracy_vs_latency, []),
         None,
     )
 
