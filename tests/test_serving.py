@@ -230,3 +230,27 @@ def test_live_curves_are_sent_again_only_when_an_epoch_ended():
     again = view.curves(changed_only=True)
     assert not isinstance(again, type(gr.skip())) and again.plot != first.plot
     assert view.curves().plot == again.plot  # a full page always carries them
+
+
+def test_visitors_getting_the_same_heat_map_at_once_each_get_a_whole_file_of_their_own(app):
+    """gradio rewrites an image it is handed at a path made from the image's bytes: the same heat map sent to many
+    visitors at once could be read half-written. Each answer carries its own file."""
+    got: dict[int, list] = {}
+
+    def visit(i: int) -> None:
+        out = _client(app).predict(
+            handle_file(str(EXAMPLES[0])), ["resnet18"], [], False, f"heat-{i:02d}-" + "h" * 20, api_name="/predict"
+        )
+        images = [item["image"] if isinstance(item, dict) else item[0] for item in out[2]]
+        got[i] = [image["path"] if isinstance(image, dict) else image for image in images]
+
+    threads = [threading.Thread(target=visit, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(got) == list(range(6))
+    files = [Path(paths[0]) for paths in got.values()]
+    assert len({f.name for f in files}) == 6  # a file of each visitor's own
+    contents = {f.read_bytes() for f in files}
+    assert len(contents) == 1 and len(next(iter(contents))) > 100  # the same whole picture for everyone

@@ -31,7 +31,7 @@ log = logging.getLogger("cnncompare.ui")
 
 # Lanes of the fair queue and their slots (jobs at once): one training uses the machine at a time; blocks: quick
 # jobs (counting on the meta device, listing runs); files: reading and writing a visitor's weights files.
-LANES = {"train": 1, "watch": 256, "estimate": 1, "profile": 2, "predict": 2, "blocks": 4, "gallery": 2, "files": 1}
+LANES = {"train": 1, "watch": 256, "estimate": 1, "profile": 2, "predict": 4, "blocks": 4, "gallery": 2, "files": 1}
 MEASURING = ("profile", "estimate")  # lanes whose work times itself: it takes the cores alone (`Gate.quiet`)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -110,6 +111,23 @@ def _predict(model_key: tuple, digest: str, model, img, size, classes) -> infere
     return PREDICTIONS.get((digest, model_key), lambda: BATCHER.submit(model_key, (model, img, size, classes))[0])
 
 
+# A heat map is sent as a file of this request's own, under a name no other request uses (the encoded image is kept
+# by content, like the prediction): gradio stores an image it is handed by the hash of its bytes and rewrites that
+# file every time, so two visitors getting the same picture at once could be served it half-written.
+HEAT_MAPS = BoundedCache(64 * 2**20, size=len)
+
+
+def _heat_map_file(key: tuple, digest: str, img, cam, folder: Path, n: int) -> str:
+    def encode() -> bytes:
+        buf = io.BytesIO()
+        inference.overlay(img, cam).save(buf, "WEBP", quality=90)
+        return buf.getvalue()
+
+    path = folder / f"heat-map-{n}-{folder.name[:12]}.webp"
+    path.write_bytes(HEAT_MAPS.get((digest, key), encode))
+    return str(path)
+
+
 def _empty():
     return pd.DataFrame(columns=["rank"]), [], []
 
@@ -134,6 +152,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         return (warn_md(text), *_empty())
     columns: dict[str, list[str]] = {}
     gallery, details, errors = [], [], []
+    folder = None  # this request's own folder for its heat maps (made when the first one is ready)
     notes: dict[str, list[str]] = {}  # note -> models it applies to (one line for all random-weight models)
     jobs = [("model", n) for n in names] + [("run", n) for n in run_names]
     for kind, name in jobs:
@@ -164,7 +183,9 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         if pred.cam is not None:
             top_label, top_p = pred.top[0]
             grid = f", from a {pred.cam_grid[0]}×{pred.cam_grid[1]} map" if pred.cam_grid else ""
-            gallery.append((inference.overlay(img, pred.cam), f"{label}: {top_label} ({100 * top_p:.1f} %){grid}"))
+            folder = folder or visitors.downloads_dir()
+            heat = _heat_map_file(key, digest, img, pred.cam, folder, len(gallery))
+            gallery.append((heat, f"{label}: {top_label} ({100 * top_p:.1f} %){grid}"))
         details.append(
             dict(
                 model=label,
