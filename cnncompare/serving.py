@@ -78,16 +78,23 @@ class Gate:
                 self._cond.notify_all()
 
     @contextlib.contextmanager
-    def quiet(self) -> Iterator[None]:
+    def quiet(self, polite_s: float = 0.0) -> Iterator[None]:
         """A measurement that needs the machine to itself (a synchronous call, in one thread): it waits until no
         training step is in flight and no interactive work computes (trainings pause for it, new interactive
-        work waits), then holds the cores. Work that measures must not hold `working()` meanwhile."""
+        work waits), then holds the cores. Work that measures must not hold `working()` meanwhile.
+
+        `polite_s`: first wait up to that long for a moment with no interactive request at all, without holding
+        new ones back (a measurement nobody is waiting for, such as a finished run's latency, must not make a
+        class's predictions queue behind it); only then ask for the cores as above."""
         me = threading.get_ident()
         with self._cond:
             nested = self._quiet_owner == me
         if nested:  # already quiet: a measurement inside a measurement
             yield
             return
+        if polite_s > 0:
+            with self._cond:
+                self._cond.wait_for(lambda: self.demand == 0 and not self._busy, timeout=polite_s)
         with self._cond:
             self._quiet_waiting += 1
             self.demand += 1

@@ -173,6 +173,38 @@ def test_a_quiet_moment_waits_for_steps_and_work_and_holds_new_work_back():
     assert order == ["quiet"] and _overlaps(gate.intervals, "quiet", "step") == [] and gate.pauses >= 1
 
 
+def test_a_polite_measurement_lets_new_requests_through_while_it_waits():
+    """A finished run's latency (nobody waits for it) waits for a moment without requests; a request arriving
+    meanwhile is not held back behind it, as it would be behind a visitor's own latency measurement."""
+    gate = Gate()
+    order = []
+    release = threading.Event()
+
+    def request(name: str, hold: threading.Event | None = None):
+        with gate.interactive(), gate.working():
+            order.append(name)
+            if hold is not None:
+                hold.wait(5)
+
+    first = threading.Thread(target=request, args=("first", release))
+    first.start()
+    time.sleep(0.05)
+
+    def measure():
+        with gate.quiet(polite_s=5.0):
+            order.append("quiet")
+
+    m = threading.Thread(target=measure)
+    m.start()
+    time.sleep(0.05)
+    request("second")  # not held back by the waiting measurement
+    assert order == ["first", "second"]
+    release.set()
+    first.join()
+    m.join(5)
+    assert order == ["first", "second", "quiet"]
+
+
 def test_a_training_under_a_constant_crowd_still_gets_a_share():
     gate = Gate(max_pause_s=0.3, burst_s=0.1)
     turn = gate.turn()
