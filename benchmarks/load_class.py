@@ -39,7 +39,7 @@ for key, value in dict(
 
 from benchmarks._results import markdown_table, report  # noqa: E402
 from benchmarks.load_test import Tally, pct, peak_rss_mb, serve  # noqa: E402
-from tests.support import TINY_FORM, raw_call  # noqa: E402
+from tests.support import BIG_PTH, TINY_FORM, raw_call  # noqa: E402
 
 CLASSIC_FOUR = ["alexnet", "vgg16", "googlenet", "resnet50"]
 
@@ -227,18 +227,6 @@ def scenario_preset(url: str, students: int, work: Path, server) -> tuple[list[l
 
 
 # --------------------------------------------------------------------------- hostile
-
-BIG_PTH = """
-import sys, zipfile, torch, timm
-sd = timm.create_model("resnet18").state_dict()
-sd["aux1.big"] = torch.zeros(2**28)
-torch.save(sd, sys.argv[1] + ".raw")
-with zipfile.ZipFile(sys.argv[1] + ".raw") as src, zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as dst:
-    for info in src.infolist():
-        with src.open(info) as r, dst.open(info.filename, "w", force_zip64=True) as w:
-            while chunk := r.read(2**24):
-                w.write(chunk)
-"""
 
 
 def scenario_hostile(url: str, honest_n: int, work: Path, server) -> tuple[list[list], list[str]]:

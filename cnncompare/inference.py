@@ -217,13 +217,7 @@ def predict(
     Raises:
         CNNCompareError: an unreadable image, an input size the model cannot take, top_k < 1.
     """
-    if top_k < 1:
-        raise CNNCompareError(f"Ask for at least one class (top_k={top_k}).")
-    card = model.cnncompare
-    fit = fit or ("squash" if classes else "crop")
-    size = size or card.info.default_size
-    models.check_input_size(card.spec.name, size)
-    device = next(model.parameters()).device
+    card, size, fit, device = _setup(model, size, classes, top_k, fit)
     x = preprocess(load_image(image), model, size, fit).to(device)
     model.eval()
     with torch.inference_mode():
@@ -233,9 +227,7 @@ def predict(
         logits = model(x)
         runtime.sync(device)
         elapsed = (time.perf_counter() - t0) * 1e3
-    labels = classes or (
-        imagenet_labels() if logits.shape[1] == 1000 else [f"class {i}" for i in range(logits.shape[1])]
-    )
+    labels = _labels(classes, logits.shape[1])
     probs = logits.float().softmax(1)[0]
     k = min(top_k, probs.numel())
     values, idx = probs.topk(k)
@@ -250,6 +242,21 @@ def predict(
         except NoSpatialMap:  # e.g. a vision transformer: its top-5 still stands
             note = "; ".join(p for p in (note, NO_HEAT_MAP) if p)
     return Prediction(card.spec.name, top, elapsed, heat, note)
+
+
+def _setup(model: nn.Module, size: int | None, classes, top_k: int, fit: str | None):
+    """(card, input size, fit, device) of a prediction, checked: `predict` and `predict_batch` alike."""
+    if top_k < 1:
+        raise CNNCompareError(f"Ask for at least one class (top_k={top_k}).")
+    card = model.cnncompare
+    size = size or card.info.default_size
+    models.check_input_size(card.spec.name, size)
+    return card, size, fit or ("squash" if classes else "crop"), next(model.parameters()).device
+
+
+def _labels(classes: list[str] | None, n: int) -> list[str]:
+    """A fine-tuned run's classes, else ImageNet's for a 1000-way head, else numbered classes."""
+    return list(classes) if classes else (imagenet_labels() if n == 1000 else [f"class {i}" for i in range(n)])
 
 
 def predict_batch(
@@ -270,13 +277,7 @@ def predict_batch(
     Raises:
         CNNCompareError: as `predict`, for the first image that cannot be read.
     """
-    if top_k < 1:
-        raise CNNCompareError(f"Ask for at least one class (top_k={top_k}).")
-    card = model.cnncompare
-    fit = fit or ("squash" if classes else "crop")
-    size = size or card.info.default_size
-    models.check_input_size(card.spec.name, size)
-    device = next(model.parameters()).device
+    card, size, fit, device = _setup(model, size, classes, top_k, fit)
     x = torch.cat([preprocess(load_image(im), model, size, fit) for im in images]).to(device)
     model.eval()
     runtime.sync(device)
@@ -295,9 +296,7 @@ def predict_batch(
             logits = model.forward_head(feats)
     runtime.sync(device)
     per_image = (time.perf_counter() - t0) * 1e3 / len(images)
-    labels = classes or (
-        imagenet_labels() if logits.shape[1] == 1000 else [f"class {i}" for i in range(logits.shape[1])]
-    )
+    labels = _labels(classes, logits.shape[1])
     probs = logits.detach().float().softmax(1)
     k = min(top_k, probs.shape[1])
     values, idx = probs.topk(k, dim=1)

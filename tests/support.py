@@ -91,3 +91,18 @@ def peak_rss_mb() -> float:
 def reset_peak_rss() -> None:
     """Start counting the peak afresh (Linux: writing 5 to /proc/self/clear_refs)."""
     Path("/proc/self/clear_refs").write_text("5")
+
+
+# A resnet18 .pth of about 1 MB whose deflated members unpack to over 1 GB (issue 15's weights row), written by
+# `python -c BIG_PTH PATH` in a subprocess: the test and benchmarks/load_class.py send the same file.
+BIG_PTH = """
+import sys, zipfile, torch, timm
+sd = timm.create_model("resnet18").state_dict()
+sd["aux1.big"] = torch.zeros(2**28)  # 1 GB of zeros, under a name a weights file may carry
+torch.save(sd, sys.argv[1] + ".raw")
+with zipfile.ZipFile(sys.argv[1] + ".raw") as src, zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as dst:
+    for info in src.infolist():
+        with src.open(info) as r, dst.open(info.filename, "w", force_zip64=True) as w:
+            while chunk := r.read(2**24):
+                w.write(chunk)
+"""

@@ -19,7 +19,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from tests.support import TINY_FORM, peak_rss_mb, raw_call, reset_peak_rss  # noqa: E402
+from tests.support import BIG_PTH, TINY_FORM, peak_rss_mb, raw_call, reset_peak_rss  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAR = ROOT / "assets" / "examples" / "star.jpg"
@@ -61,18 +61,6 @@ def test_the_cli_refuses_the_same_run_with_a_sentence_instead_of_being_killed(tm
 
 
 # --------------------------------------------------------------------------- weights files
-
-BIG_PTH = """
-import sys, zipfile, torch, timm
-sd = timm.create_model("resnet18").state_dict()
-sd["aux1.big"] = torch.zeros(2**28)  # 1 GB of zeros, under a name a weights file may carry
-torch.save(sd, sys.argv[1] + ".raw")
-with zipfile.ZipFile(sys.argv[1] + ".raw") as src, zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as dst:
-    for info in src.infolist():
-        with src.open(info) as r, dst.open(info.filename, "w", force_zip64=True) as w:
-            while chunk := r.read(2**24):
-                w.write(chunk)
-"""
 
 
 @pytest.fixture(scope="module")

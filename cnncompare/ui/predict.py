@@ -111,9 +111,10 @@ def _predict(model_key: tuple, digest: str, model, img, size, classes) -> infere
     return PREDICTIONS.get((digest, model_key), lambda: BATCHER.submit(model_key, (model, img, size, classes))[0])
 
 
-# A heat map is sent as a file of this request's own, under a name no other request uses (the encoded image is kept
+# A heat map is sent as a file of the visitor's own, under a name no other visitor uses (the encoded image is kept
 # by content, like the prediction): gradio stores an image it is handed by the hash of its bytes and rewrites that
-# file every time, so two visitors getting the same picture at once could be served it half-written.
+# file every time, so two visitors getting the same picture at once could be served it half-written. A visitor's
+# next prediction overwrites their files (one prediction of theirs runs at a time), so repeating one adds nothing.
 HEAT_MAPS = BoundedCache(64 * 2**20, size=len)
 
 
@@ -123,7 +124,7 @@ def _heat_map_file(key: tuple, digest: str, img, cam, folder: Path, n: int) -> s
         inference.overlay(img, cam).save(buf, "WEBP", quality=90)
         return buf.getvalue()
 
-    path = folder / f"heat-map-{n}-{folder.name[:12]}.webp"
+    path = folder / f"heat-map-{n}-{folder.name[5:17]}.webp"
     path.write_bytes(HEAT_MAPS.get((digest, key), encode))
     return str(path)
 
@@ -152,7 +153,6 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         return (warn_md(text), *_empty())
     columns: dict[str, list[str]] = {}
     gallery, details, errors = [], [], []
-    folder = None  # this request's own folder for its heat maps (made when the first one is ready)
     notes: dict[str, list[str]] = {}  # note -> models it applies to (one line for all random-weight models)
     jobs = [("model", n) for n in names] + [("run", n) for n in run_names]
     for kind, name in jobs:
@@ -183,8 +183,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         if pred.cam is not None:
             top_label, top_p = pred.top[0]
             grid = f", from a {pred.cam_grid[0]}×{pred.cam_grid[1]} map" if pred.cam_grid else ""
-            folder = folder or visitors.downloads_dir()
-            heat = _heat_map_file(key, digest, img, pred.cam, folder, len(gallery))
+            heat = _heat_map_file(key, digest, img, pred.cam, visitors.heat_maps_dir(visitor), len(gallery))
             gallery.append((heat, f"{label}: {top_label} ({100 * top_p:.1f} %){grid}"))
         details.append(
             dict(

@@ -356,6 +356,16 @@ def downloads_dir() -> Path:
     return path
 
 
+def heat_maps_dir(visitor: Visitor) -> Path:
+    """The visitor's own folder for the heat maps of their latest prediction (overwritten by the next one: a
+    visitor predicts one request at a time), under the downloads and removed with them when unused an hour."""
+    path = _downloads_root() / ("heat-" + hashlib.sha256(visitor.id.encode()).hexdigest()[:16])
+    if not path.is_dir():
+        clean_downloads()
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def clean_downloads(keep_s: float = DOWNLOADS_KEEP_S) -> int:
     """Remove download folders older than `keep_s`; returns how many."""
     root = _downloads_root()
