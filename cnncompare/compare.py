@@ -20,7 +20,7 @@ import os
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -32,7 +32,6 @@ from .models import catalog
 from .runs import RunStore, run_label
 from .runs import json_safe as _json_safe
 from .settings import FreezePolicy, ModelEntry, TrainSettings, coerce, settings_of
-from .sharing import Share
 
 __all__ = [
     "Entry",
@@ -278,13 +277,13 @@ def run_plan(
     out_dir: str | Path | None = None,
     should_stop: Callable[[], bool] | None = None,
     owner: str | None = None,
-    share: Share | None = None,
+    share: Any = None,  # a server.sharing.Share (the server's layer; the engine only calls it)
 ) -> Iterator[training.Event]:
     """Events of every run in turn, each labelled; each run ends with an "end" event carrying its RunResult.
 
     Decoded images are shared by the runs and released when the comparison ends. `owner` is recorded in each
     run folder (who made it, on a shared server). With `share`, a run identical to one this server finished or
-    is running is copied or followed instead of computed again (`sharing.SharedRuns`).
+    is running is copied or followed instead of computed again (`server.sharing.SharedRuns`).
     """
     should_stop = should_stop or (lambda: False)
     try:
@@ -298,7 +297,7 @@ def run_plan(
         placement.release_data()
 
 
-def _published(events: Iterator[training.Event], share: Share | None, key: str | None) -> Iterator[training.Event]:
+def _published(events: Iterator[training.Event], share: Any, key: str | None) -> Iterator[training.Event]:
     """A computed run's events, passed on to the visitors who follow the same run (when it is shared)."""
     if key is None:
         yield from events

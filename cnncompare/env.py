@@ -111,8 +111,33 @@ class Env:
     data_cap_mb: float = env_setting(
         8192.0, "CNNCOMPARE_DATA_CAP_MB", "disk for unpacked uploads; the least recently used go first"
     )
+    downloads_cap_mb: float = env_setting(
+        4096.0,
+        "CNNCOMPARE_DOWNLOADS_CAP_MB",
+        "disk for all visitors' downloads (exports, zips, heat maps), kept an hour",
+    )
     code_attempts: int = env_setting(
-        10, "CNNCOMPARE_CODE_ATTEMPTS", "unknown workspace codes one address may try in 10 minutes"
+        10,
+        "CNNCOMPARE_CODE_ATTEMPTS",
+        "unknown workspace codes one visitor may try in 10 minutes (one address: 10 times as many; members keep "
+        "working)",
+    )
+    trusted_proxies: str = env_setting(
+        "",
+        "CNNCOMPARE_TRUSTED_PROXIES",
+        "addresses (or networks, e.g. 10.0.0.0/8) of the reverse proxies whose X-Forwarded-For is believed; comma "
+        "separated (none: the connection's own address counts)",
+        shown="none",
+    )
+    train_per_address: int = env_setting(
+        3, "CNNCOMPARE_TRAIN_PER_ADDRESS", "places one address may hold in the training line, whatever its keys"
+    )
+    max_sessions: int = env_setting(
+        100,
+        "CNNCOMPARE_MAX_SESSIONS",
+        "browser sessions whose page state the server keeps (gradio's state_session_capacity, about 0.4 MB each) "
+        "and whose unread answers it holds; the least recently active go first (the app keeps nothing a page needs "
+        "there: a returning page works as before)",
     )
     max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
     queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")
@@ -139,6 +164,8 @@ class Env:
             names = f.metadata["env"]
             if f.type in (bool, "bool"):
                 values[f.name] = _env_flag(*names) if any(os.environ.get(n) for n in names) else f.default
+            elif f.type in (str, "str"):
+                values[f.name] = os.environ.get(names[0], "").strip()[:2000] or f.default
             elif f.type in (Path, "Path"):
                 raw = os.environ.get(names[0], "").strip()
                 values[f.name] = Path(raw).expanduser() if raw else f.default

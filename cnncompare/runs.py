@@ -358,7 +358,8 @@ def saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
 
 @kept(512, key=lambda entry, n_classes, size: (repr(entry), n_classes, size))
 def _saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
-    model = models.build_frozen(entry, n_classes, size, device="meta")
+    shapes = dataclasses.replace(entry, weights_file=None, pretrained=False)  # the same tensors, nothing read
+    model = models.build_frozen(shapes, n_classes, size, device="meta")
     params = sum(p.numel() for p in model.parameters())
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     buffers = sum(b.numel() for b in model.buffers())

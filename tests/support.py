@@ -49,7 +49,14 @@ def playwright_or_skip():
     return pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 
-def raw_call(url: str, api_name: str, data: list, session_hash: str | None = "raw-test-session", timeout: float = 120):
+def raw_call(
+    url: str,
+    api_name: str,
+    data: list,
+    session_hash: str | None = "raw-test-session",
+    timeout: float = 120,
+    headers: dict | None = None,
+):
     """Call an endpoint the way a script would, without gradio_client: join gradio's queue over HTTP with any
     JSON payload (what the page would never send), then read the answer from the event stream.
 
@@ -65,7 +72,7 @@ def raw_call(url: str, api_name: str, data: list, session_hash: str | None = "ra
     config = httpx.get(url + "config", timeout=30).json()
     fn_index = next(d["id"] for d in config["dependencies"] if d.get("api_name") == api_name)
     body = {"data": data, "fn_index": fn_index, "session_hash": session_hash, "event_data": None, "trigger_id": None}
-    joined = httpx.post(url + "gradio_api/queue/join", json=body, timeout=30)
+    joined = httpx.post(url + "gradio_api/queue/join", json=body, timeout=30, headers=headers)
     joined.raise_for_status()
     with httpx.stream(
         "GET", url + "gradio_api/queue/data", params={"session_hash": session_hash}, timeout=timeout

@@ -41,7 +41,7 @@ def client(app):
 
 def runs_of(app, client: Client) -> Path:
     """The runs folder of a client that sends no visitor key: one visitor per gradio session."""
-    from cnncompare.ui.visitors import folder_id
+    from cnncompare.server.visitors import folder_id
 
     return app.runs / "visitors" / folder_id(f"session:{client.session_hash}")
 

@@ -22,8 +22,8 @@ def gallery_app(tmp_path_factory):
     from conftest import free_port
 
     from cnncompare import gallery as engine
+    from cnncompare.server import visitors
     from cnncompare.ui import gallery as gui
-    from cnncompare.ui import visitors
     from cnncompare.ui.common import Context
 
     ctx = Context.from_env(tmp_path_factory.mktemp("runs"))

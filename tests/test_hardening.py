@@ -184,9 +184,9 @@ def test_workspace_codes_are_made_by_the_server_and_guessing_is_limited(app):
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(guess, range(60)))
         refused = sum("Too many wrong workspace codes" in a.get("error", "") for a in answers)
-        assert refused >= 60 - ctx.env.code_attempts
-        blocked = client.predict({"key": KEY_B, "code": code}, api_name="/runs")
-        assert "Too many wrong workspace codes" in blocked["error"]  # even the right code, for a while, from there
+        assert refused >= 60 - ctx.env.code_attempts  # one key: stopped after its share of guesses
+        member = client.predict({"key": KEY_B, "code": code}, api_name="/runs")
+        assert "error" not in member  # the right code still works: members are never locked out by a guesser
     finally:
         ctx.workspaces._failures.clear()  # the other tests come from the same address
 

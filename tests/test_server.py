@@ -21,8 +21,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from cnncompare import runs  # noqa: E402
-from cnncompare.ui import visitors  # noqa: E402
-from cnncompare.ui.fairqueue import FairQueue, Refused  # noqa: E402
+from cnncompare.server import ledger, visitors  # noqa: E402
+from cnncompare.server.fairqueue import FairQueue, Refused  # noqa: E402
 from tests.support import TINY_FORM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,7 +375,7 @@ def test_pruning_at_start_removes_leftovers_and_expired_runs(tmp_path):
 
     os.utime(old / "config.json", (stamp, stamp))
     (ctx.runs_root / "half-written.json.tmp").write_text("x")
-    visitors.at_start(ctx)
+    ledger.at_start(ctx)
     assert not old.exists() and not (ctx.runs_root / "half-written.json.tmp").exists()
 
 
@@ -420,7 +420,7 @@ def test_shared_examples_are_offered_read_only(tmp_path):
     assert visitors.find_run(ctx, anyone, "shared:20260101-120000-resnet18").path == example
     # pruning never touches them: only visitors/ is pruned
     ctx_off = Context.from_env(tmp_path, dataclasses.replace(Env.read(), runs_cap_mb=1e-9, run_expiry_h=1e-9))
-    visitors.prune_all(ctx_off)
+    ledger.prune_all(ctx_off)
     assert example.is_dir()
     assert visitors.visible_runs(ctx_off, anyone) == ([], [])
 

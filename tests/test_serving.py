@@ -76,7 +76,7 @@ def test_a_training_pauses_for_predictions_and_ends_as_if_alone(app, tmp_path):
     [alone] = compare.run_comparison(plan, ds)
     row = dict(zip(table["headers"], table["data"][0]))
     assert row["top-1 %"] == round(alone.val_top1, 1)
-    from cnncompare.ui.visitors import folder_id
+    from cnncompare.server.visitors import folder_id
 
     [served] = list((app.runs / "visitors" / folder_id(key)).glob("*/metrics.csv"))
     losses = [line.split(",")[1] for line in served.read_text().splitlines()[1:]]

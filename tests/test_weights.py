@@ -142,7 +142,7 @@ def weights_app(tmp_path_factory):
     import gradio as gr
     from conftest import free_port
 
-    from cnncompare.ui import visitors
+    from cnncompare.server import visitors
     from cnncompare.ui import weights as wui
     from cnncompare.ui.common import Context
 
@@ -164,7 +164,7 @@ def weights_app(tmp_path_factory):
 def test_an_upload_is_checked_stored_for_its_visitor_only_and_used_by_the_builder(weights_app, tmp_path):
     from gradio_client import Client, handle_file
 
-    from cnncompare.ui import visitors
+    from cnncompare.server import visitors
     from cnncompare.ui import weights as wui
 
     ctx, url = weights_app
@@ -213,7 +213,7 @@ def test_an_upload_is_checked_stored_for_its_visitor_only_and_used_by_the_builde
 
 
 def test_a_file_with_another_classifier_is_kept_for_fine_tuning_only(weights_app, tmp_path):
-    from cnncompare.ui import visitors
+    from cnncompare.server import visitors
     from cnncompare.ui import weights as wui
     from cnncompare.ui.uploads import upload_folder
 

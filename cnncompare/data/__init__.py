@@ -46,6 +46,7 @@ from .sources import (
     planned_size,
     prune_unpacked,
     source_identity,
+    unpack_bytes,
 )
 from .zipsafe import MAX_MEMBERS, MAX_RATIO, MAX_TOTAL_BYTES, RATIO_MIN_BYTES
 
@@ -72,6 +73,7 @@ __all__ = [
     "load_dataset",
     "open_source",
     "planned_size",
+    "unpack_bytes",
     "source_identity",
     "file_digest",
     "prune_unpacked",

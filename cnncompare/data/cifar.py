@@ -24,7 +24,7 @@ import numpy as np
 
 from .base import DataError
 
-__all__ = ["CIFAR", "CifarSpec", "read_cifar", "download_cifar", "unpack_archive", "archive_kind"]
+__all__ = ["CIFAR", "CifarSpec", "read_cifar", "download_cifar", "unpack_archive", "archive_kind", "unpacked_bytes"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,12 @@ _ALLOWED = {  # what a CIFAR pickle may name: numpy's array reconstruction and n
     ("numpy._core.multiarray", "scalar"),
 }
 MAX_BATCH_BYTES = 400 * 2**20  # one batch file (CIFAR-100's train file is 155 MB)
+# An uploaded archive is read member by member from a gzip stream (its listing is not at its start): at most
+# MAX_MEMBERS headers are read (CIFAR's archives hold 8 and 5 members), and each of the dataset's files may be at
+# most its published size plus a margin (CIFAR-10's batches are 31,035,704 bytes; CIFAR-100's train file 155 MB).
+MAX_MEMBERS = 64
+FILE_BYTES = {"cifar10": 32 * 2**20, "cifar100": 160 * 2**20}  # one data file at most
+META_BYTES = 2**20
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -109,7 +115,9 @@ def _batch(path: Path, spec: CifarSpec) -> tuple[np.ndarray, list[int]]:
         raise DataError(f"'{path.name}' is not a {spec.label} batch: its images are not 3,072 values each.")
     if len(labels) != len(data):
         raise DataError(f"'{path.name}' is damaged: it has {len(data)} images and {len(labels)} labels.")
-    images = np.ascontiguousarray(data.astype(np.uint8, copy=False).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    if data.dtype != np.uint8:  # object arrays, floats (NaN included): not CIFAR's bytes, and not decoded here
+        raise DataError(f"'{path.name}' is not a {spec.label} batch: its pixels are {data.dtype}, not bytes (uint8).")
+    images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return images, [int(x) for x in labels]
 
 
@@ -151,6 +159,12 @@ def archive_kind(path: str | Path) -> str | None:
     return None
 
 
+def unpacked_bytes(spec: CifarSpec) -> int:
+    """The most an uploaded archive of this dataset may write (each file at its bound): what is counted against the
+    visitor's quota before it is unpacked."""
+    return (len(spec.train) + 1) * FILE_BYTES[spec.key] + META_BYTES
+
+
 def unpack_archive(path: Path, spec: CifarSpec, dest: Path) -> Path:
     """Extract the dataset's own files (and nothing else) from an uploaded CIFAR archive into `dest/<folder>`.
 
@@ -165,9 +179,20 @@ def unpack_archive(path: Path, spec: CifarSpec, dest: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".cifar-", dir=dest))
     try:
         with tarfile.open(path, "r:gz") as tar:
-            for member in tar:
-                if member.name not in wanted or not member.isfile() or member.size > MAX_BATCH_BYTES:
+            for n, member in enumerate(tar):
+                if n >= MAX_MEMBERS:
+                    raise DataError(
+                        f"'{path.name}' holds more than {MAX_MEMBERS} files: it is not {spec.label}'s own "
+                        f"{spec.archive} (which holds {len(wanted) + 2})."
+                    )
+                bound = META_BYTES if member.name.endswith("/" + spec.meta) else FILE_BYTES[spec.key]
+                if member.name not in wanted or not member.isfile():
                     continue
+                if member.size > bound:
+                    raise DataError(
+                        f"'{path.name}' has a '{Path(member.name).name}' of {member.size / 2**20:,.0f} MB, larger "
+                        f"than {spec.label}'s own: upload {spec.label}'s own {spec.archive}."
+                    )
                 src = tar.extractfile(member)
                 with src, (tmp / Path(member.name).name).open("wb") as out:
                     shutil.copyfileobj(io.BufferedReader(src), out)
@@ -179,7 +204,9 @@ def unpack_archive(path: Path, spec: CifarSpec, dest: Path) -> Path:
             shutil.rmtree(target)
         tmp.rename(target)
         return target
-    except (tarfile.TarError, OSError, EOFError) as err:
+    except DataError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
         raise DataError(
             f"'{path.name}' is not a readable .tar.gz ({type(err).__name__}): upload {spec.archive}."
         ) from None

@@ -38,7 +38,7 @@ from .base import (
     _val_count,
     check_dataset_size,
 )
-from .cifar import CIFAR, archive_kind, download_cifar, read_cifar, unpack_archive
+from .cifar import CIFAR, archive_kind, download_cifar, read_cifar, unpack_archive, unpacked_bytes
 from .folders import load_folder
 from .shapes import SHAPE_CLASSES, load_shapes
 from .zipsafe import MAX_TOTAL_BYTES, check_zip, extract_zip
@@ -48,6 +48,7 @@ __all__ = [
     "load_dataset",
     "open_source",
     "planned_size",
+    "unpack_bytes",
     "source_identity",
     "file_digest",
     "prune_unpacked",
@@ -135,11 +136,13 @@ def open_source(
     val_fraction: float = 0.2,
     size: int | None = None,
     server: bool = False,
+    work_dir: str | Path | None = None,
 ) -> LoadedData:
     """`load_dataset` as the CLI and the app both call it: downloads and unpacked zips in the persistent data
     folder (`env.data_dir`), nothing downloaded when offline, and on a shared server (`server`) its limits: what a
     zip may unpack to (CNNCOMPARE_MAX_UNPACK_MB) and the dataset's pixels at the training `size`
-    (CNNCOMPARE_MAX_DATASET_MPIX).
+    (CNNCOMPARE_MAX_DATASET_MPIX). `work_dir`: where an upload is unpacked (a visitor's own folder on a server);
+    CIFAR by name is always read from the data folder.
 
     Raises:
         DataError: anything the user must fix, in one sentence; an offline CIFAR names a folder that exists.
@@ -147,7 +150,8 @@ def open_source(
     unpack = int(env.max_unpack_mb * 2**20) if server and env.max_unpack_mb > 0 else None
     ds = load_dataset(
         source,
-        work_dir=env.data_dir,
+        work_dir=work_dir or env.data_dir,
+        cifar_root=env.data_dir / "cifar",
         val_fraction=val_fraction,
         max_per_class=max_per_class,
         seed=seed,
@@ -197,6 +201,10 @@ def planned_size(
         train_cap, val_cap = opts.caps()
         return classes * min(train_per, train_cap or train_per), classes * min(val_per, val_cap or val_per), classes
     path = Path(source).expanduser()
+    if path.is_file() and archive_kind(path):  # CIFAR's own archive, uploaded: its official split
+        classes, train_per, val_per = _KNOWN_SIZES[archive_kind(path)]
+        train_cap, val_cap = opts.caps()
+        return classes * min(train_per, train_cap or train_per), classes * min(val_per, val_cap or val_per), classes
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             names = [Path(i.filename) for i in zf.infolist() if not i.is_dir()]
@@ -213,6 +221,25 @@ def planned_size(
     counts = [min(n, max_per_class) if max_per_class else n for n in per_class.values()]
     val = sum(max(0, _val_count(n, val_fraction)) for n in counts)
     return sum(counts) - val, val, len(per_class)
+
+
+def unpack_bytes(source: str) -> int:
+    """The most that loading `source` may write to disk (an upload's unpacked copy), read from its listing before
+    anything is written: a zip's members' sizes, a CIFAR archive's files at their bounds; 0 for the rest.
+
+    Raises:
+        DataError: a zip that cannot be read, in one sentence.
+    """
+    path = Path(source).expanduser()
+    if not path.is_file():
+        return 0
+    if archive_kind(path):
+        return unpacked_bytes(CIFAR[archive_kind(path)])
+    if zipfile.is_zipfile(path):
+        check_zip(path, MAX_TOTAL_BYTES)
+        with zipfile.ZipFile(path) as zf:
+            return sum(i.file_size for i in zf.infolist() if not i.is_dir())
+    return 0
 
 
 # --- CIFAR ------------------------------------------------------------------------------

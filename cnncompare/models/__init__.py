@@ -48,7 +48,7 @@ from .freeze import (
     weight_layers,
 )
 from .hub import offline, weights_downloadable, weights_hint, weights_source_hint
-from .weights import Layout, check_weights, file_bound, read_weights, unpacked_bytes
+from .weights import Layout, check_weights, file_bound, read_weights, tensor_bound, tensor_count, unpacked_bytes
 
 __all__ = [
     "catalog",
@@ -88,6 +88,8 @@ __all__ = [
     "check_weights",
     "checked_weights",
     "file_bound",
+    "tensor_bound",
+    "tensor_count",
     "unpacked_bytes",
     "weights_hint",
     "weights_source_hint",

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import CNNCompareError, InputSizeError, WeightsUnavailableError
 from ..settings import HEADS, INITS, ModelEntry
 from . import catalog, hub, layers, tvmodels
-from .weights import OPTIONAL, Layout, check_weights, file_bound, read_weights
+from .weights import OPTIONAL, Layout, check_weights, file_bound, read_weights, tensor_bound
 
 __all__ = [
     "ModelSpec",
@@ -234,7 +234,7 @@ def checked_weights(name: str, path: str | Path, *, num_classes: int = 1000, fil
     Raises:
         WeightsUnavailableError: an unreadable file, or one that does not fit (one sentence).
     """
-    sd = read_weights(path, max_bytes=file_bound(layout(name)))
+    sd = read_weights(path, max_bytes=file_bound(layout(name)), max_tensors=tensor_bound(layout(name)))
     return check_weights(
         name,
         sd,

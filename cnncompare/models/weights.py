@@ -9,6 +9,7 @@ and names the first tensor that does not fit and the catalog model the file look
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 import zipfile
@@ -58,6 +59,41 @@ class Layout:
         return frozenset((k, s) for k, s in self.shapes.items() if not is_optional(k))
 
 
+def tensor_bound(layout: Layout) -> int:
+    """The most tensors a weights file for this model may hold: its own, twice over (auxiliary classifiers, a
+    checkpoint's extras) and a margin. 1.35 million tiny tensors in an 80 MB file took 2 GB to read."""
+    return 2 * len(layout.shapes) + 256
+
+
+def tensor_count(path: str | Path) -> int:
+    """How many tensors a weights file holds, from its header alone: a `.safetensors` header's entries, a `.pth`
+    archive's stored tensors (its data/ members); 0 when it cannot be told (the reader then says what is wrong).
+
+    Raises:
+        WeightsUnavailableError: a safetensors header over 64 MB (no model's header comes near).
+    """
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                return sum(
+                    1 for info in zf.infolist() if "/data/" in info.filename or info.filename.startswith("data/")
+                )
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return 0
+            n = int.from_bytes(head, "little")
+            if n > 64 * 2**20:
+                raise WeightsUnavailableError(
+                    f"{path.name} has a header of {n / 2**20:,.0f} MB, far more than any model's weights need."
+                )
+            header = json.loads(f.read(n))
+        return sum(1 for k in header if k != "__metadata__") if isinstance(header, dict) else 0
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return 0
+
+
 def file_bound(layout: Layout) -> int:
     """The most a weights file for this model may unpack to: its own weights with room for the auxiliary
     classifiers some files carry (GoogLeNet's, Inception v3's) and a file's own overhead."""
@@ -83,13 +119,16 @@ def unpacked_bytes(path: str | Path) -> int:
         return path.stat().st_size if path.is_file() else 0
 
 
-def read_weights(path: str | Path, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+def read_weights(
+    path: str | Path, max_bytes: int | None = None, max_tensors: int | None = None
+) -> dict[str, torch.Tensor]:
     """The tensors of a weights file, read safely: `.safetensors`, or a `.pth`/`.bin` through
     `torch.load(weights_only=True)` (a pickle that holds code is refused, never run).
 
     Common checkpoint wrappers (`{"state_dict": ...}`, `{"model": ...}`) and DataParallel's
     `module.` prefix are removed; entries that are not tensors (an epoch number) are dropped.
-    `max_bytes`: refuse, before reading, a file that would unpack to more (`unpacked_bytes`).
+    `max_bytes`: refuse, before reading, a file that would unpack to more (`unpacked_bytes`); `max_tensors`: one
+    that holds more tensors (`tensor_count`, from its header).
 
     Raises:
         WeightsUnavailableError: an unreadable file, a pickle with code, no tensors, one over `max_bytes` (one
@@ -101,6 +140,11 @@ def read_weights(path: str | Path, max_bytes: int | None = None) -> dict[str, to
         raise WeightsUnavailableError(
             f"{name} unpacks to {size / 2**20:,.0f} MB, more than the model's own weights could take "
             f"({max_bytes / 2**20:,.0f} MB at most): it holds something else besides them."
+        )
+    if max_tensors is not None and (count := tensor_count(path)) > max_tensors:
+        raise WeightsUnavailableError(
+            f"{name} holds {count:,} tensors, more than the model's own weights could be ({max_tensors:,} at most): "
+            "it holds something else besides them."
         )
     try:
         if path.suffix.lower() == ".safetensors":

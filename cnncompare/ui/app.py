@@ -12,16 +12,21 @@ per-visitor limits; the limits come from `env.Env`.
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import gradio as gr
 import timm
 import torch
+from starlette.middleware import Middleware
 
 from .. import __version__, models
 from ..env import Env
 from ..errors import CNNCompareError
-from . import architectures, finetune, learn, predict, visitors
+from ..server import ledger, visitors
+from ..server.http import BodyLimit, ClipLongLogs
+from . import architectures, finetune, learn, predict
 from . import gallery as gallery_ui
 from .common import LANES, MODELS, Context, in_line
 
@@ -106,7 +111,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
     """The Blocks app. Runs go to `runs_root`, else $CNNCOMPARE_RUNS, else ./runs (each visitor's under
     visitors/); the limits come from `env`, else the environment (`env.Env`)."""
     ctx = Context.from_env(runs_root, env)
-    visitors.at_start(ctx)  # leftover *.tmp files, expired runs and weights, old downloads and unpacked uploads
+    ledger.at_start(ctx)  # leftover *.tmp files, expired runs and weights, old downloads and unpacked uploads
     MODELS.resize(int(ctx.env.model_cache_mb * 2**20))
     with gr.Blocks(title="cnncompare: classic CNNs side by side", delete_cache=(3600, 3600)) as demo:
         # The visitor's key, kept (encrypted) in the browser's storage: a refresh keeps their runs.
@@ -194,11 +199,34 @@ def _runs_api(ctx: Context):
 def launch(demo: gr.Blocks, **kwargs):
     """Start the app. Server name and port come from GRADIO_SERVER_NAME / GRADIO_SERVER_PORT when not given.
 
-    The runs folder is never among `allowed_paths`: runs are served only as per-visitor download copies.
+    The runs folder is never among `allowed_paths`: runs are served only as per-visitor download copies. What a
+    stranger could send the server before any handler runs is bounded here: request bodies (`server.http.BodyLimit`),
+    the page state kept per browser session (gradio's `state_session_capacity`, CNNCOMPARE_MAX_SESSIONS), and whose
+    X-Forwarded-For is believed (uvicorn's FORWARDED_ALLOW_IPS, set from CNNCOMPARE_TRUSTED_PROXIES: by default
+    nobody's, so the connection's own address counts).
     """
     ctx: Context = demo.cnncompare_context
+    # uvicorn reads it when gradio starts it (its default believes 127.0.0.1, so anyone on the machine could forge)
+    os.environ["FORWARDED_ALLOW_IPS"] = ctx.env.trusted_proxies
+    for name in ("", "gradio", "uvicorn", "uvicorn.error", "cnncompare"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ClipLongLogs) for f in logger.filters):
+            logger.addFilter(ClipLongLogs())
     # Every queued event holds a worker thread while it runs or waits in the fair queue.
     threads = ctx.env.queue_size + sum(LANES.values()) + 16
-    options = dict(theme=theme(), css=CSS, ssr_mode=False, max_file_size=MAX_FILE_SIZE, max_threads=threads)
+    options = dict(
+        theme=theme(),
+        css=CSS,
+        ssr_mode=False,
+        max_file_size=MAX_FILE_SIZE,
+        max_threads=threads,
+        state_session_capacity=max(1, ctx.env.max_sessions),
+        app_kwargs={"middleware": [Middleware(BodyLimit)]},
+    )
     options.update(kwargs)
+    # gradio keeps each session's undelivered messages (outputs nobody read yet) for its last 2,000 sessions, fixed in
+    # its code: a script that never reads its answers leaves them all. Keep as many as the page states we keep.
+    pending = getattr(getattr(demo, "_queue", None), "pending_messages_per_session", None)
+    if pending is not None and hasattr(pending, "max_size"):
+        pending.max_size = max(64, ctx.env.max_sessions)
     return demo.launch(**options)

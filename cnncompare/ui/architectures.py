@@ -11,8 +11,9 @@ import pandas as pd
 from .. import diagram, models, plots, profiling
 from ..errors import CNNCompareError
 from ..models import catalog
+from ..server.fairqueue import queued as fair_queued
+from . import lenient
 from .common import MEASURING, SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
-from .fairqueue import queued as fair_queued
 from .figures import figure
 from .gpu import gpu
 
@@ -445,7 +446,7 @@ def build(ctx) -> SimpleNamespace:
         "takes a few seconds per model on a CPU."
     )
     with gr.Row(equal_height=True):
-        models_dd = gr.Dropdown(
+        models_dd = lenient.Dropdown(
             choices=catalog.names(),
             value=list(catalog.CLASSIC_FOUR),
             multiselect=True,
@@ -454,7 +455,7 @@ def build(ctx) -> SimpleNamespace:
             elem_id="arch-models",
             label="Models (from the catalog, or type any timm model name and press Enter)",
         )
-        size = gr.Dropdown(
+        size = lenient.Dropdown(
             choices=SIZE_CHOICES,
             value=INPUT_SIZE.none_text,
             allow_custom_value=True,
@@ -496,7 +497,7 @@ def build(ctx) -> SimpleNamespace:
         "Pick a freeze policy to see which blocks it freezes and how many parameters are left to train."
     )
     with gr.Row():
-        policy = gr.Dropdown(
+        policy = lenient.Dropdown(
             choices=POLICY_CHOICES,
             value="head",
             allow_custom_value=True,
@@ -548,7 +549,9 @@ def build(ctx) -> SimpleNamespace:
             yield refuse(str(err))
             return
         computes = lane not in MEASURING  # a latency measurement takes the cores alone (`Gate.quiet`) instead
-        yield from fair_queued(ctx.queue, who.id, lane, work, refused=refuse, waiting=waiting, computes=computes)
+        yield from fair_queued(
+            ctx.queue, who.id, lane, work, refused=refuse, waiting=waiting, computes=computes, address=who.address
+        )
 
     def profile_refused(text):
         return text, _table([]), empty, empty, empty

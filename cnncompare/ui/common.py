@@ -19,12 +19,12 @@ from typing import Any
 
 import gradio as gr
 
-from .. import compare, models, sharing
+from .. import compare, models
 from ..env import Env
 from ..errors import CNNCompareError, first_line, shown, without_paths
+from ..server import sharing, visitors
+from ..server.fairqueue import FairQueue, queued
 from ..serving import BoundedCache
-from . import visitors
-from .fairqueue import FairQueue, queued
 
 log = logging.getLogger("cnncompare.ui")
 
@@ -48,7 +48,12 @@ class Context:
 
     def __post_init__(self):
         if self.queue is None:
-            self.queue = FairQueue(LANES, max_waiting=self.env.max_waiting, max_queued=self.env.queue_size)
+            self.queue = FairQueue(
+                LANES,
+                max_waiting=self.env.max_waiting,
+                max_queued=self.env.queue_size,
+                per_address=self.env.train_per_address,
+            )
         if self.workspaces is None:
             self.workspaces = visitors.Workspaces(visitors.visitors_root(self), self.env.code_attempts)
         if self.shared is None:
@@ -129,7 +134,16 @@ def in_line(ctx: Context, lane: str, visitor, request, work: Callable, *, refuse
         else:
             yield out
 
-    yield from queued(ctx.queue, who.id, lane, run, refused=refused, waiting=waiting, computes=lane not in MEASURING)
+    yield from queued(
+        ctx.queue,
+        who.id,
+        lane,
+        run,
+        refused=refused,
+        waiting=waiting,
+        computes=lane not in MEASURING,
+        address=who.address,
+    )
 
 
 # --------------------------------------------------------------------------- sessions

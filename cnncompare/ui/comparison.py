@@ -13,11 +13,12 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from .. import compare, data, estimate, runs, sharing
+from .. import compare, data, estimate, runs
 from ..errors import CNNCompareError
+from ..server import boundary, ledger, sharing, visitors
 from ..serving import BoundedCache
 from ..settings import Setting, coerce
-from . import forms, visitors
+from . import forms
 from . import weights as weights_ui
 from .common import Context, file_path
 from .gpu import on_zerogpu
@@ -100,39 +101,55 @@ def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.V
     source, zip_path, cap = read_dataset(values)
     entry, settings = forms.read_form(values)
     plan = compare.Plan.parse(
-        values.get("models") or "",
+        boundary.text(values.get("models"), "The models box", 2000),
         model_defaults=entry,
         settings=settings,
         missing_weights="random",
         limits=ctx.limits,
     )
+    boundary.check_web_plan(plan)  # no file or device of the server named from the web
     plan.weights_files = weights_ui.weights_map(ctx, visitor)  # the visitor's own uploads, by model
     return Comparison(source, zip_path, cap, plan)
 
 
-def load_data(ctx: Context, c: Comparison) -> data.LoadedData:
+def load_data(ctx: Context, c: Comparison, visitor: visitors.Visitor | None = None) -> data.LoadedData:
     """The dataset of a comparison, checked against this server's pixel limit at the plan's largest input size.
 
     Raises:
-        CNNCompareError: a bad zip, one that unpacks to more than CNNCOMPARE_MAX_UNPACK_MB, or a dataset over
-        CNNCOMPARE_MAX_DATASET_MPIX at the largest input size of the plan.
+        CNNCompareError: a bad zip, one that unpacks to more than CNNCOMPARE_MAX_UNPACK_MB (or past the visitor's
+        quota), or a dataset over CNNCOMPARE_MAX_DATASET_MPIX at the largest input size of the plan.
     """
     size = max(run.settings.size for run in c.plan.runs())
-    return load_source(ctx, c.source, c.max_per_class, c.plan.settings.seed, size)
+    return load_source(ctx, c.source, c.max_per_class, c.plan.settings.seed, size, visitor)
 
 
 def load_source(
-    ctx: Context, source: str, max_per_class: int | None, seed: int, size: int | None = None
+    ctx: Context,
+    source: str,
+    max_per_class: int | None,
+    seed: int,
+    size: int | None = None,
+    visitor: visitors.Visitor | None = None,
 ) -> data.LoadedData:
     """`load_data` for a dataset alone (the dataset report before a plan exists: no pixel check).
 
-    A loaded dataset is a pure function of its source's identity, cap and seed: it is kept (bounded in bytes) and
-    shared by every visitor loading the same, read-only (a class pressing the same preset loads it once)."""
+    A named dataset (shapes, CIFAR) is a pure function of its name, cap and seed: it is kept (bounded in bytes) and
+    shared by every visitor loading the same, read-only (a class pressing the same preset loads it once). An upload
+    is the visitor's own: unpacked into their folder (its bytes counted against their quota first) and kept for
+    them alone, so how fast it loads says nothing about anyone else's uploads."""
+    upload = source not in {v for _, v in DATASETS}
+    who = visitor.id if (upload and visitor is not None) else ""
+    work_dir = ledger.unpack_dir(ctx, visitor) if who else None
 
     def load():
-        return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, server=True)
+        if not upload:
+            return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, server=True)
+        with ledger.reserve(ctx, visitor, data.unpack_bytes(source), "Unpacking your upload", "data"):
+            return data.open_source(
+                source, ctx.env, max_per_class=max_per_class, seed=seed, server=True, work_dir=work_dir
+            )
 
-    ds = DATASETS_KEPT.get(data.source_identity(source, max_per_class, seed), load)
+    ds = DATASETS_KEPT.get((who, data.source_identity(source, max_per_class, seed)), load)
     if size is not None and ctx.env.max_dataset_mpix > 0:
         data.check_dataset_size(ds, size, ctx.env.max_dataset_mpix)
     return ds
@@ -153,15 +170,15 @@ def eviction_note(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> str
         need = sum(runs.saved_bytes(run.entry, n_classes, run.settings.size) for run in c.plan.runs())
     except CNNCompareError:  # a run that cannot be built says so itself
         return None
-    return visitors.eviction_note(ctx, visitor, need)
+    return ledger.eviction_note(ctx, visitor, need)
 
 
 def share_of(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> sharing.Share:
-    """How this comparison's runs are shared: with anyone on this server, or (an upload of the visitor's) only
-    within the visitor's folder (their own, or their workspace's)."""
+    """How this comparison's runs are shared: with anyone on this server, or (an upload of the visitor's, or their
+    own weights file) only within the visitor's folder (their own, or their workspace's)."""
     scope = visitor.folder if c.dataset == "zip" else ""
     dataset_id = data.source_identity(c.source, c.max_per_class, c.plan.settings.seed)
-    return sharing.Share(ctx.shared, dataset_id, scope)
+    return sharing.Share(ctx.shared, dataset_id, scope, private=visitor.folder)
 
 
 def gpu_seconds_for(c: Comparison, ctx: Context) -> int:

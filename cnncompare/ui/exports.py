@@ -7,14 +7,18 @@ API: `/export_run(run, formats[, visitor])` -> (the zip, a sentence).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 import shutil
 import zipfile
 from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import export
-from . import visitors
+from .. import export, runs
+from ..server import boundary, ledger, visitors
+from . import lenient
 from .common import Context, in_line, message, warn_md
 
 __all__ = ["build", "export_zip"]
@@ -23,27 +27,49 @@ FORMAT_CHOICES = [("standalone weights (.safetensors)", "safetensors"), ("ONNX (
 
 
 def export_zip(ctx: Context, visitor: visitors.Visitor, run_name: str, formats) -> tuple[str, str]:
-    """(the zip of one exported run, the sentence for the page).
+    """(the zip of one exported run, the sentence for the page). The same run in the same formats is exported once
+    (kept in the visitor's download folder for an hour); a new export is counted against the visitor's quota and
+    the server's cap for downloads before anything is written.
 
     Raises:
-        CNNCompareError: a run that is not the visitor's (the same sentence as one that does not exist), or one
-        that cannot be exported (no finished epoch).
+        CNNCompareError: a run that is not the visitor's (the same sentence as one that does not exist), one that
+        cannot be exported (no finished epoch), or an export over the visitor's quota or the server's cap.
     """
     saved = visitors.find_run(ctx, visitor, run_name)
-    folder = visitors.downloads_dir()
-    out = folder / f"{saved.path.name}-export"
-    result = export.export_run(saved.path, out, export.parse_formats(formats or ["safetensors"]))
+    fmts = export.parse_formats(boundary.choices(formats, "Formats") or ["safetensors"])
+    weights = saved.path / "weights.safetensors"
+    stamp = weights.stat().st_mtime_ns if weights.is_file() else 0
+    key = hashlib.sha256(f"{saved.path.name}|{stamp}|{','.join(fmts)}".encode()).hexdigest()[:16]
+    folder = ledger.visitor_downloads(visitor) / f"export-{key}"
     zip_path = folder / f"{saved.path.name}-export.zip"
-    with zipfile.ZipFile(zip_path, "w") as zf:
-        for f in sorted(out.rglob("*")):
-            if f.is_file():
-                method = zipfile.ZIP_STORED if f.suffix in (".safetensors", ".onnx", ".data") else zipfile.ZIP_DEFLATED
-                zf.write(f, f"{out.name}/{f.relative_to(out).as_posix()}", compress_type=method)
-    shutil.rmtree(out, ignore_errors=True)
+    text_path = folder / "sentence.txt"
+    if zip_path.is_file() and text_path.is_file():  # made already: the same file again, kept another hour
+        os.utime(folder)
+        return str(zip_path), text_path.read_text()
+    full = runs.saved_bytes(
+        dataclasses.replace(saved.entry, weights_file="given"), len(saved.classes), saved.settings.size
+    )
+    need = 2 * full * len(fmts) + 2**20  # the files, then their zip (the files go once it is written)
+    with ledger.reserve(ctx, visitor, need, f"Exporting {saved.run_label}", "downloads"):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        out = folder / f"{saved.path.name}-export"
+        result = export.export_run(saved.path, out, fmts)
+        tmp = zip_path.with_name(zip_path.name + ".tmp")
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for f in sorted(out.rglob("*")):
+                if f.is_file():
+                    method = (
+                        zipfile.ZIP_STORED if f.suffix in (".safetensors", ".onnx", ".data") else zipfile.ZIP_DEFLATED
+                    )
+                    zf.write(f, f"{out.name}/{f.relative_to(out).as_posix()}", compress_type=method)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.replace(zip_path)
     text = (
         f"**{saved.run_label}** exported: {', '.join(f.name for f in result.files)}. The README.md inside has the "
         f"lines that load it without cnncompare. ONNX: {result.onnx}"
     )
+    text_path.write_text(text)
     return str(zip_path), text
 
 
@@ -51,10 +77,10 @@ def build(ctx: Context, elem_prefix: str) -> SimpleNamespace:
     """The export panel (call inside a Blocks): the visitor's runs, formats, Export, the zip. `refresh` (fn,
     inputs, outputs) fills the runs after a comparison or when the tab opens."""
     with gr.Row(equal_height=True):
-        run_dd = gr.Dropdown(
+        run_dd = lenient.Dropdown(
             [], label="Run to export", scale=3, allow_custom_value=True, elem_id=f"{elem_prefix}-export-run"
         )
-        formats = gr.CheckboxGroup(
+        formats = lenient.CheckboxGroup(
             FORMAT_CHOICES, value=["safetensors", "onnx"], label="Formats", scale=3, elem_id=f"{elem_prefix}-formats"
         )
         go = gr.Button("Export", scale=1, elem_id=f"{elem_prefix}-export")
@@ -95,7 +121,7 @@ def build(ctx: Context, elem_prefix: str) -> SimpleNamespace:
         own = [(c.label, c.value) for c in choices if not c.shared]
         return gr.Dropdown(choices=own, value=own[0][1] if own else None)
 
-    api = "export_run" if elem_prefix == "ft" else None
+    api = "export_run" if elem_prefix == "ft" else f"export_run_{elem_prefix}"  # one public name: /export_run
     go.click(
         export_run,
         [run_dd, formats, *extra],

@@ -22,8 +22,10 @@ from .. import estimate as engine_estimate
 from .. import plots
 from ..errors import CNNCompareError
 from ..loop import lr_curve
+from ..server import visitors
+from ..server.fairqueue import queued
 from ..settings import TrainSettings
-from . import exports, forms, jobs, visitors
+from . import exports, forms, jobs, lenient
 from . import gallery as gallery_ui
 from . import weights as weights_ui
 from .common import SESSIONS, Context, message, session_of, warn_md
@@ -36,7 +38,6 @@ from .comparison import (
     read_comparison,
     read_dataset,
 )
-from .fairqueue import queued
 from .results import NOTES, RESULT_COLUMNS, RESULT_WIDTHS, RESULTS_LEGEND, blank_outputs, progress_html
 from .uploads import UploadedFile
 
@@ -71,12 +72,12 @@ def lr_figure(values: Mapping[str, Any]):
     return plots.lr_schedule(*lr_curve(settings), f"Learning rate: {settings.schedule}{warm}")
 
 
-def dataset_report(ctx: Context, values: Mapping[str, Any]) -> str:
+def dataset_report(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor | None = None) -> str:
     """The dataset as a run would load it: classes with their training/validation counts, skipped files with
     the reason, notes (the engine's `DataReport.summary`, as the CLI prints it); file names only."""
     try:
         source, zip_path, cap = read_dataset(values)
-        ds = load_source(ctx, zip_path or source, cap, TrainSettings().seed)
+        ds = load_source(ctx, zip_path or source, cap, TrainSettings().seed, visitor=visitor)
         head = (
             f"**Dataset report**: {len(ds.classes)} classes, {len(ds.train)} training and {len(ds.val)} "
             "validation images (what Estimate and Start will use)."
@@ -91,7 +92,7 @@ def estimate(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor 
     what this server adds: a training running now, others waiting."""
     try:
         c = read_comparison(ctx, values, visitor)
-        lines = [engine_estimate.estimate_plan(c.plan, load_data(ctx, c)).text()]
+        lines = [engine_estimate.estimate_plan(c.plan, load_data(ctx, c, visitor)).text()]
         if visitor is not None and (note := eviction_note(ctx, c, visitor)):
             lines.append(warn_md(note))
         if SESSIONS.active:  # its steps were timed alone (the training paused), but the run will share the machine
@@ -122,7 +123,16 @@ def _queued_text(ctx: Context, visitor: visitors.Visitor, work, first: str | Non
         yield work()
 
     waiting = lambda text: text  # noqa: E731
-    yield from queued(ctx.queue, visitor.id, "estimate", run, refused=refused, waiting=waiting, computes=computes)
+    yield from queued(
+        ctx.queue,
+        visitor.id,
+        "estimate",
+        run,
+        refused=refused,
+        waiting=waiting,
+        computes=computes,
+        address=visitor.address,
+    )
 
 
 # --------------------------------------------------------------------------- the page
@@ -151,7 +161,7 @@ def build(ctx: Context) -> SimpleNamespace:
                 "**Estimate** says how long. One training uses the machine at a time; others wait in line.",
                 elem_classes=["cc-note"],
             )
-            form["dataset"] = gr.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
+            form["dataset"] = lenient.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
             form["zip_file"] = UploadedFile(
                 label="Your images (.zip with one folder per class, or CIFAR's own .tar.gz; choosing it selects "
                 "'your images')",
@@ -244,7 +254,7 @@ def build(ctx: Context) -> SimpleNamespace:
         except CNNCompareError as err:
             yield warn_md(str(err))
             return
-        yield from _queued_text(ctx, who, lambda: dataset_report(ctx, values), "Reading the dataset…")
+        yield from _queued_text(ctx, who, lambda: dataset_report(ctx, values, who), "Reading the dataset…")
 
     def stop(request: gr.Request):
         stopped = SESSIONS.stop(session_of(request))

@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from ..settings import ModelEntry, Setting, TrainSettings, build, settings_of
+from . import lenient
 
 __all__ = ["SCHEMA", "setting_of", "initial", "widget", "form", "named", "read_form", "values_of", "fill"]
 
@@ -57,7 +58,7 @@ def widget(setting: str | Setting, **overrides) -> gr.components.Component:
     s = setting_of(setting)
     kw: dict[str, Any] = dict(label=s.label, info=_info(s), value=initial(s))
     if s.choices or "choices" in overrides:
-        cls = gr.Dropdown
+        cls = lenient.Dropdown
         if s.choices:
             kw["choices"] = list(s.choices)
         else:  # suggestions only: any value the schema accepts may be typed
@@ -65,7 +66,7 @@ def widget(setting: str | Setting, **overrides) -> gr.components.Component:
     elif s.kind is bool:
         cls = gr.Checkbox
     elif s.kind in (int, float):
-        cls = gr.Number
+        cls = lenient.Number
         kw.update(precision=0 if s.kind is int else None, minimum=s.low, maximum=s.high)
     else:
         cls = gr.Textbox

@@ -21,7 +21,8 @@ import gradio as gr
 
 from .. import gallery as engine
 from ..errors import CNNCompareError
-from . import visitors
+from ..server import visitors
+from . import lenient
 from .common import Context, in_line, message, warn_md
 
 __all__ = ["build", "remember", "show", "selection", "DISAGREE", "ANY", "GALLERY_FILE", "CELL_CLICK_JS"]
@@ -145,11 +146,11 @@ def build(ctx: Context) -> SimpleNamespace:
     with gr.Group(elem_classes=["cc-gallery"]):
         gr.Markdown("**The images behind the matrix**: pick a run and a cell (true → predicted class).")
         with gr.Row():
-            run_dd = gr.Dropdown([], label="Run", elem_id="g-run", scale=2, min_width=200, allow_custom_value=True)
-            true_dd = gr.Dropdown(
+            run_dd = lenient.Dropdown([], label="Run", elem_id="g-run", scale=2, min_width=200, allow_custom_value=True)
+            true_dd = lenient.Dropdown(
                 [], label="True class", elem_id="g-true", scale=1, min_width=140, allow_custom_value=True
             )
-            pred_dd = gr.Dropdown(
+            pred_dd = lenient.Dropdown(
                 [], label="Predicted class", elem_id="g-pred", scale=1, min_width=140, allow_custom_value=True
             )
         images = gr.Gallery(

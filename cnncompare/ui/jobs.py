@@ -19,11 +19,11 @@ import gradio as gr
 from .. import compare, lessons, training
 from ..errors import CNNCompareError
 from ..estimate import duration_text
+from ..server import ledger, visitors
+from ..server.fairqueue import wait_text
 from . import gallery as gallery_ui
-from . import visitors
 from .common import SESSIONS, Context, message, warn_md
 from .comparison import Comparison, admit, eviction_note, gpu_seconds_for, load_data, read_comparison, share_of
-from .fairqueue import wait_text
 from .gpu import gpu
 from .results import View, blank_outputs, status_only
 
@@ -36,19 +36,22 @@ FOLLOWER_SLOWER = 3  # a follower's page every 3 s
 ZIP_WEIGHTS_MB = 100.0  # a comparison's weights up to this go in its zip; larger ones are taken home one run at a time
 
 
-def write_downloads(results: list[training.RunResult]) -> tuple[list[str], bool]:
+def write_downloads(
+    ctx: Context, visitor: visitors.Visitor, results: list[training.RunResult]
+) -> tuple[list[str], bool]:
     """The engine's export (results.csv, results.json, a zip of the run folders), written for this visitor into a
-    folder with a random name in gradio's upload folder (run folders are never served by path); and whether the
-    weights are in it. Weights over ZIP_WEIGHTS_MB stay out (two VGG runs made a 1 GB zip per visitor, an hour):
-    the export panel takes one run home, as standalone weights."""
+    folder with a random name in their own download folder (run folders are never served by path), counted against
+    their quota and the server's cap before it is written (`ledger.reserve`); and whether the weights are in it.
+    Weights over ZIP_WEIGHTS_MB stay out (two VGG runs made a 1 GB zip per visitor, an hour): the export panel
+    takes one run home, as standalone weights."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    weights = sum(
-        (Path(r.run_dir) / "weights.safetensors").stat().st_size
-        for r in results
-        if r.run_dir and (Path(r.run_dir) / "weights.safetensors").is_file()
-    )
+    folders = [Path(r.run_dir) for r in results if r.run_dir and Path(r.run_dir).is_dir()]
+    weights = sum((d / "weights.safetensors").stat().st_size for d in folders if (d / "weights.safetensors").is_file())
     with_weights = weights <= ZIP_WEIGHTS_MB * 2**20
-    paths = compare.export(results, visitors.downloads_dir(), stamp=stamp, include_weights=with_weights)
+    others = sum(f.stat().st_size for d in folders for f in d.rglob("*") if f.is_file() and f.suffix != ".safetensors")
+    need = others + (weights if with_weights else 0) + 2**20  # the zip of the folders, and the tables
+    with ledger.reserve(ctx, visitor, need, "The downloads of this comparison", "downloads"):
+        paths = compare.export(results, ledger.downloads_dir(visitor), stamp=stamp, include_weights=with_weights)
     return [str(p) for p in paths], with_weights
 
 
@@ -87,7 +90,7 @@ def _wrap_up(
             mark = "" if reading.showed else "⚠ "
             view.headline += f"\n\n{mark}**What the runs showed:** {reading.sentence}"
     try:
-        view.files, with_weights = write_downloads(view.results)
+        view.files, with_weights = write_downloads(ctx, visitor, view.results)
         saved = [r for r in trained if r.final_epoch]
         weights = (
             " with weights"
@@ -98,10 +101,12 @@ def _wrap_up(
             "Downloads: the results table (CSV, JSON) and a zip of the run folders"
             + (f"{weights}. The trained runs can now be picked on the Predict tab (only by you)." if saved else ".")
         )
+    except CNNCompareError as err:  # over the visitor's quota or the server's cap: the runs are kept all the same
+        view.log.append(warn_md(f"No download zip: {err}"))
     except OSError as err:
         view.log.append(warn_md(f"Could not write the downloads ({type(err).__name__})."))
     try:  # the visitor's quota and the server's cap and expiry, after the downloads hold this comparison
-        view.log += [warn_md(line) for line in visitors.after_run(ctx, visitor)]
+        view.log += [warn_md(line) for line in ledger.after_run(ctx, visitor)]
     except OSError:
         pass
     return view.outputs(full=True)
@@ -174,7 +179,7 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
         job.share = share_of(ctx, c, visitor)
         claims = job.share.claim_all(c.plan)  # identical runs finished or in progress are followed, not computed
         lane = "train" if any(v in ("mine", "own") for v in claims.values()) else "watch"
-        job.ticket = ctx.queue.join(visitor.id, lane)
+        job.ticket = ctx.queue.join(visitor.id, lane, visitor.address)
     except Exception as err:
         text = message(err)
         gr.Warning(text)
@@ -220,7 +225,7 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
     try:
         try:
             yield blank_outputs(f"**Loading the dataset ({c.dataset})…**")
-            ds = load_data(ctx, c)
+            ds = load_data(ctx, c, visitor)
             job.dataset = ds
         except Exception as err:
             text = message(err)

@@ -14,11 +14,12 @@ from .. import data, inference, models, runs
 from ..env import assets_dir
 from ..errors import CNNCompareError
 from ..models import catalog
+from ..server import ledger, visitors
+from ..server.fairqueue import queued
 from ..serving import Batcher, BoundedCache
-from . import exports, visitors
+from . import exports, lenient
 from . import weights as weights_ui
-from .common import MODELS, file_path, message, parse_names, warn_md
-from .fairqueue import queued
+from .common import MODELS, file_path, in_line, message, parse_names, warn_md
 from .gpu import gpu
 from .uploads import UploadedImage, checked_upload, display_name
 
@@ -124,7 +125,7 @@ def _heat_map_file(key: tuple, digest: str, img, cam, folder: Path, n: int) -> s
         inference.overlay(img, cam).save(buf, "WEBP", quality=90)
         return buf.getvalue()
 
-    path = folder / f"heat-map-{n}-{folder.name[5:17]}.webp"
+    path = folder / f"heat-map-{n}-{folder.parent.name[-12:]}.webp"  # the visitor's own name (folder: v-<hash>/heat)
     path.write_bytes(HEAT_MAPS.get((digest, key), encode))
     return str(path)
 
@@ -183,7 +184,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
         if pred.cam is not None:
             top_label, top_p = pred.top[0]
             grid = f", from a {pred.cam_grid[0]}×{pred.cam_grid[1]} map" if pred.cam_grid else ""
-            heat = _heat_map_file(key, digest, img, pred.cam, visitors.heat_maps_dir(visitor), len(gallery))
+            heat = _heat_map_file(key, digest, img, pred.cam, ledger.heat_maps_dir(visitor), len(gallery))
             gallery.append((heat, f"{label}: {top_label} ({100 * top_p:.1f} %){grid}"))
         details.append(
             dict(
@@ -232,7 +233,7 @@ def build(ctx) -> SimpleNamespace:
                     examples_per_page=10,
                 )
         with gr.Column(scale=3):
-            models_dd = gr.Dropdown(
+            models_dd = lenient.Dropdown(
                 choices=catalog.names(),
                 value=DEFAULT_MODELS,
                 multiselect=True,
@@ -249,7 +250,7 @@ def build(ctx) -> SimpleNamespace:
             with gr.Row(equal_height=True):
                 # the choices differ per visitor (set when the page loads): any name is taken, and the handler
                 # finds it among the caller's own runs only
-                runs_dd = gr.Dropdown(
+                runs_dd = lenient.Dropdown(
                     choices=[],
                     value=[],
                     multiselect=True,
@@ -319,6 +320,7 @@ def build(ctx) -> SimpleNamespace:
             lambda: iter([predict_image(image, models, runs, pretrained, ctx=ctx, visitor=who)]),
             refused=refused,
             waiting=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+            address=who.address,
         )
 
     def refresh_runs(visitor=None, request: gr.Request = None):
@@ -328,16 +330,16 @@ def build(ctx) -> SimpleNamespace:
             return gr.Dropdown(choices=[]), warn_md(str(err))
         return gr.Dropdown(choices=choices), skipped
 
-    def use_code(code_text, visitor=None, request: gr.Request = None, created: bool = False):
+    def joined(code_text, visitor, request, created: bool = False):
         try:
             value = visitors.join_workspace(visitor, code_text, ctx.workspaces, visitors.address_of(request))
         except CNNCompareError as err:
-            return gr.skip(), warn_md(str(err)), gr.skip(), gr.skip()
+            return ws_refused(str(err))
         dd, skipped = refresh_runs(value, request)
         if not value["code"]:
             text = "Back to your own runs."
         elif created:
-            page = str((getattr(request, "headers", None) or {}).get("referer") or "").split("?")[0]
+            page = str((getattr(request, "headers", None) or {}).get("referer") or "").split("?")[0][:200]
             link = f"{page}?workspace={value['code']}" if page else f"this page's address + ?workspace={value['code']}"
             text = (
                 f"Created a workspace, and you are in it. Share its link (shown only now, so copy it): `{link}`. "
@@ -347,11 +349,29 @@ def build(ctx) -> SimpleNamespace:
             text = "Using the shared workspace of that code: its runs are listed above, and your new runs go there."
         return value, text, dd, skipped
 
+    def ws_refused(text: str):
+        return gr.skip(), warn_md(text), gr.skip(), gr.skip()
+
+    def ws_waiting(text: str):
+        return gr.skip(), text, gr.skip(), gr.skip()
+
+    # workspace events wait in the fair queue like every other request (2,000 calls once took 59 s of the server)
+    def use_code(code_text, visitor=None, request: gr.Request = None):
+        work = lambda who: joined(code_text, visitor, request)  # noqa: E731
+        yield from in_line(ctx, "blocks", visitor, request, work, refused=ws_refused, waiting=ws_waiting)
+
     def create_workspace(visitor=None, request: gr.Request = None):
-        return use_code(ctx.workspaces.create(), visitor, request, created=True)
+        def work(who):
+            try:  # a few per visitor (and per address) in ten minutes
+                code = ctx.workspaces.create(who.id, who.address)
+            except CNNCompareError as err:
+                return ws_refused(str(err))
+            return joined(code, visitor, request, created=True)
+
+        yield from in_line(ctx, "blocks", visitor, request, work, refused=ws_refused, waiting=ws_waiting)
 
     def leave_workspace(visitor=None, request: gr.Request = None):
-        return use_code("", visitor, request)
+        yield from use_code("", visitor, request)
 
     inputs = [image, models_dd, runs_dd, pretrained] + ([state] if state is not None else [])
     event = go_btn.click(
@@ -366,7 +386,7 @@ def build(ctx) -> SimpleNamespace:
     refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)
     if state is not None:
         ws_outputs = [state, workspace_md, runs_dd, runs_note]
-        ws = dict(api_visibility="private", queue=False)
+        ws = dict(api_visibility="private", concurrency_limit=None)
         gr.on([join.click, code.submit], use_code, [code, state], ws_outputs, **ws)
         create.click(create_workspace, [state], ws_outputs, **ws)
         leave.click(leave_workspace, [state], ws_outputs, **ws)

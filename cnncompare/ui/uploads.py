@@ -34,6 +34,7 @@ from gradio.data_classes import FileData, ImageData
 from pydantic import model_validator
 
 from ..inference import TooManyPixels, check_pixels
+from ..server.paths import upload_folder
 
 __all__ = ["UploadedImage", "UploadedFile", "upload_folder", "checked_upload", "display_name", "NOT_UPLOADED"]
 
@@ -41,13 +42,6 @@ NOT_UPLOADED = (
     "only files uploaded to this page are accepted: upload the file (or, from the API, pass it with "
     "gradio_client.handle_file); a path on the server is not accepted"
 )
-
-
-def upload_folder() -> Path:
-    """Where gradio keeps uploads (and its cache): $GRADIO_TEMP_DIR, else <tmp>/gradio."""
-    from gradio.utils import get_upload_folder
-
-    return Path(get_upload_folder()).resolve()
 
 
 def checked_upload(path: str | Path | None, what: str = "The file") -> Path:

@@ -36,7 +36,8 @@ import gradio as gr
 from .. import models
 from ..errors import CNNCompareError, first_line
 from ..models import catalog
-from . import visitors
+from ..server import ledger, visitors
+from . import lenient
 from .common import Context, file_path, in_line, message, warn_md
 from .uploads import UploadedFile, checked_upload, display_name
 
@@ -167,7 +168,7 @@ def store(ctx: Context, visitor: visitors.Visitor, model_name: str, upload) -> s
     target = _dir(ctx, visitor) / _file_name(name)
     layout = models.layout(name)
     # bounded before anything is read: the file may unpack to no more than the model's own weights could take
-    sd = models.read_weights(path, max_bytes=models.file_bound(layout))
+    sd = models.read_weights(path, max_bytes=models.file_bound(layout), max_tensors=models.tensor_bound(layout))
     try:  # an ImageNet classifier: keep it (Predict uses the file too)
         kept = models.check_weights(name, sd, layout, num_classes=1000, file_name=shown)
         imagenet = True
@@ -178,7 +179,7 @@ def store(ctx: Context, visitor: visitors.Visitor, model_name: str, upload) -> s
     size = sum(t.numel() * t.element_size() for t in kept.values())
     quota = ctx.env.visitor_quota_mb * 2**20 if ctx.env.visitor_quota_mb and ctx.env.visitor_quota_mb > 0 else None
     if quota is not None:
-        used = visitors.usage(ctx, visitor) - (target.stat().st_size if target.is_file() else 0)
+        used = ledger.usage(ctx, visitor) - (target.stat().st_size if target.is_file() else 0)
         if used + size > quota:
             raise CNNCompareError(
                 f"{shown} holds {size / 2**20:,.0f} MB of weights; with your runs and weights "
@@ -186,7 +187,7 @@ def store(ctx: Context, visitor: visitors.Visitor, model_name: str, upload) -> s
                 "remove a weights file below, or use a smaller model."
             )
     _save(kept, target, name, shown, imagenet)
-    visitors.prune_all(ctx)  # the server's cap counts weights files too
+    ledger.prune_all(ctx)  # the server's cap counts weights files too
     text = (
         f"✅ Stored **{shown}** ({size / 2**20:,.1f} MB of weights) as your weights for **{name}**: fine-tuning"
         + (" and Predict use" if imagenet else " uses")
@@ -268,7 +269,7 @@ def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DE
         elem_classes=["cc-note"],
     )
     with gr.Row():
-        model_dd = gr.Dropdown(names, value=value, label="Model", elem_id="w-model", scale=1, min_width=160)
+        model_dd = lenient.Dropdown(names, value=value, label="Model", elem_id="w-model", scale=1, min_width=160)
         upload = UploadedFile(
             label="Weights file (.safetensors or .pth)",
             file_types=list(SUFFIXES),

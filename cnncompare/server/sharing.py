@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import __version__, runtime, training
+from .. import __version__, runtime, training
+from ..data import file_digest
 
 __all__ = ["SharedRuns", "Share", "run_key", "SHARED_DIR"]
 
@@ -35,20 +36,37 @@ KEEP_EVENTS = ("start", "info", "epoch", "end")  # what a follower who joins lat
 
 
 def run_key(run, dataset_id: str, scope: str = "") -> str:
-    """What makes two runs the same: the run's whole config, its dataset's identity, where it may be shared, and
-    the versions of the libraries that compute it."""
+    """What makes two runs the same: the run's whole config, the content of its weights file (the config names
+    only the file), its dataset's identity, where it may be shared, and the versions of the libraries that compute
+    it."""
     import timm
     import torch
     import torchvision
 
     config = training.run_config(run.entry, run.settings)
+    weights = _digest(run.entry.weights_file) if run.entry.weights_file else None
     payload = dict(
         config=config,
+        weights=weights,
         dataset=dataset_id,
         scope=scope,
         versions=[__version__, torch.__version__, torchvision.__version__, timm.__version__],
     )
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _digest(path: str) -> str:
+    """A weights file's content digest, computed once per (path, size, time written)."""
+    st = os.stat(path)
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        if len(_DIGESTS) > 1000:
+            _DIGESTS.clear()
+        _DIGESTS[key] = file_digest(path)
+    return _DIGESTS[key]
 
 
 class _Live:
@@ -239,14 +257,20 @@ class Share:
 
     registry: SharedRuns
     dataset_id: str
-    scope: str = ""  # "" (anyone) or a visitor's folder: an upload or own weights file is shared only there
+    scope: str = ""  # "" (anyone) or a visitor's folder: a run on their upload is shared only there
+    private: str = ""  # the visitor's folder: a run from their own weights file is shared only there
     token: object = dataclasses.field(default_factory=object)
 
     def key(self, run) -> str | None:
-        """The run's key, or None when it is not shared (a GPU run)."""
+        """The run's key, or None when it is not shared (a GPU run; a run from a weights file of a caller who has
+        no folder)."""
         if runtime.resolve_device(run.settings.device).type != "cpu":
             return None
-        scope = self.scope if (self.scope or run.entry.weights_file) else ""
+        scope = self.scope
+        if run.entry.weights_file:  # somebody's own weights: never across owners, and keyed by their content
+            if not (self.scope or self.private):
+                return None
+            scope = self.scope or self.private
         return run_key(run, self.dataset_id, scope)
 
     def claim_all(self, plan) -> dict[str, str]:

@@ -5,7 +5,8 @@ fill it and every other visitor is told "Queue is full". So the app's events sta
 gradio's terms and wait here instead, in lanes (train, profile, predict, estimate, blocks),
 each with its own number of slots, under these rules:
 
-- a visitor has at most one training running or waiting;
+- a visitor has at most one training running or waiting, and one address at most `per_address` (a script
+  with fresh keys from one machine cannot push an honest visitor back by more than that);
 - a visitor has at most `max_waiting` other jobs waiting (one more may run in each lane);
 - a visitor runs at most one job per lane at a time, so a second visitor's job takes the next
   free slot instead of waiting behind the first visitor's burst;
@@ -40,6 +41,7 @@ class Refused(CNNCompareError):
 class Ticket:
     lane: str
     visitor: str
+    address: str = ""
     joined: float = field(default_factory=time.monotonic)
     started: float | None = None  # when it got a slot
     left: bool = False
@@ -69,11 +71,13 @@ class FairQueue:
         max_waiting: int = 2,
         max_queued: int = 64,
         exclusive: Iterable[str] = ("train", "watch"),
+        per_address: int = 0,
     ):
         self.slots = dict(lanes)
         self.max_waiting = max(0, int(max_waiting))
         self.max_queued = max(1, int(max_queued))
         self.exclusive = set(exclusive)
+        self.per_address = max(0, int(per_address))  # places in the exclusive lanes per address (0: no limit)
         self._cond = threading.Condition()
         self._waiting: dict[str, list[Ticket]] = {lane: [] for lane in self.slots}
         self._running: dict[str, list[Ticket]] = {lane: [] for lane in self.slots}
@@ -82,7 +86,7 @@ class FairQueue:
 
     # ------------------------------------------------------------------ joining and leaving
 
-    def join(self, visitor: str, lane: str) -> Ticket:
+    def join(self, visitor: str, lane: str, address: str = "") -> Ticket:
         """A ticket in `lane`: granted at once when a slot is free, else waiting.
 
         Raises:
@@ -91,7 +95,7 @@ class FairQueue:
         if lane not in self.slots:
             raise KeyError(f"no lane {lane!r}")
         with self._cond:
-            ticket = Ticket(lane, visitor)
+            ticket = Ticket(lane, visitor, address)
             # one training per visitor, followed or computed: the exclusive lanes count together
             mine = [t for x in self.exclusive if x in self.slots for t in self._tickets(x) if t.visitor == visitor]
             if lane in self.exclusive and mine:
@@ -100,6 +104,16 @@ class FairQueue:
                     f"You already have {self._word(lane)} running or waiting: wait for it to finish "
                     "(or press Stop) before starting another."
                 )
+            if lane in self.exclusive and address and self.per_address:
+                here = sum(
+                    1 for x in self.exclusive if x in self.slots for t in self._tickets(x) if t.address == address
+                )
+                if here >= self.per_address:
+                    self.refused += 1
+                    raise Refused(
+                        f"Your network address already has {here} trainings running or waiting, this server's limit "
+                        "per address: wait for one of them to finish before starting another."
+                    )
             if self._can_start(ticket):
                 self._grant(ticket)
                 return ticket
@@ -235,6 +249,7 @@ def queued(
     refused: Callable[[str], object],
     waiting: Callable[[str], object],
     computes: bool = True,
+    address: str = "",
 ) -> Iterator:
     """Generator, for every tab's interactive handlers: wait in `lane` of the fair queue, then run `work()`
     (trainings pause meanwhile: `serving.Gate`).
@@ -245,7 +260,7 @@ def queued(
     (a latency, an estimate) takes the machine to itself (`Gate.quiet`) for that part instead.
     """
     try:
-        ticket = queue.join(visitor, lane)
+        ticket = queue.join(visitor, lane, address)
     except CNNCompareError as err:
         yield refused(str(err))
         return

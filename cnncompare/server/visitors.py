@@ -20,8 +20,8 @@ that member made (a run records its `owner`).
 With CNNCOMPARE_SHARED_EXAMPLES=1, the runs at the top level of the runs folder (made with
 the CLI by whoever runs the server) are offered to everyone, read-only, as examples.
 
-Run folders are never served by path: downloads are copies written by `compare.export` into a
-folder with a random name inside gradio's upload folder, removed after `DOWNLOADS_KEEP_S`.
+Run folders are never served by path: downloads are copies written into the visitor's own download folder
+(`ledger`), counted against their quota before they are written.
 """
 
 from __future__ import annotations
@@ -30,16 +30,14 @@ import hashlib
 import os
 import re
 import secrets
-import shutil
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import data, runs
+from .. import runs
 from ..errors import CNNCompareError, first_line
-from .uploads import upload_folder
 
 __all__ = [
     "Visitor",
@@ -48,18 +46,11 @@ __all__ = [
     "resolve",
     "new_state",
     "join_workspace",
-    "personal_dir",
-    "usage",
-    "eviction_note",
     "RunChoice",
     "visible_runs",
     "find_run",
     "visitor_dir",
     "visitors_root",
-    "downloads_dir",
-    "clean_downloads",
-    "after_run",
-    "at_start",
     "browser_secret",
     "folder_id",
 ]
@@ -69,8 +60,6 @@ CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16}$")  # Workspaces.create gives 16 
 ATTEMPT_WINDOW_S = 600.0
 SHARED_PREFIX = "shared:"
 VISITORS = "visitors"
-DOWNLOADS = "cnncompare-downloads"
-DOWNLOADS_KEEP_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +69,7 @@ class Visitor:
     id: str  # sha256 of the personal key, first 16 hex digits
     folder: str  # the same, or the workspace code's hash when they joined one
     workspace: bool = False  # runs shared through a typed workspace code
+    address: str = ""  # the client's address (`address_of`): limits per address count it
 
     @property
     def short(self) -> str:
@@ -114,7 +104,7 @@ def join_workspace(value: Any, code: str | None, workspaces: Workspaces | None =
     state = new_state(value)
     code = (code or "").strip()
     if code and workspaces is not None:
-        workspaces.check(code, address)
+        workspaces.check(code, address, folder_id(state["key"]))
     elif code and not CODE_PATTERN.match(code):
         raise CNNCompareError(UNKNOWN_CODE)
     return {**state, "code": code}
@@ -124,14 +114,23 @@ UNKNOWN_CODE = "That is not a workspace code of this server: ask whoever created
 
 
 class Workspaces:
-    """The workspace codes this server made (their hashes, kept in the runs folder), and the wrong codes each
-    address tried lately (a stranger guessing codes is stopped after `attempts` in ten minutes)."""
+    """The workspace codes this server made (their hashes, kept in the runs folder), and the wrong codes tried lately.
+
+    A stranger guessing codes is stopped after `attempts` wrong ones in ten minutes from one visitor key, or ten
+    times as many from one address (a school's browsers share one address: one student mistyping stops only that
+    student). A code this server made is always accepted: members already in a workspace keep working whatever
+    others mistyped. Creating workspaces is limited the same way (`CREATES` per key, ten times as many per address).
+    """
+
+    ADDRESS_FACTOR = 10
+    CREATES = 5
 
     def __init__(self, root: Path, attempts: int = 10):
         self.path = root / ".workspaces"
         self.attempts = max(1, int(attempts))
         self._lock = threading.Lock()
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[str, list[float]] = {}  # "key:<id>" or "addr:<address>" -> times of wrong codes
+        self._creates: dict[str, list[float]] = {}
         try:
             self._hashes = set(self.path.read_text().split())
         except OSError:
@@ -140,38 +139,55 @@ class Workspaces:
     def _known(self) -> set[str]:
         return self._hashes
 
-    def create(self) -> str:
-        """A new code (96 random bits), recorded by its hash only."""
-        code = secrets.token_urlsafe(12)
-        digest = folder_id(f"workspace:{code}")
+    def create(self, who: str = "", address: str = "") -> str:
+        """A new code (96 random bits), recorded by its hash only.
+
+        Raises:
+            CNNCompareError: this visitor (or address) created too many in the last ten minutes.
+        """
         with self._lock:
+            if not _count(self._creates, [(f"key:{who}", self.CREATES), (f"addr:{address}", self.CREATES * 10)]):
+                raise CNNCompareError(
+                    "You created several workspaces in the last ten minutes: use one of them (its link), or wait."
+                )
+            code = secrets.token_urlsafe(12)
+            digest = folder_id(f"workspace:{code}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(digest + "\n")
             self._hashes.add(digest)
         return code
 
-    def check(self, code: str, address: str = "") -> None:
-        """Raises CNNCompareError for a code this server did not make, or when `address` tried too many."""
-        now = time.monotonic()
+    def check(self, code: str, address: str = "", who: str = "") -> None:
+        """Raises CNNCompareError for a code this server did not make, or when the caller tried too many."""
+        if self.known(code):
+            return
         with self._lock:
-            recent = [t for t in self._failures.get(address, []) if now - t < ATTEMPT_WINDOW_S]
-            if len(recent) >= self.attempts:
-                self._failures[address] = recent
+            limits = [(f"key:{who}", self.attempts), (f"addr:{address}", self.attempts * self.ADDRESS_FACTOR)]
+            if not _count(self._failures, limits):
                 raise CNNCompareError(
-                    "Too many wrong workspace codes from your address: wait ten minutes, or use the workspace's link."
+                    "Too many wrong workspace codes from you: wait ten minutes, or use the workspace's link."
                 )
-            if CODE_PATTERN.match(code) and folder_id(f"workspace:{code}") in self._known():
-                return
-            recent.append(now)
-            self._failures[address] = recent
-            if len(self._failures) > 10_000:  # forget the oldest addresses: memory stays bounded
-                for key in list(self._failures)[:1000]:
-                    self._failures.pop(key, None)
         raise CNNCompareError(UNKNOWN_CODE)
 
     def known(self, code: str) -> bool:
         return bool(code) and CODE_PATTERN.match(code) is not None and folder_id(f"workspace:{code}") in self._known()
+
+
+def _count(log: dict[str, list[float]], limits: list[tuple[str, int]]) -> bool:
+    """Record one event under each name of `limits` unless one of them already reached its limit in the window;
+    True when it was recorded. Memory stays bounded: the oldest names are forgotten past 10,000."""
+    now = time.monotonic()
+    recent = {name: [t for t in log.get(name, []) if now - t < ATTEMPT_WINDOW_S] for name, _ in limits}
+    if any(len(recent[name]) >= limit for name, limit in limits):
+        log.update(recent)
+        return False
+    for name, _ in limits:
+        log[name] = [*recent[name], now]
+    if len(log) > 10_000:
+        for key in list(log)[:1000]:
+            log.pop(key, None)
+    return True
 
 
 def _parts(value: Any) -> tuple[str | None, str]:
@@ -184,7 +200,8 @@ def _parts(value: Any) -> tuple[str | None, str]:
 
 
 def address_of(request: Any) -> str:
-    """The client's address (what limits a stranger's guesses), '' when unknown."""
+    """The client's address (what limits a stranger's guesses), '' when unknown. X-Forwarded-For is applied by
+    the web server (uvicorn) only for the proxies named in CNNCOMPARE_TRUSTED_PROXIES (`ui.app.launch`)."""
     client = getattr(getattr(request, "request", request), "client", None)
     return str(getattr(client, "host", "") or "")
 
@@ -214,11 +231,11 @@ def resolve(value: Any, request: Any = None, workspaces: Workspaces | None = Non
     vid = folder_id(key)
     if code:
         if workspaces is not None:
-            workspaces.check(code, address_of(request))
+            workspaces.check(code, address_of(request), vid)
         elif not CODE_PATTERN.match(code):
             raise CNNCompareError(UNKNOWN_CODE)
-        return Visitor(vid, folder_id(f"workspace:{code}"), workspace=True)
-    return Visitor(vid, vid)
+        return Visitor(vid, folder_id(f"workspace:{code}"), workspace=True, address=address_of(request))
+    return Visitor(vid, vid, address=address_of(request))
 
 
 # --------------------------------------------------------------------------- folders
@@ -239,23 +256,6 @@ def visitor_dir(ctx, visitor: Visitor, create: bool = False) -> Path:
 def personal_dir(ctx, visitor: Visitor) -> Path:
     """The visitor's own folder, whatever workspace they are in: their weights files live here."""
     return visitors_root(ctx) / visitor.id
-
-
-def _weights_bytes(folder: Path) -> int:
-    weights = folder / "weights"
-    return sum(f.stat().st_size for f in weights.glob("*.safetensors") if f.is_file()) if weights.is_dir() else 0
-
-
-def usage(ctx, visitor: Visitor) -> int:
-    """Bytes the visitor uses: the runs they made (in a workspace, only theirs) and their weights files."""
-    folder = visitor_dir(ctx, visitor)
-    if not folder.is_dir():
-        mine = 0
-    elif visitor.workspace:
-        mine = sum(runs.folder_bytes(d) for d in folder.iterdir() if d.is_dir() and runs.owner_of(d) == visitor.id)
-    else:
-        mine = runs.folder_bytes(folder) - _weights_bytes(folder)
-    return mine + _weights_bytes(personal_dir(ctx, visitor))
 
 
 def browser_secret(ctx) -> str:
@@ -338,149 +338,3 @@ def find_run(ctx, visitor: Visitor, name: str) -> runs.SavedRun:
         if name in (c.value, c.label, c.run.label):
             return c.run
     raise CNNCompareError(f"No fine-tuned run called '{name[:80]}' among your runs: press ↻ to refresh the list.")
-
-
-# --------------------------------------------------------------------------- downloads
-
-
-def _downloads_root() -> Path:
-    return upload_folder() / DOWNLOADS
-
-
-def downloads_dir() -> Path:
-    """A new folder with a random, unguessable name for one comparison's downloads (served by gradio from its
-    upload folder to whoever holds the link: the visitor who ran it)."""
-    clean_downloads()
-    path = _downloads_root() / secrets.token_hex(16)
-    path.mkdir(parents=True)
-    return path
-
-
-def heat_maps_dir(visitor: Visitor) -> Path:
-    """The visitor's own folder for the heat maps of their latest prediction (overwritten by the next one: a
-    visitor predicts one request at a time), under the downloads and removed with them when unused an hour."""
-    path = _downloads_root() / ("heat-" + hashlib.sha256(visitor.id.encode()).hexdigest()[:16])
-    if not path.is_dir():
-        clean_downloads()
-        path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def clean_downloads(keep_s: float = DOWNLOADS_KEEP_S) -> int:
-    """Remove download folders older than `keep_s`; returns how many."""
-    root = _downloads_root()
-    if not root.is_dir():
-        return 0
-    now, n = time.time(), 0
-    for d in root.iterdir():
-        try:
-            if d.is_dir() and now - d.stat().st_mtime > keep_s:
-                shutil.rmtree(d, ignore_errors=True)
-                n += 1
-        except OSError:
-            continue
-    return n
-
-
-# --------------------------------------------------------------------------- disk
-
-
-def _mb(value: float) -> float | None:
-    return value * 2**20 if value and value > 0 else None  # 0 = no limit
-
-
-def expire_weights(ctx) -> int:
-    """Delete every visitor's weights files older than the runs' expiry (CNNCOMPARE_RUN_EXPIRY_H); how many."""
-    hours = ctx.env.run_expiry_h
-    root = visitors_root(ctx)
-    if not hours or hours <= 0 or not root.is_dir():
-        return 0
-    now, n = time.time(), 0
-    for f in root.glob("*/weights/*"):
-        try:
-            if f.is_file() and now - f.stat().st_mtime > hours * 3600:
-                f.unlink()
-                n += 1
-        except OSError:
-            continue
-    return n
-
-
-def prune_all(ctx) -> list[Path]:
-    """Everything visitors leave on disk, together: expired weights files and runs, then the oldest runs until
-    runs and weights fit the server's cap (weights count but are not evicted for runs), and old unpacked uploads."""
-    env = ctx.env
-    max_age = env.run_expiry_h * 3600 if env.run_expiry_h and env.run_expiry_h > 0 else None
-    expire_weights(ctx)
-    root = visitors_root(ctx)
-    weights = sum(_weights_bytes(d) for d in root.iterdir() if d.is_dir()) if root.is_dir() else 0
-    cap = _mb(env.runs_cap_mb)
-    removed = runs.prune(root, max_bytes=None if cap is None else max(0, cap - weights), max_age_s=max_age)
-    data.prune_unpacked(env.data_dir, max_age_s=max_age, max_bytes=_mb(env.data_cap_mb))
-    return removed
-
-
-def eviction_note(ctx, visitor: Visitor, need_bytes: int) -> str | None:
-    """What a comparison keeping `need_bytes` would cost this visitor before it starts: None when it fits their
-    quota, else the sentence naming their oldest runs that would be deleted when it ends."""
-    quota = _mb(ctx.env.visitor_quota_mb)
-    if quota is None:
-        return None
-    used = usage(ctx, visitor)
-    if used + need_bytes <= quota:
-        return None
-    folder = visitor_dir(ctx, visitor)
-    mine = [d for d in folder.iterdir() if (d / "config.json").is_file()] if folder.is_dir() else []
-    if visitor.workspace:
-        mine = [d for d in mine if runs.owner_of(d) == visitor.id]
-    mine.sort(key=lambda d: (d / "config.json").stat().st_mtime)
-    gone, free = [], used + need_bytes - quota
-    for d in mine:
-        if free <= 0:
-            break
-        gone.append(d.name)
-        free -= runs.folder_bytes(d)
-    mb = lambda n: f"{n / 2**20:,.0f} MB"  # noqa: E731
-    if free > 0:
-        return (
-            f"These runs will keep about {mb(need_bytes)}, more than your quota of {mb(quota)} even without your "
-            "other runs: they will be deleted when they end (the zip download keeps their results). Use fewer or "
-            "smaller models, or freeze more (only trained layers are kept)."
-        )
-    names = ", ".join(gone[:4]) + (", …" if len(gone) > 4 else "")
-    return (
-        f"These runs will keep about {mb(need_bytes)}; with your runs ({mb(used)}) that passes your quota of "
-        f"{mb(quota)}, so your oldest runs will be deleted when they end: {names}. Their zip downloads keep them."
-    )
-
-
-def after_run(ctx, visitor: Visitor) -> list[str]:
-    """Keep the visitor's folder under their quota and all visitors' under the cap; sentences for the page."""
-    lines = []
-    own_weights = _weights_bytes(personal_dir(ctx, visitor))  # uploads count against it too
-    quota = _mb(ctx.env.visitor_quota_mb)
-    mine = runs.prune(
-        visitor_dir(ctx, visitor),
-        max_bytes=None if quota is None else max(0, quota - own_weights),
-        owner=visitor.id if visitor.workspace else None,  # a member's quota never evicts another member's runs
-    )
-    if mine:
-        names = ", ".join(p.name for p in mine[:4]) + (", …" if len(mine) > 4 else "")
-        lines.append(
-            f"Your runs passed this server's quota of {ctx.env.visitor_quota_mb:,.0f} MB per visitor, so the "
-            f"oldest were deleted: {names}. The zip download of each comparison keeps them."
-        )
-    others = prune_all(ctx)
-    if any(p.parent.name == visitor.folder for p in others):
-        lines.append("Some of your older runs were deleted to keep the server's disk within its limits.")
-    return lines
-
-
-def at_start(ctx) -> None:
-    """Leftovers of a crash (*.tmp files), expired runs and old downloads go when the app starts."""
-    try:
-        runs.clean_tmp(ctx.runs_root)
-        prune_all(ctx)
-        clean_downloads()
-    except OSError:
-        pass
