@@ -8,10 +8,13 @@
 - preset:  30 visitors press the same Learn preset (the freeze-depth sweep) within 3 s. Reports each visitor's time
            to the finished comparison against the preset alone (the first visitor's run), and how many runs the
            server computed.
-- hostile: beside 10 honest visitors (predict, count, a small fine-tune), a stranger sends what the page never
-           would (issue 15's table, each bounded): batch 1024 at 512 px, a deflated 1 GB .pth, a 12,000 x 12,000
-           PNG as a data: URL, 70 calls at once, 200 workspace-code guesses, raw calls outside the queue, SGD at
-           lr 10, a 100 KB model name. Reports the server's peak RSS and whether any honest visitor got an error.
+- hostile: 10 honest visitors (predict, count, a small fine-tune) alone for 60 s, then beside a stranger who sends
+           what the page never would (issues 15 and 21, each bounded): batch 1024 at 512 px, a deflated 1 GB .pth,
+           a 12,000 x 12,000 PNG as a data: URL, 70 calls at once, 200 code guesses, raw calls, SGD at lr 10, a
+           100 KB model name, server paths as weights, a zip reported by two keys, repeated exports, a CIFAR bomb,
+           an 8 MB field, 100,000 tar members, 1.35 M tensors, forged X-Forwarded-For, workspace creation, 30 keys'
+           fine-tunes, NaN settings; then 10,000 fresh session ids. Reports the honest visitors' p95 alone and
+           beside the stranger, their errors, the server's RSS and disk growth.
 
 Appends each scenario's table to benchmarks/RESULTS.md with the machine and date.
 """
@@ -229,9 +232,52 @@ def scenario_preset(url: str, students: int, work: Path, server) -> tuple[list[l
 # --------------------------------------------------------------------------- hostile
 
 
-def scenario_hostile(url: str, honest_n: int, work: Path, server) -> tuple[list[list], list[str]]:
+def _disk_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _honest(url: str, tally: Tally, stop: float, i: int) -> None:
+    """An honest visitor: predict, count or a small fine-tune, a pause of 1-3 s between, until `stop`."""
+    from gradio_client import handle_file
+
+    c = client(url)
+    key = f"honest-{i:03d}-" + "h" * 20
+    rng = random.Random(i)
+    star = ROOT / "assets" / "examples" / "star.jpg"
+    while time.monotonic() < stop:
+        action = rng.choice(["predict", "count", "finetune"])
+        if action == "predict":
+            args = (handle_file(str(star)), ["resnet18"], [], True, key)
+            timed(tally, "honest predict", c.predict, *args, api_name="/predict")
+        elif action == "count":
+            timed(tally, "honest count", c.predict, ["resnet18", "alexnet"], 64, False, key, api_name="/profile")
+        else:
+            timed(tally, "honest finetune", c.predict, **TINY_FORM, visitor=key, api_name="/finetune")
+        time.sleep(rng.uniform(1, 3))
+
+
+def _crowd(url: str, n: int, tally: Tally, seconds: float) -> list[threading.Thread]:
+    stop = time.monotonic() + seconds
+    threads = [threading.Thread(target=_honest, args=(url, tally, stop, i)) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _attacks(url: str, work: Path) -> list[tuple[str, object]]:
+    """Issue 15's and issue 21's payloads, each a callable giving the answer the stranger got."""
+    import httpx
     from gradio_client import handle_file
     from PIL import Image
+
+    from tests.support import cifar_archive, many_tensors, shapes_zip
 
     pth = work / "resnet18.pth"
     subprocess.run([sys.executable, "-c", BIG_PTH, str(pth)], check=True, timeout=600, cwd=ROOT)
@@ -239,57 +285,73 @@ def scenario_hostile(url: str, honest_n: int, work: Path, server) -> tuple[list[
     buf = io.BytesIO()
     Image.new("1", (12000, 12000)).save(buf, "PNG")
     data_url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    honest, stranger = Tally(), Tally()
-    stop = time.monotonic() + 150
-    star = ROOT / "assets" / "examples" / "star.jpg"
-
-    def honest_visitor(i: int) -> None:
-        c = client(url)
-        key = f"honest-{i:03d}-" + "h" * 20
-        rng = random.Random(i)
-        while time.monotonic() < stop:
-            action = rng.choice(["predict", "count", "finetune"])
-            if action == "predict":
-                timed(
-                    honest,
-                    "honest predict",
-                    c.predict,
-                    handle_file(str(star)),
-                    ["resnet18"],
-                    [],
-                    True,
-                    key,
-                    api_name="/predict",
-                )
-            elif action == "count":
-                timed(honest, "honest count", c.predict, ["resnet18", "alexnet"], 64, False, key, api_name="/profile")
-            else:
-                timed(honest, "honest finetune", c.predict, **TINY_FORM, visitor=key, api_name="/finetune")
-            time.sleep(rng.uniform(1, 3))
-
-    def attack(name: str, fn) -> None:
-        t0 = time.monotonic()
-        stranger.begin()
-        try:
-            answer = str(fn())[:160]
-            stranger.record(name, time.monotonic() - t0)
-            stranger.refused[name] += 0
-            answers[name] = answer
-        except Exception as err:  # noqa: BLE001 - an exception is also a refusal here; what matters is the server
-            stranger.record(name, time.monotonic() - t0)
-            answers[name] = f"{type(err).__name__}: {str(err)[:140]}"
-
-    answers: dict[str, str] = {}
+    bomb = (
+        cifar_archive(work / "bomb" / "cifar-10-python.tar.gz", batch_bytes=2400 * 2**20)
+        if (work / "bomb").mkdir() is None
+        else None
+    )
+    crowd = (
+        cifar_archive(work / "crowd" / "cifar-10-python.tar.gz", members=100_000)
+        if (work / "crowd").mkdir() is None
+        else None
+    )
+    objects = (
+        cifar_archive(work / "obj" / "cifar-10-python.tar.gz", dtype=object) if (work / "obj").mkdir() is None else None
+    )
+    tiny = many_tensors(work / "resnet50.safetensors", 1_350_000)
+    upload = shapes_zip(work / "photos.zip")
     s = client(url)
     skey = "stranger-" + "x" * 24
-    attacks = [
+    config = httpx.get(url + "config", timeout=30).json()
+    ids = {d.get("api_name"): d["id"] for d in config["dependencies"]}
+    create = next(n for n in ids if str(n or "").startswith("create_workspace"))
+
+    def form(**changes):
+        return s.predict(**{**TINY_FORM, **changes}, visitor=skey, api_name="/finetune")[0]
+
+    def report(archive: Path, key: str = skey):
+        zipped = {**TINY_FORM, "dataset": "zip", "zip_file": handle_file(str(archive))}
+        return s.predict(**zipped, visitor=key, api_name="/estimate")
+
+    def exports():
+        table = s.predict(**{**TINY_FORM, "lr": 0.0031}, visitor=skey, api_name="/finetune")[3]
+        run = table["data"][0][table["headers"].index("folder")]
+        return [s.predict(run, ["safetensors"], skey, api_name="/export_run")[1][:40] for _ in range(5)][-1]
+
+    def huge_field():
+        body = {"data": [["x" * 8_000_000], "", False, skey], "fn_index": ids["profile"], "session_hash": "h" * 12}
+        return httpx.post(url + "gradio_api/queue/join", json=body, timeout=60).status_code
+
+    def forged_addresses():
+        out = ""
+        for i in range(110):
+            key = f"{i:06d}" + "f" * 20
+            headers = {"X-Forwarded-For": f"203.0.113.{i % 250}"}
+            out = str(raw_call(url, "runs", [{"key": key, "code": f"xff{i:013d}"}], None, headers=headers)[1])
+        return out
+
+    def many_keys():
+        jobs = [
+            s.submit(
+                **{**TINY_FORM, "lr": 0.004 + i * 1e-5, "epochs": 2}, visitor=f"{i:04d}{'m' * 24}", api_name="/finetune"
+            )
+            for i in range(30)
+        ]
+        firsts = []
+        for job in jobs:
+            for out in job:
+                firsts.append(str(out[0]))
+                break
+        for job in jobs:
+            job.cancel()
+        return f"{sum('limit per address' in t for t in firsts)} of 30 refused: " + next(
+            (t for t in firsts if "limit per address" in t), ""
+        )
+
+    return [
         (
             "finetune batch 1024 at 512 px",
-            lambda: s.predict(
-                **{**TINY_FORM, "models": "resnet18@none", "batch_size": 1024, "size": 512, "max_per_class": 60},
-                visitor=skey,
-                api_name="/finetune",
-            )[0],
+            lambda: form(models="resnet18@none", batch_size=1024, size=512, max_per_class=60),
         ),
         (
             "deflated 1 GB .pth",
@@ -316,54 +378,102 @@ def scenario_hostile(url: str, honest_n: int, work: Path, server) -> tuple[list[
         ),
         (
             "raw /gradio_api/run/runs",
-            lambda: (
-                __import__("httpx").post(url + "gradio_api/run/runs", json={"data": [None]}, timeout=30).status_code
-            ),
+            lambda: httpx.post(url + "gradio_api/run/runs", json={"data": [None]}).status_code,
         ),
-        (
-            "SGD at lr 10",
-            lambda: s.predict(
-                **{
-                    **TINY_FORM,
-                    "models": "resnet18@none",
-                    "optimizer": "sgd",
-                    "lr": 10.0,
-                    "epochs": 2,
-                    "schedule": "none",
-                },
-                visitor=skey,
-                api_name="/finetune",
-            )[0],
-        ),
+        ("SGD at lr 10", lambda: form(models="resnet18@none", optimizer="sgd", lr=10.0, epochs=2, schedule="none")),
         ("a 100 KB model name", lambda: len(s.predict(["x" * 100_000], "", False, skey, api_name="/profile")[0])),
+        # issue 21
+        ("1. weights_file=/etc/passwd", lambda: form(models="resnet18@head weights_file=/etc/passwd", pretrained=True)),
+        ("1. weights_file=/no/such/file", lambda: form(models="resnet18@head weights_file=/no/such", pretrained=True)),
+        ("3. the same zip reported by two keys", lambda: report(upload) == report(upload, skey + "2") and "same"),
+        ("4. one run exported 5 times", exports),
+        ("4. CIFAR tar.gz of 2.4 GB zeros", lambda: report(bomb)),
+        ("4. an 8 MB dropdown value", huge_field),
+        ("5. tar.gz of 100,000 members", lambda: report(crowd)),
+        (
+            "5. safetensors of 1.35 M tensors",
+            lambda: s.predict("resnet50", handle_file(str(tiny)), skey, api_name="/upload_weights")[0],
+        ),
+        ("6. 110 guesses, forged X-Forwarded-For", forged_addresses),
+        (
+            "6. create_workspace x 50",
+            lambda: [str(raw_call(url, create, [{"key": skey, "code": ""}])[1]) for _ in range(50)][-1],
+        ),
+        ("7. 30 fresh keys, a fine-tune each", many_keys),
+        ("8. lr nan", lambda: s.predict(**{**TINY_FORM, "lr": "nan"}, visitor=skey, api_name="/estimate")),
+        ("8. export formats None", lambda: s.predict("r", None, skey, api_name="/export_run")[1]),
+        ("8. CIFAR batch of object dtype", lambda: report(objects)),
     ]
-    threads = [threading.Thread(target=honest_visitor, args=(i,)) for i in range(honest_n)]
-    for t in threads:
-        t.start()
+
+
+def scenario_hostile(url: str, honest_n: int, work: Path, server) -> tuple[list[list], list[str]]:
+    """Honest visitors alone (the baseline), then beside a stranger sending every payload once; then 10,000 fresh
+    session ids. Reports the honest visitors' times in both phases, the server's RSS and disk growth."""
+    import httpx
+
+    attacks = _attacks(url, work)
+    alone = Tally()
+    for t in _crowd(url, honest_n, alone, 60):
+        t.join(timeout=400)
+    rss0, disk0 = _rss_mb(server.proc.pid), _disk_mb(server.work)
+    honest, stranger, answers = Tally(), Tally(), {}
+    threads = _crowd(url, honest_n, honest, 150)
     time.sleep(5)
     for name, fn in attacks:
-        attack(name, fn)
+        t0 = time.monotonic()
+        stranger.begin()
+        try:
+            answers[name] = str(fn())[:160]
+        except Exception as err:  # noqa: BLE001 - an exception is also a refusal here; what matters is the server
+            answers[name] = f"{type(err).__name__}: {str(err)[:140]}"
+        stranger.record(name, time.monotonic() - t0)
     for t in threads:
         t.join(timeout=400)
-    rows = table_of(honest)
+    rss1, disk1 = _rss_mb(server.proc.pid), _disk_mb(server.work)
+    fn_index = next(
+        d["id"] for d in httpx.get(url + "config", timeout=30).json()["dependencies"] if d.get("api_name") == "runs"
+    )
+
+    def fresh(_):
+        body = {"data": [None], "fn_index": fn_index, "session_hash": os.urandom(8).hex()}
+        return httpx.post(url + "gradio_api/queue/join", json=body, timeout=120).status_code
+
+    import concurrent.futures
+
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(fresh, range(10_000)))
+    sessions_s, rss2 = time.monotonic() - t0, _rss_mb(server.proc.pid)
+    base = {r[0]: r for r in table_of(alone)}
+    rows = [[f"{r[0]} (alone)", *r[1:]] for r in base.values()] + table_of(honest)
     rows += [
         [
             f"stranger: {name}",
             1,
             "–",
             f"{stranger.times[name][0]:.2f}" if stranger.times.get(name) else "–",
-            answers.get(name, "")[:90].replace("|", "/"),
+            answers.get(name, "")[:90].replace("|", "/").replace("\n", " "),
         ]
         for name, _ in attacks
     ]
     errors = sum(len(v) for v in honest.errors.values())
+    p95 = lambda t, k: pct(t.times.get(k, []), 95)  # noqa: E731
+    before, during = p95(alone, "honest predict"), p95(honest, "honest predict")
     notes = [
-        f"{honest_n} honest visitors (predict, count, a small fine-tune) for 150 s while a stranger sent each of issue "
-        "15's payloads once (the 70 calls and 200 guesses as bursts); the last column of a stranger row is the answer "
-        "it got.",
-        f"Honest visitors' errors: {errors}"
+        f"{honest_n} honest visitors (predict, count, a small fine-tune) alone for 60 s, then for 150 s while a "
+        "stranger sent each payload of issues 15 and 21 once (bursts as one row); the last column of a stranger row "
+        "is the answer it got.",
+        f"Honest visitors' errors beside the stranger: {errors}"
         + (": " + "; ".join(m for v in honest.errors.values() for m in v)[:300] if errors else " (none)."),
-        f"Server peak RSS (VmHWM): {peak_rss_mb(server.proc.pid):,.0f} MB.",
+        f"Honest predict p95: {before:.2f} s alone, {during:.2f} s beside the stranger ({during / before:.2f}x)."
+        if before and during
+        else "Honest predict p95: not enough calls to compare.",
+        f"Server RSS {rss0:,.0f} MB before the stranger, {rss1:,.0f} MB after; peak (VmHWM) "
+        f"{peak_rss_mb(server.proc.pid):,.0f} MB. Disk under the server's folders: {disk0:,.0f} -> {disk1:,.0f} MB "
+        f"(+{disk1 - disk0:,.0f} MB, caps: quota 2,048 MB per visitor, runs 20,000, data 8,192, downloads 4,096).",
+        f"10,000 fresh session ids (one call each, 8 at a time): {codes.count(200):,} answered 200 in "
+        f"{sessions_s:,.0f} s; server RSS {rss1:,.0f} -> {rss2:,.0f} MB (+{rss2 - rss1:,.0f} MB; gradio keeps "
+        "CNNCOMPARE_MAX_SESSIONS=100 page states).",
     ]
     return rows, notes
 

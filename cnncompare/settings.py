@@ -64,7 +64,7 @@ class FreezePolicy:
         """
         if isinstance(text, FreezePolicy):
             return text
-        t = (text or "none").strip().lower().replace(" ", "")
+        t = str(text or "none").strip().lower().replace(" ", "")
         m = _POLICY_RE.match(t)
         if not m:
             raise CNNCompareError(
@@ -276,14 +276,14 @@ def coerce(s: Setting, value: Any) -> Any:
         if isinstance(value, str):
             low = value.strip().lower()
             if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                raise CNNCompareError(f"{s.label}: '{value}' is not yes or no.")
+                raise CNNCompareError(f"{s.label}: '{value[:40]}' is not yes or no.")
             return low in ("1", "true", "yes", "on")
         return bool(value)
     if s.kind in (int, float):
         try:
             number = float(value.strip()) if isinstance(value, str) else float(value)
         except (TypeError, ValueError):
-            raise CNNCompareError(f"{s.label}: '{value}' is not a number.") from None
+            raise CNNCompareError(f"{s.label}: '{str(value)[:40]}' is not a number.") from None
         if not math.isfinite(number):
             raise CNNCompareError(f"{s.label} must be a finite number, got {value}.")
         if s.optional and number == 0 and s.low_open and s.low == 0:

@@ -113,3 +113,93 @@ with zipfile.ZipFile(sys.argv[1] + ".raw") as src, zipfile.ZipFile(sys.argv[1], 
             while chunk := r.read(2**24):
                 w.write(chunk)
 """
+
+
+# --------------------------------------------------------------------------- what a stranger uploads (issue 21)
+# Made here, shared by tests/test_hostile.py and benchmarks/load_class.py --scenario hostile.
+
+
+def weights_file(path: Path, seed: int) -> Path:
+    """A resnet18 state dict of this seed as .safetensors (random weights, made here)."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    sd = {k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}
+    save_file(sd, str(path))
+    return path
+
+
+def many_tensors(path: Path, n: int) -> Path:
+    """A .safetensors file of `n` one-value tensors (4 bytes each), written directly (header + data)."""
+    import json
+
+    header = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(n)}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4 * n))
+    return path
+
+
+def shapes_zip(path: Path, n: int = 6) -> Path:
+    """A zip of two class folders of n small PNGs each."""
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for cls, color in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+            for i in range(n):
+                buf = io.BytesIO()
+                Image.new("RGB", (24, 24), tuple(c + i for c in color)).save(buf, "PNG")
+                zf.writestr(f"{cls}/{i}.png", buf.getvalue())
+    return path
+
+
+def cifar_archive(path: Path, batch_bytes: int = 0, members: int = 0, dtype=None, nan: bool = False) -> Path:
+    """A file named like CIFAR-10's own archive: a batch of `batch_bytes` zeros (deflating to almost nothing), or
+    `members` empty files, or batches of `dtype` (object, float with NaN) pickled like the real ones."""
+    import io
+    import pickle
+    import tarfile
+
+    import numpy as np
+
+    folder = "cifar-10-batches-py"
+    with tarfile.open(path, "w:gz") as tar:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(f"{folder}/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+        if batch_bytes:
+            info = tarfile.TarInfo(f"{folder}/data_batch_1")
+            info.size = batch_bytes
+
+            class Zeros(io.RawIOBase):
+                left = batch_bytes
+
+                def readable(self):
+                    return True
+
+                def readinto(self, b):
+                    n = min(len(b), self.left)
+                    b[:n] = bytes(n)
+                    self.left -= n
+                    return n
+
+            tar.addfile(info, io.BufferedReader(Zeros()))
+        for i in range(members):
+            add(f"junk{i}", b"")
+        if dtype is not None or nan:
+            data = np.zeros((20, 3072), dtype=dtype or np.float32)
+            if nan:
+                data[0, 0] = np.nan
+            batch = pickle.dumps({b"data": data, b"labels": [0] * 20})
+            for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+                add(name, batch)
+            add("batches.meta", pickle.dumps({b"label_names": [b"a", b"b"]}))
+    return path

@@ -330,7 +330,7 @@ def test_downloads_name_the_runs_and_hold_no_server_paths(client, app):
     # folder: never in (nor served from) the runs folder
     from cnncompare.ui.uploads import upload_folder
 
-    served = [f for f in (upload_folder() / "cnncompare-downloads").glob("*/results.csv") if f.read_text() == text]
+    served = [f for f in (upload_folder() / "cnncompare-downloads").glob("v-*/*/results.csv") if f.read_text() == text]
     assert len(served) == 1 and {f.name for f in served[0].parent.iterdir()} == {p.name for p in paths}
     assert len(served[0].parent.name) == 32 and not (app.runs / "_comparisons").exists()
     with csv_path.open() as f:

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import io
 import json
 import logging
-import pickle
-import tarfile
 import uuid
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +22,7 @@ import httpx  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from cnncompare.server import boundary, ledger, visitors  # noqa: E402
-from tests.support import TINY_FORM, raw_call  # noqa: E402
+from tests.support import TINY_FORM, cifar_archive, many_tensors, raw_call, shapes_zip, weights_file  # noqa: E402
 
 KEY_A = "A" * 12 + "-hostile-key-of-alice"
 KEY_B = "B" * 12 + "-hostile-key-of-bobby"
@@ -52,24 +48,12 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def _weights_file(path: Path, seed: int) -> Path:
-    """A resnet18 state dict of this seed as .safetensors (random weights, made here)."""
-    import timm
-    import torch
-    from safetensors.torch import save_file
-
-    torch.manual_seed(seed)
-    sd = {k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}
-    save_file(sd, str(path))
-    return path
-
-
 # --------------------------------------------------------------------------- 1. a server file as weights
 
 
 def test_row1_a_server_path_as_weights_is_refused_with_one_sentence_whatever_it_names(app, tmp_path):
     """A valid weights file placed on the server, /etc/passwd and a path that does not exist: the same answer."""
-    real = _weights_file(tmp_path / "resnet18.safetensors", 0)
+    real = weights_file(tmp_path / "resnet18.safetensors", 0)
     client = _client(app)
     answers = []
     for path in (real, "/etc/passwd", "/etc/no-such-file"):
@@ -85,7 +69,7 @@ def test_row1_a_server_path_as_weights_is_refused_with_one_sentence_whatever_it_
 def test_row1_the_cli_still_takes_a_path_from_its_own_user(tmp_path, monkeypatch, capsys):
     from cnncompare.cli import main
 
-    weights = _weights_file(tmp_path / "resnet18.safetensors", 0)
+    weights = weights_file(tmp_path / "resnet18.safetensors", 0)
     monkeypatch.setenv("CNNCOMPARE_RUNS", str(tmp_path / "runs"))
     args = ["finetune", "--models", f"resnet18@head weights_file={weights}", "--pretrained", "--size", "32"]
     code = main([*args, "--epochs", "1", "--max-per-class", "8", "--out", str(tmp_path / "out")])
@@ -98,7 +82,7 @@ def test_row1_the_cli_still_takes_a_path_from_its_own_user(tmp_path, monkeypatch
 def test_row2_two_visitors_with_their_own_weights_never_share_a_run(app, tmp_path):
     client = _client(app)
     for key, seed in ((KEY_A, 1), (KEY_B, 2)):
-        weights = _weights_file(tmp_path / f"w{seed}.safetensors", seed)
+        weights = weights_file(tmp_path / f"w{seed}.safetensors", seed)
         status, _ = client.predict("resnet18", handle_file(str(weights)), key, api_name="/upload_weights")
         assert "resnet18" in status and "⚠" not in status, status
     form = dict(models="resnet18@head", pretrained=True)
@@ -113,21 +97,9 @@ def test_row2_two_visitors_with_their_own_weights_never_share_a_run(app, tmp_pat
 # --------------------------------------------------------------------------- 3. no timing oracle on uploads
 
 
-def _shapes_zip(path: Path, n: int = 6) -> Path:
-    from PIL import Image
-
-    with zipfile.ZipFile(path, "w") as zf:
-        for cls, color in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
-            for i in range(n):
-                buf = io.BytesIO()
-                Image.new("RGB", (24, 24), tuple(c + i for c in color)).save(buf, "PNG")
-                zf.writestr(f"{cls}/{i}.png", buf.getvalue())
-    return path
-
-
 def test_row3_an_upload_is_unpacked_for_its_visitor_alone(app, tmp_path):
     """Whether someone else uploaded the same zip cannot be timed: B's report unpacks B's own copy."""
-    upload = _shapes_zip(tmp_path / "mine.zip")
+    upload = shapes_zip(tmp_path / "mine.zip")
     client = _client(app)
     reports = []
     for key in (KEY_A, KEY_B):
@@ -143,6 +115,22 @@ def test_row3_an_upload_is_unpacked_for_its_visitor_alone(app, tmp_path):
         who = visitors.Visitor(visitors.folder_id(key), visitors.folder_id(key))
         assert list((ledger.unpack_dir(ctx, who) / "uploads").iterdir()), f"no copy of its own for {key}"
     assert not (ctx.data_dir / "uploads").is_dir() or not list((ctx.data_dir / "uploads").iterdir())
+
+
+def test_row3_a_prediction_of_an_upload_is_kept_for_its_visitor_alone(app, tmp_path):
+    """The app's own examples are shared (a class computes one once); someone's own picture is not."""
+    from PIL import Image
+
+    from cnncompare.ui import predict
+
+    picture = tmp_path / "mine.png"
+    Image.new("RGB", (40, 30), (12, 200, 90)).save(picture)
+    client = _client(app)
+    for key in (KEY_A, KEY_B):
+        client.predict(handle_file(str(picture)), ["resnet18"], [], False, key, api_name="/predict")
+    kept = [k for k in list(predict.PREDICTIONS._items) if isinstance(k[0], str) and ":" in k[0]]
+    owners = {k[0].split(":")[0] for k in kept}
+    assert {visitors.folder_id(KEY_A), visitors.folder_id(KEY_B)} <= owners
 
 
 # --------------------------------------------------------------------------- 4. every byte counted
@@ -190,54 +178,13 @@ def test_row4_the_shared_store_is_counted_and_pruned(app):
     assert not [d for d in shared.iterdir() if (d / "config.json").is_file()]
 
 
-def _cifar_archive(path: Path, batch_bytes: int = 0, members: int = 0, dtype=np.uint8, nan: bool = False) -> Path:
-    """A file named like CIFAR-10's own archive: a batch of `batch_bytes` zeros (deflating to almost nothing), or
-    `members` empty files, or batches of `dtype` (object, float with NaN) pickled like the real ones."""
-    folder = "cifar-10-batches-py"
-    with tarfile.open(path, "w:gz") as tar:
-
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(f"{folder}/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-        if batch_bytes:
-            info = tarfile.TarInfo(f"{folder}/data_batch_1")
-            info.size = batch_bytes
-
-            class Zeros(io.RawIOBase):
-                left = batch_bytes
-
-                def readable(self):
-                    return True
-
-                def readinto(self, b):
-                    n = min(len(b), self.left)
-                    b[:n] = bytes(n)
-                    self.left -= n
-                    return n
-
-            tar.addfile(info, io.BufferedReader(Zeros()))
-        for i in range(members):
-            add(f"junk{i}", b"")
-        if dtype is not np.uint8 or nan:
-            data = np.zeros((20, 3072), dtype=dtype)
-            if nan:
-                data[0, 0] = np.nan
-            batch = pickle.dumps({b"data": data, b"labels": [0] * 20})
-            for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-                add(name, batch)
-            add("batches.meta", pickle.dumps({b"label_names": [b"a", b"b"]}))
-    return path
-
-
 def _report(client: Client, key: str, archive: Path, **changes) -> str:
     form = {**TINY_FORM, "dataset": "zip", "zip_file": handle_file(str(archive)), **changes}
     return client.predict(**form, visitor=key, api_name="/estimate")
 
 
 def test_row4_a_cifar_archive_bomb_is_refused_before_it_is_unpacked(app, tmp_path):
-    archive = _cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch_bytes=200 * 2**20)
+    archive = cifar_archive(tmp_path / "cifar-10-python.tar.gz", batch_bytes=200 * 2**20)
     assert archive.stat().st_size < 2**20  # 200 MB of zeros in a file of a few hundred KB
     text = _report(_client(app), KEY_A, archive)
     assert "larger than CIFAR-10's own" in text, text
@@ -261,7 +208,7 @@ def test_row4_a_huge_field_is_refused_before_it_reaches_the_log(app, caplog):
 
 
 def test_row5_an_archive_of_many_members_is_refused_after_a_few(app, tmp_path):
-    archive = _cifar_archive(tmp_path / "cifar-10-python.tar.gz", members=5000)
+    archive = cifar_archive(tmp_path / "cifar-10-python.tar.gz", members=5000)
     text = _report(_client(app), KEY_A, archive)
     assert "holds more than 64 files" in text, text
 
@@ -269,7 +216,7 @@ def test_row5_an_archive_of_many_members_is_refused_after_a_few(app, tmp_path):
 def test_row5_a_cifar_archive_is_costed_before_it_queues(app, tmp_path):
     """The archive's size is known from its name (CIFAR-10's split): batch 1024 at 512 px is refused before any
     byte of it is read."""
-    archive = _cifar_archive(tmp_path / "cifar-10-python.tar.gz", members=1)
+    archive = cifar_archive(tmp_path / "cifar-10-python.tar.gz", members=1)
     form = {**TINY_FORM, "dataset": "zip", "zip_file": handle_file(str(archive))}
     form.update(models="resnet18@none", batch_size=1024, size=512, max_per_class=0)
     status = _client(app).predict(**form, visitor=KEY_A, api_name="/finetune")[0]
@@ -277,12 +224,7 @@ def test_row5_a_cifar_archive_is_costed_before_it_queues(app, tmp_path):
 
 
 def test_row5_a_weights_file_of_a_million_tiny_tensors_is_refused_from_its_header(app, tmp_path):
-    n = 200_000
-    header = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(n)}
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    path = tmp_path / "resnet50.safetensors"
-    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4 * n))
+    path = many_tensors(tmp_path / "resnet50.safetensors", 200_000)
     before = _rss_mb()
     status, _ = _client(app).predict("resnet50", handle_file(str(path)), KEY_A, api_name="/upload_weights")
     assert "200,000 tensors" in status, status
@@ -421,9 +363,48 @@ def test_row8_cifar_pixels_that_are_not_bytes_are_refused(app, tmp_path):
     for i, kind in enumerate((dict(dtype=object), dict(dtype=np.float32, nan=True))):
         folder = tmp_path / f"{i}"
         folder.mkdir()
-        archive = _cifar_archive(folder / "cifar-10-python.tar.gz", **kind)
+        archive = cifar_archive(folder / "cifar-10-python.tar.gz", **kind)
         text = _report(client, KEY_B, archive)
         assert "not bytes (uint8)" in text and "unexpected" not in text, text
+
+
+# Cheap arguments for every named endpoint (nothing here starts a long job); one is replaced at a time by a hostile
+# value. A new endpoint must be listed here: the test fails on any it does not know.
+CHEAP = {
+    "/profile": [["resnet18"], "64", False, KEY_A],
+    "/diagram": [["resnet18"], "64", "head", KEY_A],
+    "/blocks": [["resnet18"], "64", "head", KEY_A],
+    "/predict": [None, ["resnet18"], [], False, KEY_A],
+    "/upload_weights": ["resnet18", None, KEY_A],
+    "/remove_weights": ["resnet18", KEY_A],
+    "/confusion_images": ["no-run", "a", "b", KEY_A],
+    "/export_run": ["no-run", ["safetensors"], KEY_A],
+    "/finetune": {**TINY_FORM, "models": "nosuchmodel@head", "visitor": KEY_A},
+    "/estimate": {**TINY_FORM, "models": "nosuchmodel@head", "visitor": KEY_A},
+    "/stop": [],
+    "/runs": [KEY_A],
+}
+HOSTILE = [None, "x" * 300, 1e308, {"a": [1, {"b": None}]}, [["deep"]] * 70]
+
+
+def test_row8_every_input_of_every_endpoint_answers_hostile_values_in_one_sentence(app):
+    client = _client(app)
+    named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert set(named) == set(CHEAP), "list the new endpoint's cheap arguments in CHEAP"
+    for name, base in CHEAP.items():
+        if isinstance(base, dict):  # by the endpoint's own parameter order
+            base = [base[p["parameter_name"]] for p in named[name]["parameters"]]
+        for i in range(len(base)):
+            for value in HOSTILE:
+                args = [*base[:i], value, *base[i + 1 :]]
+                try:
+                    out = client.predict(*args, api_name=name)
+                except Exception as err:  # gradio refused it itself: one short sentence, no traceback
+                    text = str(err)
+                    assert len(text) < 600 and "Traceback" not in text, (name, i, text[:300])
+                    continue
+                text = json.dumps(out, default=str)
+                assert "unexpected" not in text and "x" * 200 not in text, (name, i, repr(value)[:40], text[:300])
 
 
 # --------------------------------------------------------------------------- 9. what /config tells anyone

@@ -61,8 +61,9 @@ class Layout:
 
 def tensor_bound(layout: Layout) -> int:
     """The most tensors a weights file for this model may hold: its own, twice over (auxiliary classifiers, a
-    checkpoint's extras) and a margin. 1.35 million tiny tensors in an 80 MB file took 2 GB to read."""
-    return 2 * len(layout.shapes) + 256
+    checkpoint's extras), and room for another catalog model's file (so that one is told which model it fits).
+    1.35 million tiny tensors in an 80 MB file took 2 GB to read."""
+    return 2 * len(layout.shapes) + 4096
 
 
 def tensor_count(path: str | Path) -> int:

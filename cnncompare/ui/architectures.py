@@ -311,7 +311,7 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None, chec
     try:
         names = parse_names(models_selected, limit)
         size = profiling.input_size(size)
-        policy_text = (policy or "none").strip() or "none"
+        policy_text = str(policy or "none").strip() or "none"
         parsed = models.FreezePolicy.parse(policy_text)
     except CNNCompareError as err:
         return warn_md(str(err)), pd.DataFrame(columns=BLOCK_COLUMNS)
@@ -369,7 +369,7 @@ def diagram_view(
     try:
         names = parse_names(models_selected, limit)
         size = profiling.input_size(size)
-        policy_text = str(models.FreezePolicy.parse((policy or "none").strip() or "none"))
+        policy_text = str(models.FreezePolicy.parse(str(policy or "none").strip() or "none"))
         if not names:
             return plots.message_figure("Choose models above to see their diagrams.")
         for name in names:

@@ -144,7 +144,9 @@ def load_source(
     def load():
         if not upload:
             return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, server=True)
-        with ledger.reserve(ctx, visitor, data.unpack_bytes(source), "Unpacking your upload", "data"):
+        unpacked = ((work_dir or ctx.data_dir) / "uploads" / data.file_digest(source)).is_dir()  # reused: no new bytes
+        need = 0 if unpacked else data.unpack_bytes(source)
+        with ledger.reserve(ctx, visitor, need, "Unpacking your upload", "data"):
             return data.open_source(
                 source, ctx.env, max_per_class=max_per_class, seed=seed, server=True, work_dir=work_dir
             )

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from .. import export, runs
+from ..errors import CNNCompareError
 from ..server import boundary, ledger, visitors
 from . import lenient
 from .common import Context, in_line, message, warn_md
@@ -50,6 +51,14 @@ def export_zip(ctx: Context, visitor: visitors.Visitor, run_name: str, formats) 
         dataclasses.replace(saved.entry, weights_file="given"), len(saved.classes), saved.settings.size
     )
     need = 2 * full * len(fmts) + 2**20  # the files, then their zip (the files go once it is written)
+    # memory, like a run's admission: the model, its state dict and (for ONNX) the exported program hold the weights
+    # about four times over; an export over what one run may use is refused before anything is built
+    if ctx.env.max_run_mb and 4 * full > ctx.env.max_run_mb * 2**20:
+        raise CNNCompareError(
+            f"Exporting {saved.run_label} needs about {4 * full / 2**30:.1f} GB of memory, more than one job may use "
+            f"on this server ({ctx.env.max_run_mb / 1024:.1f} GB): export it with the command line "
+            "(cnncompare export) on a larger machine."
+        )
     with ledger.reserve(ctx, visitor, need, f"Exporting {saved.run_label}", "downloads"):
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -127,7 +136,7 @@ def build(ctx: Context, elem_prefix: str) -> SimpleNamespace:
         [run_dd, formats, *extra],
         [file, note],
         api_name=api,
-        api_visibility="public" if api else "private",
+        api_visibility="public" if elem_prefix == "ft" else "private",
         concurrency_limit=None,
     )
     return SimpleNamespace(

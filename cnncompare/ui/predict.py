@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,6 +90,18 @@ def _image_from(value, max_mpix: float):
         raise CNNCompareError(f"Could not read the image '{display_name(path)}': upload a JPEG or PNG file.") from None
 
 
+@functools.lru_cache(maxsize=1)
+def _example_digests() -> frozenset[str]:
+    return frozenset(data.file_digest(f) for f in EXAMPLES_DIR.glob("*") if f.is_file())
+
+
+def _identity(digest: str, visitor: visitors.Visitor) -> str:
+    """What a prediction of this image is kept under: the app's own example pictures are shared by everyone (a class
+    clicking the same example computes it once); a visitor's upload is kept for them alone, so how fast an answer
+    comes says nothing about what anyone else uploaded."""
+    return digest if digest in _example_digests() else f"{visitor.id}:{digest}"
+
+
 def _run_key(saved: runs.SavedRun) -> tuple:
     weights = saved.path / "weights.safetensors"
     return ("run", str(saved.path), weights.stat().st_mtime_ns if weights.is_file() else 0, _device())
@@ -140,6 +153,7 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
     limit = ctx.max_models
     try:
         img, digest = _image_from(image, ctx.env.max_image_mpix)
+        digest = _identity(digest, visitor)
         names = parse_names(models_selected, limit)
         run_names = parse_names(runs_selected, limit)
         if not names and not run_names:
