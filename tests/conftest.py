@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CNNCOMPARE_OFFLINE", "1")
 os.environ.setdefault("GRADIO_SERVER_NAME", "127.0.0.1")
+# gradio's upload folder (and the app's downloads in it) of this test session alone: a rerun, or a benchmark running
+# beside the tests, never shares files or disk caps with it
+os.environ.setdefault("GRADIO_TEMP_DIR", __import__("tempfile").mkdtemp(prefix="cnncompare-tests-gradio-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

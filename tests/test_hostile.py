@@ -24,8 +24,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 from cnncompare.server import boundary, ledger, visitors  # noqa: E402
 from tests.support import TINY_FORM, cifar_archive, many_tensors, raw_call, shapes_zip, weights_file  # noqa: E402
 
-KEY_A = "A" * 12 + "-hostile-key-of-alice"
-KEY_B = "B" * 12 + "-hostile-key-of-bobby"
+KEY_A = "A" * 12 + "-hostile-" + uuid.uuid4().hex[:12]  # fresh each session: nothing left from an earlier run
+KEY_B = "B" * 12 + "-hostile-" + uuid.uuid4().hex[:12]
 
 
 @pytest.fixture(scope="module")
@@ -416,3 +416,43 @@ def test_row9_the_config_holds_no_visitor_key_and_no_server_path(app):
     assert KEY_A not in config and KEY_B not in config
     # gradio's deep links write a session's values to disk per session id: the app does not use them
     assert httpx.get(app.url + "gradio_api/deep_link?session_hash=x", timeout=30).status_code == 404
+
+
+# --------------------------------------------------------------------------- the review's findings, as units
+
+
+def test_refused_guesses_record_nothing_so_fresh_names_cannot_flush_the_limit(tmp_path):
+    ws = visitors.Workspaces(tmp_path, attempts=2)
+    for i in range(2):
+        with pytest.raises(Exception, match="not a workspace code"):
+            ws.check(f"wrong{i:011d}", "10.0.0.1", "k")
+    for i in range(50):  # refused: the key's limit is reached; nothing new is written
+        with pytest.raises(Exception, match="Too many"):
+            ws.check(f"again{i:011d}", "10.0.0.1", "k")
+    assert len(ws._failures) == 2  # "key:k" and "addr:10.0.0.1"
+
+
+def test_a_corrupt_or_overlong_cifar_archive_gets_one_sentence(tmp_path):
+    from cnncompare.data import DataError
+    from cnncompare.data.cifar import CIFAR, unpack_archive
+
+    broken = tmp_path / "cifar-10-python.tar.gz"
+    good = cifar_archive(tmp_path / "ok.tar.gz", members=3)
+    raw = bytearray(good.read_bytes())
+    raw[20:60] = b"\xff" * 40  # the deflate stream damaged
+    broken.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="not a readable .tar.gz|unpacks to more"):
+        unpack_archive(broken, CIFAR["cifar10"], tmp_path)
+
+
+def test_a_legacy_pth_is_not_mistaken_for_a_safetensors_header(tmp_path):
+    import torch
+
+    from cnncompare.models.weights import tensor_count
+
+    path = tmp_path / "old.pth"
+    torch.save({"w": torch.zeros(3)}, path, _use_new_zipfile_serialization=False)
+    assert tensor_count(path, 10) == 0  # unknown: the reader says what is wrong, not "a header of 4 TB"
+    new = tmp_path / "new.pth"
+    torch.save({f"w{i}": torch.zeros(1) for i in range(7)}, new)
+    assert tensor_count(new, 100) >= 7

@@ -12,11 +12,13 @@ downloaded once is read from there by every later run.
 
 from __future__ import annotations
 
+import gzip
 import io
 import pickle
 import shutil
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +161,24 @@ def archive_kind(path: str | Path) -> str | None:
     return None
 
 
+class _Capped(io.RawIOBase):
+    """A stream that refuses to give more than `cap` bytes: everything a tar reader decompresses counts (headers
+    too, and members of other names that are skipped), so an archive costs at most its dataset's size in work."""
+
+    def __init__(self, raw, cap: int, why: str):
+        self.raw, self.cap, self.why, self.seen = raw, cap, why, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self.raw.readinto(b)
+        self.seen += n or 0
+        if self.seen > self.cap:
+            raise DataError(self.why)
+        return n
+
+
 def unpacked_bytes(spec: CifarSpec) -> int:
     """The most an uploaded archive of this dataset may write (each file at its bound): what is counted against the
     visitor's quota before it is unpacked."""
@@ -176,9 +196,15 @@ def unpack_archive(path: Path, spec: CifarSpec, dest: Path) -> Path:
     """
     wanted = {f"{spec.folder}/{n}" for n in (*spec.train, spec.test, spec.meta)}
     target = dest / spec.folder
+    too_big = (
+        f"'{path.name}' unpacks to more than {spec.label}'s own archive: upload {spec.label}'s own {spec.archive}."
+    )
     tmp = Path(tempfile.mkdtemp(prefix=".cifar-", dir=dest))
     try:
-        with tarfile.open(path, "r:gz") as tar:
+        with (
+            gzip.open(path) as gz,
+            tarfile.open(fileobj=_Capped(gz, unpacked_bytes(spec) + 2**20, too_big), mode="r|") as tar,
+        ):
             for n, member in enumerate(tar):
                 if n >= MAX_MEMBERS:
                     raise DataError(
@@ -206,7 +232,7 @@ def unpack_archive(path: Path, spec: CifarSpec, dest: Path) -> Path:
         return target
     except DataError:
         raise
-    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+    except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as err:
         raise DataError(
             f"'{path.name}' is not a readable .tar.gz ({type(err).__name__}): upload {spec.archive}."
         ) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import pickletools
 import sys
 import zipfile
 from collections.abc import Callable, Mapping
@@ -66,33 +67,46 @@ def tensor_bound(layout: Layout) -> int:
     return 2 * len(layout.shapes) + 4096
 
 
-def tensor_count(path: str | Path) -> int:
-    """How many tensors a weights file holds, from its header alone: a `.safetensors` header's entries, a `.pth`
-    archive's stored tensors (its data/ members); 0 when it cannot be told (the reader then says what is wrong).
+def tensor_count(path: str | Path, most: int | None = None) -> int:
+    """How many tensors a weights file holds, from its header alone: a `.safetensors` header's entries, the tensors
+    a `.pth` archive's pickle rebuilds (each is a call in `data.pkl`: views of one storage count each); 0 when it
+    cannot be told (an old-style `.pth`: the reader then says what is wrong). With `most`, a header or pickle too
+    large to hold only that many is refused before it is parsed.
 
     Raises:
-        WeightsUnavailableError: a safetensors header over 64 MB (no model's header comes near).
+        WeightsUnavailableError: a header or pickle far larger than `most` tensors need.
     """
     path = Path(path)
+    bound = None if most is None else 512 * most + 2**20  # bytes a header of `most` entries could take
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
-                return sum(
-                    1 for info in zf.infolist() if "/data/" in info.filename or info.filename.startswith("data/")
-                )
+                pkl = next((i for i in zf.infolist() if i.filename.endswith("data.pkl")), None)
+                if pkl is None:
+                    return 0
+                _refuse_header(path.name, pkl.file_size, bound)
+                ops = pickletools.genops(zf.read(pkl))
+                return sum(1 for op, _, _ in ops if op.name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX"))
+        if path.suffix.lower() != ".safetensors":
+            return 0
         with path.open("rb") as f:
             head = f.read(8)
             if len(head) < 8:
                 return 0
             n = int.from_bytes(head, "little")
-            if n > 64 * 2**20:
-                raise WeightsUnavailableError(
-                    f"{path.name} has a header of {n / 2**20:,.0f} MB, far more than any model's weights need."
-                )
+            _refuse_header(path.name, n, bound if bound is not None else 64 * 2**20)
             header = json.loads(f.read(n))
         return sum(1 for k in header if k != "__metadata__") if isinstance(header, dict) else 0
     except (OSError, ValueError, zipfile.BadZipFile):
         return 0
+
+
+def _refuse_header(name: str, size: int, bound: int | None) -> None:
+    if bound is not None and size > bound:
+        raise WeightsUnavailableError(
+            f"{name} has a header of {size / 2**20:,.1f} MB, far more than any model's weights need: it holds "
+            "something else besides them."
+        )
 
 
 def file_bound(layout: Layout) -> int:
@@ -142,7 +156,7 @@ def read_weights(
             f"{name} unpacks to {size / 2**20:,.0f} MB, more than the model's own weights could take "
             f"({max_bytes / 2**20:,.0f} MB at most): it holds something else besides them."
         )
-    if max_tensors is not None and (count := tensor_count(path)) > max_tensors:
+    if max_tensors is not None and (count := tensor_count(path, max_tensors)) > max_tensors:
         raise WeightsUnavailableError(
             f"{name} holds {count:,} tensors, more than the model's own weights could be ({max_tensors:,} at most): "
             "it holds something else besides them."

@@ -5,8 +5,9 @@ fill it and every other visitor is told "Queue is full". So the app's events sta
 gradio's terms and wait here instead, in lanes (train, profile, predict, estimate, blocks),
 each with its own number of slots, under these rules:
 
-- a visitor has at most one training running or waiting, and one address at most `per_address` (a script
-  with fresh keys from one machine cannot push an honest visitor back by more than that);
+- a visitor has at most one training running or waiting, and one address at most `per_address` places in the
+  training line (a script with fresh keys from one machine cannot push an honest visitor back by more than that;
+  following a run identical to another's takes no place of the machine and is not counted);
 - a visitor has at most `max_waiting` other jobs waiting (one more may run in each lane);
 - a visitor runs at most one job per lane at a time, so a second visitor's job takes the next
   free slot instead of waiting behind the first visitor's burst;
@@ -77,7 +78,7 @@ class FairQueue:
         self.max_waiting = max(0, int(max_waiting))
         self.max_queued = max(1, int(max_queued))
         self.exclusive = set(exclusive)
-        self.per_address = max(0, int(per_address))  # places in the exclusive lanes per address (0: no limit)
+        self.per_address = max(0, int(per_address))  # places in the training line per address (0: none)
         self._cond = threading.Condition()
         self._waiting: dict[str, list[Ticket]] = {lane: [] for lane in self.slots}
         self._running: dict[str, list[Ticket]] = {lane: [] for lane in self.slots}
@@ -104,10 +105,8 @@ class FairQueue:
                     f"You already have {self._word(lane)} running or waiting: wait for it to finish "
                     "(or press Stop) before starting another."
                 )
-            if lane in self.exclusive and address and self.per_address:
-                here = sum(
-                    1 for x in self.exclusive if x in self.slots for t in self._tickets(x) if t.address == address
-                )
+            if lane == "train" and address and self.per_address:  # followers of an identical run ("watch") cost none
+                here = sum(1 for t in self._tickets("train") if t.address == address)
                 if here >= self.per_address:
                     self.refused += 1
                     raise Refused(

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import logging
 
-__all__ = ["BodyLimit", "MAX_BODY", "ClipLongLogs"]
+__all__ = ["BodyLimit", "MAX_BODY", "MAX_UPLOAD", "clip", "clip_every_log_record"]
 
 MAX_BODY = 256 * 1024  # bytes of a request body that is not an upload: a form's values are a few KB
+MAX_UPLOAD = 801 * 2**20  # one upload request: the largest file the app takes (800 MB, VGG19's weights) and its form
 EXEMPT = ("/gradio_api/upload", "/upload")  # file uploads: bounded by gradio's max_file_size
 # routes the app never uses that write to disk per session id (gradio's deep links save a session's values)
 BLOCKED = ("/deep_link",)
@@ -36,8 +37,11 @@ class BodyLimit:
         if scope.get("type") == "http" and any(path.endswith(p) for p in BLOCKED):
             await _refuse(send, 404, "Not used by this app.")
             return
-        if scope.get("type") != "http" or any(path.endswith(p) for p in self.exempt):
+        if scope.get("type") != "http":
             await self.app(scope, receive, send)
+            return
+        if any(path.endswith(p) for p in self.exempt):  # one file of at most MAX_UPLOAD per request
+            await BodyLimit(self.app, MAX_UPLOAD, ())(scope, receive, send)
             return
         for name, value in scope.get("headers") or ():
             if name == b"content-length":
@@ -49,7 +53,7 @@ class BodyLimit:
                     await _refuse(send)
                     return
         seen = 0
-        refused = False
+        refused = started = False
 
         async def bounded():
             nonlocal seen, refused
@@ -62,12 +66,14 @@ class BodyLimit:
             return message
 
         async def guarded_send(message):
-            if refused:
+            nonlocal started
+            if refused and not started:
                 return
+            started = started or message.get("type") == "http.response.start"
             await send(message)
 
         await self.app(scope, bounded, guarded_send)
-        if refused:
+        if refused and not started:  # a response already begun is left to end as the app ended it
             await _refuse(send)
 
 
@@ -83,20 +89,25 @@ async def _refuse(send, status: int = 413, text: str = TOO_LARGE) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class ClipLongLogs(logging.Filter):
-    """A log record whose text is longer than `limit` is cut (a visitor's input never fills the log)."""
+def clip(record: logging.LogRecord, limit: int = 2000) -> logging.LogRecord:
+    """The record with its text cut to `limit` characters (and a note of how many were cut)."""
+    try:
+        text = record.getMessage()
+    except Exception:
+        return record
+    if len(text) > limit:
+        record.msg, record.args = text[:limit] + f"… [{len(text) - limit:,} characters cut]", None
+    return record
 
-    def __init__(self, limit: int = 2000):
-        super().__init__()
-        self.limit = limit
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            text = record.getMessage()
-        except Exception:
-            return True
-        if len(text) > self.limit:
-            record.msg, record.args = text[: self.limit] + f"… [{len(text) - self.limit:,} characters cut]", None
-        if record.exc_text and len(record.exc_text) > 4 * self.limit:
-            record.exc_text = record.exc_text[: 4 * self.limit] + "… [cut]"
-        return True
+def clip_every_log_record(limit: int = 2000) -> None:
+    """Every log record of the process is made clipped (a record factory: loggers of any name, any handler)."""
+    make = logging.getLogRecordFactory()
+    if getattr(make, "clips", False):
+        return
+
+    def factory(*args, **kwargs):
+        return clip(make(*args, **kwargs), limit)
+
+    factory.clips = True
+    logging.setLogRecordFactory(factory)

@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import data, runs
+from .. import runs
 from ..errors import CNNCompareError
 from .paths import upload_folder
 from .visitors import Visitor, personal_dir, visitor_dir, visitors_root
@@ -36,6 +38,7 @@ __all__ = [
     "CAPS",
     "usage",
     "server_bytes",
+    "disk_bytes",
     "reserve",
     "downloads_dir",
     "visitor_downloads",
@@ -92,6 +95,7 @@ def heat_maps_dir(visitor: Visitor) -> Path:
     """The heat maps of the visitor's latest prediction (overwritten by the next one)."""
     path = visitor_downloads(visitor) / "heat"
     path.mkdir(parents=True, exist_ok=True)
+    os.utime(path)  # in use: the hour before it is cleaned counts from now
     return path
 
 
@@ -102,21 +106,27 @@ def unpack_dir(ctx, visitor: Visitor) -> Path:
 
 
 def _files_bytes(paths) -> int:
-    """Bytes of the files under `paths`, each inode once."""
+    """Bytes of the files under `paths`, each inode once; a file or folder removed meanwhile (a prune, an unpack
+    finishing) is simply not counted."""
     seen, total = set(), 0
     for root in paths:
-        root = Path(root)
-        if not root.exists():
-            continue
-        for f in root.rglob("*") if root.is_dir() else [root]:
-            try:
-                st = f.lstat()
-            except OSError:
-                continue
-            if f.is_file() and not f.is_symlink() and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
+        root = str(root)
+        walked = os.walk(root) if os.path.isdir(root) else [("", [], [root])] if os.path.isfile(root) else []
+        for folder, _, files in walked:
+            for name in files:
+                try:
+                    st = os.lstat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
     return total
+
+
+def disk_bytes(path: str | Path) -> int:
+    """Bytes of the files under `path` (a file or a folder), each inode once; 0 when it does not exist."""
+    return _files_bytes([path])
 
 
 def _weights_bytes(folder: Path) -> int:
@@ -155,7 +165,7 @@ def reserve(ctx, visitor: Visitor | None, nbytes: int, what: str, cap: str = "ru
     nbytes = max(0, int(nbytes))
     env = ctx.env
     quota, limit = _limit(env.visitor_quota_mb), _limit(getattr(env, CAPS[cap]))
-    mine_key, all_key = ((visitor.id if visitor else ""), cap), ("", cap)
+    mine_key, all_key = ("visitor", visitor.id if visitor else ""), ("cap", cap)
     with _lock:
         if quota is not None and visitor is not None:
             used = usage(ctx, visitor) + _pending.get(mine_key, 0)
@@ -178,13 +188,13 @@ def reserve(ctx, visitor: Visitor | None, nbytes: int, what: str, cap: str = "ru
                     f"{what} needs about {mb(nbytes)}, more than is left of this server's disk for {cap} "
                     f"({mb(total)} of {mb(limit)} used): try again later, or with something smaller."
                 )
-        for key in {mine_key, all_key}:
+        for key in (mine_key, all_key):
             _pending[key] = _pending.get(key, 0) + nbytes
     try:
         yield
     finally:
         with _lock:
-            for key in {mine_key, all_key}:
+            for key in (mine_key, all_key):
                 left = _pending.get(key, 0) - nbytes
                 if left > 0:
                     _pending[key] = left
@@ -196,9 +206,17 @@ def reserve(ctx, visitor: Visitor | None, nbytes: int, what: str, cap: str = "ru
 
 
 def _drop_old_downloads(visitor: Visitor, nbytes: int) -> None:
-    """Remove the visitor's download folders, oldest first, until `nbytes` are free (the heat maps stay)."""
-    folders = [d for d in visitor_downloads(visitor).glob("*") if d.is_dir() and d.name != "heat"]
-    for d in sorted(folders, key=lambda d: d.stat().st_mtime):
+    """Remove the visitor's download folders, oldest first, until `nbytes` are free: not the heat maps, and none
+    written in the last minute (a download being made now)."""
+    now = time.time()
+    aged = []
+    for d in visitor_downloads(visitor).glob("*"):
+        try:
+            if d.is_dir() and d.name != "heat" and now - d.stat().st_mtime > 60:
+                aged.append((d.stat().st_mtime, d))
+        except OSError:
+            continue
+    for _, d in sorted(aged):
         if nbytes <= 0:
             break
         nbytes -= _files_bytes([d])
@@ -255,10 +273,30 @@ def prune_all(ctx) -> list[Path]:
         others = _files_bytes([root])
         runs.prune(shared, max_bytes=max(0, cap - others))
     removed = runs.prune(root, max_bytes=None if cap is None else max(0, cap - weights), max_age_s=max_age)
-    for folder in [ctx.data_dir, *(ctx.data_dir / "visitors").glob("*")]:
-        data.prune_unpacked(folder, max_age_s=max_age, max_bytes=_limit(env.data_cap_mb))
+    _prune_unpacked(ctx, max_age, _limit(env.data_cap_mb))
     clean_downloads()
     return removed
+
+
+def _prune_unpacked(ctx, max_age_s: float | None, max_bytes: float | None) -> None:
+    """Unpacked uploads of every visitor together: expired ones, then the least recently used until all fit the
+    data cap (none used in the last hour: a run may be reading it)."""
+    found = []
+    for uploads in [ctx.data_dir / "uploads", *(ctx.data_dir / "visitors").glob("*/uploads")]:
+        for d in uploads.glob("*") if uploads.is_dir() else []:
+            try:
+                found.append((d.stat().st_mtime, d, _files_bytes([d])))
+            except OSError:
+                continue
+    total, now = sum(n for *_, n in found), time.time()
+    for mtime, d, n in sorted(found, key=lambda x: x[0]):
+        age = now - mtime
+        if age < 3600:
+            continue
+        expired = (max_age_s is not None and age > max_age_s) or d.name.startswith(".unpacking-")  # a crash's leftover
+        if expired or (max_bytes is not None and total > max_bytes):
+            shutil.rmtree(d, ignore_errors=True)
+            total -= n
 
 
 def eviction_note(ctx, visitor: Visitor, need_bytes: int) -> str | None:

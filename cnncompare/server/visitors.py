@@ -1,4 +1,4 @@
-"""Who the visitor is, where their runs live, what they may see, and the disk they may use.
+"""Who the visitor is, where their runs live, and what they may see (the disk they use: `ledger`).
 
 A visitor is a random key kept in their browser (`gr.BrowserState`, so a page refresh keeps
 it). The key is a secret: it is never used as a path, only its hash is:
@@ -12,10 +12,10 @@ call with neither (a raw HTTP call outside gradio's queue) is refused.
 
 A workspace makes several browsers share one folder of runs (a class). Its code is made by the
 server (96 random bits: `new_workspace`), shown once to whoever created it and shared as a link
-(`?workspace=CODE`); a code nobody created is refused, and one address may try only a few unknown
-codes in ten minutes (`Workspaces`). Members share runs, never weights files (those stay in each
-member's own folder, `personal_dir`), and each member's quota counts and evicts only the runs
-that member made (a run records its `owner`).
+(`?workspace=CODE`); a code nobody created is refused, and one key (or address) may try only a few
+unknown codes in ten minutes, while a code the server made always works (`Workspaces`). Members share runs,
+never weights files (those stay in each member's own folder, `personal_dir`), and each member's quota counts and
+evicts only the runs that member made (a run records its `owner`).
 
 With CNNCOMPARE_SHARED_EXAMPLES=1, the runs at the top level of the runs folder (made with
 the CLI by whoever runs the server) are offered to everyone, read-only, as examples.
@@ -32,6 +32,7 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ __all__ = [
     "find_run",
     "visitor_dir",
     "visitors_root",
+    "personal_dir",
+    "address_of",
     "browser_secret",
     "folder_id",
 ]
@@ -129,8 +132,8 @@ class Workspaces:
         self.path = root / ".workspaces"
         self.attempts = max(1, int(attempts))
         self._lock = threading.Lock()
-        self._failures: dict[str, list[float]] = {}  # "key:<id>" or "addr:<address>" -> times of wrong codes
-        self._creates: dict[str, list[float]] = {}
+        self._failures: OrderedDict[str, list[float]] = OrderedDict()  # "key:<id>" / "addr:<address>" -> times
+        self._creates: OrderedDict[str, list[float]] = OrderedDict()
         try:
             self._hashes = set(self.path.read_text().split())
         except OSError:
@@ -174,19 +177,19 @@ class Workspaces:
         return bool(code) and CODE_PATTERN.match(code) is not None and folder_id(f"workspace:{code}") in self._known()
 
 
-def _count(log: dict[str, list[float]], limits: list[tuple[str, int]]) -> bool:
+def _count(log: OrderedDict[str, list[float]], limits: list[tuple[str, int]]) -> bool:
     """Record one event under each name of `limits` unless one of them already reached its limit in the window;
-    True when it was recorded. Memory stays bounded: the oldest names are forgotten past 10,000."""
+    True when it was recorded. A refusal records nothing (fresh names cannot flood the log), and past 10,000 names
+    the least recently counted are forgotten (a name still in use stays)."""
     now = time.monotonic()
     recent = {name: [t for t in log.get(name, []) if now - t < ATTEMPT_WINDOW_S] for name, _ in limits}
     if any(len(recent[name]) >= limit for name, limit in limits):
-        log.update(recent)
         return False
     for name, _ in limits:
         log[name] = [*recent[name], now]
-    if len(log) > 10_000:
-        for key in list(log)[:1000]:
-            log.pop(key, None)
+        log.move_to_end(name)
+    while len(log) > 10_000:
+        log.popitem(last=False)
     return True
 
 

@@ -12,7 +12,6 @@ per-visitor limits; the limits come from `env.Env`.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from .. import __version__, models
 from ..env import Env
 from ..errors import CNNCompareError
 from ..server import ledger, visitors
-from ..server.http import BodyLimit, ClipLongLogs
+from ..server.http import BodyLimit, clip_every_log_record
 from . import architectures, finetune, learn, predict
 from . import gallery as gallery_ui
 from .common import LANES, MODELS, Context, in_line
@@ -33,6 +32,7 @@ from .common import LANES, MODELS, Context, in_line
 # The largest catalog model's ImageNet weights fit (VGG19: 548 MB; VGG16: 528 MB), so the VGG lessons work offline
 # with a file downloaded elsewhere; a zip of images is bounded by what it unpacks to (CNNCOMPARE_MAX_UNPACK_MB).
 MAX_FILE_SIZE = "800mb"
+SPACE_PROXIES = "127.0.0.1,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"  # trusted on a Space when none are named
 
 CSS = """
 .cc-note p, .cc-note li { font-size: 0.95rem; line-height: 1.45; }
@@ -207,11 +207,12 @@ def launch(demo: gr.Blocks, **kwargs):
     """
     ctx: Context = demo.cnncompare_context
     # uvicorn reads it when gradio starts it (its default believes 127.0.0.1, so anyone on the machine could forge)
-    os.environ["FORWARDED_ALLOW_IPS"] = ctx.env.trusted_proxies
-    for name in ("", "gradio", "uvicorn", "uvicorn.error", "cnncompare"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, ClipLongLogs) for f in logger.filters):
-            logger.addFilter(ClipLongLogs())
+    # On a Space every request comes through the Space's own proxy (a private address): without believing it, all
+    # visitors would be one address. The proxy appends the client's address, so the right-most untrusted entry of
+    # X-Forwarded-For is the visitor's and cannot be forged.
+    on_space = bool(os.environ.get("SPACE_ID"))
+    os.environ["FORWARDED_ALLOW_IPS"] = ctx.env.trusted_proxies or (SPACE_PROXIES if on_space else "")
+    clip_every_log_record()  # no visitor input fills the log, whichever logger writes it
     # Every queued event holds a worker thread while it runs or waits in the fair queue.
     threads = ctx.env.queue_size + sum(LANES.values()) + 16
     options = dict(

@@ -144,8 +144,8 @@ def load_source(
     def load():
         if not upload:
             return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, server=True)
-        unpacked = ((work_dir or ctx.data_dir) / "uploads" / data.file_digest(source)).is_dir()  # reused: no new bytes
-        need = 0 if unpacked else data.unpack_bytes(source)
+        done = ledger.disk_bytes((work_dir or ctx.data_dir) / "uploads" / data.file_digest(source))  # reused part
+        need = max(0, data.unpack_bytes(source) - done)
         with ledger.reserve(ctx, visitor, need, "Unpacking your upload", "data"):
             return data.open_source(
                 source, ctx.env, max_per_class=max_per_class, seed=seed, server=True, work_dir=work_dir

@@ -385,7 +385,10 @@ def build(ctx) -> SimpleNamespace:
         yield from in_line(ctx, "blocks", visitor, request, work, refused=ws_refused, waiting=ws_waiting)
 
     def leave_workspace(visitor=None, request: gr.Request = None):
-        yield from use_code("", visitor, request)
+        # the key alone: a stored code this server no longer knows (a restart without its runs folder) must not
+        # stop anyone from going back to their own runs
+        key = visitor.get("key") if isinstance(visitor, dict) else visitor
+        yield from use_code("", {"key": key} if key else None, request)
 
     inputs = [image, models_dd, runs_dd, pretrained] + ([state] if state is not None else [])
     event = go_btn.click(

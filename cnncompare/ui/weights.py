@@ -177,16 +177,9 @@ def store(ctx: Context, visitor: visitors.Visitor, model_name: str, upload) -> s
         imagenet = False
     del sd
     size = sum(t.numel() * t.element_size() for t in kept.values())
-    quota = ctx.env.visitor_quota_mb * 2**20 if ctx.env.visitor_quota_mb and ctx.env.visitor_quota_mb > 0 else None
-    if quota is not None:
-        used = ledger.usage(ctx, visitor) - (target.stat().st_size if target.is_file() else 0)
-        if used + size > quota:
-            raise CNNCompareError(
-                f"{shown} holds {size / 2**20:,.0f} MB of weights; with your runs and weights "
-                f"({used / 2**20:,.0f} MB) they would pass this server's {quota / 2**20:,.0f} MB per visitor: "
-                "remove a weights file below, or use a smaller model."
-            )
-    _save(kept, target, name, shown, imagenet)
+    replaced = target.stat().st_size if target.is_file() else 0
+    with ledger.reserve(ctx, visitor, max(0, size - replaced), f"{shown} ({size / 2**20:,.0f} MB of weights)"):
+        _save(kept, target, name, shown, imagenet)
     ledger.prune_all(ctx)  # the server's cap counts weights files too
     text = (
         f"✅ Stored **{shown}** ({size / 2**20:,.1f} MB of weights) as your weights for **{name}**: fine-tuning"
