@@ -54,10 +54,13 @@ def _own_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def client(url: str):
+def client(url: str, address: str | None = None):
+    """A gradio_client; with `address`, as if through a reverse proxy that appends the client's address (the
+    hostile scenario's server believes 127.0.0.1 as its proxy: CNNCOMPARE_TRUSTED_PROXIES)."""
     from gradio_client import Client
 
-    return Client(url, analytics_enabled=False, verbose=False)
+    headers = {"X-Forwarded-For": address} if address else None
+    return Client(url, analytics_enabled=False, verbose=False, headers=headers)
 
 
 def picture(path: Path, seed: int) -> Path:
@@ -247,7 +250,7 @@ def _honest(url: str, tally: Tally, stop: float, i: int) -> None:
     """An honest visitor: predict, count or a small fine-tune, a pause of 1-3 s between, until `stop`."""
     from gradio_client import handle_file
 
-    c = client(url)
+    c = client(url, f"198.51.100.{i + 1}")  # each honest visitor at an address of their own
     key = f"honest-{i:03d}-" + "h" * 20
     rng = random.Random(i)
     star = ROOT / "assets" / "examples" / "star.jpg"
@@ -300,7 +303,9 @@ def _attacks(url: str, work: Path) -> list[tuple[str, object]]:
     )
     tiny = many_tensors(work / "resnet50.safetensors", 1_350_000)
     upload = shapes_zip(work / "photos.zip")
-    s = client(url)
+    stranger_at = "203.0.113.7"
+    via = {"X-Forwarded-For": stranger_at}
+    s = client(url, stranger_at)
     skey = "stranger-" + "x" * 24
     config = httpx.get(url + "config", timeout=30).json()
     ids = {d.get("api_name"): d["id"] for d in config["dependencies"]}
@@ -326,7 +331,7 @@ def _attacks(url: str, work: Path) -> list[tuple[str, object]]:
         out = ""
         for i in range(110):
             key = f"{i:06d}" + "f" * 20
-            headers = {"X-Forwarded-For": f"203.0.113.{i % 250}"}
+            headers = {"X-Forwarded-For": f"198.18.0.{i % 250}, {stranger_at}"}  # forged, then what the proxy saw
             out = str(raw_call(url, "runs", [{"key": key, "code": f"xff{i:013d}"}], None, headers=headers)[1])
         return out
 
@@ -363,6 +368,7 @@ def _attacks(url: str, work: Path) -> list[tuple[str, object]]:
                 url,
                 "predict",
                 [{"url": data_url, "path": None, "meta": {"_type": "gradio.FileData"}}, ["resnet18"], [], False, skey],
+                headers=via,
             ),
         ),
         (
@@ -397,7 +403,7 @@ def _attacks(url: str, work: Path) -> list[tuple[str, object]]:
         ("6. 110 guesses, forged X-Forwarded-For", forged_addresses),
         (
             "6. create_workspace x 50",
-            lambda: [str(raw_call(url, create, [{"key": skey, "code": ""}])[1]) for _ in range(50)][-1],
+            lambda: [str(raw_call(url, create, [{"key": skey, "code": ""}], headers=via)[1]) for _ in range(50)][-1],
         ),
         ("7. 30 fresh keys, a fine-tune each", many_keys),
         ("8. lr nan", lambda: s.predict(**{**TINY_FORM, "lr": "nan"}, visitor=skey, api_name="/estimate")),
@@ -491,7 +497,8 @@ def main(argv=None) -> int:
     if args.scenario == "hostile" and args.students == 30:
         n = 10
     work = Path(tempfile.mkdtemp(prefix="cnncompare-class-"))
-    with serve() as server:
+    # hostile: the server sits behind a (simulated) reverse proxy on 127.0.0.1, so each visitor has an address
+    with serve({"CNNCOMPARE_TRUSTED_PROXIES": "127.0.0.1"} if args.scenario == "hostile" else None) as server:
         cpu0, t0, mine0 = server.cpu_s(), time.monotonic(), _own_cpu_s()
         rows, notes = SCENARIOS[args.scenario](server.url, n, work, server)
         notes.append(

@@ -168,6 +168,7 @@ def test_an_uploaded_zip_is_chosen_and_reported_with_its_skipped_files(browser, 
 def test_a_comparison_whose_only_run_fails_says_failed(browser, launched_app):
     page = _open(browser, launched_app.url, PROJECTOR)
     try:
+        _wait_text(page, "#arch-note", "profiled at", timeout_s=120)  # the page's load events are over: none refills
         page.get_by_role("tab", name="Fine-tune").click()
         page.locator("#ft-models textarea").fill("alexnet@head")  # AlexNet needs at least 63 px
         _set(page, "Input size (px)", "32")

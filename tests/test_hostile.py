@@ -227,7 +227,7 @@ def test_row5_a_weights_file_of_a_million_tiny_tensors_is_refused_from_its_heade
     path = many_tensors(tmp_path / "resnet50.safetensors", 200_000)
     before = _rss_mb()
     status, _ = _client(app).predict("resnet50", handle_file(str(path)), KEY_A, api_name="/upload_weights")
-    assert "200,000 tensors" in status, status
+    assert "200,000 tensors" in status or "far more than any model's weights need" in status, status  # from its header
     assert _rss_mb() - before < 300
 
 
