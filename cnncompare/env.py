@@ -135,9 +135,9 @@ class Env:
     max_sessions: int = env_setting(
         100,
         "CNNCOMPARE_MAX_SESSIONS",
-        "browser sessions whose page state the server keeps (gradio's state_session_capacity, about 0.4 MB each) "
-        "and whose unread answers it holds; the least recently active go first (the app keeps nothing a page needs "
-        "there: a returning page works as before)",
+        "browser sessions whose page state the server keeps (gradio's state_session_capacity, about 0.4 MB each); "
+        "the least recently active go first (the app keeps nothing a page needs there: a returning page works as "
+        "before)",
     )
     max_waiting: int = env_setting(2, "CNNCOMPARE_MAX_WAITING", "jobs one visitor may have waiting besides a training")
     queue_size: int = env_setting(64, "CNNCOMPARE_QUEUE_SIZE", "jobs waiting in the server's queue, all visitors")

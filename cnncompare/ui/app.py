@@ -225,9 +225,6 @@ def launch(demo: gr.Blocks, **kwargs):
         app_kwargs={"middleware": [Middleware(BodyLimit)]},
     )
     options.update(kwargs)
-    # gradio keeps each session's undelivered messages (outputs nobody read yet) for its last 2,000 sessions, fixed in
-    # its code: a script that never reads its answers leaves them all. Keep as many as the page states we keep.
-    pending = getattr(getattr(demo, "_queue", None), "pending_messages_per_session", None)
-    if pending is not None and hasattr(pending, "max_size"):
-        pending.max_size = max(64, ctx.env.max_sessions)
+    # gradio also keeps the undelivered messages of its last 2,000 sessions (fixed in its code): not cut here, since
+    # a session pushed out of that store loses the stream of an event still running (a training's page)
     return demo.launch(**options)
