@@ -221,6 +221,7 @@ def check_run(run, limits, n_train: int, n_val: int, n_classes: int) -> RunMemor
     and starts again)."""
     if not limits.max_run_mb or runtime.resolve_device(run.settings.device).type != "cpu":
         return None
+    models.check_entry(run.entry, run.settings.size)  # too small an input: the rule's own sentence, not a torch error
     return check(
         run.entry,
         run.settings,

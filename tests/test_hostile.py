@@ -352,6 +352,13 @@ def test_row8_every_bad_value_gets_one_sentence(app, field, value):
     assert status.startswith("⚠️") and "unexpected" not in status and len(status) < 400, status
 
 
+def test_row8_too_small_an_input_is_said_in_the_rules_words_not_torchs(app):
+    """AlexNet at 48 px (what the BatchNorm lesson leaves in the form): the memory admission used to raise torch's
+    'Calculated output size: (256x0x0)'."""
+    status = _finetune(_client(app), KEY_A, models="alexnet@none", size=48)[0]
+    assert "at least 63" in status and "unexpected" not in status and "RuntimeError" not in status, status
+
+
 @pytest.mark.parametrize("fmts", [None, "x" * 5000, ["zzz"], 5])
 def test_row8_export_formats_of_any_type_get_one_sentence(app, fmts):
     path, text = _client(app).predict("no-such-run", fmts, KEY_A, api_name="/export_run")
