@@ -286,22 +286,81 @@ def run_plan(
     is running is copied or followed instead of computed again (`server.sharing.SharedRuns`).
     """
     should_stop = should_stop or (lambda: False)
+
+    def compute(labels: list[str]) -> Iterator[training.Event]:
+        try:
+            for run in plan.runs():
+                if run.label in labels:
+                    yield from one_run(run, plan, dataset, out_dir, should_stop, owner)
+        finally:
+            placement.release_data()
+
+    return run_shared(
+        plan, compute, out_dir=out_dir, should_stop=should_stop, owner=owner, share=share, classes=dataset.classes
+    )
+
+
+def run_shared(
+    plan: Plan,
+    compute: Callable[[list[str]], Iterator[training.Event]],
+    *,
+    out_dir: str | Path | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    owner: str | None = None,
+    share: Any = None,
+    claims: dict[str, str] | None = None,
+    classes=(),
+) -> Iterator[training.Event]:
+    """`run_plan` where the runs this comparison computes come from `compute(labels)` (the events of those runs, in
+    the plan's order: in this process, or from a worker: `executor`), and the others are followed or copied.
+
+    `claims` (label -> 'mine' | 'own' | 'live' | 'done', `sharing.Share.claim_all`): made when the comparison was
+    admitted; without them, every run is claimed here. A compute stream that ends early (its worker killed, over
+    its memory) fails the run it was in with its sentence, and the runs after it as not started."""
+    should_stop = should_stop or (lambda: False)
+    runs = plan.runs()
+    keys = {run.label: share.key(run) if share is not None else None for run in runs}
+    if claims is None:
+        claims = {
+            r.label: "own" if keys[r.label] is None else share.registry.claim(keys[r.label], share.token) for r in runs
+        }
+    mine = [r.label for r in runs if claims.get(r.label) in ("mine", "own")]
+    stream = compute(mine) if mine else iter(())
+    ended: list[str] = []  # why the stream ended early, once it has
     try:
-        for run in plan.runs():
-            key = share.key(run) if share is not None else None
-            if key is not None and share.registry.claim(key, share.token) != "mine":
+        for run in runs:
+            key = keys[run.label]
+            if run.label not in mine:
                 yield from share.registry.follow(key, run.label, out_dir, owner, should_stop)
                 continue
-            yield from _published(_one_run(run, plan, dataset, out_dir, should_stop, owner), share, key)
+            events = _until_end(stream, run, classes, ended)
+            yield from (_published(events, share, key) if key is not None else events)
     finally:
-        placement.release_data()
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+def _until_end(
+    stream: Iterator[training.Event], run: PlannedRun, classes, ended: list[str]
+) -> Iterator[training.Event]:
+    """The events of `run` from a stream of several runs' events: up to its "end"."""
+    if not ended:
+        try:
+            for ev in stream:
+                yield ev
+                if ev.kind == "end" and ev.label == run.label:
+                    return
+            ended.append("not started: the comparison ended before it")
+        except CNNCompareError as err:  # the worker ended (`executor.JobEnded`), or its data could not be read
+            yield _failed(run, classes, str(err))
+            ended.append(f"not started: {err}")
+            return
+    yield _failed(run, classes, ended[0])
 
 
 def _published(events: Iterator[training.Event], share: Any, key: str | None) -> Iterator[training.Event]:
     """A computed run's events, passed on to the visitors who follow the same run (when it is shared)."""
-    if key is None:
-        yield from events
-        return
     result = None
     try:
         for ev in events:
@@ -313,9 +372,12 @@ def _published(events: Iterator[training.Event], share: Any, key: str | None) ->
         share.registry.finish(key, result)
 
 
-def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop, owner=None) -> Iterator[training.Event]:
+def one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop, owner=None) -> Iterator[training.Event]:
+    """The events of one planned run on a loaded dataset, ending with its "end" (failed with one sentence when it
+    cannot run: the engine's rules, out of memory, a model-specific error)."""
+    classes = dataset.classes
     if should_stop():
-        yield _failed(run, dataset, "not started: stopped by user")
+        yield _failed(run, classes, "not started: stopped by user")
         return
     store = None
     try:
@@ -334,26 +396,26 @@ def _one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop, owner=N
                     ev.result.config["pretrained_asked"] = True
             yield ev
     except CNNCompareError as err:
-        yield _failed(run, dataset, str(err), store)
+        yield _failed(run, classes, str(err), store)
     except torch.OutOfMemoryError:
         yield _failed(
-            run, dataset, f"out of memory at {run.settings.size} px: try a smaller batch or input size", store
+            run, classes, f"out of memory at {run.settings.size} px: try a smaller batch or input size", store
         )
     except Exception as err:  # any other model-specific failure: report it, run the next model
-        yield _failed(run, dataset, f"{type(err).__name__}: {first_line(err)[:200]}", store)
+        yield _failed(run, classes, f"{type(err).__name__}: {first_line(err)[:200]}", store)
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
 
-def _failed(run: PlannedRun, dataset, message: str, store=None) -> training.Event:
+def _failed(run: PlannedRun, classes, message: str, store=None) -> training.Event:
     if store is not None and not any(store.path.iterdir()):
         store.path.rmdir()  # failed before it started (e.g. weights offline): leave no empty folder
         store = None
     result = training.RunResult(
         name=run.entry.model,
         config=training.run_config(run.entry, run.settings),
-        classes=list(dataset.classes),
+        classes=list(classes),
         label=run.label,
         error=message,
         run_dir=str(store.path) if store else None,

@@ -152,6 +152,36 @@ class Env:
         "offer the runs made with the CLI (in the runs dir) to every visitor, read-only",
     )
 
+    # --- where jobs run (docs/SERVER.md)
+    executor: str = env_setting(
+        "local",
+        "CNNCOMPARE_EXECUTOR",
+        "where trainings, exports, dataset decoding and galleries run: local (worker processes on this machine), "
+        "inline (in the web server's process; chosen by itself on a ZeroGPU Space) or ray (a Ray cluster, at "
+        "RAY_ADDRESS)",
+    )
+    train_slots: int = env_setting(
+        0,
+        "CNNCOMPARE_TRAIN_SLOTS",
+        "trainings at once: one per GPU, 1 on a CPU, the cluster's CPUs (or GPUs) with ray (0 = that default)",
+        shown="auto",
+    )
+    worker_slack: float = env_setting(
+        1.5,
+        "CNNCOMPARE_WORKER_SLACK",
+        "a worker may use its job's counted memory times this (over its own size) before it is ended alone",
+    )
+    gate_log: str = env_setting(
+        "",
+        "CNNCOMPARE_GATE_LOG",
+        "a file each worker process appends its record of training steps and timed measurements to when its job "
+        "ends (to check that measurements ran alone)",
+        shown="none",
+    )
+    spare_workers: int = env_setting(
+        1, "CNNCOMPARE_SPARE_WORKERS", "worker processes kept started, so a job does not wait for torch's import"
+    )
+
     @classmethod
     def read(cls) -> Env:
         """The values set in the environment; unset variables keep their defaults.
@@ -173,7 +203,7 @@ class Env:
                 kind = int if f.type in (int, "int") else float
                 values[f.name] = _env_number(names[0], f.default, kind)
         if values["max_run_mb"] == AUTO:
-            values["max_run_mb"] = default_run_mb(values["model_cache_mb"])
+            values["max_run_mb"] = default_run_mb(values["model_cache_mb"], max(1, values["train_slots"]))
         return cls(**values)
 
     @classmethod

@@ -43,6 +43,11 @@ class Gate:
         self.stepping = 0  # training steps in flight
         self.pauses = 0  # trainings paused so far (each pause counted once)
         self.intervals: deque[tuple[str, float, float]] = deque(maxlen=history)  # ("step"|"quiet", start, end)
+        # the other processes' (demand, busy, stepping, quiet), summed: the server and its workers (`executor.link`);
+        # `remote_at`: when they were last read (0: this process is linked to none)
+        self.remote = (0, 0, 0, 0)
+        self.remote_at = 0.0
+        self.link_every_s = 0.0
 
     # ------------------------------------------------------------------ interactive work
 
@@ -68,7 +73,9 @@ class Gate:
         token = object()
         me = threading.get_ident()
         with self._cond:
-            self._cond.wait_for(lambda: self._quiet_owner in (None, me) and self._quiet_waiting == 0)
+            self._cond.wait_for(
+                lambda: self._quiet_owner in (None, me) and self._quiet_waiting == 0 and not self.remote[3]
+            )
             self._busy[token] = 1
         try:
             yield
@@ -94,12 +101,25 @@ class Gate:
             return
         if polite_s > 0:
             with self._cond:
-                self._cond.wait_for(lambda: self.demand == 0 and not self._busy, timeout=polite_s)
+                self._cond.wait_for(lambda: self.demand + self.remote[0] == 0 and not self._busy, timeout=polite_s)
         with self._cond:
             self._quiet_waiting += 1
             self.demand += 1
+            # linked to other processes: their counts must have been read after they saw this measurement asked for
+            # (a tick to publish it, one for them to read it and stop at their step boundary, two to read them back)
+            fresh = time.monotonic() + 4 * self.link_every_s if self.remote_at else 0.0
             try:
-                self._cond.wait_for(lambda: self._quiet_owner is None and self.stepping == 0 and not self._busy)
+                while not self._cond.wait_for(
+                    lambda: (
+                        self._quiet_owner is None
+                        and self.stepping == 0
+                        and not self._busy
+                        and not any(self.remote[1:3])
+                        and self.remote_at >= fresh
+                    ),
+                    timeout=self.link_every_s or None,
+                ):
+                    pass
             except BaseException:
                 self._quiet_waiting -= 1
                 self.demand -= 1
@@ -117,6 +137,22 @@ class Gate:
                 self._cond.notify_all()
 
     # ------------------------------------------------------------------ trainings
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """This process's own (demand, busy, stepping, quiet), for the other processes (`executor.link`)."""
+        with self._cond:
+            quiet = int(self._quiet_owner is not None or self._quiet_waiting > 0)
+            return self.demand, len(self._busy), self.stepping, quiet
+
+    def set_remote(self, counts: tuple[int, int, int, int], every_s: float) -> None:
+        """The other processes' counts summed, read every `every_s`: their interactive work pauses trainings here,
+        their measurements too (and hold new interactive work back), their steps and work keep a measurement here
+        waiting."""
+        with self._cond:
+            self.remote_at, self.link_every_s = time.monotonic(), every_s
+            if counts != self.remote:
+                self.remote = counts
+                self._cond.notify_all()
 
     def turn(self) -> Turn:
         """A training's side of the gate, for one run."""
@@ -144,8 +180,9 @@ class Turn:
             while True:
                 with g._cond:
                     now = time.monotonic()
-                    quiet = g._quiet_owner is not None or g._quiet_waiting > 0
-                    if g.demand == 0 or (not quiet and now < self._burst_until):
+                    quiet = g._quiet_owner is not None or g._quiet_waiting > 0 or g.remote[3] > 0
+                    demand = g.demand + g.remote[0]
+                    if demand == 0 or (not quiet and now < self._burst_until):
                         return
                     if paused_at is None:
                         paused_at = now
@@ -155,7 +192,7 @@ class Turn:
                     elif not quiet and now - paused_at >= g.max_pause_s:
                         self._burst_until = now + g.burst_s  # the floor: a share every few seconds
                         return
-                    n = g.demand
+                    n = demand
                     g._cond.wait(timeout=0.5)
                 yield n
         finally:
