@@ -35,7 +35,7 @@ from cnncompare.ui import common, comparison, finetune, learn  # noqa: E402
 def run_preset(ctx, form, preset, estimate_only: bool = False) -> list[list]:
     values = learn.filled(preset, learn.start_values(form))
     c = comparison.read_comparison(ctx, values)
-    ds = comparison.load_data(ctx, c)
+    ds = comparison.spec_of(ctx, c).open()  # what a worker opens for this comparison
     runs = c.plan.runs()
     t0 = time.perf_counter()
     estimates = [r.estimate for r in estimate.estimate_plan(c.plan, ds).runs]

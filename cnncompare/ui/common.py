@@ -22,9 +22,11 @@ import gradio as gr
 from .. import compare, models
 from ..env import Env
 from ..errors import CNNCompareError, first_line, shown, without_paths
+from ..executor import Executor, choose
 from ..server import sharing, visitors
 from ..server.fairqueue import FairQueue, queued
 from ..serving import BoundedCache
+from .gpu import on_zerogpu
 
 log = logging.getLogger("cnncompare.ui")
 
@@ -45,11 +47,22 @@ class Context:
     visitor_state: Any = None  # gr.BrowserState; None when a tab is built on its own (tests)
     workspaces: visitors.Workspaces = None  # type: ignore[assignment]
     shared: sharing.SharedRuns = None  # type: ignore[assignment]  # identical runs computed once
+    executor: Executor = None  # type: ignore[assignment]  # where trainings run (CNNCOMPARE_EXECUTOR)
+    workers: Executor = None  # type: ignore[assignment]  # where exports, decoding and galleries run: this machine
 
     def __post_init__(self):
+        if self.executor is None:
+            kind = "inline" if on_zerogpu() else self.env.executor
+            self.executor = choose.shared(kind, spare=self.env.spare_workers, slack=self.env.worker_slack)
+        if self.workers is None:
+            self.workers = (
+                self.executor
+                if self.executor.name != "ray"
+                else choose.shared("local", spare=self.env.spare_workers, slack=self.env.worker_slack)
+            )
         if self.queue is None:
             self.queue = FairQueue(
-                LANES,
+                {**LANES, "train": choose.train_slots(self.executor, self.env.train_slots)},
                 max_waiting=self.env.max_waiting,
                 max_queued=self.env.queue_size,
                 per_address=self.env.train_per_address,

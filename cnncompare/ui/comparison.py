@@ -9,12 +9,15 @@ estimate module the GPU time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .. import compare, data, estimate, runs
 from ..errors import CNNCompareError
+from ..executor import Job, work
 from ..server import boundary, ledger, sharing, visitors
 from ..serving import BoundedCache
 from ..settings import Setting, coerce
@@ -30,8 +33,10 @@ __all__ = [
     "Comparison",
     "read_dataset",
     "read_comparison",
-    "load_data",
-    "load_source",
+    "data_spec",
+    "spec_of",
+    "unpacking",
+    "decoded",
     "gpu_seconds_for",
     "admit",
     "share_of",
@@ -63,6 +68,7 @@ class Comparison:
     zip_path: str | None
     max_per_class: int | None
     plan: compare.Plan
+    memory_mb: float = 0.0  # the most one of its runs was counted to need (`admit`); its worker is watched by it
 
     @property
     def source(self) -> str:
@@ -112,56 +118,57 @@ def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.V
     return Comparison(source, zip_path, cap, plan)
 
 
-def load_data(ctx: Context, c: Comparison, visitor: visitors.Visitor | None = None) -> data.LoadedData:
-    """The dataset of a comparison, checked against this server's pixel limit at the plan's largest input size.
-
-    Raises:
-        CNNCompareError: a bad zip, one that unpacks to more than CNNCOMPARE_MAX_UNPACK_MB (or past the visitor's
-        quota), or a dataset over CNNCOMPARE_MAX_DATASET_MPIX at the largest input size of the plan.
-    """
-    size = max(run.settings.size for run in c.plan.runs())
-    return load_source(ctx, c.source, c.max_per_class, c.plan.settings.seed, size, visitor)
-
-
-def load_source(
+def data_spec(
     ctx: Context,
     source: str,
     max_per_class: int | None,
     seed: int,
     size: int | None = None,
     visitor: visitors.Visitor | None = None,
-) -> data.LoadedData:
-    """`load_data` for a dataset alone (the dataset report before a plan exists: no pixel check).
-
-    A named dataset (shapes, CIFAR) is a pure function of its name, cap and seed: it is kept (bounded in bytes) and
-    shared by every visitor loading the same, read-only (a class pressing the same preset loads it once). An upload
-    is the visitor's own: unpacked into their folder (its bytes counted against their quota first) and kept for
-    them alone, so how fast it loads says nothing about anyone else's uploads."""
+) -> work.DataSpec:
+    """How a worker opens a dataset for this server: its limits (unpacking, pixels at `size`), and an upload
+    unpacked into the visitor's own folder (so how fast it loads says nothing about anyone else's uploads)."""
     upload = source not in {v for _, v in DATASETS}
-    who = visitor.id if (upload and visitor is not None) else ""
-    work_dir = ledger.unpack_dir(ctx, visitor) if who else None
-
-    def load():
-        if not upload:
-            return data.open_source(source, ctx.env, max_per_class=max_per_class, seed=seed, server=True)
-        done = ledger.disk_bytes((work_dir or ctx.data_dir) / "uploads" / data.file_digest(source))  # reused part
-        need = max(0, data.unpack_bytes(source) - done)
-        with ledger.reserve(ctx, visitor, need, "Unpacking your upload", "data"):
-            return data.open_source(
-                source, ctx.env, max_per_class=max_per_class, seed=seed, server=True, work_dir=work_dir
-            )
-
-    ds = DATASETS_KEPT.get((who, data.source_identity(source, max_per_class, seed)), load)
-    if size is not None and ctx.env.max_dataset_mpix > 0:
-        data.check_dataset_size(ds, size, ctx.env.max_dataset_mpix)
-    return ds
+    work_dir = ledger.unpack_dir(ctx, visitor) if (upload and visitor is not None) else None
+    return work.DataSpec(source, ctx.env, max_per_class, seed, size, str(work_dir) if work_dir else None)
 
 
-def _dataset_bytes(ds: data.LoadedData) -> int:
-    return sum(getattr(split.array, "nbytes", 0) or 64 * len(split) for split in (ds.train, ds.val)) + 65536
+def spec_of(ctx: Context, c: Comparison, visitor: visitors.Visitor | None = None) -> work.DataSpec:
+    """The dataset of a comparison, checked at the plan's largest input size against this server's pixel limit."""
+    size = max(run.settings.size for run in c.plan.runs())
+    return data_spec(ctx, c.source, c.max_per_class, c.plan.settings.seed, size, visitor)
 
 
-DATASETS_KEPT = BoundedCache(256 * 2**20, size=_dataset_bytes)
+def unpacking(ctx: Context, spec: work.DataSpec, visitor: visitors.Visitor | None):
+    """The reservation an upload's unpacking needs before a worker writes it (`ledger.reserve`): what it unpacks
+    to, less what an earlier unpacking of the same file left; nothing for a named dataset."""
+    if spec.work_dir is None or visitor is None:
+        return contextlib.nullcontext()
+    done = ledger.disk_bytes(Path(spec.work_dir) / "uploads" / data.file_digest(spec.source))
+    need = max(0, data.unpack_bytes(spec.source) - done)
+    return ledger.reserve(ctx, visitor, need, "Unpacking your upload", "data")
+
+
+def decoded(ctx: Context, spec: work.DataSpec, visitor: visitors.Visitor | None = None) -> work.DataInfo:
+    """The dataset decoded by a worker (`executor.work.decode`), as a run would load it; what the page says of it is
+    kept (a named dataset's for everyone, an upload's for its visitor alone).
+
+    Raises:
+        CNNCompareError: a bad zip, one that unpacks past CNNCOMPARE_MAX_UNPACK_MB (or the visitor's quota), a
+        dataset over CNNCOMPARE_MAX_DATASET_MPIX at the spec's input size, in one sentence.
+    """
+    who = visitor.id if (spec.work_dir and visitor is not None) else ""
+    key = (who, data.source_identity(spec.source, spec.max_per_class, spec.seed), spec.size)
+
+    def load() -> work.DataInfo:
+        with unpacking(ctx, spec, visitor):
+            job = Job(work.FN + "decode", {"data_spec": spec}, kind="decode", memory_mb=ctx.env.max_run_mb)
+            return ctx.workers.call(job)
+
+    return DATA_INFO.get(key, load)
+
+
+DATA_INFO = BoundedCache(8 * 2**20, size=lambda info: 1024 + len(info.report_md) + 64 * len(info.classes))
 
 
 def eviction_note(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> str | None:
@@ -204,6 +211,7 @@ def admit(ctx: Context, c: Comparison) -> None:
     """
     size = data.planned_size(c.source, c.max_per_class)
     if size is not None:
-        c.plan.check_memory(*size)
+        counted = [m for m in c.plan.check_memory(*size) if m is not None]
+        c.memory_mb = max((m.total_mb for m in counted), default=0.0)
     if on_zerogpu():  # a shared GPU is lent for a fixed time
         gpu_seconds_for(c, ctx)

@@ -18,6 +18,7 @@ import gradio as gr
 
 from .. import export, runs
 from ..errors import CNNCompareError
+from ..executor import Job, work
 from ..server import boundary, ledger, visitors
 from . import lenient
 from .common import Context, in_line, message, warn_md
@@ -63,7 +64,14 @@ def export_zip(ctx: Context, visitor: visitors.Visitor, run_name: str, formats) 
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         out = folder / f"{saved.path.name}-export"
-        result = export.export_run(saved.path, out, fmts)
+        job = Job(
+            work.FN + "export_run",
+            {"run_dir": str(saved.path), "out_dir": str(out), "formats": fmts},
+            kind="export",
+            memory_mb=4 * full / 2**20,
+            label=f"the export of {saved.run_label}",
+        )
+        result = ctx.workers.call(job)  # in a worker: the model, its state dict and the ONNX program leave with it
         tmp = zip_path.with_name(zip_path.name + ".tmp")
         with zipfile.ZipFile(tmp, "w") as zf:
             for f in sorted(out.rglob("*")):

@@ -12,15 +12,16 @@ engine's run, Stop, the final page) is `jobs.py`; what the page shows of it is `
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 
-from .. import estimate as engine_estimate
 from .. import plots
 from ..errors import CNNCompareError
+from ..executor import Job, work
 from ..loop import lr_curve
 from ..server import visitors
 from ..server.fairqueue import queued
@@ -32,11 +33,13 @@ from .common import SESSIONS, Context, message, session_of, warn_md
 from .comparison import (
     DATASETS,
     IMAGES_PER_CLASS,
+    data_spec,
+    decoded,
     eviction_note,
-    load_data,
-    load_source,
     read_comparison,
     read_dataset,
+    spec_of,
+    unpacking,
 )
 from .results import NOTES, RESULT_COLUMNS, RESULT_WIDTHS, RESULTS_LEGEND, blank_outputs, progress_html
 from .uploads import UploadedFile
@@ -77,12 +80,12 @@ def dataset_report(ctx: Context, values: Mapping[str, Any], visitor: visitors.Vi
     the reason, notes (the engine's `DataReport.summary`, as the CLI prints it); file names only."""
     try:
         source, zip_path, cap = read_dataset(values)
-        ds = load_source(ctx, zip_path or source, cap, TrainSettings().seed, visitor=visitor)
+        info = decoded(ctx, data_spec(ctx, zip_path or source, cap, TrainSettings().seed, visitor=visitor), visitor)
         head = (
-            f"**Dataset report**: {len(ds.classes)} classes, {len(ds.train)} training and {len(ds.val)} "
+            f"**Dataset report**: {len(info.classes)} classes, {info.n_train} training and {info.n_val} "
             "validation images (what Estimate and Start will use)."
         )
-        return head + "\n\n" + ds.report.summary(max_paths=8, markdown=True)
+        return head + "\n\n" + info.report_md
     except Exception as err:
         return warn_md(message(err))
 
@@ -92,7 +95,10 @@ def estimate(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor 
     what this server adds: a training running now, others waiting."""
     try:
         c = read_comparison(ctx, values, visitor)
-        lines = [engine_estimate.estimate_plan(c.plan, load_data(ctx, c, visitor)).text()]
+        spec = spec_of(ctx, c, visitor)
+        with unpacking(ctx, spec, visitor):  # the steps are timed in a worker, on the decoded dataset
+            job = Job(work.FN + "estimate_text", {"plan": c.plan, "data_spec": spec}, kind="estimate")
+            lines = [ctx.workers.call(dataclasses.replace(job, memory_mb=ctx.env.max_run_mb))]
         if visitor is not None and (note := eviction_note(ctx, c, visitor)):
             lines.append(warn_md(note))
         if SESSIONS.active:  # its steps were timed alone (the training paused), but the run will share the machine

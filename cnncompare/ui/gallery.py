@@ -21,6 +21,7 @@ import gradio as gr
 
 from .. import gallery as engine
 from ..errors import CNNCompareError
+from ..executor import Job, work
 from ..server import visitors
 from . import lenient
 from .common import Context, in_line, message, warn_md
@@ -62,14 +63,19 @@ def _path(ctx: Context, visitor: visitors.Visitor) -> Path:
     return visitors.visitor_dir(ctx, visitor) / GALLERY_FILE
 
 
-def remember(ctx: Context, visitor: visitors.Visitor, results, dataset) -> str:
-    """Compute and save the gallery of a finished comparison for this visitor; a note for the log ("" when all
-    went well). Never raises: a gallery is a nice-to-have beside the results."""
+def remember(ctx: Context, visitor: visitors.Visitor, results, data_spec) -> str:
+    """Compute and save the gallery of a finished comparison for this visitor, in a worker (`executor.work.gallery`:
+    it decodes the validation images and predicts them again where a run recorded no predictions); a note for the
+    log ("" when all went well). Never raises: a gallery is a nice-to-have beside the results."""
     path = _path(ctx, visitor)
     try:
-        data = engine.prepare(results, dataset)
-        engine.save(data, path)
-        return "; ".join(data.notes)
+        job = Job(
+            work.FN + "gallery",
+            {"results": list(results), "data_spec": data_spec, "path": str(path)},
+            kind="gallery",
+            memory_mb=ctx.env.max_run_mb,
+        )
+        return ctx.workers.call(job)
     except CNNCompareError as err:
         path.unlink(missing_ok=True)  # never show an older comparison's images as this one's
         return str(err)

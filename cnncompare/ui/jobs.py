@@ -19,11 +19,22 @@ import gradio as gr
 from .. import compare, lessons, training
 from ..errors import CNNCompareError
 from ..estimate import duration_text
+from ..executor import Job, work
 from ..server import ledger, visitors
 from ..server.fairqueue import wait_text
 from . import gallery as gallery_ui
 from .common import SESSIONS, Context, message, warn_md
-from .comparison import Comparison, admit, eviction_note, gpu_seconds_for, load_data, read_comparison, share_of
+from .comparison import (
+    DATA_INFO,
+    Comparison,
+    admit,
+    eviction_note,
+    gpu_seconds_for,
+    read_comparison,
+    share_of,
+    spec_of,
+    unpacking,
+)
 from .gpu import gpu
 from .results import View, blank_outputs, status_only
 
@@ -119,20 +130,25 @@ class _Job:
         self.view: View | None = None
         self.stream = None  # the engine's event stream (compare.run_plan)
         self.ticket = None  # its place in the fair queue, held until the engine has stopped and saved
-        self.dataset = None  # for the confusion gallery, made when the runs are over (also after a Stop)
-        self.share = None  # how its runs are shared with identical ones (`sharing.Share`), and its claims
+        self.data_spec = None  # its dataset, for the confusion gallery made when the runs are over (also after a Stop)
+        self.share = None  # how its runs are shared with identical ones (`sharing.Share`)
+        self.claims: dict[str, str] = {}  # label -> 'mine' | 'own' (computed here) | 'live' | 'done' (followed)
+        self.unpacking = None  # the reservation of an upload's unpacking, held while its worker may write it
 
 
 def _release(ctx: Context, job: _Job) -> None:
+    if job.unpacking is not None:
+        job.unpacking.__exit__(None, None, None)
+        job.unpacking = None
     if job.ticket is not None:
         ctx.queue.leave(job.ticket)
     if job.share is not None:  # runs it claimed and never finished: whoever follows them is told
         job.share.registry.release(job.share.token)
 
 
-def _remember_gallery(ctx: Context, visitor, view: View, dataset) -> None:
+def _remember_gallery(ctx: Context, visitor, view: View, spec) -> None:
     """Keep what the confusion gallery needs of this comparison (its note, if any, goes to the status)."""
-    note = gallery_ui.remember(ctx, visitor, view.results, dataset)
+    note = gallery_ui.remember(ctx, visitor, view.results, spec)
     if note:
         view.log.append(warn_md(note))
 
@@ -149,8 +165,8 @@ def _finish_in_background(ctx: Context, session: str, visitor, handle, job: _Job
             for ev in job.stream:  # the stop flag is set: the current run stops within one step, the rest not at all
                 job.view.event(ev)
         if job.view is not None:
-            if job.dataset is not None:
-                _remember_gallery(ctx, visitor, job.view, job.dataset)
+            if job.data_spec is not None:
+                _remember_gallery(ctx, visitor, job.view, job.data_spec)
             outputs = _wrap_up(ctx, visitor, job.view, stopped=True)
     except Exception as err:  # never let a background thread die silently
         message(err)
@@ -177,7 +193,7 @@ def finetune(ctx: Context, session: str, values: Mapping[str, Any], visitor: vis
         c = read_comparison(ctx, values, visitor)
         admit(ctx, c)  # what it costs, before it waits: memory on a CPU, GPU time on a shared GPU
         job.share = share_of(ctx, c, visitor)
-        claims = job.share.claim_all(c.plan)  # identical runs finished or in progress are followed, not computed
+        job.claims = claims = job.share.claim_all(c.plan)  # identical runs finished or in progress are followed
         lane = "train" if any(v in ("mine", "own") for v in claims.values()) else "watch"
         job.ticket = ctx.queue.join(visitor.id, lane, visitor.address)
     except Exception as err:
@@ -225,8 +241,8 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
     try:
         try:
             yield blank_outputs(f"**Loading the dataset ({c.dataset})…**")
-            ds = load_data(ctx, c, visitor)
-            job.dataset = ds
+            job.data_spec = spec_of(ctx, c, visitor)
+            computed = _start(ctx, c, visitor, job, handle)
         except Exception as err:
             text = message(err)
             gr.Warning(text)
@@ -235,12 +251,7 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
             yield final
             return
         view = job.view = View([run.label for run in c.plan.runs()], session)
-        skipped = len(ds.report.skipped)
-        view.log.append(
-            f"Dataset **{ds.name}**: {len(ds.classes)} classes, {len(ds.train)} training and "
-            f"{len(ds.val)} validation images"
-            + (f"; {skipped} file(s) skipped (see the dataset report)." if skipped else ".")
-        )
+        view.log.append(_data_line(c, computed.info))
         limits = _limits_line(ctx)
         if limits:
             view.log.append(limits)
@@ -251,8 +262,15 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
         # them redrawn every second cost the server more than the run they watch.
         every = YIELD_EVERY_S * (FOLLOWER_SLOWER if job.ticket is not None and job.ticket.lane == "watch" else 1)
         out_dir = visitors.visitor_dir(ctx, visitor, create=True)  # this visitor's own folder
-        job.stream = compare.run_plan(
-            c.plan, ds, out_dir=out_dir, should_stop=handle.stop.is_set, owner=visitor.id, share=job.share
+        job.stream = compare.run_shared(
+            c.plan,
+            computed.events,
+            out_dir=out_dir,
+            should_stop=handle.stop.is_set,
+            owner=visitor.id,
+            share=job.share,
+            claims=job.claims,
+            classes=computed.info.classes if computed.info else (),
         )
         for ev in job.stream:
             if view.event(ev):
@@ -262,7 +280,7 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
                 last_yield = time.monotonic()
                 yield view.outputs(full=False)
         job.stream = None  # all runs are over: nothing left to finish if the page goes away now
-        _remember_gallery(ctx, visitor, view, ds)  # before the unpacked upload is released
+        _remember_gallery(ctx, visitor, view, job.data_spec)
         lesson = lessons.lesson_of(c.dataset, c.max_per_class, c.plan)  # a Learn preset's: read what it showed
         final = _wrap_up(ctx, visitor, view, stopped=handle.stop.is_set(), lesson=lesson)
         finished = True
@@ -281,6 +299,61 @@ def train(ctx: Context, session: str, handle, c: Comparison, visitor: visitors.V
                 name=f"cnncompare-stop-{session[:8]}",
                 daemon=True,
             ).start()
+
+
+class _Computed:
+    """The runs this comparison computes itself: a job's stream (the events of those runs), and its dataset's
+    `DataInfo` (the job's first item; kept for the followers of the same dataset, who decode nothing)."""
+
+    def __init__(self, stream, info):
+        self.stream, self.info = stream, info
+
+    def events(self, labels: list[str]):
+        return self.stream if self.stream is not None else iter(())
+
+
+def _start(ctx: Context, c: Comparison, visitor: visitors.Visitor, job: _Job, handle) -> _Computed:
+    """Start the worker of the runs this comparison computes (`executor.work.fine_tune`): the dataset is decoded
+    there, never in the web server; an upload's unpacking is reserved first and held while the worker may write.
+
+    Raises:
+        CNNCompareError: the dataset cannot be read (a bad zip, over a limit), in one sentence.
+    """
+    mine = [label for label, claim in job.claims.items() if claim in ("mine", "own")]
+    key = (visitor.id if job.data_spec.work_dir else "", job.data_spec.source, c.max_per_class, c.plan.settings.seed)
+    if not mine:
+        return _Computed(None, DATA_INFO.peek(key))
+    job.unpacking = unpacking(ctx, job.data_spec, visitor)
+    job.unpacking.__enter__()
+    spec = Job(
+        work.FN + "fine_tune",
+        dict(
+            plan=c.plan,
+            data_spec=job.data_spec,
+            labels=mine,
+            out_dir=str(visitors.visitor_dir(ctx, visitor, create=True)),
+            owner=visitor.id,
+        ),
+        kind="train",
+        memory_mb=c.memory_mb or ctx.env.max_run_mb,
+        label="the training",
+    )
+    # a visitor's own weights files live on this server: their runs stay on this machine's workers
+    executor = ctx.workers if c.plan.weights_files else ctx.executor
+    stream = executor.stream(spec, handle.stop.is_set)
+    info = next(stream)
+    DATA_INFO.put(key, info)
+    return _Computed(stream, info)
+
+
+def _data_line(c: Comparison, info) -> str:
+    if info is None:
+        return f"Dataset **{c.dataset}** (the runs follow identical ones of other visitors: nothing decoded here)."
+    skipped = info.skipped
+    return (
+        f"Dataset **{info.name}**: {len(info.classes)} classes, {info.n_train} training and {info.n_val} validation "
+        "images" + (f"; {skipped} file(s) skipped (see the dataset report)." if skipped else ".")
+    )
 
 
 def final_page(session: str, timeout_s: float = 120.0):
