@@ -13,6 +13,8 @@ os.environ.setdefault("GRADIO_SERVER_NAME", "127.0.0.1")
 # gradio's upload folder (and the app's downloads in it) of this test session alone: a rerun, or a benchmark running
 # beside the tests, never shares files or disk caps with it
 os.environ.setdefault("GRADIO_TEMP_DIR", __import__("tempfile").mkdtemp(prefix="cnncompare-tests-gradio-"))
+# each worker process appends its record of training steps and timed measurements here (tests/test_serving.py)
+os.environ.setdefault("CNNCOMPARE_GATE_LOG", os.path.join(os.environ["GRADIO_TEMP_DIR"], "gate.jsonl"))
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -52,3 +54,16 @@ def launched_app(tmp_path_factory):
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", runs=runs, demo=demo)
     finally:
         demo.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Let interactive work that an in-process app still computes for a closed page (a gallery's heat maps, say)
+    finish before the interpreter exits: a daemon thread ended inside torch's C++ aborts the process (rc 134,
+    'terminate called without an active exception') after every test passed."""
+    import time
+
+    from cnncompare.serving import GATE
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and any(GATE.counts()[:2]):
+        time.sleep(0.1)

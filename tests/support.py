@@ -203,3 +203,56 @@ def cifar_archive(path: Path, batch_bytes: int = 0, members: int = 0, dtype=None
                 add(name, batch)
             add("batches.meta", pickle.dumps({b"label_names": [b"a", b"b"]}))
     return path
+
+
+# --------------------------------------------------------------------------- jobs a test gives a worker (by name)
+
+
+def hog(mb: int, seconds: float = 30.0) -> int:
+    """A job that takes `mb` of memory and holds it (a job whose memory was counted wrong)."""
+    import time
+
+    block = bytearray(mb * 2**20)
+    for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+        block[i] = 1
+    time.sleep(seconds)
+    return len(block)
+
+
+def ticks(should_stop=None, most: int = 600):
+    """A job that yields a tick every 0.1 s until it is stopped; returns how many it yielded."""
+    import time
+
+    n = 0
+    while n < most and not (should_stop and should_stop()):
+        n += 1
+        yield n
+        time.sleep(0.1)
+    return n
+
+
+def crash(code: int = 137) -> None:
+    """A job whose process dies at once, the way a killed worker does."""
+    import os
+
+    os._exit(code)
+
+
+def children(pid: int, comm_prefix: str = "cnnc-") -> dict[int, str]:
+    """The child processes of `pid` named `comm_prefix...` (the workers: cnnc-spare, cnnc-train, ...)."""
+    import os
+
+    out = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            kids = open(f"/proc/{pid}/task/{task}/children").read().split()
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                comm = open(f"/proc/{kid}/comm").read().strip()
+            except OSError:
+                continue
+            if comm.startswith(comm_prefix):
+                out[int(kid)] = comm
+    return out

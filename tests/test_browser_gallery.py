@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnncompare import compare, data
+from cnncompare import compare
 from cnncompare.settings import ModelEntry, TrainSettings
 from tests.support import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip
 
@@ -22,20 +22,22 @@ def gallery_app(tmp_path_factory):
     from conftest import free_port
 
     from cnncompare import gallery as engine
+    from cnncompare.executor.work import DataSpec
     from cnncompare.server import visitors
     from cnncompare.ui import gallery as gui
     from cnncompare.ui.common import Context
 
     ctx = Context.from_env(tmp_path_factory.mktemp("runs"))
     who = visitors.resolve(KEY)
-    ds = data.load_dataset("shapes", work_dir=tmp_path_factory.mktemp("data"), shapes_per_class=30, seed=0)
+    spec = DataSpec("shapes", ctx.env, max_per_class=30, seed=0)  # the gallery's worker opens the same
+    ds = spec.open()
     plan = compare.Plan.parse(
         "resnet18@head, resnet18@stages:3 lr=0.03",
         model_defaults=ModelEntry(freeze="head"),
         settings=TrainSettings(epochs=1, size=32, batch_size=32, lr=1e-2, device="cpu"),
     )
     results = compare.run_comparison(plan, ds, out_dir=visitors.visitor_dir(ctx, who, create=True))
-    assert gui.remember(ctx, who, results, ds) == ""
+    assert gui.remember(ctx, who, results, spec) == ""
     with gr.Blocks() as demo:
         # the page's visitor key, fixed for the test (the app keeps it in gr.BrowserState)
         ctx.visitor_state = gr.Textbox(KEY, visible=False)
