@@ -55,7 +55,24 @@ def _wait_for_steps(n: int, timeout: float = 300) -> None:
         if seen >= n:
             return
         time.sleep(0.002)
-    raise AssertionError("the training never started")
+    from cnncompare.executor import local
+
+    rows = local._ROWS
+    free = len(rows._free) if rows else None
+    import faulthandler
+    import tempfile
+
+    from cnncompare.executor import choose
+
+    links = [t.name for t in threading.enumerate() if t.name.startswith("cnncompare-link")]
+    with open(Path(tempfile.gettempdir()) / "cnncompare-serving-stacks.txt", "w") as f:
+        faulthandler.dump_traceback(f, all_threads=True)
+    jobs = [e.running() for e in choose._MADE.values()]
+    raise AssertionError(
+        f"no training step seen in a worker (free link rows: {free}; own counts {GATE.counts()}, remote {GATE.remote} "
+        f"read {time.monotonic() - GATE.remote_at:.1f} s ago; link threads "
+        f"{links}; jobs {jobs})"
+    )
 
 
 def _worker_intervals(since: float) -> list[tuple[str, float, float]]:

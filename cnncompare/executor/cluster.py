@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import training
 from ..errors import CNNCompareError, first_line
+from ..fileio import is_partial
 from .base import Executor, Job, JobEnded, run_here
 from .local import rss_mb
 
@@ -64,7 +65,7 @@ def _tar(folder: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:
         for f in sorted(folder.iterdir()):
-            if f.is_file() and not f.name.endswith(".tmp"):
+            if f.is_file() and not is_partial(f):
                 tf.add(f, arcname=f.name)
     return buf.getvalue()
 
