@@ -16,7 +16,6 @@ import csv
 import dataclasses
 import datetime as dt
 import json
-import os
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from . import memory, models, runtime, training
 from .data import placement
 from .env import Env
 from .errors import CNNCompareError, first_line
+from .fileio import atomic_path, is_partial
 from .models import catalog
 from .runs import RunStore, run_label
 from .runs import json_safe as _json_safe
@@ -574,8 +574,7 @@ def export(
     json_path = out / "results.json"
     json_path.write_text(json.dumps([_result_json(r) for r in results], indent=2, default=str, allow_nan=False))
     zip_path = out / f"cnncompare-runs-{stamp}.zip"
-    tmp = zip_path.with_name(zip_path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w") as zf:
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         zf.write(csv_path, "results.csv", compress_type=zipfile.ZIP_DEFLATED)
         zf.write(json_path, "results.json", compress_type=zipfile.ZIP_DEFLATED)
         for r in results:
@@ -583,10 +582,9 @@ def export(
                 continue
             run_dir = Path(r.run_dir)
             for f in sorted(run_dir.rglob("*")):
-                if not f.is_file() or f.name.endswith(".tmp") or (f.suffix == ".safetensors" and not include_weights):
+                if not f.is_file() or is_partial(f) or (f.suffix == ".safetensors" and not include_weights):
                     continue
                 # weights are incompressible floats: store them, deflate the text files
                 method = zipfile.ZIP_STORED if f.suffix == ".safetensors" else zipfile.ZIP_DEFLATED
                 zf.write(f, f"{run_dir.name}/{f.relative_to(run_dir).as_posix()}", compress_type=method)
-    os.replace(tmp, zip_path)
     return [csv_path, json_path, zip_path]

@@ -51,6 +51,7 @@ from torch import nn
 
 from . import __version__, models, runs
 from .errors import CNNCompareError, first_line
+from .fileio import atomic_path, write_atomic
 from .models import catalog
 
 __all__ = [
@@ -224,22 +225,11 @@ def _tolerance(base: float, ref: torch.Tensor) -> float:
 # --------------------------------------------------------------------------- writing
 
 
-def _write_bytes_atomic(path: Path, data: bytes | str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, str):
-        tmp.write_text(data)
-    else:
-        tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def _save_safetensors(path: Path, sd: dict, metadata: dict) -> Path:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
     return path
 
 
@@ -506,6 +496,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Iterable
     config["onnx_status"] = result.onnx
     if head.get("note"):
         result.notes.append(f"Head: {head['note']}.")
-    files.append(_write_bytes_atomic(out_dir / "config.json", json.dumps(runs.json_safe(config), indent=2)))
-    files.append(_write_bytes_atomic(out_dir / "README.md", _readme(config, onnx_sentence)))
+    files.append(write_atomic(out_dir / "config.json", json.dumps(runs.json_safe(config), indent=2)))
+    files.append(write_atomic(out_dir / "README.md", _readme(config, onnx_sentence)))
     return result

@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from .errors import CNNCompareError
+from .fileio import atomic_path
 from .serving import kept
 
 __all__ = [
@@ -407,7 +408,6 @@ def _strip(tiles: list[Image.Image], gap: int = 4) -> Image.Image:
 
 def save(data: GalleryData, path: str | Path) -> Path:
     """Write a gallery to one `.npz` (arrays and a JSON header; no pickle). Runs keep their folder name only."""
-    import os
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -432,9 +432,8 @@ def save(data: GalleryData, path: str | Path) -> Path:
         arrays[f"pred_{n}"], arrays[f"conf_{n}"] = r.pred, r.conf
     for n, x in enumerate(data.images[key] for key in sorted(data.images)):
         arrays[f"images_{n}"] = x
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".npz") as tmp:  # numpy adds .npz to a name without it
+        np.savez(tmp, **arrays)
     return path
 
 

@@ -16,7 +16,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from . import models
 from .errors import CNNCompareError, first_line
+from .fileio import TMP_SUFFIX, atomic_path, write_atomic
 from .loop import seed_everything
 from .serving import kept
 from .settings import ModelEntry, TrainSettings, build
@@ -118,7 +118,7 @@ class RunStore:
         if self.owner:
             config["owner"] = self.owner
         self.train_config = train_config
-        _write_atomic(self.path / "config.json", json.dumps(config, indent=2, default=str))
+        write_atomic(self.path / "config.json", json.dumps(config, indent=2, default=str))
         with (self.path / "metrics.csv").open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_FIELDS)
 
@@ -148,10 +148,9 @@ class RunStore:
             saved, kind = self._trained_only(model, state, len(result.classes)), "trained-only"
             if saved is None:
                 saved, kind = state, "full"
-            tmp = self.path / "weights.safetensors.tmp"
-            save_file(saved, str(tmp), metadata={"cnncompare": kind})
-            os.replace(tmp, self.path / "weights.safetensors")
-        _write_atomic(
+            with atomic_path(self.path / "weights.safetensors") as tmp:
+                save_file(saved, str(tmp), metadata={"cnncompare": kind})
+        write_atomic(
             self.path / "results.json", json.dumps(json_safe(result.to_dict()), indent=2, default=str, allow_nan=False)
         )
 
@@ -192,13 +191,6 @@ def json_safe(obj):
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     return obj
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # a crash mid-write leaves the old file (or none), never half a JSON document
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -370,7 +362,7 @@ def _saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
 def clean_tmp(root: str | Path) -> int:
     """Remove leftover `*.tmp` files (a crash mid-write); returns how many."""
     n = 0
-    for f in Path(root).rglob("*.tmp"):
+    for f in Path(root).rglob(f"*{TMP_SUFFIX}"):
         if f.is_file():
             f.unlink(missing_ok=True)
             n += 1

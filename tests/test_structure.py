@@ -171,3 +171,29 @@ def test_the_checker_finds_a_circle_hidden_in_a_function(tmp_path):
     (pkg / "sub" / "x.py").write_text("def x():\n    from .. import c\n")
     cycles = _cycles(_without_front_doors(_graph(pkg), pkg))
     assert sorted(cycles) == [["cnncompare.a", "cnncompare.b"], ["cnncompare.c", "cnncompare.sub.x"]]
+
+
+def test_the_command_line_does_not_import_the_web_face():
+    """`cnncompare app` hands its process to `python -m cnncompare.ui`: the CLI stands on the engine alone."""
+    graph = _graph()
+    assert sorted(m for m in graph["cnncompare.cli"] if m.startswith("cnncompare.ui")) == []
+
+
+def test_files_are_written_whole_in_one_place():
+    """`fileio` owns the temporary-file convention: no other module spells a `.tmp` name (writers use
+    `atomic_path`/`write_atomic`, readers `is_partial`)."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "cnncompare.fileio":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {  # docstrings may say it
+            id(n.body[0].value)
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)
+        }
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ".tmp" in node.value:
+                if id(node) not in docs:
+                    offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []

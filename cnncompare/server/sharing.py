@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .. import __version__, runtime, training
 from ..data import file_digest
+from ..fileio import is_partial
 
 __all__ = ["SharedRuns", "Share", "run_key", "SHARED_DIR"]
 
@@ -320,7 +321,7 @@ def _copy_run(src: Path, dst: Path, owner, label: str | None = None, shared_with
     tmp.mkdir(parents=True)
     try:
         for f in src.iterdir():
-            if not f.is_file() or f.name.startswith(".") or f.name.endswith(".tmp"):
+            if not f.is_file() or f.name.startswith(".") or is_partial(f):
                 continue
             if f.suffix == ".safetensors":
                 try:

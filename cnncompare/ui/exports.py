@@ -19,6 +19,7 @@ import gradio as gr
 from .. import export, runs
 from ..errors import CNNCompareError
 from ..executor import Job, work
+from ..fileio import atomic_path
 from ..server import boundary, ledger, visitors
 from . import lenient
 from .common import Context, in_line, message, warn_md
@@ -72,8 +73,7 @@ def export_zip(ctx: Context, visitor: visitors.Visitor, run_name: str, formats) 
             label=f"the export of {saved.run_label}",
         )
         result = ctx.workers.call(job)  # in a worker: the model, its state dict and the ONNX program leave with it
-        tmp = zip_path.with_name(zip_path.name + ".tmp")
-        with zipfile.ZipFile(tmp, "w") as zf:
+        with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w") as zf:
             for f in sorted(out.rglob("*")):
                 if f.is_file():
                     method = (
@@ -81,7 +81,6 @@ def export_zip(ctx: Context, visitor: visitors.Visitor, run_name: str, formats) 
                     )
                     zf.write(f, f"{out.name}/{f.relative_to(out).as_posix()}", compress_type=method)
         shutil.rmtree(out, ignore_errors=True)
-        tmp.replace(zip_path)
     text = (
         f"**{saved.run_label}** exported: {', '.join(f.name for f in result.files)}. The README.md inside has the "
         f"lines that load it without cnncompare. ONNX: {result.onnx}"

@@ -25,9 +25,7 @@ model when "Start from ImageNet weights" is on, or None.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import secrets
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,6 +33,7 @@ import gradio as gr
 
 from .. import models
 from ..errors import CNNCompareError, first_line
+from ..fileio import atomic_path
 from ..models import catalog
 from ..server import ledger, visitors
 from . import lenient
@@ -48,7 +47,6 @@ __all__ = [
     "store",
     "remove",
     "listing",
-    "bytes_used",
     "offline_hint",
     "WEIGHTS_DIR",
     "SUFFIXES",
@@ -120,12 +118,6 @@ def weights_map(ctx: Context, visitor: visitors.Visitor | None, *, imagenet: boo
         if path:
             out[row["model"]] = path
     return out
-
-
-def bytes_used(ctx: Context, visitor: visitors.Visitor) -> int:
-    """Bytes of the visitor's weights files (they count against the visitor's quota with the runs)."""
-    folder = _dir(ctx, visitor)
-    return sum(f.stat().st_size for f in folder.glob("*.safetensors") if f.is_file()) if folder.is_dir() else 0
 
 
 def listing(ctx: Context, visitor: visitors.Visitor) -> list[dict]:
@@ -204,16 +196,12 @@ def _save(sd: dict, target: Path, name: str, shown: str, imagenet: bool) -> None
         "uploaded": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "imagenet_classifier": "yes" if imagenet else "no",
     }
-    tmp = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_path(target) as tmp:
         tensors = {k: v.contiguous() for k, v in sd.items()}
         try:
             save_file(tensors, str(tmp), metadata=meta)
         except RuntimeError:  # tensors that share memory (tied weights): safetensors wants separate copies
             save_file({k: v.clone() for k, v in tensors.items()}, str(tmp), metadata=meta)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def remove(ctx: Context, visitor: visitors.Visitor, model_name: str) -> str:
