@@ -158,11 +158,6 @@ class Gate:
         """A training's side of the gate, for one run."""
         return Turn(self)
 
-    def waiting_work(self) -> int:
-        """Interactive requests (and quiet measurements) a training is pausing for now."""
-        with self._cond:
-            return self.demand
-
 
 class Turn:
     """A training's turns at the cores: before each step `pauses()` (a generator) yields the number of requests it

@@ -80,11 +80,6 @@ class FreezePolicy:
     def __str__(self) -> str:
         return f"{self.kind}:{self.k}" if self.kind in ("stages", "layers") else self.kind
 
-    @property
-    def head_only(self) -> bool:
-        """Everything but the classifier is frozen."""
-        return self.kind == "head"
-
 
 @dataclass(frozen=True)
 class Setting:
