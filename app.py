@@ -15,10 +15,9 @@ except ImportError:
 
 import sys  # noqa: E402
 
-from cnncompare.cli import main  # noqa: E402
-from cnncompare.ui import build_app, launch  # noqa: E402
+from cnncompare.ui import build_app, launch, main  # noqa: E402
 
 __all__ = ["build_app", "launch"]
 
 if __name__ == "__main__":  # the same as `cnncompare app` (--host, --port, --runs; --help says so)
-    sys.exit(main(["app", *sys.argv[1:]]))
+    sys.exit(main())

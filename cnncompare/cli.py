@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -320,19 +321,19 @@ def cmd_export(args) -> None:
 
 
 def cmd_app(args) -> None:
-    """The web app, as `python app.py` starts it (on a ZeroGPU Space, `spaces` is imported before torch)."""
-    try:
-        import spaces  # noqa: F401
-    except ImportError:
-        pass
-    from .ui import build_app, launch
-
-    options = {}
-    if args.host:
-        options["server_name"] = args.host
-    if args.port:
-        options["server_port"] = args.port
-    launch(build_app(args.runs), **options)
+    """The web app: this process becomes `python -m cnncompare.ui` with the same options (the command line face
+    never imports the web face; the app's own process starts it, as `python app.py` does)."""
+    argv = [sys.executable, "-m", "cnncompare.ui"]
+    for flag, value in (("--host", args.host), ("--port", args.port), ("--runs", args.runs)):
+        if value:
+            argv += [flag, str(value)]
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parents[1])  # a clone that is not installed: the child finds it too
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.execve(sys.executable, argv, env)
+    sys.exit(subprocess.call(argv, env=env))
 
 
 def _leave_process_group() -> None:

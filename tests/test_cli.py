@@ -70,3 +70,40 @@ def test_a_zip_is_unpacked_once_into_the_data_folder(tmp_path, monkeypatch, caps
         assert main(["finetune", "--dataset", str(path), *TINY_ARGS, "--out", str(tmp_path / "out")]) == 0
         capsys.readouterr()
     assert len(list((tmp_path / "runs" / "_data" / "uploads").iterdir())) == 1
+
+
+def test_cnncompare_app_starts_the_web_app_in_its_own_process(tmp_path):
+    """`cnncompare app` hands its process to `python -m cnncompare.ui` (the CLI never imports the web face): the
+    same process id then serves the page."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "CNNCOMPARE_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cnncompare", "app", "--host", "127.0.0.1", "--port", str(port), "--runs", str(tmp_path)],
+        env=env,
+        cwd=str(Path(__file__).resolve().parents[1]),  # a clone, not installed
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline, page = time.monotonic() + 240, ""
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(1)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert "cnncompare" in page
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            assert b"cnncompare.ui" in f.read()  # the CLI's own process became the app's
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -12,7 +12,9 @@ per-visitor limits; the limits come from `env.Env`.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -21,6 +23,7 @@ import torch
 from starlette.middleware import Middleware
 
 from .. import __version__, models
+from ..cli import add_app_arguments
 from ..env import Env
 from ..errors import CNNCompareError
 from ..server import ledger, visitors
@@ -194,6 +197,24 @@ def _runs_api(ctx: Context):
         return last
 
     return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python app.py`, `python -m cnncompare.ui`, `cnncompare app`: the web app with --host, --port, --runs."""
+    parser = argparse.ArgumentParser(prog="cnncompare app", description="Start the cnncompare web app.")
+    add_app_arguments(parser)
+    args = parser.parse_args(argv)
+    options = {}
+    if args.host:
+        options["server_name"] = args.host
+    if args.port:
+        options["server_port"] = args.port
+    try:
+        launch(build_app(args.runs), **options)
+    except CNNCompareError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def launch(demo: gr.Blocks, **kwargs):
