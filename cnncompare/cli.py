@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .env import Env
 from .errors import CNNCompareError, first_line
-from .settings import ModelEntry, TrainSettings, add_arguments
+from .settings import FreezePolicy, ModelEntry, TrainSettings, add_arguments
 
 # --------------------------------------------------------------------------- formatting
 
@@ -446,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("blocks", help="layer groups of a model and what a freeze policy freezes")
     b.add_argument("name")
     b.add_argument("--size", type=int)
-    b.add_argument("--freeze", help="none | head | stages:K | layers:N")
+    b.add_argument("--freeze", help=FreezePolicy.help())
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_blocks)
 
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("diagram", help="every unit of each model in order (conv, pool, fc, Inception, residual)")
     d.add_argument("names", nargs="+", metavar="NAME")
     d.add_argument("--size", default=INPUT_SIZE.none_text, help=size_help)
-    d.add_argument("--freeze", help="none | head | stages:K | layers:N (which units the policy freezes)")
+    d.add_argument("--freeze", help=FreezePolicy.help("which units the policy freezes"))
     d.add_argument("--html", metavar="FILE", help="also write the side-by-side diagram as a standalone HTML page")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_diagram)

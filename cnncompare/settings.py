@@ -55,6 +55,23 @@ class FreezePolicy:
     kind: str  # "none" | "head" | "stages" | "layers"
     k: int = 0
 
+    # the vocabulary, said once: every help text, error and choice list (CLI, app, docs) takes it from here
+    FORMS = "none | head | stages:K | layers:N"
+    # the policies worth offering first, with what each means ("layers:10": the Keras VGG16 recipe)
+    CHOICES = (
+        ("head", "only the classifier trains (feature extraction)"),
+        ("none", "every layer trains"),
+        ("stages:1", "stem + stage 1 frozen"),
+        ("stages:2", "stem + stages 1-2 frozen"),
+        ("stages:3", "stem + stages 1-3 frozen"),
+        ("stages:4", "stem + stages 1-4 frozen"),
+        ("layers:10", "first 10 weight layers (Keras VGG16 recipe)"),
+    )
+
+    @classmethod
+    def help(cls, what: str = "what stays frozen") -> str:
+        return f"{cls.FORMS} ({what})"
+
     @classmethod
     def parse(cls, text: str | FreezePolicy | None) -> FreezePolicy:
         """'none', 'head', 'stages:2', 'layers:10' (any case, spaces ignored).
@@ -68,7 +85,7 @@ class FreezePolicy:
         m = _POLICY_RE.match(t)
         if not m:
             raise CNNCompareError(
-                f"Unknown freeze policy '{str(text)[:40]}': use none, head, stages:K or layers:N (e.g. stages:2, "
+                f"Unknown freeze policy '{str(text)[:40]}': use {cls.FORMS.replace(' | ', ', ')} (e.g. stages:2, "
                 "layers:10)."
             )
         if m.group(2) is not None:
@@ -220,7 +237,7 @@ class ModelEntry:
     freeze: str = setting(
         "head",
         "Freeze policy",
-        "none | head | stages:K | layers:N (what stays frozen)",
+        FreezePolicy.help(),
         normalize=lambda text: str(FreezePolicy.parse(text)),
     )
     head: str = setting(

@@ -86,7 +86,18 @@ def test_cnncompare_app_starts_the_web_app_in_its_own_process(tmp_path):
     port = free_port()
     env = {**os.environ, "GRADIO_TEMP_DIR": str(tmp_path / "gradio"), "CNNCOMPARE_OFFLINE": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cnncompare", "app", "--host", "127.0.0.1", "--port", str(port), "--runs", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "cnncompare",
+            "app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--runs",
+            str(tmp_path),
+        ],
         env=env,
         cwd=str(Path(__file__).resolve().parents[1]),  # a clone, not installed
         stdout=subprocess.DEVNULL,

@@ -186,14 +186,31 @@ def test_files_are_written_whole_in_one_place():
     for name, path in _modules().items():
         if name == "cnncompare.fileio":
             continue
-        tree = ast.parse(path.read_text())
-        docs = {  # docstrings may say it
-            id(n.body[0].value)
-            for n in ast.walk(tree)
-            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)
-        }
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and ".tmp" in node.value:
-                if id(node) not in docs:
-                    offenders.append(f"{name}:{node.lineno}")
+        offenders += [f"{name}:{line}" for line, text in _strings(path) if ".tmp" in text]
     assert offenders == []
+
+
+def _strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of a module, without its docstrings (which may say anything)."""
+    tree = ast.parse(path.read_text())
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body and isinstance(n.body[0], ast.Expr)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+    ]
+
+
+def test_the_freeze_vocabulary_is_spelled_once():
+    """`FreezePolicy.FORMS` and `.CHOICES` are the one spelling of the policies for every help text and list."""
+    spelled = [
+        f"{name}:{line}"
+        for name, path in _modules().items()
+        for line, text in _strings(path)
+        if "| stages:K" in text or "stem + stage" in text
+    ]
+    assert spelled and all(s.startswith("cnncompare.settings:") for s in spelled), spelled

@@ -12,6 +12,7 @@ from .. import diagram, models, plots, profiling
 from ..errors import CNNCompareError
 from ..models import catalog
 from ..server.fairqueue import queued as fair_queued
+from ..settings import FreezePolicy
 from . import lenient
 from .common import MEASURING, SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
 from .figures import figure
@@ -56,15 +57,7 @@ UNITS_LINE = (
     "in ms · **img/s**: throughput at batch {batch} · **top-1**: published ImageNet accuracy in %{graph}</small>"
 )
 BLOCK_COLUMNS = ["model", "block", "layers", "params", "trainable", "output (C×H×W)", "state"]
-POLICY_CHOICES = [
-    ("none: every layer trains", "none"),
-    ("head: only the classifier trains (feature extraction)", "head"),
-    ("stages:1: stem + stage 1 frozen", "stages:1"),
-    ("stages:2: stem + stages 1-2 frozen", "stages:2"),
-    ("stages:3: stem + stages 1-3 frozen", "stages:3"),
-    ("stages:4: stem + stages 1-4 frozen", "stages:4"),
-    ("layers:10: first 10 weight layers (Keras VGG16 recipe)", "layers:10"),
-]
+POLICY_CHOICES = [(f"{value}: {meaning}", value) for value, meaning in FreezePolicy.CHOICES]
 INPUT_SIZE = profiling.INPUT_SIZE  # empty = each model's native size (Inception v3: 299 px)
 SIZE_CHOICES = [(INPUT_SIZE.none_text, INPUT_SIZE.none_text)] + [str(n) for n in (224, 299, 160, 128, 96, 64)]
 LATENCY_BUDGET_S = 1.0  # seconds per timing phase and model: enough for a stable median on a CPU
@@ -502,7 +495,7 @@ def build(ctx) -> SimpleNamespace:
             value="head",
             allow_custom_value=True,
             scale=2,
-            label="Freeze policy (none, head, stages:K or layers:N)",
+            label=f"Freeze policy ({FreezePolicy.FORMS})",
             elem_id="arch-policy",
         )
         blocks_md = gr.Markdown(elem_id="arch-blocks-note")

@@ -25,7 +25,7 @@ from ..executor import Job, work
 from ..loop import lr_curve
 from ..server import visitors
 from ..server.fairqueue import queued
-from ..settings import TrainSettings
+from ..settings import FreezePolicy, TrainSettings
 from . import exports, forms, jobs, lenient
 from . import gallery as gallery_ui
 from . import weights as weights_ui
@@ -45,7 +45,7 @@ from .results import NOTES, RESULT_COLUMNS, RESULT_WIDTHS, RESULTS_LEGEND, blank
 from .uploads import UploadedFile
 
 DEFAULT_MODELS = "resnet18@head, alexnet@head"
-FREEZE_SUGGESTIONS = ["head", "none", "stages:1", "stages:2", "stages:3", "layers:10"]
+FREEZE_SUGGESTIONS = [value for value, _ in FreezePolicy.CHOICES]
 # The training settings' widgets, row by row, as the schema defines them ...
 TRAINING_ROWS = [
     ["optimizer", "lr"],
@@ -183,7 +183,7 @@ def build(ctx: Context) -> SimpleNamespace:
                 lines=3,
                 elem_id="ft-models",
                 label="Models: model@freeze, separated by commas or one per line",
-                info="freeze: none | head | stages:K | layers:N. Per-run settings may "
+                info=f"freeze: {FreezePolicy.FORMS}. Per-run settings may "
                 "follow, e.g. 'resnet18@none optimizer=sgd lr=0.05 init=he'.",
             )
             form |= forms.form(["freeze"], freeze=WIDGET_OVERRIDES["freeze"])
