@@ -137,23 +137,16 @@ def cmd_profile(args) -> None:
 def cmd_blocks(args) -> None:
     from . import models
 
-    size = args.size or models.catalog.get(args.name).default_size
-    entry = ModelEntry(args.name, freeze=args.freeze or "none")
-    model = models.build_frozen(entry, 1000, size, device="meta")
-    groups = models.blocks(model, size)
-    total, trainable = models.count_params(model)
+    report = models.freeze_report(args.name, args.freeze, args.size)
     if args.json:
-        _dump(
-            dict(
-                name=args.name,
-                input_size=size,
-                freeze=args.freeze or "none",
-                params=total,
-                trainable_params=trainable,
-                blocks=[g.to_dict() for g in groups],
-            )
-        )
-        return
+        _dump(report.to_dict())
+    else:
+        _print_blocks(report)
+    if report.problem:  # the same sentence as the Architectures tab; a script sees the status
+        raise CNNCompareError(report.summary())
+
+
+def _print_blocks(report) -> None:
     rows = [
         [
             g.name,
@@ -163,20 +156,21 @@ def cmd_blocks(args) -> None:
             "x".join(map(str, g.out_shape)) if g.out_shape else "-",
             "frozen" if g.frozen else "",
         ]
-        for g in groups
+        for g in report.blocks
     ]
     print(table(rows, ["block", "layers", "params", "trainable", "output", ""]))
-    print(
-        f"\n{args.name} at {size} px, freeze={args.freeze or 'none'}: "
-        f"{fmt_count(trainable)} of {fmt_count(total)} parameters train."
-    )
+    print(f"\n{report.name} at {report.size} px, freeze={report.policy}: {report.summary()}")
 
 
 def cmd_diagram(args) -> None:
-    from . import diagram, profiling
+    from . import diagram, models, profiling
 
     size = profiling.input_size(args.size)
     policy = args.freeze or "none"
+    # a policy that does not fit a model: drawn unfrozen, and said as the Architectures tab says it
+    problems = [r.summary() for r in (models.freeze_report(n, policy, size) for n in args.names) if r.problem]
+    if problems:
+        policy = "none"
     tables = {name: diagram.table(name, size, policy) for name in args.names}
     if args.html:
         path = Path(args.html)
@@ -185,20 +179,20 @@ def cmd_diagram(args) -> None:
         diagram.figure(args.names, size, policy).write_html(str(path), include_plotlyjs=True)
     if args.json:
         _dump({name: rows for name, rows in tables.items()})
-        return
-    from .models import catalog
-
-    for name, rows in tables.items():
-        px = size or catalog.get(name).default_size
-        print(f"{name} at {px} px, freeze={policy}: {len(rows)} units")
-        body = [
-            [str(r["#"]), r["unit"], r["group"], r["output"], fmt_count(r["params"]), r["state"], r["layer"]]
-            for r in rows
-        ]
-        print(table(body, ["#", "unit", "group", "output", "params", "state", "layer"]))
-        print()
+    else:
+        for name, rows in tables.items():
+            px = size or models.catalog.get(name).default_size
+            print(f"{name} at {px} px, freeze={policy}: {len(rows)} units")
+            body = [
+                [str(r["#"]), r["unit"], r["group"], r["output"], fmt_count(r["params"]), r["state"], r["layer"]]
+                for r in rows
+            ]
+            print(table(body, ["#", "unit", "group", "output", "params", "state", "layer"]))
+            print()
     if args.html:
         print(f"diagram written to {args.html}", file=sys.stderr)
+    if problems:
+        raise CNNCompareError("Not frozen as asked: " + "; ".join(problems))
 
 
 def cmd_finetune(args) -> None:

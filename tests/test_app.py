@@ -224,6 +224,24 @@ def test_blocks_show_what_a_freeze_policy_freezes(client):
     assert next(r for r in rows if r["block"] == "stage4")["output (C×H×W)"] == "512×14×14"
 
 
+def test_a_policy_that_does_not_fit_gets_the_same_sentence_from_the_cli_and_the_app(client, capsys):
+    """AlexNet has three stages: `stages:4` is shown unfrozen with one sentence, the same on the page, in its diagram
+    and from `cnncompare blocks` / `cnncompare diagram` (which exit with status 2)."""
+    from cnncompare.cli import main
+
+    md, table = client.predict(["alexnet"], 224, "stages:4", api_name="/blocks")
+    assert all(r["state"] in ("trains", "–") for r in rows_of(table))  # shown unfrozen
+    report = models.freeze_report("alexnet", "stages:4", 224)
+    assert report.problem and report.summary() in md
+    assert main(["blocks", "alexnet", "--size", "224", "--freeze", "stages:4"]) == 2
+    out = capsys.readouterr()
+    assert "frozen" not in out.out.split("freeze=")[0] and report.summary() in out.err
+    assert main(["diagram", "alexnet", "--size", "224", "--freeze", "stages:4"]) == 2
+    assert f"Not frozen as asked: {report.summary()}" in capsys.readouterr().err
+    fig = client.predict(["alexnet"], "224", "stages:4", api_name="/diagram")
+    assert f"Not frozen as asked: {report.summary()}" in json.dumps(fig)
+
+
 # --------------------------------------------------------------------------- /predict
 
 

@@ -5,7 +5,8 @@
 | `catalog`   | the architectures: family, year, paper, idea, sizes, reference accuracy |
 | `builder`   | `build` any catalog/timm model behind timm's API (`ModelSpec`, `ModelCard`), heads, init, |
 |             | data config, input sizes, the layout a weights file must have |
-| `freeze`    | layer groups (`Block`, `blocks`), `freeze` by a `FreezePolicy`, `build_frozen`, `count_params` |
+| `freeze`    | layer groups (`Block`, `blocks`), `freeze` by a `FreezePolicy`, `build_frozen`, `count_params`, |
+|             | `freeze_report` (what a policy freezes in a model, or why it does not fit) |
 | `weights`   | weights files read safely and checked against a layout (`read_weights`, `check_weights`) |
 | `hub`       | downloads on or off, cached files, where a model's weights come from (`weights_hint`) |
 | `tvmodels`  | torchvision's AlexNet and GoogLeNet with timm's model API |
@@ -37,10 +38,12 @@ from .builder import (
 from .freeze import (
     Block,
     FreezePolicy,
+    FreezeReport,
     blocks,
     build_frozen,
     count_params,
     freeze,
+    freeze_report,
     modules_to_freeze,
     own_numel,
     param_modules,
@@ -59,6 +62,8 @@ __all__ = [
     "MLPHead",
     "Block",
     "FreezePolicy",
+    "FreezeReport",
+    "freeze_report",
     "Layout",
     "build",
     "build_frozen",

@@ -34,6 +34,8 @@ from .builder import ModelCard, build, check_input_size, spec_of
 __all__ = [
     "Block",
     "FreezePolicy",
+    "FreezeReport",
+    "freeze_report",
     "blocks",
     "freeze",
     "build_frozen",
@@ -257,3 +259,61 @@ def build_frozen(
     model = build(spec_of(entry, num_classes), device, load_weights=load_weights)
     freeze(model, entry.freeze, size)
     return model
+
+
+@dataclass(frozen=True)
+class FreezeReport:
+    """What a freeze policy does to one model at one input size: its blocks (frozen or training), the parameters that
+    train, or why the policy does not fit (`problem`; the blocks are then shown unfrozen). The one answer of
+    `cnncompare blocks`, the Architectures tab's blocks and its diagram."""
+
+    name: str
+    size: int
+    policy: str
+    blocks: tuple[Block, ...]
+    params: int
+    trainable: int
+    problem: str = ""
+
+    @property
+    def frozen(self) -> list[str]:
+        return [b.name for b in self.blocks if b.frozen]
+
+    def summary(self) -> str:
+        """One line: what trains, or why the policy does not fit."""
+        if self.problem:
+            return f"{self.problem} (shown unfrozen)"
+        share = 100 * self.trainable / self.params if self.params else 0.0
+        frozen = f"frozen: {', '.join(self.frozen)}" if self.frozen else "nothing frozen"
+        return f"{self.trainable / 1e6:.2f} M of {self.params / 1e6:.2f} M parameters train ({share:.1f} %); {frozen}"
+
+    def to_dict(self) -> dict:
+        return dict(
+            name=self.name,
+            input_size=self.size,
+            freeze=self.policy,
+            params=self.params,
+            trainable_params=self.trainable,
+            problem=self.problem,
+            blocks=[b.to_dict() for b in self.blocks],
+        )
+
+
+def freeze_report(name: str, policy: FreezePolicy | str | None, size: int | None = None) -> FreezeReport:
+    """`FreezeReport` of catalog or timm model `name` (built on the meta device: no memory, no download).
+
+    Raises:
+        CNNCompareError: an unknown model, a bad policy string, an input size the model cannot take.
+    """
+    policy = FreezePolicy.parse(policy)
+    model = build(name, device="meta")
+    size = int(size or model.cnncompare.info.default_size)
+    check_input_size(model.cnncompare.spec.name, size)
+    problem = ""
+    try:
+        freeze(model, policy, size)
+    except CNNCompareError as err:  # e.g. stages:4 on AlexNet (3 stages)
+        problem = str(err)
+    groups = blocks(model, size)
+    total, trainable = count_params(model)
+    return FreezeReport(name, size, str(policy), tuple(groups), total, trainable, problem)

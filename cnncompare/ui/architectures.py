@@ -319,25 +319,12 @@ def blocks_view(models_selected, size, policy, *, limit: int | None = None, chec
         try:
             if check is not None:
                 check(name)
-            model = models.build(name, device="meta")
-            problem = ""
-            try:
-                models.freeze(model, parsed, size)
-            except CNNCompareError as err:
-                problem = str(err)
-            groups = models.blocks(model, size)
-            total, trainable = models.count_params(model)
+            report = models.freeze_report(name, parsed, size)  # the answer of `cnncompare blocks` too
         except Exception as err:
             lines.append(f"- **{name}**: {warn_md(message(err))}")
             continue
-        frozen = [g.name for g in groups if g.frozen]
-        share = 100 * trainable / total if total else 0
-        line = f"- **{name}**: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters train ({share:.1f} %)"
-        line += f"; frozen: {', '.join(frozen)}" if frozen else "; nothing frozen"
-        if problem:
-            line = f"- **{name}**: {warn_md(problem)} (shown unfrozen)"
-        lines.append(line)
-        for g in groups:
+        lines.append(f"- **{name}**: {warn_md(report.summary()) if report.problem else report.summary()}")
+        for g in report.blocks:
             state = "frozen" if g.frozen else ("trains" if g.trainable == g.params else "partly frozen")
             rows.append(
                 {
@@ -369,12 +356,13 @@ def diagram_view(
             if check is not None:
                 check(name)
             models.check_input_size(catalog.get(name).name, size or catalog.get(name).default_size)
-        try:
+        problems = [r.summary() for r in (models.freeze_report(n, policy_text, size) for n in names) if r.problem]
+        if not problems:
             return diagram.figure(names, size, policy_text)
-        except CNNCompareError as err:  # e.g. stages:4 on AlexNet (3 stages): draw them unfrozen, say why
+        else:  # e.g. stages:4 on AlexNet (3 stages): draw them unfrozen, say why (as `cnncompare diagram` does)
             fig = diagram.figure(names, size, "none")
             fig.add_annotation(
-                text=f"Not frozen as asked: {err}",
+                text=f"Not frozen as asked: {'; '.join(problems)}",
                 x=0,
                 y=1.0,
                 yshift=-40,
