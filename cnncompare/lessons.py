@@ -10,12 +10,14 @@ one with `cnncompare lesson KEY` and prints the same reading.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .compare import Limits, Plan
-from .settings import ModelEntry, TrainSettings, build
+from .errors import CNNCompareError
+from .settings import ModelEntry, TrainSettings, build, settings_of
 
 __all__ = ["Lesson", "Reading", "LESSONS", "BY_KEY", "lesson_of", "read"]
 
@@ -41,6 +43,15 @@ class Lesson:
     settings: dict = field(default_factory=dict)  # changes to the settings' defaults (TrainSettings, ModelEntry)
     max_per_class: int = 60
     reader: Callable[[Sequence], Reading] | None = None
+
+    def __post_init__(self):
+        """A lesson is checked when it is defined (at import): a misspelt setting would be ignored by `build`, and
+        the lesson would quietly run with the default instead of what its text says."""
+        known = {s.name for cls in (TrainSettings, ModelEntry) for s in settings_of(cls)}
+        unknown = sorted(set(self.settings) - known)
+        if unknown:
+            raise CNNCompareError(f"Lesson {self.key} sets unknown setting(s): {', '.join(unknown)}.")
+        self.plan()  # every value coerced and checked, every run parsed (the same sentence as from the form or CLI)
 
     def form(self) -> dict:
         """The Fine-tune form's fields this lesson sets (the page's own and the settings')."""
@@ -318,13 +329,19 @@ def _runs(plan: Plan) -> list[tuple]:
     ]
 
 
+@functools.cache
+def _lesson_runs(key: str) -> list[tuple]:
+    return _runs(BY_KEY[key].plan())  # planned once per process, not at every finished comparison
+
+
 def lesson_of(dataset: str, max_per_class: int | None, plan: Plan) -> Lesson | None:
-    """The lesson a comparison is, when its dataset, images per class and runs are exactly a lesson's."""
+    """The lesson a comparison is, when its dataset, images per class and runs are exactly a lesson's (a reading
+    speaks of every run it reads: a preset the visitor changed afterwards is read by none)."""
     if dataset != "shapes":
         return None
     mine = _runs(plan)
     for lesson in LESSONS:
-        if max_per_class == lesson.max_per_class and _runs(lesson.plan()) == mine:
+        if max_per_class == lesson.max_per_class and _lesson_runs(lesson.key) == mine:
             return lesson
     return None
 

@@ -10,6 +10,7 @@ import pytest
 
 from cnncompare import lessons
 from cnncompare.cli import main
+from cnncompare.settings import TrainSettings
 from cnncompare.training import RunResult
 
 
@@ -88,3 +89,17 @@ def test_cnncompare_lesson_runs_a_lesson_and_reads_it(tmp_path, monkeypatch, cap
     assert "From everything training to the classifier alone" in got["reading"]
     assert "What you should see" in out.err and "scaled down: 4 images per class" in out.err
     assert main(["lesson", "nope"]) == 2 and "choose one of features" in capsys.readouterr().err
+
+
+def test_a_lesson_with_a_misspelt_or_bad_setting_fails_when_it_is_defined():
+    """`build` ignores unknown keys (a form sends more than settings): a lesson is checked where it is written."""
+    from cnncompare.errors import CNNCompareError
+    from cnncompare.lessons import Lesson
+
+    with pytest.raises(CNNCompareError, match="Lesson typo sets unknown setting\\(s\\): epoch"):
+        Lesson("typo", "t", "s", "text", "expect", "resnet18@head", dict(epoch=3))
+    with pytest.raises(CNNCompareError, match="Learning rate") as bad:
+        Lesson("bad", "t", "s", "text", "expect", "resnet18@head", dict(lr=-1))
+    with pytest.raises(CNNCompareError) as cli:  # the same sentence from the same rule as the CLI's and the form's
+        TrainSettings(lr=-1).validate()
+    assert str(bad.value) == str(cli.value)
