@@ -269,7 +269,20 @@ def queued(
         try:
             for position, eta in queue.waits(ticket):
                 yield waiting(wait_text(lane, position, eta))
-            with GATE.working() if computes else contextlib.nullcontext():
-                yield from work()
+            # counted as computing only while it computes: between two items the generator is suspended (a page
+            # that went away may leave it so until it is collected), and a suspended one must not hold a latency
+            # measurement (and with it every training) waiting
+            items = iter(work())
+            try:
+                while True:
+                    with GATE.working() if computes else contextlib.nullcontext():
+                        try:
+                            item = next(items)
+                        except StopIteration:
+                            break
+                    yield item
+            finally:
+                if hasattr(items, "close"):  # a closed page closes the work too, as `yield from` did
+                    items.close()
         finally:
             queue.leave(ticket)
