@@ -1,4 +1,8 @@
-"""Print a benchmark table and append it, with machine and date, to benchmarks/RESULTS.md."""
+"""Print a benchmark table and record it, with machine and date, in benchmarks/RESULTS.md.
+
+RESULTS.md keeps one current section per benchmark (its `## title`): a new run of the same benchmark replaces its
+section in place; earlier results are in git's history of the file (`git log -p benchmarks/RESULTS.md`).
+"""
 
 from __future__ import annotations
 
@@ -40,8 +44,26 @@ def report(title: str, header: list[str], rows: list[list], notes: str = "", com
     if notes:
         text += f"\n{notes}\n"
     print(text)
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nRows appended by the scripts in this folder; newest last.\n")
-    with RESULTS.open("a") as f:
-        f.write(text)
+    RESULTS.write_text(replaced(RESULTS.read_text() if RESULTS.exists() else HEADER, title, text))
     return text
+
+
+HEADER = (
+    "# Benchmark results\n\nOne current section per benchmark, written by the scripts in this folder (each says its "
+    "command, machine and date); earlier results are in git's history of this file.\n"
+)
+
+
+def sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """The page's header and its (title, section text) in order."""
+    head, *parts = text.split("\n## ")
+    return head, [(part.split("\n", 1)[0].strip(), "\n## " + part) for part in parts]
+
+
+def replaced(page: str, title: str, section: str) -> str:
+    """`page` with the section titled `title` replaced by `section` (added at the end when it is new)."""
+    head, parts = sections(page)
+    body = [text for t, text in parts if t != title]
+    at = next((i for i, (t, _) in enumerate(parts) if t == title), len(body))
+    body.insert(min(at, len(body)), section.rstrip("\n") + "\n")
+    return head.rstrip("\n") + "\n" + "".join(b if b.endswith("\n") else b + "\n" for b in body)

@@ -214,3 +214,19 @@ def test_the_freeze_vocabulary_is_spelled_once():
         if "| stages:K" in text or "stem + stage" in text
     ]
     assert spelled and all(s.startswith("cnncompare.settings:") for s in spelled), spelled
+
+
+def test_benchmark_results_keep_one_current_section_per_benchmark():
+    """benchmarks/RESULTS.md is a result page, not an append log: a new run replaces its benchmark's section."""
+    import sys
+
+    sys.path.insert(0, str(PACKAGE.parent))
+    from benchmarks._results import HEADER, RESULTS, replaced, sections
+
+    _, parts = sections(RESULTS.read_text())
+    titles = [t for t, _ in parts]
+    assert len(titles) == len(set(titles)), titles
+    page = replaced(HEADER, "A", "\n## A\n\nfirst-run-xyz\n")
+    page = replaced(page, "B", "\n## B\n\nb\n")
+    page = replaced(page, "A", "\n## A\n\nsecond-run-xyz\n")
+    assert [t for t, _ in sections(page)[1]] == ["A", "B"] and "first-run-xyz" not in page and "second-run-xyz" in page
