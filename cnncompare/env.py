@@ -169,7 +169,8 @@ class Env:
     worker_slack: float = env_setting(
         1.5,
         "CNNCOMPARE_WORKER_SLACK",
-        "a worker may use its job's counted memory times this (over its own size) before it is ended alone",
+        "a worker may hold (its job's counted memory + 1 GB for a fresh process's first model) times this, over its "
+        "own size, before it is ended alone",
     )
     gate_log: str = env_setting(
         "",

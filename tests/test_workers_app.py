@@ -104,7 +104,9 @@ def test_a_training_runs_in_a_worker_and_the_server_stays_small(app):
             visitor=KEY + "vgg",
             api_name="/finetune",
         )
+        assert "Done" in vgg[0], vgg[0]
         folders = [row["folder"] for row in _rows(vgg[3])]
+        assert all(folders), _rows(vgg[3])
         for folder in folders:
             path, text = client.predict(folder, ["safetensors"], KEY + "vgg", api_name="/export_run")
             assert path and "exported" in text, text

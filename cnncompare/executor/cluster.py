@@ -27,7 +27,7 @@ from .. import training
 from ..errors import CNNCompareError, first_line
 from ..fileio import is_partial
 from .base import Executor, Job, JobEnded, run_here
-from .local import rss_mb
+from .local import allowed_mb, rss_mb
 
 __all__ = ["RayExecutor", "ray_available"]
 
@@ -88,7 +88,7 @@ def _task(job: Job, signals, slack: float, upload: bytes | None, upload_name: st
     import ray
 
     stop, done = threading.Event(), threading.Event()
-    limit = rss_mb(os.getpid()) + job.memory_mb * slack if job.memory_mb > 0 else None
+    limit = allowed_mb(rss_mb(os.getpid()), job.memory_mb, slack)
 
     def watch():
         while not done.is_set():
