@@ -443,7 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--freeze", help=FreezePolicy.help())
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_blocks)
+    _add_model_commands(sub)
+    _add_training_commands(sub)
+    return p
 
+
+def _add_model_commands(sub) -> None:
+    """diagram, predict and export."""
     from .profiling import INPUT_SIZE
 
     size_help = f"{INPUT_SIZE.help} ({INPUT_SIZE.low:g} to {INPUT_SIZE.high:g}, or {INPUT_SIZE.none_text})"
@@ -455,6 +461,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_diagram)
 
+    pd = sub.add_parser("predict", help="top-k classes of one image for several models or fine-tuned runs")
+    pd.add_argument("image")
+    pd.add_argument("--models", nargs="*", metavar="NAME")
+    pd.add_argument("--run", nargs="*", metavar="DIR", help="fine-tuned run directories (from finetune --out)")
+    pd.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
+    pd.add_argument("--weights", metavar="FILE", help="with --pretrained: a local ImageNet weights file for the model")
+    pd.add_argument("--size", type=int)
+    pd.add_argument("--top", type=_positive_int, default=5, help="how many classes to show (default 5)")
+    pd.add_argument("--json", action="store_true")
+    pd.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser(
+        "export", help="a fine-tuned run as standalone weights (safetensors), config.json, README.md and ONNX"
+    )
+    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (finetune --out, or the app's zip download)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created)")
+    ex.add_argument("--format", default="safetensors,onnx", help="safetensors, onnx or both (default both)")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export)
+
+
+def _add_training_commands(sub) -> None:
+    """finetune and lesson: their options derived from the settings schema."""
     f = sub.add_parser("finetune", help="fine-tune several models on one dataset and compare them")
     f.add_argument(
         "--models",
@@ -488,27 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
     le.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")
     le.add_argument("--json", action="store_true")
     le.set_defaults(func=cmd_lesson)
-
-    pd = sub.add_parser("predict", help="top-k classes of one image for several models or fine-tuned runs")
-    pd.add_argument("image")
-    pd.add_argument("--models", nargs="*", metavar="NAME")
-    pd.add_argument("--run", nargs="*", metavar="DIR", help="fine-tuned run directories (from finetune --out)")
-    pd.add_argument("--pretrained", action="store_true", help="ImageNet weights (falls back to random offline)")
-    pd.add_argument("--weights", metavar="FILE", help="with --pretrained: a local ImageNet weights file for the model")
-    pd.add_argument("--size", type=int)
-    pd.add_argument("--top", type=_positive_int, default=5, help="how many classes to show (default 5)")
-    pd.add_argument("--json", action="store_true")
-    pd.set_defaults(func=cmd_predict)
-
-    ex = sub.add_parser(
-        "export", help="a fine-tuned run as standalone weights (safetensors), config.json, README.md and ONNX"
-    )
-    ex.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (finetune --out, or the app's zip download)")
-    ex.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created)")
-    ex.add_argument("--format", default="safetensors,onnx", help="safetensors, onnx or both (default both)")
-    ex.add_argument("--json", action="store_true")
-    ex.set_defaults(func=cmd_export)
-    return p
 
 
 def add_app_arguments(parser) -> None:

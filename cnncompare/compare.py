@@ -225,7 +225,15 @@ class Plan:
         return out
 
     def runs(self) -> list[PlannedRun]:
-        """Each entry resolved, with a label that is unique in the plan ('#2' added to repeats)."""
+        """Each entry resolved, with a label that is unique in the plan ('#2' added to repeats): resolved once, and
+        again only when a field of the plan was changed since (the app adds a visitor's weights files, say)."""
+        key = repr((self.entries, self.model_defaults, self.settings, self.limits, sorted(self.weights_files.items())))
+        memo = self.__dict__.get("_resolved")
+        if memo is None or memo[0] != key:
+            memo = self.__dict__["_resolved"] = (key, tuple(self._resolve()))
+        return list(memo[1])
+
+    def _resolve(self) -> list[PlannedRun]:
         out, seen = [], set()
         for e in self.entries:
             label = base = e.label(self.model_defaults.freeze)

@@ -312,60 +312,77 @@ def figure(names: list[str] | tuple[str, ...], size: int | None = None, policy: 
 def _figure_json(names: tuple[str, ...], size: int, policy: str) -> str:
     import plotly.graph_objects as go
 
-    from .plots import FONT, message_figure
+    from .plots import message_figure
 
     if not names:
         return message_figure("Choose models to see their diagrams.").to_json()
     per_model = {n: units(n, size or None, policy) for n in names}
     sizes = {n: size or catalog.get(n).default_size for n in names}
-    depth = max(len(u) for u in per_model.values())
     fig = go.Figure()
     shapes, notes = [], []
     points: dict[str, dict[str, list]] = {k: {f: [] for f in "ybxtcph"} for k in KINDS}
     for c, name in enumerate(names):
-        us = per_model[name]
-        # group bands, alternately shaded, with the group's name at the left of the column
-        start = 0
-        for i in range(1, len(us) + 1):
-            if i == len(us) or us[i].group != us[start].group:
-                band = len([s for s in shapes if s.get("name") == name]) % 2
-                shapes.append(
-                    dict(
-                        type="rect",
-                        x0=c - 0.5 + 0.02,
-                        x1=c + 0.5 - 0.02,
-                        y0=start - 0.5,
-                        y1=i - 0.5,
-                        fillcolor="#eef1f5" if band == 0 else "#ffffff",
-                        line=dict(color="#c5ccd6", width=1),
-                        layer="below",
-                        name=name,
-                    )
+        _group_bands(name, c, per_model[name], shapes, notes)
+        _unit_points(name, c, per_model[name], points)
+    _add_traces(fig, points, policy)
+    _lay_out(fig, names, per_model, sizes, shapes, notes)
+    for s in fig.layout.shapes:
+        s.name = None
+    return fig.to_json()
+
+
+def _group_bands(name: str, c: int, us, shapes: list, notes: list) -> None:
+    """Group bands of column `c`, alternately shaded, with the group's name at the left of the column."""
+    start = 0
+    for i in range(1, len(us) + 1):
+        if i == len(us) or us[i].group != us[start].group:
+            band = len([s for s in shapes if s.get("name") == name]) % 2
+            shapes.append(
+                dict(
+                    type="rect",
+                    x0=c - 0.5 + 0.02,
+                    x1=c + 0.5 - 0.02,
+                    y0=start - 0.5,
+                    y1=i - 0.5,
+                    fillcolor="#eef1f5" if band == 0 else "#ffffff",
+                    line=dict(color="#c5ccd6", width=1),
+                    layer="below",
+                    name=name,
                 )
-                notes.append(
-                    dict(
-                        x=c - 0.47,
-                        y=start - 0.45,
-                        text=us[start].group or "",
-                        showarrow=False,
-                        xanchor="left",
-                        yanchor="top",
-                        font=dict(size=10, color="#56606b"),
-                    )
-                )
-                start = i
-        for i, u in enumerate(us):
-            p = points[u.kind]
-            p["y"].append(i)
-            p["b"].append(c + BAR_LEFT)
-            p["x"].append(BAR_RIGHT - BAR_LEFT)
-            p["t"].append(u.label)
-            p["c"].append(_light(KIND_COLORS[u.kind]) if u.frozen else KIND_COLORS[u.kind])
-            p["p"].append("/" if u.frozen else "")
-            p["h"].append(
-                f"<b>{name}</b> · {u.label}<br>layer: {u.name}<br>output: {_shape_text(u.out_shape)}"
-                f"<br>params: {_count(u.params)}<br>group: {u.group}" + ("<br><b>frozen</b>" if u.frozen else "")
             )
+            notes.append(
+                dict(
+                    x=c - 0.47,
+                    y=start - 0.45,
+                    text=us[start].group or "",
+                    showarrow=False,
+                    xanchor="left",
+                    yanchor="top",
+                    font=dict(size=10, color="#56606b"),
+                )
+            )
+            start = i
+
+
+def _unit_points(name: str, c: int, us, points: dict) -> None:
+    """One box per unit of column `c`, gathered by kind (one trace per kind)."""
+    for i, u in enumerate(us):
+        p = points[u.kind]
+        p["y"].append(i)
+        p["b"].append(c + BAR_LEFT)
+        p["x"].append(BAR_RIGHT - BAR_LEFT)
+        p["t"].append(u.label)
+        p["c"].append(_light(KIND_COLORS[u.kind]) if u.frozen else KIND_COLORS[u.kind])
+        p["p"].append("/" if u.frozen else "")
+        p["h"].append(
+            f"<b>{name}</b> · {u.label}<br>layer: {u.name}<br>output: {_shape_text(u.out_shape)}"
+            f"<br>params: {_count(u.params)}<br>group: {u.group}" + ("<br><b>frozen</b>" if u.frozen else "")
+        )
+
+
+def _add_traces(fig, points: dict, policy: str) -> None:
+    import plotly.graph_objects as go
+
     for kind in KINDS:
         p = points[kind]
         if not p["y"]:
@@ -414,6 +431,12 @@ def _figure_json(names: tuple[str, ...], size: int, policy: str) -> str:
                 marker=dict(color=_light(FROZEN_COLOR), pattern=dict(shape="/", fgcolor="#555", size=6)),
             )
         )
+
+
+def _lay_out(fig, names, per_model: dict, sizes: dict, shapes: list, notes: list) -> None:
+    from .plots import FONT
+
+    depth = max(len(u) for u in per_model.values())
     ticks = []
     for name in names:
         us = per_model[name]
@@ -429,13 +452,7 @@ def _figure_json(names: tuple[str, ...], size: int, policy: str) -> str:
         fixedrange=True,
         tickfont=dict(size=12),
     )
-    fig.update_yaxes(
-        range=[depth - 0.5, -0.5],
-        showticklabels=False,
-        showgrid=False,
-        zeroline=False,
-        fixedrange=True,
-    )
+    fig.update_yaxes(range=[depth - 0.5, -0.5], showticklabels=False, showgrid=False, zeroline=False, fixedrange=True)
     same = len(set(sizes.values())) == 1
     at = f"at {next(iter(sizes.values()))} px" if same else "each at its native size"
     title = f"Architectures, one row per unit, input at the top ({at})"
@@ -453,6 +470,3 @@ def _figure_json(names: tuple[str, ...], size: int, policy: str) -> str:
         uniformtext=dict(minsize=9, mode="show"),
         hoverlabel=dict(font=dict(size=12)),
     )
-    for s in fig.layout.shapes:
-        s.name = None
-    return fig.to_json()

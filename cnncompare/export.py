@@ -426,47 +426,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Iterable
     info = catalog.get(entry.model)
     label = saved.run_label
     head, renames = _head_config(info, model, entry.head)
-    dcfg = models.data_config(model, size)
-    config = dict(
-        format="cnncompare-export",
-        format_version=1,
-        cnncompare_version=__version__,
-        architecture=info.backend_name,
-        backend=info.backend,
-        model=info.name,
-        num_classes=len(classes),
-        classes=classes,
-        input_size=[3, size, size],
-        mean=[float(v) for v in dcfg["mean"]],
-        std=[float(v) for v in dcfg["std"]],
-        interpolation=str(dcfg.get("interpolation", "bilinear")),
-        resize="whole image to input_size, no crop (as the run trained)",
-        head=head,
-        weights="model.safetensors" if "safetensors" in formats else None,
-        onnx=None,
-        run=dict(
-            folder=saved.path.name,
-            label=label,
-            dataset=saved.config["dataset"].get("name"),
-            val_top1=(saved.results or {}).get("val_top1"),
-            freeze=entry.freeze,
-            pretrained=entry.pretrained,
-        ),
-    )
-    if info.backend_name == "googlenet":
-        config["transform_input"] = bool(getattr(model, "transform_input", False))
+    config = _config(saved, model, info, head, formats)
     target = backend_model(config)
     sd = _backend_state(model, target, renames, label)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, 3, size, size, generator=gen)
-    with torch.no_grad():
-        ours, theirs = model(x), target(x)
-    torch_diff = _max_diff(ours, theirs)
-    if torch_diff > _tolerance(TORCH_TOLERANCE, ours):
-        raise CNNCompareError(
-            f"{info.backend}'s {info.backend_name} with the exported weights gives outputs that differ from "
-            f"{label}'s by {torch_diff:.2g}: nothing was exported."
-        )
+    torch_diff = _checked_against_backend(model, target, size, info, label)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -499,3 +462,54 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Iterable
     files.append(write_atomic(out_dir / "config.json", json.dumps(runs.json_safe(config), indent=2)))
     files.append(write_atomic(out_dir / "README.md", _readme(config, onnx_sentence)))
     return result
+
+
+def _checked_against_backend(model, target, size: int, info, label: str) -> float:
+    """The largest difference between the run's model and the backend's with the exported weights, on two random
+    images; past the tolerance nothing is exported."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, size, size, generator=gen)
+    with torch.no_grad():
+        ours, theirs = model(x), target(x)
+    torch_diff = _max_diff(ours, theirs)
+    if torch_diff > _tolerance(TORCH_TOLERANCE, ours):
+        raise CNNCompareError(
+            f"{info.backend}'s {info.backend_name} with the exported weights gives outputs that differ from "
+            f"{label}'s by {torch_diff:.2g}: nothing was exported."
+        )
+    return torch_diff
+
+
+def _config(saved, model, info, head: dict, formats) -> dict:
+    """config.json: what a user needs to rebuild and feed the model without cnncompare."""
+    entry, classes, size = saved.entry, list(saved.classes), saved.settings.size
+    dcfg = models.data_config(model, size)
+    config = dict(
+        format="cnncompare-export",
+        format_version=1,
+        cnncompare_version=__version__,
+        architecture=info.backend_name,
+        backend=info.backend,
+        model=info.name,
+        num_classes=len(classes),
+        classes=classes,
+        input_size=[3, size, size],
+        mean=[float(v) for v in dcfg["mean"]],
+        std=[float(v) for v in dcfg["std"]],
+        interpolation=str(dcfg.get("interpolation", "bilinear")),
+        resize="whole image to input_size, no crop (as the run trained)",
+        head=head,
+        weights="model.safetensors" if "safetensors" in formats else None,
+        onnx=None,
+        run=dict(
+            folder=saved.path.name,
+            label=saved.run_label,
+            dataset=saved.config["dataset"].get("name"),
+            val_top1=(saved.results or {}).get("val_top1"),
+            freeze=entry.freeze,
+            pretrained=entry.pretrained,
+        ),
+    )
+    if info.backend_name == "googlenet":
+        config["transform_input"] = bool(getattr(model, "transform_input", False))
+    return config

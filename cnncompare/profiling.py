@@ -392,6 +392,20 @@ def _time_model(model: nn.Module, size: int, device: torch.device, batch: int | 
     return t
 
 
+def _latency(spec, model, size: int, dev, batch: int | None, budget_s: float):
+    """(timing, when measured, whether it was another request's measurement). A model by name (random weights): its
+    timing is the architecture's, kept and shared; a given model is timed itself."""
+    if model is not None:
+        return _time_model(model, size, dev, batch, budget_s), _now(), False
+    key = (spec.name, size, str(dev), runtime.DEFAULT_THREADS, batch, budget_s)
+    found = TIMINGS.peek(key)
+    shared = found is not None
+    if found is None:
+        found = (_time_model(models.build(spec), size, dev, batch, budget_s), _now())
+        TIMINGS.put(key, found)
+    return (*found, shared)
+
+
 def profile(
     name_or_model: str | nn.Module,
     size: int | None = None,
@@ -435,19 +449,8 @@ def profile(
     else:
         params, trainable = models.count_params(model)
     macs, act, weights = _counts(spec, size)
-    timing = _Timing(batch=batch or default_batch(dev), threads=torch.get_num_threads())
-    measured_at, shared = None, False
-    if latency:
-        if model is None:  # a model by name (random weights): its timing is the architecture's, kept and shared
-            key = (spec.name, size, str(dev), runtime.DEFAULT_THREADS, batch, budget_s)
-            found = TIMINGS.peek(key)
-            shared = found is not None
-            if found is None:
-                found = (_time_model(models.build(spec), size, dev, batch, budget_s), _now())
-                TIMINGS.put(key, found)
-            timing, measured_at = found
-        else:
-            timing, measured_at = _time_model(model, size, dev, batch, budget_s), _now()
+    timing, measured_at, shared = _latency(spec, model, size, dev, batch, budget_s) if latency else (None, None, False)
+    timing = timing or _Timing(batch=batch or default_batch(dev), threads=torch.get_num_threads())
     tflops = 2 * macs * timing.ips / 1e12 if timing.ips else None
     peak = peak_tflops(torch.cuda.get_device_name(dev)) if dev.type == "cuda" else None
     ref = info.reference

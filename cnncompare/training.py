@@ -316,7 +316,49 @@ class _Attempt:
         )
 
     def _train(self, model, model_ref, result, state, check_stop) -> Iterator[Event]:
-        s, device, classes = self.settings, self.device, result.classes
+        s, device = self.settings, self.device
+        model, loop, train, val = yield from self._setup(model, model_ref, result)
+        f_train, f_val = yield from self._cached_features(loop, train, val, result, state, check_stop)
+        loop.dist = self.dist
+        loop.train_module = self.dist.wrap(cached_head(model, loop.cached_at) if loop.cached_at else model, device)
+        criterion = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
+        optimizer = make_optimizer(s, (p for p in model.parameters() if p.requires_grad), device)
+        steps = steps_per_epoch(len(train), self.batch)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(s, k, steps))
+        scaler = torch.amp.GradScaler("cuda", enabled=loop.precision.needs_scaler)
+        loop_start = time.perf_counter()
+        for epoch in range(1, s.epochs + 1):
+            for p in train_one_epoch(loop, train, f_train, optimizer, scheduler, scaler, criterion, state, check_stop):
+                if "paused" in p:  # interactive work first: this run waits at a step boundary, and says so
+                    yield self.event(
+                        "pause",
+                        epoch=epoch,
+                        epochs=s.epochs,
+                        step=p["step"],
+                        steps=p["steps"],
+                        elapsed_s=time.perf_counter() - state.started,
+                        message=f"{self.label}: paused for {p['paused']} request(s) of other visitors; "
+                        "it resumes by itself",
+                    )
+                    continue
+                now = time.perf_counter()
+                done = (epoch - 1) * p["steps"] + p["step"]
+                rate = (state.images + p["seen"]) / max(1e-9, state.train_time + p["epoch_time"])
+                where = dict(epoch=epoch, epochs=s.epochs, step=p["step"], steps=p["steps"], loss=p["loss"], lr=p["lr"])
+                if not p.get("done"):
+                    yield self.event(
+                        "step",
+                        **where,
+                        images_per_s=rate,
+                        elapsed_s=now - state.started,
+                        eta_s=(now - loop_start) / done * (s.epochs * p["steps"] - done),
+                    )
+                    continue
+                yield self._epoch_done(model, loop, val, f_val, criterion, p, where, result, state, loop_start)
+
+    def _setup(self, model, model_ref, result):
+        """Generator returning (model on its device, the loop, the train and validation splits placed)."""
+        s, device = self.settings, self.device
         if device.type == "cuda":
             runtime.configure_cuda()
         precision = runtime.precision_for(device, training=True)
@@ -349,96 +391,71 @@ class _Attempt:
             dcfg.get("interpolation", "bilinear"),
             turn=Turn(GATE, on_pause=lambda paused: runtime.cpu_job_paused(device, paused)),
         )
+        return model, loop, train, val
 
-        cached_at = cache_point(model, s)
+    def _cached_features(self, loop, train, val, result, state, check_stop):
+        """Generator returning the stored features of both splits (None, None where nothing can be cached)."""
+        s = self.settings
+        cached_at = cache_point(loop.model, s)
         result.feature_cache, result.cached_at = cached_at is not None, cached_at
-        f_train = f_val = None
-        if cached_at:
-            what = (
-                "everything before the classifier is frozen: it runs once per image, in inference mode "
-                "(dropout off), and each epoch trains the classifier on the stored outputs"
-                if cached_at == "pre-logits"
-                else "backbone frozen and no augmentation: computing its features once"
-            )
-            yield self.event(
-                "info", epochs=s.epochs, elapsed_s=time.perf_counter() - state.started, message=f"{self.label}: {what}"
-            )
-            t0 = time.perf_counter()
-            f_train = extract_features(loop, train, check_stop, cached_at)
-            f_val = extract_features(loop, val, check_stop, cached_at)
-            runtime.sync(device)
-            state.train_time += time.perf_counter() - t0  # honest totals: extraction is training time
-            state.warmup_time = state.train_time  # extraction is not steady-state head training
-        loop.dist, loop.cached_at = self.dist, cached_at
-        loop.train_module = self.dist.wrap(cached_head(model, cached_at) if cached_at else model, device)
-        criterion = nn.CrossEntropyLoss(label_smoothing=s.label_smoothing)
-        optimizer = make_optimizer(s, (p for p in model.parameters() if p.requires_grad), device)
-        steps = steps_per_epoch(len(train), self.batch)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(s, k, steps))
-        scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_scaler)
-        loop_start = time.perf_counter()
-        best = -1.0
-        for epoch in range(1, s.epochs + 1):
-            for p in train_one_epoch(loop, train, f_train, optimizer, scheduler, scaler, criterion, state, check_stop):
-                if "paused" in p:  # interactive work first: this run waits at a step boundary, and says so
-                    yield self.event(
-                        "pause",
-                        epoch=epoch,
-                        epochs=s.epochs,
-                        step=p["step"],
-                        steps=p["steps"],
-                        elapsed_s=time.perf_counter() - state.started,
-                        message=f"{self.label}: paused for {p['paused']} request(s) of other visitors; "
-                        "it resumes by itself",
-                    )
-                    continue
-                now = time.perf_counter()
-                done = (epoch - 1) * p["steps"] + p["step"]
-                rate = (state.images + p["seen"]) / max(1e-9, state.train_time + p["epoch_time"])
-                where = dict(epoch=epoch, epochs=s.epochs, step=p["step"], steps=p["steps"], loss=p["loss"], lr=p["lr"])
-                if not p.get("done"):
-                    yield self.event(
-                        "step",
-                        **where,
-                        images_per_s=rate,
-                        elapsed_s=now - state.started,
-                        eta_s=(now - loop_start) / done * (s.epochs * p["steps"] - done),
-                    )
-                    continue
-                val_m = evaluate(loop, val, f_val, criterion, len(classes))
-                ips = state.steady_images_per_s()
-                row = dict(
-                    epoch=epoch,
-                    train_loss=p["loss"],
-                    train_acc=p["acc"],
-                    val_loss=val_m["loss"],
-                    val_top1=val_m["top1"],
-                    val_top5=val_m["top5"],
-                    lr=p["lr"],
-                    images_per_s=ips,
-                    elapsed_s=time.perf_counter() - state.started,
-                )
-                result.history.append(row)
-                result.final_epoch = self.finished_epochs = epoch
-                if val_m["top1"] > best:
-                    best, result.best_epoch = val_m["top1"], epoch
-                _fill_metrics(result, val_m, classes)
-                if epoch < s.epochs:  # weights of the last finished epoch, restored if a stop comes mid-epoch
-                    state.snapshot = _changing_state(model)
-                if self.store is not None:
-                    self.store.log_epoch(row)
-                now = time.perf_counter()
-                yield self.event(
-                    "epoch",
-                    **where,
-                    train_acc=p["acc"],
-                    val_loss=val_m["loss"],
-                    val_top1=val_m["top1"],
-                    images_per_s=ips,
-                    warmup_s=state.warmup_time or None,
-                    elapsed_s=now - state.started,
-                    eta_s=(now - loop_start) / epoch * (s.epochs - epoch),
-                )
+        loop.cached_at = cached_at
+        if not cached_at:
+            return None, None
+        what = (
+            "everything before the classifier is frozen: it runs once per image, in inference mode "
+            "(dropout off), and each epoch trains the classifier on the stored outputs"
+            if cached_at == "pre-logits"
+            else "backbone frozen and no augmentation: computing its features once"
+        )
+        yield self.event(
+            "info", epochs=s.epochs, elapsed_s=time.perf_counter() - state.started, message=f"{self.label}: {what}"
+        )
+        t0 = time.perf_counter()
+        f_train = extract_features(loop, train, check_stop, cached_at)
+        f_val = extract_features(loop, val, check_stop, cached_at)
+        runtime.sync(self.device)
+        state.train_time += time.perf_counter() - t0  # honest totals: extraction is training time
+        state.warmup_time = state.train_time  # extraction is not steady-state head training
+        return f_train, f_val
+
+    def _epoch_done(self, model, loop, val, f_val, criterion, p, where, result, state, loop_start) -> Event:
+        """An epoch's end: evaluate, record its row (and the best epoch), keep its weights, say so."""
+        s, epoch, classes = self.settings, where["epoch"], result.classes
+        val_m = evaluate(loop, val, f_val, criterion, len(classes))
+        ips = state.steady_images_per_s()
+        row = dict(
+            epoch=epoch,
+            train_loss=p["loss"],
+            train_acc=p["acc"],
+            val_loss=val_m["loss"],
+            val_top1=val_m["top1"],
+            val_top5=val_m["top5"],
+            lr=p["lr"],
+            images_per_s=ips,
+            elapsed_s=time.perf_counter() - state.started,
+        )
+        best = max((h["val_top1"] for h in result.history), default=-1.0)
+        result.history.append(row)
+        result.final_epoch = self.finished_epochs = epoch
+        if val_m["top1"] > best:
+            result.best_epoch = epoch
+        _fill_metrics(result, val_m, classes)
+        if epoch < s.epochs:  # weights of the last finished epoch, restored if a stop comes mid-epoch
+            state.snapshot = _changing_state(model)
+        if self.store is not None:
+            self.store.log_epoch(row)
+        now = time.perf_counter()
+        return self.event(
+            "epoch",
+            **where,
+            train_acc=p["acc"],
+            val_loss=val_m["loss"],
+            val_top1=val_m["top1"],
+            images_per_s=ips,
+            warmup_s=state.warmup_time or None,
+            elapsed_s=now - state.started,
+            eta_s=(now - loop_start) / epoch * (s.epochs - epoch),
+        )
 
 
 def _changing_state(model: nn.Module) -> dict:

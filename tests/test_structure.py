@@ -230,3 +230,29 @@ def test_benchmark_results_keep_one_current_section_per_benchmark():
     page = replaced(page, "B", "\n## B\n\nb\n")
     page = replaced(page, "A", "\n## A\n\nsecond-run-xyz\n")
     assert [t for t, _ in sections(page)[1]] == ["A", "B"] and "first-run-xyz" not in page and "second-run-xyz" in page
+
+
+def test_one_way_to_open_a_queued_endpoint():
+    """The web face reaches the fair queue's `queued` only through `ui.common.in_line` (who calls, their place in line,
+    one-sentence refusals); the training's own line (`ui.jobs`, which takes and holds its place across the run) is
+    the one other door."""
+    users = sorted(
+        name
+        for name, path in _modules().items()
+        if name.startswith("cnncompare.ui") and ("queued(" in path.read_text() and "fairqueue" in path.read_text())
+    )
+    assert users == ["cnncompare.ui.common"], users
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_is_over_80_lines():
+    """A tab's `build` is its layout, its handlers and their wiring, each a function of its own."""
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert long == []

@@ -11,10 +11,9 @@ import pandas as pd
 from .. import diagram, models, plots, profiling
 from ..errors import CNNCompareError
 from ..models import catalog
-from ..server.fairqueue import queued as fair_queued
 from ..settings import FreezePolicy
 from . import lenient
-from .common import MEASURING, SESSIONS, billions, message, millions, parse_names, rounded, shape_text, styled, warn_md
+from .common import SESSIONS, billions, in_line, message, millions, parse_names, rounded, shape_text, styled, warn_md
 from .figures import figure
 from .gpu import gpu
 
@@ -421,6 +420,12 @@ CATALOG_WIDTHS = ["190px", "120px", "60px", "100px", "90px", "76px", "70px", "33
 
 
 def build(ctx) -> SimpleNamespace:
+    """The tab: its layout (`_compare_layout`, `_blocks_layout`), its handlers (`_handlers`), then the wiring."""
+    ui = SimpleNamespace(**_compare_layout(), **_blocks_layout())
+    return _wire(ctx, ui, _handlers(ctx))
+
+
+def _compare_layout() -> dict:
     gr.Markdown(
         "Pick architectures and an input size, then **Compare**: one table side by side, the cost of "
         "each network, where its parameters sit and a diagram of every layer. Counting is instant; timing "
@@ -471,7 +476,22 @@ def build(ctx) -> SimpleNamespace:
             rank_plot = gr.Plot(label="Work vs. time", elem_id="arch-ranking")
             rank_note = gr.Markdown(elem_classes=["cc-note"], elem_id="arch-ranking-note")
         stage_plot = gr.Plot(label="Parameters per block", elem_id="arch-stages")
+    return dict(
+        models_dd=models_dd,
+        size=size,
+        latency=latency,
+        compare_btn=compare_btn,
+        table=table,
+        note=note,
+        acc_plot=acc_plot,
+        lat_plot=lat_plot,
+        rank_plot=rank_plot,
+        rank_note=rank_note,
+        stage_plot=stage_plot,
+    )
 
+
+def _blocks_layout() -> dict:
     gr.Markdown(
         "### Blocks and freezing\nEvery network is split the same way: **stem**, **stages** (one per "
         "halving of resolution), **pre-logits** (e.g. VGG's fc6/fc7) and **head** (the classifier). "
@@ -512,27 +532,18 @@ def build(ctx) -> SimpleNamespace:
             "accuracy in %</small>\n\n" + "\n\n".join(_model_notes(catalog.names())),
             elem_classes=["cc-note"],
         )
+    return dict(policy=policy, blocks_md=blocks_md, diagram_plot=diagram_plot, blocks_df=blocks_df)
 
+
+def _handlers(ctx) -> SimpleNamespace:
     # The per-app model cap comes from the environment (CNNCOMPARE_MAX_MODELS); the wrappers keep the
     # API's parameter names (models_selected, size, measure_latency, policy), plus `visitor` (the key kept in
     # the browser; API clients may leave it out). Each waits for its lane of the fair queue.
-    state = ctx.visitor_state
     empty = plots.message_figure("Choose models and press Compare.")
 
     def queued(lane: str, visitor, request, refused: Callable[[str], tuple], waiting: Callable[[str], tuple], work):
-        def refuse(text: str):
-            gr.Warning(text)
-            return refused(warn_md(text))
-
-        try:
-            who = ctx.visitor(visitor, request)
-        except CNNCompareError as err:
-            yield refuse(str(err))
-            return
-        computes = lane not in MEASURING  # a latency measurement takes the cores alone (`Gate.quiet`) instead
-        yield from fair_queued(
-            ctx.queue, who.id, lane, work, refused=refuse, waiting=waiting, computes=computes, address=who.address
-        )
+        refuse = lambda text: refused(warn_md(text))  # noqa: E731
+        yield from in_line(ctx, lane, visitor, request, lambda _who: work(), refused=refuse, waiting=waiting, warn=True)
 
     def profile_refused(text):
         return text, _table([]), empty, empty, empty
@@ -599,10 +610,19 @@ def build(ctx) -> SimpleNamespace:
         for out in draw(models_selected, size, policy, visitor, request):
             yield out[0] if isinstance(out, tuple) else out
 
+    return SimpleNamespace(profile=profile, count_only=count_only, draw_one=draw_one, blocks=blocks)
+
+
+def _wire(ctx, ui: SimpleNamespace, h: SimpleNamespace) -> SimpleNamespace:
+    state = ctx.visitor_state
+    models_dd, size, latency, compare_btn, policy = ui.models_dd, ui.size, ui.latency, ui.compare_btn, ui.policy
+    note, table, acc_plot, lat_plot, stage_plot = ui.note, ui.table, ui.acc_plot, ui.lat_plot, ui.stage_plot
+    rank_plot, rank_note, diagram_plot = ui.rank_plot, ui.rank_note, ui.diagram_plot
+    blocks_md, blocks_df = ui.blocks_md, ui.blocks_df
     extra = [state] if state is not None else []
     # concurrency_limit=None: they start at once in gradio's queue and wait in the app's fair queue.
     profile_event = compare_btn.click(
-        profile,
+        h.profile,
         [models_dd, size, latency] + extra,
         [note, table, acc_plot, lat_plot, stage_plot],
         api_name="profile",
@@ -616,7 +636,7 @@ def build(ctx) -> SimpleNamespace:
     profile_event.then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
     gr.on(
         [compare_btn.click, policy.change],
-        draw_one,
+        h.draw_one,
         [models_dd, size, policy] + extra,
         [diagram_plot],
         api_name="diagram",
@@ -624,7 +644,7 @@ def build(ctx) -> SimpleNamespace:
     )
     gr.on(
         [compare_btn.click, policy.change],
-        blocks,
+        h.blocks,
         [models_dd, size, policy] + extra,
         [blocks_md, blocks_df],
         api_name="blocks",
@@ -634,21 +654,21 @@ def build(ctx) -> SimpleNamespace:
     def wire_load(demo: gr.Blocks) -> None:
         # A counting-only comparison on page load, so the tab never opens empty (well under a second).
         demo.load(
-            count_only,
+            h.count_only,
             [models_dd, size, latency] + extra,
             [note, table, acc_plot, lat_plot, stage_plot],
             api_visibility="private",
             **choice_args,
         ).then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
         demo.load(
-            draw_one,
+            h.draw_one,
             [models_dd, size, policy] + extra,
             [diagram_plot],
             api_visibility="private",
             **choice_args,
         )
         demo.load(
-            blocks,
+            h.blocks,
             [models_dd, size, policy] + extra,
             [blocks_md, blocks_df],
             api_visibility="private",

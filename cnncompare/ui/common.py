@@ -130,14 +130,33 @@ class Context:
         models.check_allowed(name, self.env.max_model_params_m)
 
 
-def in_line(ctx: Context, lane: str, visitor, request, work: Callable, *, refused: Callable, waiting: Callable):
-    """Generator for every endpoint: who is calling (`ctx.visitor`), then their place in `lane` of the fair queue,
-    then `work(visitor)`'s answers (a generator, or one answer). A refusal (a bad key, no session, over a limit)
-    yields `refused(sentence)` once; `waiting(sentence)` is yielded while in line."""
+def in_line(
+    ctx: Context,
+    lane: str,
+    visitor,
+    request,
+    work: Callable,
+    *,
+    refused: Callable,
+    waiting: Callable,
+    computes: bool | None = None,
+    warn: bool = False,
+):
+    """Generator, the one opening of every queued endpoint: who is calling (`ctx.visitor`), then their place in
+    `lane` of the fair queue, then `work(visitor)`'s answers (a generator, or one answer). A refusal (a bad key, no
+    session, over a limit) yields `refused(sentence)` once (`warn`: also as a toast); `waiting(sentence)` is
+    yielded while in line. `computes`: whether the work uses this process's cores (default: all lanes but the
+    measuring ones, whose work takes the machine alone in `Gate.quiet`)."""
+
+    def refuse(text: str):
+        if warn:
+            gr.Warning(text)
+        return refused(text)
+
     try:
         who = ctx.visitor(visitor, request)
     except CNNCompareError as err:
-        yield refused(str(err))
+        yield refuse(str(err))
         return
 
     def run():
@@ -152,9 +171,9 @@ def in_line(ctx: Context, lane: str, visitor, request, work: Callable, *, refuse
         who.id,
         lane,
         run,
-        refused=refused,
+        refused=refuse,
         waiting=waiting,
-        computes=lane not in MEASURING,
+        computes=lane not in MEASURING if computes is None else computes,
         address=who.address,
     )
 

@@ -24,12 +24,11 @@ from ..errors import CNNCompareError
 from ..executor import Job, work
 from ..loop import lr_curve
 from ..server import visitors
-from ..server.fairqueue import queued
 from ..settings import FreezePolicy, TrainSettings
 from . import exports, forms, jobs, lenient
 from . import gallery as gallery_ui
 from . import weights as weights_ui
-from .common import SESSIONS, Context, message, session_of, warn_md
+from .common import SESSIONS, Context, in_line, message, session_of, warn_md
 from .comparison import (
     DATASETS,
     IMAGES_PER_CLASS,
@@ -116,29 +115,8 @@ def estimate(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor 
         return warn_md(text)
 
 
-def _queued_text(ctx: Context, visitor: visitors.Visitor, work, first: str | None = None, computes: bool = True):
-    """Generator: one text answer once the estimate lane has a slot (waiting pages before)."""
-
-    def refused(text: str) -> str:
-        gr.Warning(text)
-        return warn_md(text)
-
-    def run():
-        if first:
-            yield first
-        yield work()
-
-    waiting = lambda text: text  # noqa: E731
-    yield from queued(
-        ctx.queue,
-        visitor.id,
-        "estimate",
-        run,
-        refused=refused,
-        waiting=waiting,
-        computes=computes,
-        address=visitor.address,
-    )
+def _same(text: str) -> str:
+    return text
 
 
 # --------------------------------------------------------------------------- the page
@@ -150,66 +128,72 @@ SCROLL_TO_TOP_JS = (
 )
 
 
-def build(ctx: Context) -> SimpleNamespace:
-    """The tab. Returns its components; `.form` is the form (name -> component) the handlers and Learn use.
+def _setup_column(ctx: Context, form: dict) -> SimpleNamespace:
+    """The set-up (left column): the dataset, the models and the training settings (added to `form`)."""
+    preset_md = gr.Markdown(elem_classes=["cc-preset"], elem_id="ft-preset", visible=False)
+    gr.Markdown(
+        "Train several models on one dataset, each with its own freeze policy, and compare them. On a CPU, "
+        "small inputs (64 px), few epochs and a cap on images per class keep a run to a minute or two; "
+        "**Estimate** says how long. One training uses the machine at a time; others wait in line.",
+        elem_classes=["cc-note"],
+    )
+    form["dataset"] = lenient.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
+    form["zip_file"] = UploadedFile(
+        label="Your images (.zip with one folder per class, or CIFAR's own .tar.gz; choosing it selects 'your images')",
+        file_types=[".zip", ".gz", ".tgz"],
+        type="filepath",
+        height=150,
+        elem_id="ft-zip",
+    )
+    report_md = gr.Markdown(elem_classes=["cc-note", "cc-report"], elem_id="ft-data-report")
+    form["max_per_class"] = forms.widget(IMAGES_PER_CLASS)
+    form["models"] = gr.Textbox(
+        value=DEFAULT_MODELS,
+        lines=3,
+        elem_id="ft-models",
+        label="Models: model@freeze, separated by commas or one per line",
+        info=f"freeze: {FreezePolicy.FORMS}. Per-run settings may "
+        "follow, e.g. 'resnet18@none optimizer=sgd lr=0.05 init=he'.",
+    )
+    form |= forms.form(["freeze"], freeze=WIDGET_OVERRIDES["freeze"])
+    with gr.Accordion("Training settings", open=True):
+        for names in TRAINING_ROWS:
+            with gr.Row():
+                form |= forms.form(names, **{n: WIDGET_OVERRIDES[n] for n in names if n in WIDGET_OVERRIDES})
+            if names == TRAINING_ROWS[1]:  # the schedule's curve, right under its settings
+                lr_plot = gr.Plot(lr_figure(forms.values_of(form)), show_label=False, elem_id="ft-lr", min_width=200)
+    with gr.Accordion(
+        "Your own weights (used when 'Start from ImageNet weights' is ticked)", open=False, elem_id="ft-weights"
+    ):
+        weights = weights_ui.build(ctx)
+    return SimpleNamespace(preset_md=preset_md, report_md=report_md, lr_plot=lr_plot, weights=weights)
 
-    Two columns: the set-up on the left; on the right Estimate / Start / Stop, the progress bar, the status and
-    the live curves, which stay in view (CSS `.cc-sticky`) while the set-up scrolls, so a 1280x720 projector
-    shows all of them at once. The results follow below, full width.
-    """
-    form: dict[str, gr.components.Component] = {}
-    with gr.Row(elem_id="ft-main", equal_height=False):
-        with gr.Column(scale=5, min_width=320, elem_id="ft-setup"):
-            preset_md = gr.Markdown(elem_classes=["cc-preset"], elem_id="ft-preset", visible=False)
-            gr.Markdown(
-                "Train several models on one dataset, each with its own freeze policy, and compare them. On a CPU, "
-                "small inputs (64 px), few epochs and a cap on images per class keep a run to a minute or two; "
-                "**Estimate** says how long. One training uses the machine at a time; others wait in line.",
-                elem_classes=["cc-note"],
-            )
-            form["dataset"] = lenient.Radio(DATASETS, value="shapes", label="Dataset", elem_id="ft-dataset")
-            form["zip_file"] = UploadedFile(
-                label="Your images (.zip with one folder per class, or CIFAR's own .tar.gz; choosing it selects "
-                "'your images')",
-                file_types=[".zip", ".gz", ".tgz"],
-                type="filepath",
-                height=150,
-                elem_id="ft-zip",
-            )
-            report_md = gr.Markdown(elem_classes=["cc-note", "cc-report"], elem_id="ft-data-report")
-            form["max_per_class"] = forms.widget(IMAGES_PER_CLASS)
-            form["models"] = gr.Textbox(
-                value=DEFAULT_MODELS,
-                lines=3,
-                elem_id="ft-models",
-                label="Models: model@freeze, separated by commas or one per line",
-                info=f"freeze: {FreezePolicy.FORMS}. Per-run settings may "
-                "follow, e.g. 'resnet18@none optimizer=sgd lr=0.05 init=he'.",
-            )
-            form |= forms.form(["freeze"], freeze=WIDGET_OVERRIDES["freeze"])
-            with gr.Accordion("Training settings", open=True):
-                for names in TRAINING_ROWS:
-                    with gr.Row():
-                        form |= forms.form(names, **{n: WIDGET_OVERRIDES[n] for n in names if n in WIDGET_OVERRIDES})
-                    if names == TRAINING_ROWS[1]:  # the schedule's curve, right under its settings
-                        lr_plot = gr.Plot(
-                            lr_figure(forms.values_of(form)), show_label=False, elem_id="ft-lr", min_width=200
-                        )
-            with gr.Accordion(
-                "Your own weights (used when 'Start from ImageNet weights' is ticked)", open=False, elem_id="ft-weights"
-            ):
-                weights = weights_ui.build(ctx)
-        with gr.Column(scale=6, min_width=320, elem_id="ft-live", elem_classes=["cc-sticky"]):
-            with gr.Row(elem_classes=["cc-actions"]):
-                estimate_btn = gr.Button("Estimate time", elem_id="ft-estimate", min_width=90)
-                start_btn = gr.Button("Start", variant="primary", elem_id="ft-start", min_width=90)
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="ft-stop", min_width=90)
-            estimate_md = gr.Markdown(elem_classes=["cc-note", "cc-estimate"], elem_id="ft-estimate-out")
-            progress = gr.HTML(progress_html(0.0), elem_id="ft-progress")
-            status = gr.Markdown(
-                "Set up a comparison and press **Start**.", elem_classes=["cc-note", "cc-status"], elem_id="ft-status"
-            )
-            curves = gr.Plot(plots.live_curves([]), show_label=False, elem_id="ft-curves")
+
+def _live_column() -> SimpleNamespace:
+    """The live column: Estimate / Start / Stop, the progress bar, the status and the curves."""
+    with gr.Row(elem_classes=["cc-actions"]):
+        estimate_btn = gr.Button("Estimate time", elem_id="ft-estimate", min_width=90)
+        start_btn = gr.Button("Start", variant="primary", elem_id="ft-start", min_width=90)
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="ft-stop", min_width=90)
+    estimate_md = gr.Markdown(elem_classes=["cc-note", "cc-estimate"], elem_id="ft-estimate-out")
+    progress = gr.HTML(progress_html(0.0), elem_id="ft-progress")
+    status = gr.Markdown(
+        "Set up a comparison and press **Start**.", elem_classes=["cc-note", "cc-status"], elem_id="ft-status"
+    )
+    curves = gr.Plot(plots.live_curves([]), show_label=False, elem_id="ft-curves")
+    return SimpleNamespace(
+        estimate_btn=estimate_btn,
+        start_btn=start_btn,
+        stop_btn=stop_btn,
+        estimate_md=estimate_md,
+        progress=progress,
+        status=status,
+        curves=curves,
+    )
+
+
+def _results(ctx: Context) -> SimpleNamespace:
+    """The results, full width: the table, its notes, the confusion matrix and its images, the downloads."""
     table = gr.Dataframe(
         headers=RESULT_COLUMNS,
         label="Results (the CSV download has every setting and metric)",
@@ -228,13 +212,19 @@ def build(ctx: Context) -> SimpleNamespace:
         files = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="ft-files", scale=2)
     with gr.Accordion("Take a run home: standalone weights and ONNX", open=False, elem_id="ft-export-box"):
         export_panel = exports.build(ctx, "ft")
-    outputs = [status, progress, curves, table, confusion, acc_lat, files]
+    return SimpleNamespace(
+        table=table,
+        notes_md=notes_md,
+        confusion=confusion,
+        gallery=gallery,
+        acc_lat=acc_lat,
+        files=files,
+        export_panel=export_panel,
+    )
 
-    # The form's values arrive as one mapping, by name (inputs_kwargs=form): the names are also the API's
-    # parameter names, so clients call predict(dataset=..., models=..., epochs=..., api_name="/finetune").
-    # `visitor` is the key kept in the browser (API clients may leave it out: one visitor per session).
-    state = ctx.visitor_state
-    named = {**form, "visitor": state} if state is not None else form
+
+def _handlers(ctx: Context) -> SimpleNamespace:
+    """The tab's endpoints (their parameter names are the API's)."""
 
     def run_finetune(request: gr.Request, visitor=None, **values):
         """Fine-tune each model of `models` on the dataset in turn; streams status, curves and results."""
@@ -246,21 +236,19 @@ def build(ctx: Context) -> SimpleNamespace:
         yield from jobs.finetune(ctx, session_of(request), values, who)
 
     def run_estimate(request: gr.Request, visitor=None, **values):
-        """How long each planned run would take here, from two timed training steps per model."""
-        try:
-            who = ctx.visitor(visitor, request)
-        except CNNCompareError as err:
-            yield warn_md(str(err))
-            return
-        yield from _queued_text(ctx, who, lambda: estimate(ctx, values, who), computes=False)  # it times steps alone
+        """How long each planned run would take here, from two timed training steps per model (timed alone)."""
+        work = lambda who: estimate(ctx, values, who)  # noqa: E731
+        yield from in_line(ctx, "estimate", visitor, request, work, refused=warn_md, waiting=_same, warn=True)
 
     def run_report(request: gr.Request, visitor=None, **values):
-        try:
-            who = ctx.visitor(visitor, request)
-        except CNNCompareError as err:
-            yield warn_md(str(err))
-            return
-        yield from _queued_text(ctx, who, lambda: dataset_report(ctx, values, who), "Reading the dataset…")
+        def work(who):
+            yield "Reading the dataset…"
+            yield dataset_report(ctx, values, who)
+
+        # a worker decodes; counted as computing here, so no latency is measured meanwhile
+        yield from in_line(
+            ctx, "estimate", visitor, request, work, refused=warn_md, waiting=_same, computes=True, warn=True
+        )
 
     def stop(request: gr.Request):
         stopped = SESSIONS.stop(session_of(request))
@@ -273,35 +261,18 @@ def build(ctx: Context) -> SimpleNamespace:
         empty = table_value is None or len(table_value) == 0
         return RESULTS_LEGEND if empty else (NOTES.get(session_of(request)) or RESULTS_LEGEND)
 
-    # concurrency_limit=None: these start at once in gradio's queue and wait in the app's fair queue
-    # (one training at a time, per-visitor limits), so one client can never fill gradio's queue.
-    start_event = start_btn.click(
-        run_finetune,
-        None,
-        outputs,
-        inputs_kwargs=named,
-        api_name="finetune",
-        concurrency_limit=None,
-        concurrency_id="train",
-        show_progress="full",
-        show_progress_on=[status],
+    return SimpleNamespace(
+        run_finetune=run_finetune,
+        run_estimate=run_estimate,
+        run_report=run_report,
+        stop=stop,
+        show_final=show_final,
+        show_notes=show_notes,
     )
-    estimate_btn.click(
-        run_estimate,
-        None,
-        estimate_md,
-        inputs_kwargs=named,
-        api_name="estimate",
-        concurrency_limit=None,
-        concurrency_id="estimate",
-        show_progress_on=[estimate_md],
-    )
-    stop_btn.click(stop, None, status, api_name="stop", cancels=[start_event], queue=False).then(
-        show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
-    ).then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
-    start_event.then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
-    start_event.then(**export_panel.refresh, api_visibility="private", queue=False)
-    table.change(show_notes, table, notes_md, api_visibility="private", queue=False, show_progress="hidden")
+
+
+def _wire_data(form, report_md, lr_plot, named, outputs, estimate_md, gallery, run_report) -> tuple:
+    """The dataset's inputs and the learning-rate curve; returns (blank, cleared): what a new dataset empties."""
     # An upload selects 'your images' (Estimate and Start then use it) and shows what the zip holds.
     report_kw = dict(
         inputs_kwargs=named, api_visibility="private", concurrency_limit=None, show_progress_on=[report_md]
@@ -332,6 +303,67 @@ def build(ctx: Context) -> SimpleNamespace:
         queue=False,
         show_progress="hidden",
     )
+    return blank, cleared
+
+
+def build(ctx: Context) -> SimpleNamespace:
+    """The tab. Returns its components; `.form` is the form (name -> component) the handlers and Learn use.
+
+    Two columns: the set-up on the left; on the right Estimate / Start / Stop, the progress bar, the status and
+    the live curves, which stay in view (CSS `.cc-sticky`) while the set-up scrolls, so a 1280x720 projector
+    shows all of them at once. The results follow below, full width.
+    """
+    form: dict[str, gr.components.Component] = {}
+    with gr.Row(elem_id="ft-main", equal_height=False):
+        with gr.Column(scale=5, min_width=320, elem_id="ft-setup"):
+            setup = _setup_column(ctx, form)
+        with gr.Column(scale=6, min_width=320, elem_id="ft-live", elem_classes=["cc-sticky"]):
+            live = _live_column()
+    res = _results(ctx)
+    preset_md, report_md, lr_plot, weights = setup.preset_md, setup.report_md, setup.lr_plot, setup.weights
+    start_btn, stop_btn, estimate_btn, estimate_md = live.start_btn, live.stop_btn, live.estimate_btn, live.estimate_md
+    status, progress, curves = live.status, live.progress, live.curves
+    table, notes_md, confusion, gallery = res.table, res.notes_md, res.confusion, res.gallery
+    acc_lat, files, export_panel = res.acc_lat, res.files, res.export_panel
+    outputs = [status, progress, curves, table, confusion, acc_lat, files]
+
+    # The form's values arrive as one mapping, by name (inputs_kwargs=form): the names are also the API's
+    # parameter names, so clients call predict(dataset=..., models=..., epochs=..., api_name="/finetune").
+    # `visitor` is the key kept in the browser (API clients may leave it out: one visitor per session).
+    state = ctx.visitor_state
+    named = {**form, "visitor": state} if state is not None else form
+
+    h = _handlers(ctx)
+    # concurrency_limit=None: these start at once in gradio's queue and wait in the app's fair queue
+    # (one training at a time, per-visitor limits), so one client can never fill gradio's queue.
+    start_event = start_btn.click(
+        h.run_finetune,
+        None,
+        outputs,
+        inputs_kwargs=named,
+        api_name="finetune",
+        concurrency_limit=None,
+        concurrency_id="train",
+        show_progress="full",
+        show_progress_on=[status],
+    )
+    estimate_btn.click(
+        h.run_estimate,
+        None,
+        estimate_md,
+        inputs_kwargs=named,
+        api_name="estimate",
+        concurrency_limit=None,
+        concurrency_id="estimate",
+        show_progress_on=[estimate_md],
+    )
+    stop_btn.click(h.stop, None, status, api_name="stop", cancels=[start_event], queue=False).then(
+        h.show_final, None, outputs, api_visibility="private", concurrency_limit=None, show_progress="hidden"
+    ).then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
+    start_event.then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
+    start_event.then(**export_panel.refresh, api_visibility="private", queue=False)
+    table.change(h.show_notes, table, notes_md, api_visibility="private", queue=False, show_progress="hidden")
+    blank, cleared = _wire_data(form, report_md, lr_plot, named, outputs, estimate_md, gallery, h.run_report)
     preset_md.change(None, None, None, js=SCROLL_TO_TOP_JS, api_visibility="private", queue=False)
     return SimpleNamespace(
         blank=blank,

@@ -143,12 +143,7 @@ def _choices(data: engine.GalleryData | None):
     return runs_, list(data.classes) + [ANY], list(data.classes)
 
 
-def build(ctx: Context) -> SimpleNamespace:
-    """The gallery panel (call inside the Fine-tune tab's Blocks, under the confusion matrices).
-
-    Returns a namespace with `refresh` (fn), `refresh_inputs` and `outputs`: chain
-    `.then(g.refresh, g.refresh_inputs, g.outputs)` after a comparison's event. API: `/confusion_images`.
-    """
+def _layout() -> SimpleNamespace:
     with gr.Group(elem_classes=["cc-gallery"]):
         gr.Markdown("**The images behind the matrix**: pick a run and a cell (true → predicted class).")
         with gr.Row():
@@ -171,9 +166,11 @@ def build(ctx: Context) -> SimpleNamespace:
         note = gr.Markdown(EMPTY_NOTE, elem_id="g-note")
         # a click on a confusion-matrix cell writes "run<TAB>true<TAB>predicted" here (CELL_CLICK_JS)
         cell = gr.Textbox(show_label=False, container=False, elem_id="g-cell", elem_classes=["cc-hidden"])
-    # API callers name a run and classes of their own last comparison; `show` checks them against it
-    state = ctx.visitor_state
-    extra = [state] if state is not None else []
+    return SimpleNamespace(run_dd=run_dd, true_dd=true_dd, pred_dd=pred_dd, images=images, note=note, cell=cell)
+
+
+def _handlers(ctx: Context) -> SimpleNamespace:
+    """The panel's endpoints: a cell's images (API `/confusion_images`), a clicked cell, the refresh after a run."""
 
     def _who(visitor, request):
         return ctx.visitor(visitor, request)
@@ -228,8 +225,23 @@ def build(ctx: Context) -> SimpleNamespace:
             waiting=lambda text: (gr.skip(), gr.skip(), gr.skip(), gr.skip(), text),
         )
 
+    return SimpleNamespace(confusion_images=confusion_images, refresh=refresh, clicked=clicked)
+
+
+def build(ctx: Context) -> SimpleNamespace:
+    """The gallery panel (call inside the Fine-tune tab's Blocks, under the confusion matrices).
+
+    Returns a namespace with `refresh` (fn), `refresh_inputs` and `outputs`: chain
+    `.then(g.refresh, g.refresh_inputs, g.outputs)` after a comparison's event. API: `/confusion_images`.
+    """
+    ui = _layout()
+    run_dd, true_dd, pred_dd, images, note, cell = ui.run_dd, ui.true_dd, ui.pred_dd, ui.images, ui.note, ui.cell
+    h = _handlers(ctx)
+    # API callers name a run and classes of their own last comparison; `show` checks them against it
+    state = ctx.visitor_state
+    extra = [state] if state is not None else []
     cell.change(
-        clicked,
+        h.clicked,
         [cell, *extra],
         [run_dd, true_dd, pred_dd, images, note],
         api_visibility="private",
@@ -238,7 +250,7 @@ def build(ctx: Context) -> SimpleNamespace:
     inputs = [run_dd, true_dd, pred_dd, *extra]
     gr.on(
         [run_dd.input, true_dd.input, pred_dd.input],
-        confusion_images,
+        h.confusion_images,
         inputs,
         [images, note],
         api_name="confusion_images",
@@ -250,9 +262,9 @@ def build(ctx: Context) -> SimpleNamespace:
         pred=pred_dd,
         gallery=images,
         note=note,
-        refresh=refresh,
+        refresh=h.refresh,
         refresh_inputs=extra or None,
         outputs=[run_dd, true_dd, pred_dd, images, note],
         blank=(gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[]), gr.Dropdown(choices=[]), [], EMPTY_NOTE),
-        confusion_images=confusion_images,
+        confusion_images=h.confusion_images,
     )

@@ -16,7 +16,6 @@ from ..env import assets_dir
 from ..errors import CNNCompareError
 from ..models import catalog
 from ..server import ledger, visitors
-from ..server.fairqueue import queued
 from ..serving import Batcher, BoundedCache
 from . import exports, lenient
 from . import weights as weights_ui
@@ -224,7 +223,52 @@ def predict_image(image, models_selected, runs_selected, pretrained, *, ctx, vis
     return "\n\n".join(lines), table, gallery, details
 
 
-def build(ctx) -> SimpleNamespace:
+def _workspace_panel() -> SimpleNamespace:
+    """Create, join or leave a shared workspace (its events are wired by `build` where the visitor's key exists)."""
+    with gr.Accordion("Your runs are private to this browser (shared workspaces)", open=False):
+        gr.Markdown(
+            "Runs you fine-tune are kept for this browser only: nobody else sees, uses or downloads "
+            "them, and a page refresh keeps them. A **workspace** lets several browsers share their runs "
+            "(a class): one person creates it and shares its link; everyone who opens the link (or types "
+            "its code here) sees and adds to the same runs. Weights files you upload stay yours. Runs "
+            "are deleted after a while and when the space runs out: keep the zip download of the ones "
+            "that matter.",
+            elem_classes=["cc-note"],
+        )
+        with gr.Row(equal_height=True):
+            create = gr.Button("Create a workspace", scale=1, elem_id="pred-create")
+            leave = gr.Button("Back to my own runs", scale=1, elem_id="pred-leave")
+        with gr.Row(equal_height=True):
+            code = gr.Textbox(
+                label="Workspace code",
+                type="password",
+                scale=4,
+                elem_id="pred-code",
+                placeholder="the code of a workspace someone created",
+            )
+            join = gr.Button("Join", scale=1, elem_id="pred-join")
+        workspace_md = gr.Markdown(elem_id="pred-workspace")
+    return SimpleNamespace(create=create, leave=leave, code=code, join=join, md=workspace_md)
+
+
+def _outputs() -> tuple:
+    """Under the form: the note, the top-5 table, the heat maps and the raw predictions."""
+    note = gr.Markdown(elem_classes=["cc-note"], elem_id="pred-note")
+    table = gr.Dataframe(label="Top-5, side by side", interactive=False, wrap=True, elem_id="pred-table")
+    gallery = gr.Gallery(
+        label="Where each model looked (Grad-CAM for its top class)",
+        columns=5,
+        height=290,
+        object_fit="contain",
+        elem_id="pred-gallery",
+        allow_preview=True,
+    )
+    with gr.Accordion("Raw predictions (JSON)", open=False):
+        details = gr.JSON(label="predictions", elem_id="pred-json")
+    return note, table, gallery, details
+
+
+def _layout(ctx) -> SimpleNamespace:
     gr.Markdown(
         "Upload a picture (or click an example) and compare what each network predicts. With "
         "ImageNet weights the models know 1,000 everyday classes; a **fine-tuned run** from the "
@@ -277,72 +321,28 @@ def build(ctx) -> SimpleNamespace:
             runs_note = gr.Markdown(elem_id="pred-runs-note")
             with gr.Accordion("Take a run home: standalone weights and ONNX", open=False):
                 export_panel = exports.build(ctx, "pred")
-            with gr.Accordion("Your runs are private to this browser (shared workspaces)", open=False):
-                gr.Markdown(
-                    "Runs you fine-tune are kept for this browser only: nobody else sees, uses or downloads "
-                    "them, and a page refresh keeps them. A **workspace** lets several browsers share their runs "
-                    "(a class): one person creates it and shares its link; everyone who opens the link (or types "
-                    "its code here) sees and adds to the same runs. Weights files you upload stay yours. Runs "
-                    "are deleted after a while and when the space runs out: keep the zip download of the ones "
-                    "that matter.",
-                    elem_classes=["cc-note"],
-                )
-                with gr.Row(equal_height=True):
-                    create = gr.Button("Create a workspace", scale=1, elem_id="pred-create")
-                    leave = gr.Button("Back to my own runs", scale=1, elem_id="pred-leave")
-                with gr.Row(equal_height=True):
-                    code = gr.Textbox(
-                        label="Workspace code",
-                        type="password",
-                        scale=4,
-                        elem_id="pred-code",
-                        placeholder="the code of a workspace someone created",
-                    )
-                    join = gr.Button("Join", scale=1, elem_id="pred-join")
-                workspace_md = gr.Markdown(elem_id="pred-workspace")
+            ws = _workspace_panel()
             go_btn = gr.Button("Predict", variant="primary", elem_id="pred-go")
-    note = gr.Markdown(elem_classes=["cc-note"], elem_id="pred-note")
-    table = gr.Dataframe(label="Top-5, side by side", interactive=False, wrap=True, elem_id="pred-table")
-    gallery = gr.Gallery(
-        label="Where each model looked (Grad-CAM for its top class)",
-        columns=5,
-        height=290,
-        object_fit="contain",
-        elem_id="pred-gallery",
-        allow_preview=True,
+    note, table, gallery, details = _outputs()
+    return SimpleNamespace(
+        image=image,
+        models_dd=models_dd,
+        pretrained=pretrained,
+        runs_dd=runs_dd,
+        refresh=refresh,
+        runs_note=runs_note,
+        export_panel=export_panel,
+        ws=ws,
+        go_btn=go_btn,
+        note=note,
+        table=table,
+        gallery=gallery,
+        details=details,
     )
-    with gr.Accordion("Raw predictions (JSON)", open=False):
-        details = gr.JSON(label="predictions", elem_id="pred-json")
-    state = ctx.visitor_state
 
-    def refused(text: str):
-        gr.Warning(text)
-        return (warn_md(text), *_empty())
 
-    def predict(image, models, runs, pretrained, visitor=None, request: gr.Request = None):
-        """Top-5 of every chosen model (and of the caller's own fine-tuned runs) on one uploaded image.
-        `visitor`: the caller's key (the page sends it; API clients may leave it out)."""
-        try:
-            who = ctx.visitor(visitor, request)
-        except CNNCompareError as err:
-            yield refused(str(err))
-            return
-        yield from queued(
-            ctx.queue,
-            who.id,
-            "predict",
-            lambda: iter([predict_image(image, models, runs, pretrained, ctx=ctx, visitor=who)]),
-            refused=refused,
-            waiting=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
-            address=who.address,
-        )
-
-    def refresh_runs(visitor=None, request: gr.Request = None):
-        try:
-            choices, skipped = run_choices(ctx, ctx.visitor(visitor, request))
-        except CNNCompareError as err:
-            return gr.Dropdown(choices=[]), warn_md(str(err))
-        return gr.Dropdown(choices=choices), skipped
+def _workspace_handlers(ctx, refresh_runs) -> SimpleNamespace:
+    """Join (by code), create and leave a workspace; each answers (state, note, runs list, runs note)."""
 
     def joined(code_text, visitor, request, created: bool = False):
         try:
@@ -390,6 +390,42 @@ def build(ctx) -> SimpleNamespace:
         key = visitor.get("key") if isinstance(visitor, dict) else visitor
         yield from use_code("", {"key": key} if key else None, request)
 
+    return SimpleNamespace(use_code=use_code, create=create_workspace, leave=leave_workspace)
+
+
+def build(ctx) -> SimpleNamespace:
+    """The tab: its layout (`_layout`), then the prediction, the runs list and the workspaces wired to it."""
+    ui = _layout(ctx)
+    image, models_dd, pretrained, runs_dd, refresh = ui.image, ui.models_dd, ui.pretrained, ui.runs_dd, ui.refresh
+    runs_note, export_panel, go_btn = ui.runs_note, ui.export_panel, ui.go_btn
+    note, table, gallery, details = ui.note, ui.table, ui.gallery, ui.details
+    state = ctx.visitor_state
+
+    def refused(text: str):
+        gr.Warning(text)
+        return (warn_md(text), *_empty())
+
+    def predict(image, models, runs, pretrained, visitor=None, request: gr.Request = None):
+        """Top-5 of every chosen model (and of the caller's own fine-tuned runs) on one uploaded image.
+        `visitor`: the caller's key (the page sends it; API clients may leave it out)."""
+        yield from in_line(
+            ctx,
+            "predict",
+            visitor,
+            request,
+            lambda who: predict_image(image, models, runs, pretrained, ctx=ctx, visitor=who),
+            refused=refused,
+            waiting=lambda text: (text, gr.skip(), gr.skip(), gr.skip()),
+        )
+
+    def refresh_runs(visitor=None, request: gr.Request = None):
+        try:
+            choices, skipped = run_choices(ctx, ctx.visitor(visitor, request))
+        except CNNCompareError as err:
+            return gr.Dropdown(choices=[]), warn_md(str(err))
+        return gr.Dropdown(choices=choices), skipped
+
+    wh = _workspace_handlers(ctx, refresh_runs)
     inputs = [image, models_dd, runs_dd, pretrained] + ([state] if state is not None else [])
     event = go_btn.click(
         predict,
@@ -402,11 +438,11 @@ def build(ctx) -> SimpleNamespace:
     refresh_inputs = [state] if state is not None else None
     refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)
     if state is not None:
-        ws_outputs = [state, workspace_md, runs_dd, runs_note]
+        ws_outputs = [state, ui.ws.md, runs_dd, runs_note]
         ws = dict(api_visibility="private", concurrency_limit=None)
-        gr.on([join.click, code.submit], use_code, [code, state], ws_outputs, **ws)
-        create.click(create_workspace, [state], ws_outputs, **ws)
-        leave.click(leave_workspace, [state], ws_outputs, **ws)
+        gr.on([ui.ws.join.click, ui.ws.code.submit], wh.use_code, [ui.ws.code, state], ws_outputs, **ws)
+        ui.ws.create.click(wh.create, [state], ws_outputs, **ws)
+        ui.ws.leave.click(wh.leave, [state], ws_outputs, **ws)
     return SimpleNamespace(
         exports=export_panel,
         image=image,

@@ -235,12 +235,7 @@ def _table(rows: list[dict]):
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DEFAULT_MODEL) -> SimpleNamespace:
-    """The 'Your own weights' panel: model, upload, status, the visitor's files, remove. Call inside a Blocks.
-
-    API: `/upload_weights(model, file[, visitor])`, `/remove_weights(model[, visitor])`,
-    `/list_weights([visitor])`.
-    """
+def _layout(models_list: list[str] | None, value: str) -> SimpleNamespace:
     names = models_list or catalog.names()
     value = value if value in names else names[0]
     gr.Markdown(
@@ -262,7 +257,11 @@ def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DE
     status = gr.Markdown("", elem_id="w-status")
     table = gr.Dataframe(headers=COLUMNS, label="Your weights files", interactive=False, wrap=True, elem_id="w-table")
     remove_btn = gr.Button("Remove the file of this model", size="sm", elem_id="w-remove")
-    state = ctx.visitor_state
+    return SimpleNamespace(model_dd=model_dd, upload=upload, hint=hint, status=status, table=table, remove=remove_btn)
+
+
+def _handlers(ctx: Context) -> SimpleNamespace:
+    """The panel's endpoints (API `/upload_weights`, `/remove_weights`, `/list_weights`) and the model's hint."""
 
     def _who(visitor, request):
         return ctx.visitor(visitor, request)
@@ -320,16 +319,31 @@ def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DE
         note = f"You have uploaded weights for {model}." if have else ""
         return offline_hint(model), note
 
+    return SimpleNamespace(
+        upload_weights=upload_weights, remove_weights=remove_weights, list_weights=list_weights, on_model=on_model
+    )
+
+
+def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DEFAULT_MODEL) -> SimpleNamespace:
+    """The 'Your own weights' panel: model, upload, status, the visitor's files, remove. Call inside a Blocks.
+
+    API: `/upload_weights(model, file[, visitor])`, `/remove_weights(model[, visitor])`,
+    `/list_weights([visitor])`.
+    """
+    ui = _layout(models_list, value)
+    model_dd, upload, hint, status, table, remove_btn = ui.model_dd, ui.upload, ui.hint, ui.status, ui.table, ui.remove
+    h = _handlers(ctx)
+    state = ctx.visitor_state
     extra = [state] if state is not None else []
     # concurrency_limit=None: they wait in the app's fair queue ("files" lane), never in gradio's
     upload.upload(
-        upload_weights, [model_dd, upload, *extra], [status, table], api_name="upload_weights", concurrency_limit=None
+        h.upload_weights, [model_dd, upload, *extra], [status, table], api_name="upload_weights", concurrency_limit=None
     )
     remove_btn.click(
-        remove_weights, [model_dd, *extra], [status, table], api_name="remove_weights", concurrency_limit=None
+        h.remove_weights, [model_dd, *extra], [status, table], api_name="remove_weights", concurrency_limit=None
     )
-    model_dd.change(on_model, [model_dd, *extra], [hint, status], api_visibility="private", queue=False)
-    refresh = dict(fn=list_weights, inputs=extra or None, outputs=[table])
+    model_dd.change(h.on_model, [model_dd, *extra], [hint, status], api_visibility="private", queue=False)
+    refresh = dict(fn=h.list_weights, inputs=extra or None, outputs=[table])
     return SimpleNamespace(
         model=model_dd,
         file=upload,
@@ -337,7 +351,7 @@ def build(ctx: Context, *, models_list: list[str] | None = None, value: str = DE
         status=status,
         table=table,
         remove=remove_btn,
-        list_weights=list_weights,
+        list_weights=h.list_weights,
         refresh=refresh,
-        upload_weights=upload_weights,
+        upload_weights=h.upload_weights,
     )
