@@ -60,15 +60,15 @@ def _wait(cond, what: str, timeout: float = 300):
 
 
 class _Peak:
-    """The largest resident memory of this process (the server) while it runs, sampled from /proc."""
+    """The largest resident memory of the server process `pid` alone (its workers are its children) while it runs."""
 
-    def __init__(self):
-        self.peak, self._stop = 0.0, threading.Event()
+    def __init__(self, pid: int):
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
         self._t = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb(os.getpid()) - sum(rss_mb(p) for p in children(os.getpid())))
+            self.peak = max(self.peak, _own_rss(self.pid))
             time.sleep(0.05)
 
     def __enter__(self):
@@ -80,37 +80,41 @@ class _Peak:
         self._t.join()
 
 
-def _own_rss() -> float:
-    """This process alone (rss_mb counts children too)."""
-    return rss_mb(os.getpid()) - sum(rss_mb(p) for p in children(os.getpid()))
+def _own_rss(pid: int) -> float:
+    """The process alone (rss_mb counts its children too)."""
+    return rss_mb(pid) - sum(rss_mb(p) for p in children(pid))
 
 
-def test_a_training_runs_in_a_worker_and_the_server_stays_small(app):
-    client = _client(app.url)
-    client.predict(**TINY_FORM, visitor=KEY + "warm", api_name="/finetune")  # the server's own first-use costs
-    before = _own_rss()
-    with _Peak() as peak:
-        job = client.submit(
-            **{**TINY_FORM, "models": "resnet50@none", "size": 96, "batch_size": 16, "epochs": 1},
-            visitor=KEY + "r50",
-            api_name="/finetune",
-        )
-        training = _wait(lambda: [p for p, n in children(os.getpid()).items() if n == "cnnc-train"], "the worker")
-        assert os.getpid() not in training
-        status, _, _, table, *_ = job.result(timeout=900)
-        assert "Done" in status, status
-        vgg = client.predict(
-            **{**TINY_FORM, "models": "vgg11@head, vgg11@head lr=0.01", "size": 64},
-            visitor=KEY + "vgg",
-            api_name="/finetune",
-        )
-        assert "Done" in vgg[0], vgg[0]
-        folders = [row["folder"] for row in _rows(vgg[3])]
-        assert all(folders), _rows(vgg[3])
-        for folder in folders:
-            path, text = client.predict(folder, ["safetensors"], KEY + "vgg", api_name="/export_run")
-            assert path and "exported" in text, text
-    after = _own_rss()
+def test_a_training_runs_in_a_worker_and_the_server_stays_small():
+    """The app served from a process of its own (as `python app.py`): nothing else in it but the server."""
+    from benchmarks.load_test import serve
+
+    with serve() as server:
+        pid, client = server.proc.pid, _client(server.url)
+        client.predict(**TINY_FORM, visitor=KEY + "warm", api_name="/finetune")  # the server's own first-use costs
+        before = _own_rss(pid)
+        with _Peak(pid) as peak:
+            job = client.submit(
+                **{**TINY_FORM, "models": "resnet50@none", "size": 96, "batch_size": 16, "epochs": 1},
+                visitor=KEY + "r50",
+                api_name="/finetune",
+            )
+            training = _wait(lambda: [p for p, n in children(pid).items() if n == "cnnc-train"], "the worker")
+            assert pid not in training
+            status, _, _, table, *_ = job.result(timeout=900)
+            assert "Done" in status, status
+            vgg = client.predict(
+                **{**TINY_FORM, "models": "vgg11@head, vgg11@head lr=0.01", "size": 64},
+                visitor=KEY + "vgg",
+                api_name="/finetune",
+            )
+            assert "Done" in vgg[0], vgg[0]
+            folders = [row["folder"] for row in _rows(vgg[3])]
+            assert all(folders), _rows(vgg[3])
+            for folder in folders:
+                path, text = client.predict(folder, ["safetensors"], KEY + "vgg", api_name="/export_run")
+                assert path and "exported" in text, text
+        after = _own_rss(pid)
     assert peak.peak - before < 400, (before, peak.peak, after)  # a VGG-11 alone is 507 MB of weights
     assert after - before < 300, (before, after)
 
