@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CNNCompareError
+from ..errors import CNNCompareError, first_line
 
-__all__ = ["Job", "JobEnded", "Executor", "resolve", "run_here", "KINDS"]
+__all__ = ["Job", "JobEnded", "Executor", "resolve", "run_here", "outcomes", "KINDS"]
 
 KINDS = ("local", "inline", "ray")
 
@@ -52,6 +52,27 @@ def run_here(job: Job, should_stop: Callable[[], bool] | None = None) -> Any:
     if "should_stop" in inspect.signature(fn).parameters:
         kwargs["should_stop"] = should_stop or (lambda: False)
     return fn(**kwargs)
+
+
+def outcomes(job: Job, should_stop: Callable[[], bool] | None = None) -> Iterator[tuple[str, Any]]:
+    """Run a job here as a worker does, said as messages: ("item", x) for each item it yields, then ("return",
+    value), or ("error", one sentence) when it fails."""
+    try:
+        out = run_here(job, should_stop)
+        value = out
+        if inspect.isgenerator(out):
+            while True:
+                try:
+                    item = next(out)
+                except StopIteration as done:
+                    value = done.value
+                    break
+                yield ("item", item)
+        yield ("return", value)
+    except CNNCompareError as err:
+        yield ("error", str(err))
+    except Exception as err:  # one sentence back; the worker's log keeps the kind
+        yield ("error", f"{type(err).__name__}: {first_line(err)[:200]}")
 
 
 class Executor:

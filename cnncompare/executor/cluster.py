@@ -12,7 +12,6 @@ actor); a node lost mid-run ends the stream with Ray's error, said as one senten
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from typing import Any
 from .. import training
 from ..errors import CNNCompareError, first_line
 from ..fileio import is_partial
-from .base import Executor, Job, JobEnded, run_here
+from .base import Executor, Job, JobEnded, outcomes
 from .local import allowed_mb, rss_mb
 
 __all__ = ["RayExecutor", "ray_available"]
@@ -110,24 +109,11 @@ def _task(job: Job, signals, slack: float, upload: bytes | None, upload_name: st
     threading.Thread(target=watch, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="cnncompare-job-") as tmp:
         try:
-            out = run_here(_localized(job, Path(tmp), upload, upload_name), stop.is_set)
-            value = out
-            if inspect.isgenerator(out):
-                while True:
-                    try:
-                        item = next(out)
-                    except StopIteration as end:
-                        value = end.value
-                        break
-                    folder = _finished_folder(item)
-                    if folder is not None:
-                        yield ("folder", folder.name, _tar(folder))
-                    yield ("item", item)
-            yield ("return", value)
-        except CNNCompareError as err:
-            yield ("error", str(err))
-        except Exception as err:
-            yield ("error", f"{type(err).__name__}: {first_line(err)[:200]}")
+            for kind, value in outcomes(_localized(job, Path(tmp), upload, upload_name), stop.is_set):
+                folder = _finished_folder(value) if kind == "item" else None
+                if folder is not None:
+                    yield ("folder", folder.name, _tar(folder))
+                yield (kind, value)
         finally:
             done.set()
 

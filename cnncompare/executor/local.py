@@ -10,7 +10,6 @@ was admitted with (`Job.memory_mb` x slack, over the worker's own size when it b
 from __future__ import annotations
 
 import atexit
-import inspect
 import json
 import multiprocessing as mp
 import os
@@ -21,9 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import CNNCompareError, first_line
+from ..errors import CNNCompareError
 from ..serving import GATE, Gate
-from .base import Executor, Job, JobEnded, run_here
+from .base import Executor, Job, JobEnded, outcomes
 from .link import Rows, share_counts
 
 __all__ = ["LocalExecutor", "rss_mb", "worker_threads", "allowed_mb", "FRESH_PROCESS_MB"]
@@ -103,22 +102,12 @@ def _worker_main(conn, stop, array, row: int, threads: int) -> None:
     if gpu is not None:  # one GPU per worker on a multi-GPU box: "cuda" means this one from here on
         torch.cuda.set_device(gpu)
     _name(f"cnnc-{job.kind}")
-    try:
-        out = run_here(job, stop.is_set)
-        value = out
-        if inspect.isgenerator(out):
-            while True:
-                try:
-                    item = next(out)
-                except StopIteration as done:
-                    value = done.value
-                    break
-                conn.send(("item", item))
-        last = ("return", value)
-    except CNNCompareError as err:
-        last = ("error", str(err))
-    except BaseException as err:  # one sentence back; the server's log keeps the kind
-        last = ("error", f"{type(err).__name__}: {first_line(err)[:200]}")
+    last = ("error", "The job ended without an answer.")
+    for kind, value in outcomes(job, stop.is_set):
+        if kind == "item":
+            conn.send((kind, value))
+        else:
+            last = (kind, value)
     _log_gate()  # before the last word: whoever reads the log after the job's answer finds it complete
     conn.send(last)
     conn.close()
