@@ -29,10 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for key, value in dict(
-    GRADIO_ANALYTICS_ENABLED="False", HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_OFFLINE="1", CNNCOMPARE_OFFLINE="1"
-).items():
-    os.environ.setdefault(key, value)
+# offline, no telemetry: benchmarks.load_test sets those defaults when it is imported, below
 os.environ["PYTHONPATH"] = str(ROOT)  # Ray's workers (and the app's) import cnncompare from this checkout
 
 from benchmarks._results import report  # noqa: E402
