@@ -26,8 +26,8 @@ from tests.support import TINY_FORM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "assets" / "examples").glob("*.jpg"))
-# a run long enough to be caught in the middle: ResNet-18 trained whole, 8 images a step, about 60 steps
-LONG = {**TINY_FORM, "models": "resnet18@none seed=3", "max_per_class": 24, "batch_size": 8, "epochs": 3}
+# a run long enough to be caught in the middle: ResNet-18 trained whole, 8 images a step, about 140 steps
+LONG = {**TINY_FORM, "models": "resnet18@none seed=3", "max_per_class": 24, "batch_size": 8, "epochs": 6}
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +46,15 @@ def _overlaps(intervals, a: str, b: str) -> list:
 
 
 def _wait_for_steps(n: int, timeout: float = 300) -> None:
-    """Until the server has seen `n` training steps start in a worker (its gate's view of the other processes)."""
-    end, seen, stepping = time.monotonic() + timeout, 0, False
+    """Until the server's link has read a worker mid-step `n` times (its gate's view of the other processes).
+
+    Reads, not rising edges: steps run back to back, and a link reading every 20 ms may never see the gap between
+    two of them."""
+    end, seen, last = time.monotonic() + timeout, 0, GATE.remote_at
     while time.monotonic() < end:
-        now = GATE.remote[2] > 0
-        seen += now and not stepping
-        stepping = now
+        if GATE.remote_at != last:
+            last = GATE.remote_at
+            seen += GATE.remote[2] > 0
         if seen >= n:
             return
         time.sleep(0.002)
@@ -101,7 +104,7 @@ def test_a_training_pauses_for_predictions_and_ends_as_if_alone(app, tmp_path):
     assert any("paused" in s for s in statuses)  # and said so on the page
     # the same run, uninterrupted, in the engine: the same metrics to the last digit
     entry = ModelEntry("resnet18", freeze="none", pretrained=False)
-    settings = TrainSettings(optimizer="adam", lr=1e-3, epochs=3, batch_size=8, size=32, schedule="cosine")
+    settings = TrainSettings(optimizer="adam", lr=1e-3, epochs=6, batch_size=8, size=32, schedule="cosine")
     ds = data.load_dataset("shapes", work_dir=tmp_path, max_per_class=24)
     plan = compare.Plan.parse("resnet18@none seed=3", model_defaults=entry, settings=settings)
     [alone] = compare.run_comparison(plan, ds)

@@ -283,8 +283,7 @@ class LocalExecutor(Executor):
                 else:
                     finished = True
                     raise CNNCompareError(value)
-            w.proc.join(1)
-            raise JobEnded(w.why or _ended(job, w.proc.exitcode))
+            raise JobEnded(w.why or _ended(job, _exitcode(w.proc)))
         finally:
             if finished or not w.proc.is_alive():
                 self._close_worker(w)
@@ -339,9 +338,20 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def _exitcode(proc, wait_s: float = 5.0) -> int | None:
+    """The worker's exit code once the system has it: its pipes close a moment before it can be reaped, so a
+    single `join` may still read None (and the watcher thread may be reaping it at the same moment)."""
+    deadline = time.monotonic() + wait_s
+    while proc.exitcode is None and time.monotonic() < deadline:
+        proc.join(0.05)
+    return proc.exitcode
+
+
 def _ended(job: Job, code: int | None) -> str:
-    how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-    if code is not None and -code == signal.SIGKILL:
+    how = f"killed by signal {-code}" if code is not None and code < 0 else f"ended with exit status {code}"
+    if code is None:
+        how = "ended (the system did not say how)"
+    elif -code == signal.SIGKILL:
         how = "killed (signal 9: by the system's out-of-memory killer or an operator)"
     return (
         f"{job.what.capitalize()} ended before it finished: its worker process was {how}. What finished before is "
