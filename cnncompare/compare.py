@@ -194,7 +194,7 @@ class Plan:
             raise CNNCompareError(f"At most {lim.max_runs} runs at a time (got {len(self.entries)}).")
         if self.missing_weights not in ("random", "fail"):
             raise CNNCompareError(f"Missing-weights policy must be random or fail, got {self.missing_weights!r}.")
-        self.settings.validate()
+        runtime.resolve_device(self.settings.device)  # a device this machine has (the value's grammar: settings)
         for e in self.entries:
             catalog.get(e.model)  # unknown names fail now, with suggestions
         for run in self.runs():
@@ -393,7 +393,6 @@ def one_run(run: PlannedRun, plan: Plan, dataset, out_dir, should_stop, owner=No
         note = reason or _random_frozen(run)
         if note:
             yield training.Event("info", run.entry.model, label=run.label, message=f"{run.label}: {note}")
-        run.settings.validate()  # bad settings fail here, before a run directory is made
         models.check_entry(run.entry, run.settings.size)
         memory.check_run(run, plan.limits, len(dataset.train), len(dataset.val), len(dataset.classes))
         store = RunStore(out_dir, run.entry.model, owner) if out_dir and runtime.is_main_process() else None

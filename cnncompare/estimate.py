@@ -250,7 +250,6 @@ def estimate(entry: ModelEntry, settings: TrainSettings, n_train: int, n_val: in
         CNNCompareError: as `run`'s validation.
     """
     started = time.perf_counter()
-    settings.validate()
     models.check_entry(entry, settings.size)
     device = runtime.resolve_device(settings.device)
     with GATE.quiet(), runtime.cpu_threads(device):  # timed alone: no training step, no other work on the cores

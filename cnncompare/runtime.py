@@ -19,6 +19,7 @@ import torch
 
 from .env import Env
 from .errors import CNNCompareError
+from .settings import parse_device
 
 __all__ = [
     "Precision",
@@ -68,13 +69,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """
     if isinstance(device, torch.device):
         return device
-    device = (device or "auto").lower()
+    device = parse_device(device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CNNCompareError("CUDA was requested but no GPU is available here; use device cpu or auto.")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise CNNCompareError(f"Unknown device '{device}': use auto, cpu or cuda.")
     return torch.device(device)
 
 

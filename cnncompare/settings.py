@@ -1,11 +1,12 @@
 """Every setting, defined once: its field, default, bounds, choices and help.
 
 The CLI options (`add_arguments`), the UI widgets (`cnncompare.ui.forms`), validation
-(`validate`), per-run overrides (`resnet18@none lr=0.05`) and the Learn presets (overrides of
-these defaults) are all derived from the dataclasses below; nothing else types a default.
+(`coerce`, run when a settings object is made: it is valid by construction), per-run
+overrides (`resnet18@none lr=0.05`) and the Learn presets (overrides of these defaults)
+are all derived from the dataclasses below; nothing else types a default.
 
 A freeze policy is a setting's value with a grammar of its own (`FreezePolicy`: none, head,
-stages:K, layers:N): it is parsed when the setting is read, so every entry carries it in one
+stages:K, layers:N): it is parsed when the entry is made, so every entry carries it in one
 spelling ('Head' becomes 'head'). The environment is read by `cnncompare.env`.
 """
 
@@ -32,7 +33,7 @@ __all__ = [
     "HEADS",
     "INITS",
     "coerce",
-    "validate",
+    "parse_device",
     "build",
     "replace",
     "add_arguments",
@@ -159,8 +160,37 @@ def settings_of(cls_or_obj) -> list[Setting]:
     return out
 
 
-@dataclass
-class TrainSettings:
+def parse_device(text: str) -> str:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' (any case): the grammar of a device name. Whether this machine has it is
+    `runtime.resolve_device`'s question, asked when a run starts.
+
+    Raises:
+        CNNCompareError: anything else, in one sentence.
+    """
+    t = str(text or "auto").strip().lower()
+    if not _DEVICE_RE.match(t):
+        raise CNNCompareError(f"Unknown device '{str(text)[:40]}': use auto, cpu, cuda or cuda:N.")
+    return t
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class _Valid:
+    """Valid by construction: every field passes through `coerce` (its type, bounds, choices and grammar) when the
+    object is made, `dataclasses.replace` included, so a settings object that exists is a valid one and nothing
+    downstream checks it again."""
+
+    def __post_init__(self):
+        for s in settings_of(self):
+            object.__setattr__(self, s.name, coerce(s, getattr(self, s.name)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainSettings(_Valid):
     """How to train: the same for every model of a comparison, unless an entry overrides a field."""
 
     optimizer: str = setting(
@@ -199,7 +229,7 @@ class TrainSettings:
     augment: bool = setting(
         False, "Augment (flips, resized crops)", "random flips and resized crops; turns the feature cache off"
     )
-    device: str = setting("auto", "Device", "auto | cpu | cuda | cuda:N")
+    device: str = setting("auto", "Device", "auto | cpu | cuda | cuda:N", normalize=parse_device)
     time_budget_s: float | None = setting(
         None,
         "Time budget per run (s)",
@@ -218,19 +248,9 @@ class TrainSettings:
         "when only the head trains, run the frozen backbone once and train the head on stored features",
     )
 
-    def validate(self) -> None:
-        """Raises CNNCompareError naming the first bad field."""
-        validate(self)
-        from .runtime import resolve_device
 
-        resolve_device(self.device)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class ModelEntry:
+@dataclass(frozen=True)
+class ModelEntry(_Valid):
     """Which model, and how it starts: weights, head, initialisation and what stays frozen."""
 
     model: str = setting("resnet18", "Model", "a catalog name (alexnet, vgg16, resnet50, ...) or any timm name")
@@ -254,21 +274,16 @@ class ModelEntry:
         flag="--weights",
     )
 
+    # `freeze` is kept in one spelling ('Head' becomes 'head': labels, configs, estimates) and parsed once, here;
+    # the model name and the input size are checked by `models.check_entry`, which knows the models
     def __post_init__(self):
-        self.freeze = str(FreezePolicy.parse(self.freeze))  # one spelling everywhere: labels, configs, estimates
-
-    def validate(self) -> None:
-        """Raises CNNCompareError for a bad field (the model name and the input size are checked by
-        `models.check_entry`, which knows the models)."""
-        validate(self)
+        super().__post_init__()
+        object.__setattr__(self, "_policy", FreezePolicy.parse(self.freeze))
 
     @property
     def policy(self) -> FreezePolicy:
-        """The freeze policy, parsed."""
-        return FreezePolicy.parse(self.freeze)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The freeze policy, parsed when the entry was made."""
+        return self._policy
 
 
 # --------------------------------------------------------------------------- values
@@ -292,6 +307,8 @@ def coerce(s: Setting, value: Any) -> Any:
             return low in ("1", "true", "yes", "on")
         return bool(value)
     if s.kind in (int, float):
+        if isinstance(value, bool):
+            raise CNNCompareError(f"{s.label} must be a number, got {value}.")
         try:
             number = float(value.strip()) if isinstance(value, str) else float(value)
         except (TypeError, ValueError):
@@ -323,19 +340,6 @@ def _check_bounds(s: Setting, number: float) -> None:
         raise CNNCompareError(f"{s.label} must be {' and '.join(p for p in (lo, hi) if p)}, got {number:g}.")
 
 
-def validate(obj) -> None:
-    """Check every field of a settings dataclass against its type, choices and bounds."""
-    for s in settings_of(obj):
-        value = getattr(obj, s.name)
-        if value is None and s.optional:
-            continue
-        checked = coerce(s, value)
-        if s.kind in (int, float) and isinstance(value, bool):
-            raise CNNCompareError(f"{s.label} must be a number, got {value}.")
-        if s.kind is int and checked != value:
-            raise CNNCompareError(f"{s.label} must be a whole number, got {value}.")
-
-
 def build(cls, values: Mapping[str, Any] | None = None, base=None):
     """A settings dataclass from loose values (form fields, strings); unknown keys are ignored.
 
@@ -345,19 +349,18 @@ def build(cls, values: Mapping[str, Any] | None = None, base=None):
     kwargs = {}
     for s in settings_of(cls):
         if s.name in values:
-            kwargs[s.name] = coerce(s, values[s.name])
+            kwargs[s.name] = values[s.name]  # checked by the class itself
         elif base is not None:
             kwargs[s.name] = getattr(base, s.name)
     return cls(**kwargs)
 
 
 def replace(obj, **changes):
-    """`dataclasses.replace` with each changed value coerced and checked."""
-    by_name = {s.name: s for s in settings_of(obj)}
-    unknown = [k for k in changes if k not in by_name]
+    """`dataclasses.replace` that names unknown settings in a sentence (the new object checks its own values)."""
+    unknown = [k for k in changes if k not in {s.name for s in settings_of(obj)}]
     if unknown:
         raise CNNCompareError(f"Unknown setting(s): {', '.join(unknown)}.")
-    return dataclasses.replace(obj, **{k: coerce(by_name[k], v) for k, v in changes.items()})
+    return dataclasses.replace(obj, **changes)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -199,7 +199,6 @@ def run(
     Raises:
         CNNCompareError: bad settings, an unknown model, input too small, weights unavailable.
     """
-    settings.validate()
     models.check_entry(entry, settings.size)
     device = runtime.resolve_device(settings.device)
     dist = runtime.Dist.current(device.type)

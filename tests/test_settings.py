@@ -1,5 +1,6 @@
 """The settings schema: one definition drives validation, the CLI, the environment and the docs."""
 
+import dataclasses
 import inspect
 import re
 import subprocess
@@ -61,13 +62,48 @@ def test_the_cli_offers_every_setting_with_its_default_in_the_help():
     assert settings.from_args(TrainSettings, args) == TrainSettings(lr=0.05, feature_cache=False)
 
 
-def test_validate_checks_a_dataclass_built_by_hand():
+def test_a_settings_object_is_valid_by_construction():
     with pytest.raises(CNNCompareError, match="whole number"):
-        TrainSettings(epochs=2.5).validate()
+        TrainSettings(epochs=2.5)
     with pytest.raises(CNNCompareError, match="Unknown device"):
-        TrainSettings(device="tpu").validate()
+        TrainSettings(device="tpu")
     with pytest.raises(CNNCompareError, match="freeze policy"):
-        ModelEntry("resnet18", freeze="most").validate()
+        ModelEntry("resnet18", freeze="most")
+    with pytest.raises(CNNCompareError, match="Learning rate must be above 0"):
+        dataclasses.replace(TrainSettings(), lr=-1)  # a replaced one too
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrainSettings().lr = 0  # and it stays valid: nothing changes it afterwards
+    assert ModelEntry(freeze=" Stages: 2").freeze == "stages:2" and ModelEntry(freeze="stages:2").policy.k == 2
+    assert TrainSettings(device="CUDA:1").device == "cuda:1" and TrainSettings(epochs="4").epochs == 4
+
+
+def test_an_invalid_lr_gets_one_sentence_from_one_rule_whoever_sends_it():
+    """The form, a per-run override, a lesson and the CLI all meet the same check (`settings.coerce`, when the
+    settings object is made) and say the same sentence."""
+    from cnncompare.compare import Entry
+    from cnncompare.lessons import Lesson
+    from cnncompare.ui import forms
+
+    said = []
+    for attempt in (
+        lambda: forms.read_form({"lr": 0}),
+        lambda: Entry.parse("resnet18@none lr=0"),
+        lambda: Lesson("k", "t", "s", "text", "expect", "resnet18@head", settings={"lr": 0}),
+        lambda: TrainSettings(lr=0),
+    ):
+        with pytest.raises(CNNCompareError) as err:
+            attempt()
+        said.append(str(err.value))
+    cli = subprocess.run(
+        [sys.executable, "-m", "cnncompare", "finetune", "--models", "resnet18@head", "--lr", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(cnncompare.__file__).parents[1],
+    )
+    assert cli.returncode == 2
+    assert set(said) == {"Learning rate must be above 0 and at most 10, got 0."}, said
+    assert said[0] in cli.stderr, cli.stderr
 
 
 def test_env_reads_each_variable_once_and_refuses_non_numbers(monkeypatch):

@@ -134,12 +134,12 @@ def spec_of(entry: ModelEntry, num_classes: int) -> ModelSpec:
 
 
 def check_entry(entry: ModelEntry, size: int | None = None) -> None:
-    """A settings entry's fields, its model's name and, when given, an input size the model must take.
+    """An entry's model name and, when given, an input size the model must take (its fields were checked when the
+    entry was made).
 
     Raises:
-        CNNCompareError: a bad field, an unknown model (with suggestions), an input size the model cannot take.
+        CNNCompareError: an unknown model (with suggestions), an input size the model cannot take.
     """
-    entry.validate()
     catalog.get(entry.model)
     if size is not None:
         check_input_size(entry.model, size)
