@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .env import Env
 from .errors import CNNCompareError, first_line
-from .settings import FreezePolicy, ModelEntry, TrainSettings, add_arguments
+from .settings import DataSettings, FreezePolicy, ModelEntry, TrainSettings, add_arguments, from_args
 
 # --------------------------------------------------------------------------- formatting
 
@@ -197,7 +197,6 @@ def cmd_diagram(args) -> None:
 
 def cmd_finetune(args) -> None:
     from . import compare, data, estimate, runtime
-    from .settings import from_args
 
     env = Env.read()
     main_process = runtime.is_main_process()  # under torchrun, rank 0 reports and writes
@@ -213,14 +212,7 @@ def cmd_finetune(args) -> None:
     out = Path(args.out) if args.out else env.runs_dir
     try:
         # downloads and unpacked zips go to the persistent data folder: CIFAR is downloaded once
-        ds = data.load_dataset(
-            args.dataset,
-            work_dir=env.data_dir,
-            val_fraction=args.val_fraction,
-            max_per_class=args.max_per_class,
-            seed=settings.seed,
-            download=not env.offline,
-        )
+        ds = data.open_source(from_args(DataSettings, args), env, seed=settings.seed)
         if main_process:
             print(ds.report.summary(), file=sys.stderr)
         if main_process and "WORLD_SIZE" not in os.environ:
@@ -284,7 +276,7 @@ def cmd_lesson(args) -> None:
     if lesson is None:
         raise CNNCompareError(f"Unknown lesson '{args.key[:40]}': choose one of {', '.join(lessons.BY_KEY)}.")
     env = Env.read()
-    cap = args.max_per_class or lesson.max_per_class
+    cap = from_args(DataSettings, args).max_per_class or lesson.max_per_class
     scaled = (
         f" (scaled down: {cap} images per class instead of {lesson.max_per_class})"
         if cap != lesson.max_per_class
@@ -293,7 +285,7 @@ def cmd_lesson(args) -> None:
     print(f"{lesson.title}{scaled}\nWhat you should see: {lesson.expect}\n", file=sys.stderr)
     plan = lesson.plan(compare.Limits.local(env))
     out = Path(args.out) if args.out else env.runs_dir
-    ds = data.open_source("shapes", env, max_per_class=cap, seed=plan.settings.seed)  # the app's data, exactly
+    ds = data.open_source(DataSettings("shapes", cap), env, seed=plan.settings.seed)  # the app's data, exactly
     print(ds.report.summary(), file=sys.stderr)
     print(estimate.estimate_plan(plan, ds).text(), file=sys.stderr)
     results = compare.run_comparison(plan, ds, out_dir=out, on_event=_progress)
@@ -493,7 +485,7 @@ def _add_training_commands(sub) -> None:
         help="models, each optionally with its own freeze policy: resnet18@stages:2; quote one to give "
         "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (any setting below)",
     )
-    f.add_argument("--dataset", default="shapes", help="shapes | cifar10 | cifar100 | hf:NAME | folder | .zip")
+    add_arguments(f, DataSettings)
     add_arguments(f, ModelEntry, skip=("model",))
     add_arguments(f, TrainSettings)
     f.add_argument(
@@ -503,8 +495,6 @@ def _add_training_commands(sub) -> None:
         help="when ImageNet weights cannot be had: start from random weights (said in the results) "
         "or fail that run (default random)",
     )
-    f.add_argument("--val-fraction", type=float, default=0.2)
-    f.add_argument("--max-per-class", type=int)
     f.add_argument("--out", help="directory for run folders (default $CNNCOMPARE_RUNS or ./runs)")
     f.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")
     f.add_argument("--json", action="store_true")
@@ -512,7 +502,7 @@ def _add_training_commands(sub) -> None:
 
     le = sub.add_parser("lesson", help="run one of the Learn tab's lessons and read what it showed (no KEY: list them)")
     le.add_argument("key", nargs="?", metavar="KEY", help="features, keras, batchnorm, init, optimizers or sweep")
-    le.add_argument("--max-per-class", type=_positive_int, help="fewer images per class, to try it faster")
+    add_arguments(le, DataSettings, skip=("source", "val_fraction"))  # fewer images per class: quicker
     le.add_argument("--out", help="directory for run folders (default $CNNCOMPARE_RUNS or ./runs)")
     le.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")
     le.add_argument("--json", action="store_true")

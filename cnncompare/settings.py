@@ -27,7 +27,9 @@ __all__ = [
     "settings_of",
     "TrainSettings",
     "ModelEntry",
+    "DataSettings",
     "FreezePolicy",
+    "check",
     "OPTIMIZERS",
     "SCHEDULES",
     "HEADS",
@@ -45,6 +47,7 @@ SCHEDULES = ("none", "step", "cosine")
 HEADS = ("linear", "mlp")  # "linear": a new last layer; "mlp": a new 4096-4096 ReLU+Dropout(0.5) classifier
 INITS = ("default", "he", "glorot")  # for layers trained from scratch: the backend's own, He (Kaiming), Glorot
 
+MIN_PER_CLASS = 2  # usable images per class in each split (train and val)
 _POLICY_RE = re.compile(r"^(none|head|stages:(\d+)|layers:(\d+))$")
 
 
@@ -114,6 +117,7 @@ class Setting:
     low_open: bool = False  # low itself not allowed (learning rate > 0)
     optional: bool = False  # None allowed ("no time budget")
     none_text: str = ""  # how the UI/CLI say None ("0 = none")
+    zero_none: bool = False  # 0 means None ("0 = none", "0 = all"), whatever the bounds
     flag: str | None = None  # CLI flag when it differs from --field-name
     normalize: Callable[[str], str] | None = None  # text settings with a grammar: checks and spells the value
 
@@ -130,6 +134,7 @@ def setting(
     low_open=False,
     optional=False,
     none_text="",
+    zero_none=False,
     flag=None,
     normalize=None,
 ):
@@ -144,6 +149,7 @@ def setting(
         low_open=low_open,
         optional=optional,
         none_text=none_text,
+        zero_none=zero_none,
         flag=flag,
         normalize=normalize,
     )
@@ -240,6 +246,7 @@ class TrainSettings(_Valid):
         low_open=True,
         optional=True,
         none_text="0 = none",
+        zero_none=True,
         flag="--time-budget",
     )
     feature_cache: bool = setting(
@@ -286,6 +293,41 @@ class ModelEntry(_Valid):
         return self._policy
 
 
+@dataclass(frozen=True)
+class DataSettings(_Valid):
+    """Which images a comparison trains and validates on, read once for all its runs. The input size, augmentation
+    and the seed (which also fixes the split) are per run: `TrainSettings`. The web page offers its own dataset
+    choices (never a path of the server: `ui.comparison`)."""
+
+    source: str = setting(
+        "shapes",
+        "Dataset",
+        "shapes | cifar10 | cifar100 | hf:NAME | a folder of class folders | a .zip of one",
+        flag="--dataset",
+        normalize=str.strip,
+    )
+    max_per_class: int | None = setting(
+        None,
+        "Images per class (0 = all)",
+        "a cap keeps CPU runs short (a seeded random subset); 20 % of each class is held out for validation",
+        kind=int,
+        low=2 * MIN_PER_CLASS,  # so each split keeps its least
+        high=1_000_000,
+        optional=True,
+        none_text="0 = all",
+        zero_none=True,
+    )
+    val_fraction: float = setting(
+        0.2, "Validation fraction", "the share of each class held out for validation", low=0.0, high=0.9, low_open=True
+    )
+
+
+def check(cls, name: str, value: Any) -> Any:
+    """`value` checked and coerced as `cls`'s setting `name` (one field's rule, where no object is made)."""
+    [s] = [s for s in settings_of(cls) if s.name == name]
+    return coerce(s, value)
+
+
 # --------------------------------------------------------------------------- values
 
 
@@ -315,7 +357,7 @@ def coerce(s: Setting, value: Any) -> Any:
             raise CNNCompareError(f"{s.label}: '{str(value)[:40]}' is not a number.") from None
         if not math.isfinite(number):
             raise CNNCompareError(f"{s.label} must be a finite number, got {value}.")
-        if s.optional and number == 0 and s.low_open and s.low == 0:
+        if s.zero_none and number == 0:
             return None  # "0 = none"
         if s.kind is int:
             if number != int(number):
@@ -376,7 +418,8 @@ def add_arguments(parser, cls, *, skip: tuple[str, ...] = ()) -> None:
         if s.name in skip:
             continue
         flag = _flag(s)
-        help_text = f"{s.label} — {s.help}" + (f" ({s.none_text})" if s.none_text else "")
+        said = s.none_text and s.none_text not in s.label + s.help
+        help_text = f"{s.label} — {s.help}" + (f" ({s.none_text})" if said else "")
         if s.kind is bool:
             parser.add_argument(
                 flag,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cnncompare import compare
-from cnncompare.settings import ModelEntry, TrainSettings
+from cnncompare.settings import DataSettings, ModelEntry, TrainSettings
 from tests.support import CHROMIUM, CHROMIUM_ARGS, playwright_or_skip
 
 pytestmark = pytest.mark.browser
@@ -29,7 +29,7 @@ def gallery_app(tmp_path_factory):
 
     ctx = Context.from_env(tmp_path_factory.mktemp("runs"))
     who = visitors.resolve(KEY)
-    spec = DataSpec("shapes", ctx.env, max_per_class=30, seed=0)  # the gallery's worker opens the same
+    spec = DataSpec(DataSettings("shapes", 30), ctx.env, seed=0)  # the gallery's worker opens the same
     ds = spec.open()
     plan = compare.Plan.parse(
         "resnet18@head, resnet18@stages:3 lr=0.03",

@@ -423,12 +423,16 @@ def test_hf_without_datasets_package_says_how_to_install(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
 def test_bad_val_fraction(tmp_path, fraction):
-    raises_data_error("validation fraction", load_dataset, "shapes", work_dir=tmp_path, val_fraction=fraction)
+    raises_data_error("Validation fraction", load_dataset, "shapes", work_dir=tmp_path, val_fraction=fraction)
 
 
 @pytest.mark.parametrize(
     "options, match",
-    [({"max_per_class": 3}, "cap on images"), ({"seed": -1}, "seed"), ({"shapes_size": 8}, "16 pixels")],
+    [
+        ({"max_per_class": 3}, "Images per class .* at least 4"),
+        ({"seed": -1}, "Seed"),
+        ({"shapes_size": 8}, "16 pixels"),
+    ],
 )
 def test_bad_options(tmp_path, options, match):
     raises_data_error(match, load_dataset, "shapes", work_dir=tmp_path, **options)

@@ -18,7 +18,7 @@ from cnncompare.executor import Job, JobEnded
 from cnncompare.executor.inline import InlineExecutor
 from cnncompare.executor.local import LocalExecutor
 from cnncompare.executor.work import FN, DataInfo, DataSpec
-from cnncompare.settings import ModelEntry, TrainSettings
+from cnncompare.settings import DataSettings, ModelEntry, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'cnncompare[cluster]')")
@@ -58,7 +58,7 @@ def _job(tmp_path: Path, name: str) -> Job:
     entry = ModelEntry("resnet18", freeze="head", pretrained=False)
     settings = TrainSettings(optimizer="adam", lr=1e-3, epochs=2, batch_size=16, size=32, seed=5)
     plan = compare.Plan.parse("resnet18@head, resnet18@stages:1", model_defaults=entry, settings=settings)
-    spec = DataSpec("shapes", Env.read(), max_per_class=8, seed=0, size=32)
+    spec = DataSpec(DataSettings("shapes", 8), Env.read(), seed=0, size=32)
     out = tmp_path / name
     out.mkdir()
     labels = [r.label for r in plan.runs()]
@@ -138,7 +138,7 @@ def test_stop_ends_the_workers_job_at_its_next_step(executor):
 def test_a_job_that_cannot_read_its_data_says_why_in_one_sentence(executor, tmp_path):
     bad = tmp_path / "not-a-zip.zip"
     bad.write_bytes(b"this is not a zip file")
-    spec = DataSpec(str(bad), Env.read(), work_dir=str(tmp_path / "unpacked"))
+    spec = DataSpec(DataSettings(str(bad)), Env.read(), work_dir=str(tmp_path / "unpacked"))
     with pytest.raises(Exception) as err:
         executor.call(Job(FN + "decode", {"data_spec": spec}, kind="decode"))
     assert "zip" in str(err.value).lower() and "Traceback" not in str(err.value)

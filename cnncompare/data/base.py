@@ -22,6 +22,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from cnncompare.errors import DataError
+from cnncompare.settings import MIN_PER_CLASS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -40,7 +41,6 @@ __all__ = [
 # --- limits and conventions -------------------------------------------------------------
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-MIN_PER_CLASS = 2  # usable images per class in each split (train and val)
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 
 _INTERPOLATIONS = {
@@ -261,18 +261,6 @@ class _Options:
 
     def rng(self, *salt: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *salt])
-
-
-def _check_options(val_fraction: float, max_per_class: int | None, seed: int) -> None:
-    if not isinstance(seed, int) or seed < 0:
-        raise DataError(f"The seed must be a whole number of 0 or more (got {seed!r}).")
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError(f"The validation fraction must be between 0 and 1 (got {val_fraction}); 0.2 is a good default.")
-    if max_per_class is not None and max_per_class < 2 * MIN_PER_CLASS:
-        raise DataError(
-            f"The cap on images per class must be at least {2 * MIN_PER_CLASS} (got {max_per_class}) "
-            f"so each split keeps {MIN_PER_CLASS}."
-        )
 
 
 def _val_count(n: int, val_fraction: float) -> int:

@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from ..env import Env
+from ..errors import CNNCompareError
+from ..settings import DataSettings, TrainSettings, check
 from .base import (
     IMAGE_EXTENSIONS,
     DataError,
     DataReport,
     ImageDataset,
     LoadedData,
-    _check_options,
     _is_ignored,
     _Options,
     _report_counts,
@@ -99,7 +100,12 @@ def load_dataset(
     """
     if max_unpack_bytes is not None:
         max_total_bytes = min(max_total_bytes, max_unpack_bytes)
-    _check_options(val_fraction, max_per_class, seed)
+    try:  # the settings' own rules (the CLI's and the page's), said as a data error
+        checked = DataSettings(source, max_per_class, val_fraction)
+        seed = check(TrainSettings, "seed", seed)
+    except CNNCompareError as err:
+        raise DataError(str(err)) from None
+    source, max_per_class, val_fraction = checked.source, checked.max_per_class, checked.val_fraction
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     opts = _Options(val_fraction, max_per_class, seed)
@@ -128,32 +134,30 @@ def load_dataset(
 
 
 def open_source(
-    source: str,
+    settings: DataSettings,
     env: Env,
     *,
-    max_per_class: int | None = None,
     seed: int = 0,
-    val_fraction: float = 0.2,
     size: int | None = None,
     server: bool = False,
     work_dir: str | Path | None = None,
 ) -> LoadedData:
-    """`load_dataset` as the CLI and the app both call it: downloads and unpacked zips in the persistent data
-    folder (`env.data_dir`), nothing downloaded when offline, and on a shared server (`server`) its limits: what a
-    zip may unpack to (CNNCOMPARE_MAX_UNPACK_MB) and the dataset's pixels at the training `size`
-    (CNNCOMPARE_MAX_DATASET_MPIX). `work_dir`: where an upload is unpacked (a visitor's own folder on a server);
-    CIFAR by name is always read from the data folder.
+    """The one loader of the CLI and the app: `load_dataset` with the dataset's settings; downloads and unpacked
+    zips in the persistent data folder (`env.data_dir`), nothing downloaded when offline, and on a shared server
+    (`server`) its limits: what a zip may unpack to (CNNCOMPARE_MAX_UNPACK_MB) and the dataset's pixels at the
+    training `size` (CNNCOMPARE_MAX_DATASET_MPIX). `work_dir`: where an upload is unpacked (a visitor's own folder
+    on a server); CIFAR by name is always read from the data folder.
 
     Raises:
         DataError: anything the user must fix, in one sentence; an offline CIFAR names a folder that exists.
     """
     unpack = int(env.max_unpack_mb * 2**20) if server and env.max_unpack_mb > 0 else None
     ds = load_dataset(
-        source,
+        settings.source,
         work_dir=work_dir or env.data_dir,
         cifar_root=env.data_dir / "cifar",
-        val_fraction=val_fraction,
-        max_per_class=max_per_class,
+        val_fraction=settings.val_fraction,
+        max_per_class=settings.max_per_class,
         seed=seed,
         download=not env.offline,
         max_unpack_bytes=unpack,

@@ -78,7 +78,9 @@ def _localized(job: Job, tmp: Path, upload: bytes | None, upload_name: str) -> J
     if spec is not None and upload is not None:
         path = tmp / upload_name
         path.write_bytes(upload)
-        kwargs["data_spec"] = dataclasses.replace(spec, source=str(path), work_dir=str(tmp / "unpacked"))
+        kwargs["data_spec"] = dataclasses.replace(
+            spec, data=dataclasses.replace(spec.data, source=str(path)), work_dir=str(tmp / "unpacked")
+        )
     return dataclasses.replace(job, kwargs=kwargs)
 
 

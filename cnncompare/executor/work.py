@@ -15,6 +15,7 @@ from .. import compare, data, estimate, export, training
 from .. import gallery as gallery_engine
 from ..data import placement
 from ..env import Env
+from ..settings import DataSettings
 
 __all__ = ["DataSpec", "DataInfo", "fine_tune", "decode", "gallery", "export_run", "estimate_text", "FN"]
 
@@ -25,19 +26,21 @@ FN = "cnncompare.executor.work:"  # a Job's `fn` prefix
 class DataSpec:
     """A dataset as a worker opens it (`data.open_source`, with the server's limits when `server`)."""
 
-    source: str  # a dataset's name, or the path of an upload (a zip, a CIFAR archive)
+    data: DataSettings  # its source: a dataset's name, or the path of an upload (a zip, a CIFAR archive)
     env: Env
-    max_per_class: int | None = None
     seed: int = 0
     size: int | None = None  # the pixel check's input size (None: none)
     work_dir: str | None = None  # where an upload is unpacked (the visitor's own folder)
     server: bool = True
 
+    @property
+    def source(self) -> str:
+        return self.data.source
+
     def open(self) -> data.LoadedData:
         return data.open_source(
-            self.source,
+            self.data,
             self.env,
-            max_per_class=self.max_per_class,
             seed=self.seed,
             size=self.size,
             server=self.server,

@@ -20,7 +20,7 @@ from ..errors import CNNCompareError
 from ..executor import Job, work
 from ..server import boundary, ledger, sharing, visitors
 from ..serving import BoundedCache
-from ..settings import Setting, coerce
+from ..settings import DataSettings
 from . import forms
 from . import weights as weights_ui
 from .common import Context, file_path
@@ -29,7 +29,7 @@ from .uploads import checked_upload
 
 __all__ = [
     "DATASETS",
-    "IMAGES_PER_CLASS",
+    "PAGE_IMAGES_PER_CLASS",
     "Comparison",
     "read_dataset",
     "read_comparison",
@@ -37,6 +37,7 @@ __all__ = [
     "spec_of",
     "unpacking",
     "decoded",
+    "info_key",
     "gpu_seconds_for",
     "admit",
     "share_of",
@@ -49,35 +50,31 @@ DATASETS = [
     ("CIFAR-10 (needs a download)", "cifar10"),
     ("CIFAR-100 (needs a download)", "cifar100"),
 ]
-# A page-only setting (the engine never sees it: it caps what the dataset loader reads).
-IMAGES_PER_CLASS = Setting(
-    "max_per_class",
-    "Images per class (0 = all)",
-    "a cap keeps CPU runs short; 20 % of each class is held out for validation",
-    int,
-    60,
-    low=0,
-)
+# The page starts its images per class here (the engine's default, all, is the CLI's): runs stay short on a CPU.
+PAGE_IMAGES_PER_CLASS = 60
 
 
 @dataclasses.dataclass
 class Comparison:
     """What the form asks for: a dataset and the engine's plan of runs."""
 
-    dataset: str  # shapes | zip | cifar10 | cifar100
-    zip_path: str | None
-    max_per_class: int | None
+    dataset: str  # the page's choice: shapes | zip | cifar10 | cifar100
+    data: DataSettings  # what the engine opens: the dataset's name, or the checked upload's path
     plan: compare.Plan
     memory_mb: float = 0.0  # the most one of its runs was counted to need (`admit`); its worker is watched by it
 
     @property
     def source(self) -> str:
-        """What `data.load_dataset` takes: the uploaded zip's path, or the dataset's name."""
-        return self.zip_path if self.dataset == "zip" else self.dataset
+        return self.data.source
+
+    @property
+    def max_per_class(self) -> int | None:
+        return self.data.max_per_class
 
 
-def read_dataset(values: Mapping[str, Any]) -> tuple[str, str | None, int | None]:
-    """(dataset choice, the uploaded zip's path or None, images per class or None) from the form's values.
+def read_dataset(values: Mapping[str, Any]) -> tuple[str, DataSettings]:
+    """(the page's dataset choice, the engine's `DataSettings`) from the form's values: an upload's path is the
+    checked upload's, never a string from the web.
 
     Raises:
         CNNCompareError: an unknown dataset, 'your images' without an upload, a bad cap, in one sentence.
@@ -92,8 +89,7 @@ def read_dataset(values: Mapping[str, Any]) -> tuple[str, str | None, int | None
         raise CNNCompareError("Upload a .zip of your images first (one folder per class inside).")
     if source == "zip":
         zip_path = str(checked_upload(zip_path, "The zip"))  # only an upload, never a file of the server
-    cap = coerce(IMAGES_PER_CLASS, values.get("max_per_class"))
-    return source, zip_path if source == "zip" else None, cap or None
+    return source, DataSettings(zip_path if source == "zip" else source, values.get("max_per_class"))
 
 
 def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor | None = None) -> Comparison:
@@ -104,7 +100,7 @@ def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.V
         model or freeze policy, too many runs, a limit of the server), in one sentence.
         gr.Error: a zip that was not uploaded (a path on the server).
     """
-    source, zip_path, cap = read_dataset(values)
+    dataset, data_settings = read_dataset(values)
     entry, settings = forms.read_form(values)
     plan = compare.Plan.parse(
         boundary.text(values.get("models"), "The models box", 2000),
@@ -115,28 +111,27 @@ def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.V
     )
     boundary.check_web_plan(plan)  # no file or device of the server named from the web
     plan.weights_files = weights_ui.weights_map(ctx, visitor)  # the visitor's own uploads, by model
-    return Comparison(source, zip_path, cap, plan)
+    return Comparison(dataset, data_settings, plan)
 
 
 def data_spec(
     ctx: Context,
-    source: str,
-    max_per_class: int | None,
+    data_settings: DataSettings,
     seed: int,
     size: int | None = None,
     visitor: visitors.Visitor | None = None,
 ) -> work.DataSpec:
     """How a worker opens a dataset for this server: its limits (unpacking, pixels at `size`), and an upload
     unpacked into the visitor's own folder (so how fast it loads says nothing about anyone else's uploads)."""
-    upload = source not in {v for _, v in DATASETS}
+    upload = data_settings.source not in {v for _, v in DATASETS}
     work_dir = ledger.unpack_dir(ctx, visitor) if (upload and visitor is not None) else None
-    return work.DataSpec(source, ctx.env, max_per_class, seed, size, str(work_dir) if work_dir else None)
+    return work.DataSpec(data_settings, ctx.env, seed, size, str(work_dir) if work_dir else None)
 
 
 def spec_of(ctx: Context, c: Comparison, visitor: visitors.Visitor | None = None) -> work.DataSpec:
     """The dataset of a comparison, checked at the plan's largest input size against this server's pixel limit."""
     size = max(run.settings.size for run in c.plan.runs())
-    return data_spec(ctx, c.source, c.max_per_class, c.plan.settings.seed, size, visitor)
+    return data_spec(ctx, c.data, c.plan.settings.seed, size, visitor)
 
 
 def unpacking(ctx: Context, spec: work.DataSpec, visitor: visitors.Visitor | None):
@@ -157,8 +152,7 @@ def decoded(ctx: Context, spec: work.DataSpec, visitor: visitors.Visitor | None 
         CNNCompareError: a bad zip, one that unpacks past CNNCOMPARE_MAX_UNPACK_MB (or the visitor's quota), a
         dataset over CNNCOMPARE_MAX_DATASET_MPIX at the spec's input size, in one sentence.
     """
-    who = visitor.id if (spec.work_dir and visitor is not None) else ""
-    key = (who, data.source_identity(spec.source, spec.max_per_class, spec.seed), spec.size)
+    key = info_key(spec, visitor)
 
     def load() -> work.DataInfo:
         with unpacking(ctx, spec, visitor):
@@ -166,6 +160,12 @@ def decoded(ctx: Context, spec: work.DataSpec, visitor: visitors.Visitor | None 
             return ctx.workers.call(job)
 
     return DATA_INFO.get(key, load)
+
+
+def info_key(spec: work.DataSpec, visitor: visitors.Visitor | None) -> tuple:
+    """What the page said of a decoded dataset is kept under: an upload's for its visitor alone."""
+    who = visitor.id if (spec.work_dir and visitor is not None) else ""
+    return who, data.source_identity(spec.source, spec.data.max_per_class, spec.seed), spec.size
 
 
 DATA_INFO = BoundedCache(8 * 2**20, size=lambda info: 1024 + len(info.report_md) + 64 * len(info.classes))

@@ -31,7 +31,7 @@ from . import weights as weights_ui
 from .common import SESSIONS, Context, in_line, message, session_of, warn_md
 from .comparison import (
     DATASETS,
-    IMAGES_PER_CLASS,
+    PAGE_IMAGES_PER_CLASS,
     data_spec,
     decoded,
     eviction_note,
@@ -78,8 +78,8 @@ def dataset_report(ctx: Context, values: Mapping[str, Any], visitor: visitors.Vi
     """The dataset as a run would load it: classes with their training/validation counts, skipped files with
     the reason, notes (the engine's `DataReport.summary`, as the CLI prints it); file names only."""
     try:
-        source, zip_path, cap = read_dataset(values)
-        info = decoded(ctx, data_spec(ctx, zip_path or source, cap, TrainSettings().seed, visitor=visitor), visitor)
+        _, data_settings = read_dataset(values)
+        info = decoded(ctx, data_spec(ctx, data_settings, TrainSettings().seed, visitor=visitor), visitor)
         head = (
             f"**Dataset report**: {len(info.classes)} classes, {info.n_train} training and {info.n_val} "
             "validation images (what Estimate and Start will use)."
@@ -146,7 +146,7 @@ def _setup_column(ctx: Context, form: dict) -> SimpleNamespace:
         elem_id="ft-zip",
     )
     report_md = gr.Markdown(elem_classes=["cc-note", "cc-report"], elem_id="ft-data-report")
-    form["max_per_class"] = forms.widget(IMAGES_PER_CLASS)
+    form["max_per_class"] = forms.widget("max_per_class", value=PAGE_IMAGES_PER_CLASS)
     form["models"] = gr.Textbox(
         value=DEFAULT_MODELS,
         lines=3,

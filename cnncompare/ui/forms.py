@@ -3,7 +3,7 @@
 A `Setting` knows its label, help, type, default, choices and bounds, so its widget follows:
 choices -> gr.Dropdown, yes/no -> gr.Checkbox, numbers -> gr.Number (whole numbers with
 precision 0, bounds as minimum/maximum), text -> gr.Textbox. An optional number whose
-`none_text` is "0 = none" shows 0 for None. A form is a dict name -> component; event handlers
+`zero_none` ("0 = none", "0 = all") shows 0 for None. A form is a dict name -> component; event handlers
 get its values as one mapping (by name through `inputs_kwargs=form`, or by component through a
 set of components) and `read_form` turns them into a `ModelEntry` and `TrainSettings` with
 `settings.build`, which coerces and checks every value in one sentence.
@@ -16,13 +16,13 @@ from typing import Any
 
 import gradio as gr
 
-from ..settings import ModelEntry, Setting, TrainSettings, build, settings_of
+from ..settings import DataSettings, ModelEntry, Setting, TrainSettings, build, settings_of
 from . import lenient
 
 __all__ = ["SCHEMA", "setting_of", "initial", "widget", "form", "named", "read_form", "values_of", "fill"]
 
-# Every setting a form may show, by name: the model entry's, then the training settings'.
-SCHEMA: dict[str, Setting] = {s.name: s for cls in (ModelEntry, TrainSettings) for s in settings_of(cls)}
+# Every setting a form may show, by name: the model entry's, the training settings', the dataset's.
+SCHEMA: dict[str, Setting] = {s.name: s for cls in (ModelEntry, TrainSettings, DataSettings) for s in settings_of(cls)}
 
 
 def setting_of(name_or_setting: str | Setting) -> Setting:
@@ -34,13 +34,9 @@ def setting_of(name_or_setting: str | Setting) -> Setting:
         raise KeyError(f"No setting called {name_or_setting!r}: one of {', '.join(SCHEMA)}") from None
 
 
-def _says_zero_is_none(s: Setting) -> bool:
-    return s.optional and s.kind in (int, float) and s.none_text.startswith("0")
-
-
 def initial(s: Setting) -> Any:
     """What the widget shows for the setting's default (0 for None when '0 = none')."""
-    if s.default is None and _says_zero_is_none(s):
+    if s.default is None and s.zero_none:
         return 0
     return s.default
 
@@ -67,7 +63,8 @@ def widget(setting: str | Setting, **overrides) -> gr.components.Component:
         cls = gr.Checkbox
     elif s.kind in (int, float):
         cls = lenient.Number
-        kw.update(precision=0 if s.kind is int else None, minimum=s.low, maximum=s.high)
+        low = 0 if s.zero_none else s.low  # "0 = none" is a value the widget must take
+        kw.update(precision=0 if s.kind is int else None, minimum=low, maximum=s.high)
     else:
         cls = gr.Textbox
         if kw["value"] is None:

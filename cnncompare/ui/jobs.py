@@ -30,6 +30,7 @@ from .comparison import (
     admit,
     eviction_note,
     gpu_seconds_for,
+    info_key,
     read_comparison,
     share_of,
     spec_of,
@@ -320,7 +321,7 @@ def _start(ctx: Context, c: Comparison, visitor: visitors.Visitor, job: _Job, ha
         CNNCompareError: the dataset cannot be read (a bad zip, over a limit), in one sentence.
     """
     mine = [label for label, claim in job.claims.items() if claim in ("mine", "own")]
-    key = (visitor.id if job.data_spec.work_dir else "", job.data_spec.source, c.max_per_class, c.plan.settings.seed)
+    key = info_key(job.data_spec, visitor)
     if not mine:
         return _Computed(None, DATA_INFO.peek(key))
     job.unpacking = unpacking(ctx, job.data_spec, visitor)
