@@ -2,7 +2,7 @@
 none), never half a JSON document, zip or weights file that a later reader would trust.
 
 One rule for every writer: write `<name>.<token>.tmp` beside the target, then `os.replace` it over the target (atomic
-on one file system); on failure the temporary file is removed. Readers and copiers skip `*.tmp` (`runs.clean_tmp`
+on one file system); on failure the temporary file is removed. Readers and copiers skip `*.tmp` (`runfolder.clean_tmp`
 deletes what a killed process left). Standard library only: any module may use it.
 """
 

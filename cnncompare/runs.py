@@ -25,8 +25,9 @@ from torch import nn
 
 from . import models
 from .errors import CNNCompareError, first_line
-from .fileio import TMP_SUFFIX, atomic_path, write_atomic
+from .fileio import atomic_path
 from .loop import seed_everything
+from .runfolder import RunFolder
 from .serving import kept
 from .settings import ModelEntry, TrainSettings, build
 
@@ -37,11 +38,7 @@ __all__ = [
     "setting_text",
     "load_run",
     "list_runs",
-    "prune",
-    "clean_tmp",
-    "folder_bytes",
     "saved_bytes",
-    "owner_of",
     "json_safe",
     "METRIC_FIELDS",
 ]
@@ -96,14 +93,8 @@ class RunStore:
     def __init__(self, root: str | Path, name: str, owner: str | None = None):
         self.train_config: dict | None = None
         self.owner = owner
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")  # sorts by time; -2, -3 for the same second
-        base = Path(root) / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
-        path, i = base, 1
-        while path.exists():
-            i += 1
-            path = base.with_name(f"{base.name}-{i}")
-        path.mkdir(parents=True)
-        self.path = path
+        self.folder = RunFolder.create(root, name)
+        self.path = self.folder.path
 
     def start(self, train_config: dict, dataset, result) -> None:
         """Write config.json (model entry + training settings, dataset, versions) and an empty metrics.csv."""
@@ -118,7 +109,7 @@ class RunStore:
         if self.owner:
             config["owner"] = self.owner
         self.train_config = train_config
-        write_atomic(self.path / "config.json", json.dumps(config, indent=2, default=str))
+        self.folder.write_json("config.json", config)
         with (self.path / "metrics.csv").open("w", newline="") as f:
             csv.writer(f).writerow(METRIC_FIELDS)
 
@@ -150,9 +141,7 @@ class RunStore:
                 saved, kind = state, "full"
             with atomic_path(self.path / "weights.safetensors") as tmp:
                 save_file(saved, str(tmp), metadata={"cnncompare": kind})
-        write_atomic(
-            self.path / "results.json", json.dumps(json_safe(result.to_dict()), indent=2, default=str, allow_nan=False)
-        )
+        self.folder.write_json("results.json", json_safe(result.to_dict()))
 
     def _trained_only(self, model: nn.Module, state: dict, num_classes: int) -> dict | None:
         """The trained parameters and all buffers, if a rebuild restores the rest exactly; else None."""
@@ -325,21 +314,6 @@ def list_runs(root: str | Path) -> list[SavedRun]:
 # --------------------------------------------------------------------------- disk
 
 
-def folder_bytes(path: str | Path) -> int:
-    """Bytes of the files under `path`, a file with several names (a shared run's weights, hard-linked into each
-    visitor's copy) counted once over all its names: each name pays its share, so sums over folders add up to the
-    disk really used."""
-    total = 0
-    for f in Path(path).rglob("*"):
-        try:
-            st = f.stat()
-        except OSError:
-            continue
-        if f.is_file():
-            total += st.st_size // max(1, st.st_nlink)
-    return total
-
-
 def saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
     """About the bytes a run's folder will keep: its weights (only the trained part and the buffers when the frozen
     part can be rebuilt: random from the seed, or downloaded ImageNet weights; all of them otherwise). Counted on
@@ -357,67 +331,3 @@ def _saved_bytes(entry: ModelEntry, n_classes: int, size: int) -> int:
     buffers = sum(b.numel() for b in model.buffers())
     rebuildable = trained < params and not entry.weights_file
     return 4 * ((trained if rebuildable else params) + buffers) + 64 * 1024
-
-
-def clean_tmp(root: str | Path) -> int:
-    """Remove leftover `*.tmp` files (a crash mid-write); returns how many."""
-    n = 0
-    for f in Path(root).rglob(f"*{TMP_SUFFIX}"):
-        if f.is_file():
-            f.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-def _run_dirs(root: Path) -> list[Path]:
-    return [p.parent for p in root.rglob("config.json") if p.parent != root]
-
-
-def owner_of(run_dir: str | Path) -> str | None:
-    """Who made a run (the `owner` its config.json records: a visitor's id on a server), or None."""
-    try:
-        owner = json.loads((Path(run_dir) / "config.json").read_text()).get("owner")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return owner if isinstance(owner, str) else None
-
-
-def prune(
-    root: str | Path,
-    *,
-    max_bytes: float | None = None,
-    max_age_s: float | None = None,
-    busy_s: float = 3600,
-    owner: str | None = None,
-) -> list[Path]:
-    """Delete run folders under `root`: those older than `max_age_s`, then the oldest until the rest fit `max_bytes`.
-
-    A folder without results.json that changed in the last `busy_s` seconds is a run in progress
-    and is kept. With `owner`, only that owner's runs are counted and removed (a member of a shared
-    workspace never loses another member's runs to their own quota). Returns the removed folders.
-    """
-    import shutil
-    import time
-
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    now = time.time()
-    found = _run_dirs(root)
-    if owner is not None:
-        found = [p for p in found if owner_of(p) == owner]
-    runs = sorted(found, key=lambda p: (p / "config.json").stat().st_mtime)
-    busy = {p for p in runs if not (p / "results.json").exists() and now - p.stat().st_mtime < busy_s}
-    removed: list[Path] = []
-    sizes = {p: folder_bytes(p) for p in runs}
-    total = sum(sizes.values())
-    for p in runs:
-        if p in busy:
-            continue
-        old = max_age_s is not None and max_age_s > 0 and now - (p / "config.json").stat().st_mtime > max_age_s
-        over = max_bytes is not None and total > max_bytes
-        if old or over:
-            shutil.rmtree(p, ignore_errors=True)
-            total -= sizes[p]
-            removed.append(p)
-    return removed

@@ -169,7 +169,9 @@ def test_learn_presets_fill_the_finetune_form(ft_form):
 
 
 def test_profile_counts_match_the_engine(client):
-    note, table, acc, lat, stages = client.predict(["resnet18", "alexnet"], 224, False, api_name="/profile")
+    note, table, acc, lat, stages, rank, rank_note = client.predict(
+        ["resnet18", "alexnet"], 224, False, api_name="/profile"
+    )
     rows = {r["model"]: r for r in rows_of(table)}
     assert list(rows) == ["resnet18", "alexnet"]
     for name, row in rows.items():
@@ -186,10 +188,13 @@ def test_profile_counts_match_the_engine(client):
     assert "not measured" in json.dumps(plot_of(lat))
     stage_names = [t["name"] for t in plot_of(stages)["data"]]
     assert stage_names[0] == "stem" and "pre-logits" in stage_names and stage_names[-1] == "head"
+    # the ranking comes with the answer, from the profiles (not read back from the rounded table)
+    ranked = json.dumps(plot_of(rank))
+    assert "resnet18" in ranked and "alexnet" in ranked and "Measure latency" in rank_note
 
 
 def test_profile_measures_latency_at_a_tiny_size(client):
-    note, table, _, lat, _ = client.predict(["resnet18"], 32, True, api_name="/profile")
+    note, table, _, lat, *_ = client.predict(["resnet18"], 32, True, api_name="/profile")
     (row,) = rows_of(table)
     assert row["px"] == 32
     assert 0 < row["latency"] <= row["p90"]

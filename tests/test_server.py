@@ -20,7 +20,7 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-from cnncompare import runs  # noqa: E402
+from cnncompare import runfolder  # noqa: E402
 from cnncompare.server import ledger, visitors  # noqa: E402
 from cnncompare.server.fairqueue import FairQueue, Refused  # noqa: E402
 from tests.support import TINY_FORM  # noqa: E402
@@ -346,7 +346,7 @@ def test_a_visitor_over_quota_loses_the_oldest_runs(app):
     client = _client(app)
     key = "Q" * 10 + "-visitor-with-a-quota"
     first = rows_of(finetune(client, key)[3])[0]["folder"]
-    size = runs.folder_bytes(folder_of(app, key) / first)
+    size = runfolder.folder_bytes(folder_of(app, key) / first)
     ctx = app.demo.cnncompare_context
     saved = ctx.env
     try:  # room for one run and a half

@@ -256,3 +256,11 @@ def test_no_function_is_over_80_lines():
                 if node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert long == []
+
+
+def test_run_folders_are_named_and_copied_in_one_place():
+    """`runfolder.RunFolder` owns a run folder's name, its copies (hard links) and its tar: no other module names a
+    run folder, links or copies files, or tars one (the CIFAR reader opens its own archives)."""
+    marks = ("shutil.copy2(", "os.link(", "tarfile.open(", "{base.name}-{i}")
+    spelled = {name for name, path in _modules().items() if any(m in path.read_text() for m in marks)}
+    assert spelled == {"cnncompare.runfolder", "cnncompare.data.cifar"}, spelled

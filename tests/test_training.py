@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cnncompare import compare, data, estimate, models, runs, training
+from cnncompare import compare, data, estimate, models, runfolder, runs, training
 from cnncompare.data import placement
 from cnncompare.errors import CNNCompareError
 from cnncompare.settings import ModelEntry, TrainSettings, settings_of
@@ -556,13 +556,13 @@ def test_prune_removes_expired_then_oldest_runs_and_keeps_a_run_in_progress(shap
     in_progress = runs.RunStore(root, "resnet18")
     in_progress.start({"model": "resnet18"}, shapes, training.RunResult("resnet18", {}, shapes.classes))
     (root / "x.safetensors.tmp").write_bytes(b"half")
-    assert runs.clean_tmp(tmp_path) == 1
+    assert runfolder.clean_tmp(tmp_path) == 1
     old = time.time() - 3 * 86400
     os.utime(f"{done[0]}/config.json", (old, old))
-    removed = runs.prune(tmp_path, max_age_s=86400)
+    removed = runfolder.prune(tmp_path, max_age_s=86400)
     assert [str(p) for p in removed] == [done[0]]
-    size = runs.folder_bytes(done[2]) + runs.folder_bytes(in_progress.path)
-    removed = runs.prune(tmp_path, max_bytes=size)  # room for the newest finished run and the one in progress
+    size = runfolder.folder_bytes(done[2]) + runfolder.folder_bytes(in_progress.path)
+    removed = runfolder.prune(tmp_path, max_bytes=size)  # room for the newest finished run and the one in progress
     assert [str(p) for p in removed] == [done[1]]
     assert in_progress.path.is_dir() and runs.load_run(done[2]).load_model() is not None
 

@@ -12,10 +12,7 @@ actor); a node lost mid-run ends the stream with Ray's error, said as one senten
 from __future__ import annotations
 
 import dataclasses
-import io
-import json
 import os
-import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -24,7 +21,7 @@ from typing import Any
 
 from .. import training
 from ..errors import CNNCompareError, first_line
-from ..fileio import is_partial
+from ..runfolder import RunFolder
 from .base import Executor, Job, JobEnded, outcomes
 from .local import allowed_mb, rss_mb
 
@@ -58,15 +55,6 @@ class _Signals:
 
     def reason(self) -> str:
         return self.why
-
-
-def _tar(folder: Path) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for f in sorted(folder.iterdir()):
-            if f.is_file() and not is_partial(f):
-                tf.add(f, arcname=f.name)
-    return buf.getvalue()
 
 
 def _localized(job: Job, tmp: Path, upload: bytes | None, upload_name: str) -> Job:
@@ -114,7 +102,7 @@ def _task(job: Job, signals, slack: float, upload: bytes | None, upload_name: st
             for kind, value in outcomes(_localized(job, Path(tmp), upload, upload_name), stop.is_set):
                 folder = _finished_folder(value) if kind == "item" else None
                 if folder is not None:
-                    yield ("folder", folder.name, _tar(folder))
+                    yield ("folder", folder.name, RunFolder(folder).tar())
                 yield (kind, value)
         finally:
             done.set()
@@ -135,25 +123,6 @@ def _relocated(item, moved: dict[str, Path]):
         if dst is not None:
             item.result.run_dir = str(dst)
     return item
-
-
-def _unpack(name: str, blob: bytes, out_dir: Path) -> Path:
-    """A run folder from a node, into the visitor's folder under a name of its own."""
-    dst, i = out_dir / name, 1
-    while dst.exists():
-        i += 1
-        dst = out_dir / f"{name}-{i}"
-    tmp = dst.with_name(dst.name + ".copying")
-    tmp.mkdir(parents=True)
-    with tarfile.open(fileobj=io.BytesIO(blob)) as tf:
-        tf.extractall(tmp, filter="data")  # plain files only, inside tmp
-    results = tmp / "results.json"
-    if results.is_file():
-        d = json.loads(results.read_text())
-        d["run_dir"] = str(dst)
-        results.write_text(json.dumps(d, indent=2, default=str))
-    tmp.rename(dst)
-    return dst
 
 
 class RayExecutor(Executor):
@@ -220,7 +189,7 @@ class RayExecutor(Executor):
                     raise JobEnded(self._why(signals, job, err)) from None
                 if msg[0] == "folder":
                     if out_dir is not None:
-                        moved[msg[1]] = _unpack(msg[1], msg[2], out_dir)
+                        moved[msg[1]] = RunFolder.unpack(msg[2], out_dir, msg[1]).path
                 elif msg[0] == "item":
                     yield _relocated(msg[1], moved)
                 elif msg[0] == "return":

@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .. import runs
+from .. import runfolder
 from ..errors import CNNCompareError
 from .paths import upload_folder
 from .visitors import Visitor, personal_dir, visitor_dir, visitors_root
@@ -268,11 +268,11 @@ def prune_all(ctx) -> list[Path]:
     cap = _limit(env.runs_cap_mb)
     shared = ctx.runs_root / SHARED_DIR
     # the shared store goes first: a visitor's copy keeps its weights (hard links) when the store's entry goes
-    runs.prune(shared, max_age_s=max_age)
+    runfolder.prune(shared, max_age_s=max_age)
     if cap is not None:
         others = _files_bytes([root])
-        runs.prune(shared, max_bytes=max(0, cap - others))
-    removed = runs.prune(root, max_bytes=None if cap is None else max(0, cap - weights), max_age_s=max_age)
+        runfolder.prune(shared, max_bytes=max(0, cap - others))
+    removed = runfolder.prune(root, max_bytes=None if cap is None else max(0, cap - weights), max_age_s=max_age)
     _prune_unpacked(ctx, max_age, _limit(env.data_cap_mb))
     clean_downloads()
     return removed
@@ -311,14 +311,14 @@ def eviction_note(ctx, visitor: Visitor, need_bytes: int) -> str | None:
     folder = visitor_dir(ctx, visitor)
     mine = [d for d in folder.iterdir() if (d / "config.json").is_file()] if folder.is_dir() else []
     if visitor.workspace:
-        mine = [d for d in mine if runs.owner_of(d) == visitor.id]
+        mine = [d for d in mine if runfolder.owner_of(d) == visitor.id]
     mine.sort(key=lambda d: (d / "config.json").stat().st_mtime)
     gone, free = [], used + need_bytes - quota
     for d in mine:
         if free <= 0:
             break
         gone.append(d.name)
-        free -= runs.folder_bytes(d)
+        free -= runfolder.folder_bytes(d)
     if free > 0:
         return (
             f"These runs will keep about {mb(need_bytes)}, more than your quota of {mb(quota)} even without your "
@@ -338,7 +338,7 @@ def after_run(ctx, visitor: Visitor) -> list[str]:
     quota = _limit(ctx.env.visitor_quota_mb)
     # weights files and unpacked uploads count against it too; downloads are copies that expire within the hour
     others = _weights_bytes(personal_dir(ctx, visitor)) + _files_bytes([unpack_dir(ctx, visitor)])
-    mine = runs.prune(
+    mine = runfolder.prune(
         visitor_dir(ctx, visitor),
         max_bytes=None if quota is None else max(0, quota - others),
         owner=visitor.id if visitor.workspace else None,  # a member's quota never evicts another member's runs
@@ -360,14 +360,16 @@ def _run_bytes(ctx, visitor: Visitor) -> int:
     if not folder.is_dir():
         return 0
     if visitor.workspace:
-        return sum(runs.folder_bytes(d) for d in folder.iterdir() if d.is_dir() and runs.owner_of(d) == visitor.id)
-    return runs.folder_bytes(folder) - _weights_bytes(folder)
+        return sum(
+            runfolder.folder_bytes(d) for d in folder.iterdir() if d.is_dir() and runfolder.owner_of(d) == visitor.id
+        )
+    return runfolder.folder_bytes(folder) - _weights_bytes(folder)
 
 
 def at_start(ctx) -> None:
     """Leftovers of a crash (*.tmp files), expired runs and old downloads go when the app starts."""
     try:
-        runs.clean_tmp(ctx.runs_root)
+        runfolder.clean_tmp(ctx.runs_root)
         prune_all(ctx)
     except OSError:
         pass

@@ -20,15 +20,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .. import __version__, runtime, training
 from ..data import file_digest
-from ..fileio import is_partial
+from ..runfolder import RunFolder
 
 __all__ = ["SharedRuns", "Share", "run_key", "SHARED_DIR"]
 
@@ -135,7 +133,7 @@ class SharedRuns:
         if result is not None and _clean(result) and result.run_dir and Path(result.run_dir).is_dir():
             target = self.root / key
             try:
-                _copy_run(Path(result.run_dir), target, owner=None)
+                RunFolder(Path(result.run_dir)).copy_to(target, owner=None)
                 kept = dataclasses.replace(result, run_dir=str(target))
                 self.computed += 1
             except OSError:
@@ -195,9 +193,8 @@ class SharedRuns:
         result.label = label
         result.shared_with = n
         if out_dir is not None:
-            target = _new_folder(Path(out_dir), result.name)
-            _copy_run(folder, target, owner=owner, label=label, shared_with=n)
-            result.run_dir = str(target)
+            target = RunFolder.fresh_path(out_dir, result.name)
+            result.run_dir = str(RunFolder(folder).copy_to(target, owner=owner, label=label, shared_with=n).path)
         else:
             result.run_dir = None
         if replay:
@@ -237,7 +234,7 @@ class SharedRuns:
 
     def _finished(self, key: str) -> Path | None:
         folder = self.root / key
-        return folder if (folder / "results.json").is_file() and (folder / "config.json").is_file() else None
+        return folder if RunFolder(folder).finished else None
 
     def _bump(self, folder: Path) -> int:
         """One more visitor has this run; returns how many have it (its computer included)."""
@@ -300,52 +297,3 @@ def _relabel(ev: training.Event, label: str, following: bool) -> training.Event:
 def _stopped(key: str, label: str, why: str) -> training.Event:
     result = training.RunResult(name=label.split("@")[0], config={}, classes=[], label=label, error=why)
     return training.Event("end", result.name, label=label, message=f"{label}: failed: {why}", result=result)
-
-
-def _new_folder(root: Path, name: str) -> Path:
-    import re
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = root / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    return path
-
-
-def _copy_run(src: Path, dst: Path, owner, label: str | None = None, shared_with: int | None = None) -> None:
-    """A run folder copied (the weights hard-linked where the disk allows), written to a temporary name first."""
-    tmp = dst.with_name(dst.name + ".copying")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        for f in src.iterdir():
-            if not f.is_file() or f.name.startswith(".") or is_partial(f):
-                continue
-            if f.suffix == ".safetensors":
-                try:
-                    os.link(f, tmp / f.name)
-                    continue
-                except OSError:
-                    pass
-            shutil.copy2(f, tmp / f.name)
-        config = json.loads((tmp / "config.json").read_text())
-        config.pop("owner", None)
-        if owner:
-            config["owner"] = owner
-        if label:
-            config["label"] = label
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
-        if shared_with is not None:
-            results = json.loads((tmp / "results.json").read_text())
-            results["shared_with"], results["run_dir"] = shared_with, dst.name
-            if label:
-                results["label"] = label
-            (tmp / "results.json").write_text(json.dumps(results, indent=2, default=str))
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

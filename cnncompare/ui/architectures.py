@@ -260,7 +260,7 @@ def profile_models(
     except CNNCompareError as err:
         gr.Warning(str(err))
         empty = plots.message_figure("Choose models and press Compare.")
-        yield warn_md(str(err)), _table([]), empty, empty, empty
+        yield warn_md(str(err)), _table([]), empty, empty, empty, *ranking_view([])
         return
     measure = bool(measure_latency)
     rows: list[dict] = []
@@ -273,9 +273,7 @@ def profile_models(
             yield (
                 _note(i, len(names), size, profiles, errors, measure, busy, name, names=names),
                 _table(rows),
-                gr.skip(),
-                gr.skip(),
-                gr.skip(),
+                *(gr.skip(),) * 5,
             )
         try:
             busy = busy or (measure and SESSIONS.active > 0)
@@ -295,6 +293,7 @@ def profile_models(
         _note(len(names), len(names), size, profiles, errors, measure, busy, None, box_ticked, names),
         _table(rows),
         *_figures(profiles, stage_blocks, measure),
+        *ranking_view(profiles),
     )
 
 
@@ -376,24 +375,14 @@ def diagram_view(
         return plots.message_figure(message(err))
 
 
-def ranking_view(table) -> tuple:
-    """The MACs-vs-latency ranking and its sentence, read from the profile table shown above it."""
-    rows = []
-    frame = getattr(table, "data", table)  # a Styler from the engine, a DataFrame from the browser
-    if isinstance(frame, pd.DataFrame) and not frame.empty and "MACs" in frame:
-        for r in frame.to_dict("records"):
-            macs, lat, params = _float(r.get("MACs")), _float(r.get("latency")), _float(r.get("params"))
-            if r.get("model") and macs:
-                rows.append(dict(name=r["model"], macs=macs * 1e9, latency_p50=lat, params=(params or 0) * 1e6))
+def ranking_view(profiles: list[profiling.Profile]) -> tuple:
+    """The MACs-vs-latency ranking and its sentence, from the profiles themselves (not the rounded table)."""
+    rows = [
+        dict(name=p.name, macs=p.macs, latency_p50=p.latency_ms.p50 if p.latency_ms else None, params=p.params)
+        for p in profiles
+        if p.macs
+    ]
     return figure(plots.ranking, rows), plots.ranking_note(rows)
-
-
-def _float(x) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if v == v else None  # NaN: an empty cell
 
 
 def catalog_table() -> pd.DataFrame:
@@ -546,10 +535,10 @@ def _handlers(ctx) -> SimpleNamespace:
         yield from in_line(ctx, lane, visitor, request, lambda _who: work(), refused=refuse, waiting=waiting, warn=True)
 
     def profile_refused(text):
-        return text, _table([]), empty, empty, empty
+        return text, _table([]), empty, empty, empty, empty, ""
 
     def profile_waiting(text):
-        return text, gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return text, *(gr.skip(),) * 6
 
     def profile(models_selected, size, measure_latency, visitor=None, request: gr.Request = None):
         """Profile each chosen model at one input size; yields the growing table and the figures."""
@@ -624,16 +613,14 @@ def _wire(ctx, ui: SimpleNamespace, h: SimpleNamespace) -> SimpleNamespace:
     profile_event = compare_btn.click(
         h.profile,
         [models_dd, size, latency] + extra,
-        [note, table, acc_plot, lat_plot, stage_plot],
+        [note, table, acc_plot, lat_plot, stage_plot, rank_plot, rank_note],
         api_name="profile",
         concurrency_limit=None,
         concurrency_id="profile",
         show_progress="minimal",
     )
-    rank_args = dict(api_visibility="private", concurrency_limit=None, show_progress="hidden")
     # the diagram and the blocks follow the chosen models, size and policy (the "blocks" lane: quick, meta device)
     choice_args = dict(concurrency_limit=None, concurrency_id="blocks", show_progress="minimal")
-    profile_event.then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
     gr.on(
         [compare_btn.click, policy.change],
         h.draw_one,
@@ -656,10 +643,10 @@ def _wire(ctx, ui: SimpleNamespace, h: SimpleNamespace) -> SimpleNamespace:
         demo.load(
             h.count_only,
             [models_dd, size, latency] + extra,
-            [note, table, acc_plot, lat_plot, stage_plot],
+            [note, table, acc_plot, lat_plot, stage_plot, rank_plot, rank_note],
             api_visibility="private",
             **choice_args,
-        ).then(ranking_view, [table], [rank_plot, rank_note], **rank_args)
+        )
         demo.load(
             h.draw_one,
             [models_dd, size, policy] + extra,
