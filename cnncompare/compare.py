@@ -271,10 +271,9 @@ def _weights_fallback(run: PlannedRun, policy: MissingWeights) -> tuple[PlannedR
             f"No pretrained ImageNet weights for {e.model} here (offline or not downloadable); "
             "give a weights file, allow random weights, or turn pretrained off."
         )
-    reason = (
-        f"no pretrained ImageNet weights for {e.model} here (offline): started from random weights, so a "
-        "frozen backbone is only a weak, random feature extractor"
-    )
+    frozen = _random_frozen(dataclasses.replace(run, entry=dataclasses.replace(e, pretrained=False)))
+    what = "a frozen backbone is only a weak, random feature extractor" if frozen else "it trains from scratch"
+    reason = f"no pretrained ImageNet weights for {e.model} here (offline): started from random weights, so {what}"
     return dataclasses.replace(run, entry=dataclasses.replace(e, pretrained=False)), reason
 
 

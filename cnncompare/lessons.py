@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from .compare import Limits, Plan
 from .errors import CNNCompareError
-from .settings import ModelEntry, TrainSettings, build, settings_of
+from .settings import FreezePolicy, ModelEntry, TrainSettings, build, settings_of
 
 __all__ = ["Lesson", "Reading", "LESSONS", "BY_KEY", "lesson_of", "read"]
 
@@ -71,10 +71,27 @@ class Lesson:
         if len(done) < len(results) or not done:
             failed = [r.label for r in results if r.error or not r.final_epoch]
             return Reading(None, f"Not every run finished ({', '.join(failed)}): there is nothing to compare yet.")
-        return self.reader(done) if self.reader else Reading(None, "")
+        if not self.reader:
+            return Reading(None, "")
+        reading = self.reader(done)
+        if reading.showed is False:  # said in words first, not only by a mark
+            return Reading(False, NOT_SHOWN + reading.sentence)
+        return reading
 
 
 # --------------------------------------------------------------------------- reading the runs
+
+
+NOT_SHOWN = "Not shown this time: "
+SAME = 1.05  # two times within 5 % of each other are "about the same" (a 2-core CPU's run-to-run noise)
+
+
+def _as_long(a: str, ta: float, b: str, tb: float) -> str:
+    """'VGG16 took 1.3× as long as ResNet-50 (…)': the slower first, so the ratio can never be read backwards."""
+    if max(ta, tb) <= SAME * min(ta, tb):
+        return f"{a} and {b} took about the same time ({ta:.1f} s and {tb:.1f} s)"
+    (slow, ts), (fast, tf) = sorted([(a, ta), (b, tb)], key=lambda x: -x[1])
+    return f"{slow} took {ts / max(tf, 1e-9):.1f}× as long as {fast} ({ts:.1f} s against {tf:.1f} s)"
 
 
 def _pct(x: float | None) -> str:
@@ -100,11 +117,8 @@ def _read_features(results) -> Reading:
         if random
         else ""
     )
-    return Reading(
-        ratio > 1.5,
-        f"VGG16's frozen pass took {vgg.train_time_s:.1f} s of training time, ResNet-50's {res.train_time_s:.1f} s "
-        f"({ratio:.1f}× {'more' if ratio >= 1 else 'less'}); {acc}{tail}.",
-    )
+    times = _as_long("VGG16", vgg.train_time_s, "ResNet-50", res.train_time_s)
+    return Reading(ratio > 1.5, f"Frozen backbone and classifier training: {times}; {acc}{tail}.")
 
 
 def _read_batchnorm(results) -> Reading:
@@ -114,7 +128,7 @@ def _read_batchnorm(results) -> Reading:
     lb, lp = _loss(bn), _loss(plain)
     # measured on 3 seeds (benchmarks/RESULTS.md): gaps of 8-13 points and 0.29-0.31 in the loss
     showed = gap >= 5 and lp - lb >= 0.15
-    verdict = "as the lesson says" if showed else "not what the lesson expects: this run did not show it"
+    verdict = "as the lesson says" if showed else "BatchNorm did not pull ahead of the plain network in this run"
     return Reading(
         showed,
         f"VGG11-BN reached {_pct(bn.val_top1)} validation accuracy vs {_pct(plain.val_top1)} for plain VGG11 (final "
@@ -133,11 +147,7 @@ def _read_init(results) -> Reading:
     he, gl = _by(results, "init=he"), _by(results, "init=glorot")
     h1, g1 = _first_loss(he), _first_loss(gl)
     showed = h1 - g1 >= 0.5 and abs(g1 - CHANCE_LOSS) < 0.25
-    verdict = (
-        "He starts loud and Glorot quiet, as the lesson says"
-        if showed
-        else "not what the lesson expects: the two started alike this time"
-    )
+    verdict = "He starts loud and Glorot quiet, as the lesson says" if showed else "the two started alike this time"
     return Reading(
         showed,
         f"First-epoch training loss {h1:.2f} with He vs {g1:.2f} with Glorot (chance {CHANCE_LOSS:.2f}): {verdict}. "
@@ -155,11 +165,12 @@ def _read_keras(results) -> Reading:
         if part.weights_source.startswith("random")
         else ""
     )
+    times = _as_long("conv block 5 + head", part.train_time_s, "the head alone", head.train_time_s)
     return Reading(
-        more > 1 and slower > 1,
-        f"Training conv block 5 and the new 4096-4096 head ({part.trainable_params / 1e6:.1f} M weights) took "
-        f"{part.train_time_s:.0f} s; the head alone ({head.trainable_params / 1e6:.1f} M) {head.train_time_s:.0f} s, "
-        f"{slower:.1f}× less; validation top-1 {_pct(part.val_top1)} vs {_pct(head.val_top1)}{tail}.",
+        more > 1 and slower > SAME,
+        f"Training conv block 5 and the new 4096-4096 head ({part.trainable_params / 1e6:.1f} M weights) against "
+        f"the head alone ({head.trainable_params / 1e6:.1f} M): {times}; validation top-1 {_pct(part.val_top1)} vs "
+        f"{_pct(head.val_top1)}{tail}.",
     )
 
 
@@ -181,19 +192,39 @@ def _read_optimizers(results) -> Reading:
     verdict = (
         "Adam and RMSprop lowest, then momentum, then plain SGD at the same learning rate, as the lesson says"
         if showed
-        else "this time the order is not the one the lesson describes"
+        else "the order is not the one the lesson describes"
     )
     return Reading(showed, f"Final training loss, lowest first: {ranked}: {verdict}.")
 
 
+def _frozen_depth(r) -> float:
+    policy = FreezePolicy.parse(r.config.get("freeze") or r.label.split()[0].partition("@")[2] or "none")
+    return {"none": 0, "head": math.inf}.get(policy.kind, policy.k)
+
+
 def _read_sweep(results) -> Reading:
-    rows = sorted(results, key=lambda r: r.trainable_params or 0, reverse=True)
+    """Every step of the sweep, not only its ends: each froze more, so it should train fewer weights and take less
+    time than the step before; any step that did not is named."""
+    rows = sorted(results, key=_frozen_depth)
     times = ", ".join(f"{r.config.get('freeze')} {r.train_time_s:.1f} s ({_pct(r.val_top1)})" for r in rows)
-    faster = rows[-1].train_time_s < rows[0].train_time_s
+    wrong = []
+    for before, after in zip(rows, rows[1:]):
+        a, b = f"{after.config.get('freeze')} ({after.train_time_s:.1f} s)", f"{before.config.get('freeze')}"
+        if (after.trainable_params or 0) >= (before.trainable_params or 0):
+            wrong.append(f"{after.config.get('freeze')} trained no fewer weights than {b}")
+        elif after.train_time_s > SAME * before.train_time_s:
+            wrong.append(f"{a} took longer than {b} ({before.train_time_s:.1f} s)")
+        elif after.train_time_s * SAME >= before.train_time_s:
+            wrong.append(f"{a} took about as long as {b} ({before.train_time_s:.1f} s)")
+    if not wrong:
+        return Reading(
+            True,
+            f"From everything training to the classifier alone: {times}: each step froze more, trained fewer weights "
+            "and took less time, as the lesson says.",
+        )
     return Reading(
-        faster,
-        f"From everything training to the classifier alone: {times}: freezing more trains fewer weights "
-        + ("and took less time, as the lesson says." if faster else "but did not take less time here."),
+        False,
+        f"From everything training to the classifier alone: {times}: each step froze more, but {'; '.join(wrong)}.",
     )
 
 

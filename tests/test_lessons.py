@@ -38,7 +38,7 @@ def test_a_pair_lesson_says_when_the_runs_did_not_show_its_point():
     good = lesson.read([_result(plain, val_top1=12.5, loss=2.08), _result(bn, val_top1=61.0, loss=0.9)])
     assert good.showed is True and "61 %" in good.sentence and "as the lesson says" in good.sentence
     bad = lesson.read([_result(plain, val_top1=15.0, loss=2.05), _result(bn, val_top1=7.5, loss=2.10)])
-    assert bad.showed is False and "did not show it" in bad.sentence
+    assert bad.showed is False and bad.sentence.startswith(lessons.NOT_SHOWN)  # said in words first
     failed = lesson.read([_result(plain, val_top1=15.0), _result(bn, error="out of memory", final_epoch=0)])
     assert failed.showed is None and bn in failed.sentence
 
@@ -103,3 +103,50 @@ def test_a_lesson_with_a_misspelt_or_bad_setting_fails_when_it_is_defined():
     with pytest.raises(CNNCompareError) as cli:  # the same sentence from the same rule as the CLI's and the form's
         TrainSettings(lr=-1).validate()
     assert str(bad.value) == str(cli.value)
+
+
+def _sweep(times: dict[str, float], params: dict[str, int] | None = None) -> list[RunResult]:
+    params = params or {"none": 11_000_000, "stages:1": 10_000_000, "stages:2": 9_000_000, "stages:3": 6_000_000}
+    return [
+        _result(f"resnet18@{k}", config={"freeze": k}, train_time_s=t, trainable_params=params.get(k, 4104))
+        for k, t in times.items()
+    ]
+
+
+def test_the_sweep_reads_every_step_not_only_its_ends():
+    lesson = lessons.BY_KEY["sweep"]
+    steady = lesson.read(_sweep({"none": 21.3, "stages:1": 15.0, "stages:2": 12.0, "stages:3": 8.0, "head": 3.7}))
+    assert steady.showed is True and "each step froze more, trained fewer weights and took less time" in steady.sentence
+    # the session's run: the ends agree, two steps in the middle do not; the order of the results does not matter
+    seen = {"head": 3.7, "stages:3": 24.3, "none": 21.3, "stages:2": 12.0, "stages:1": 10.4}
+    bumpy = lesson.read(_sweep(seen))
+    assert bumpy.showed is False and bumpy.sentence.startswith(lessons.NOT_SHOWN)
+    assert "stages:2 (12.0 s) took longer than stages:1 (10.4 s)" in bumpy.sentence
+    assert "stages:3 (24.3 s) took longer than stages:2 (12.0 s)" in bumpy.sentence
+    assert "none 21.3 s" in bumpy.sentence.split(":")[2]  # listed from everything training to the head alone
+    # a tie (within 5 %) is not "less time", and is named as a tie
+    tie = lesson.read(_sweep({"none": 20.0, "stages:1": 15.0, "stages:2": 14.8, "stages:3": 8.0, "head": 3.7}))
+    assert tie.showed is False and "stages:2 (14.8 s) took about as long as stages:1 (15.0 s)" in tie.sentence
+
+
+def test_ratios_name_the_slower_run_first_so_they_cannot_be_read_backwards():
+    features = lessons.BY_KEY["features"]
+    vgg, res = (r.label for r in features.plan().runs())
+    kw = dict(weights_source="random (offline)", val_top1=12.5)
+    slow_vgg = features.read([_result(vgg, train_time_s=13.0, **kw), _result(res, train_time_s=4.0, **kw)])
+    assert slow_vgg.showed is True and "VGG16 took 3.2× as long as ResNet-50 (13.0 s against 4.0 s)" in (
+        slow_vgg.sentence
+    )
+    close = features.read([_result(vgg, train_time_s=5.2, **kw), _result(res, train_time_s=4.0, **kw)])
+    assert close.showed is False and "VGG16 took 1.3× as long as ResNet-50" in close.sentence
+    assert close.sentence.startswith(lessons.NOT_SHOWN) and "more" not in close.sentence.split(";")[0]
+    keras = lessons.BY_KEY["keras"]
+    part, head = (r.label for r in keras.plan().runs())
+    runs = [
+        _result(part, train_time_s=40.0, trainable_params=127_000_000, **kw),
+        _result(head, train_time_s=47.0, trainable_params=120_000_000, **kw),  # the head alone was slower
+    ]
+    reading = keras.read(runs)
+    assert reading.showed is False and "the head alone took 1.2× as long as conv block 5 + head" in reading.sentence
+    same = keras.read([dataclasses.replace(runs[0], train_time_s=47.5), runs[1]])
+    assert same.showed is False and "took about the same time (47.5 s and 47.0 s)" in same.sentence

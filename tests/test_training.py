@@ -250,11 +250,14 @@ def offline(monkeypatch):
 
 def test_missing_weights_fall_back_to_random_with_the_reason_recorded(shapes, tmp_path, offline):
     entry, settings = tiny(pretrained=True)
-    plan = compare.Plan.parse("resnet18@head", model_defaults=entry, settings=settings)
+    plan = compare.Plan.parse("resnet18@head, resnet18@none", model_defaults=entry, settings=settings)
     events = []
-    [result] = compare.run_comparison(plan, shapes, out_dir=tmp_path, on_event=events.append)
+    result, scratch = compare.run_comparison(plan, shapes, out_dir=tmp_path, on_event=events.append)
     assert result.error is None and result.final_epoch == 1
     assert "random weights" in result.warnings[0] and result.weights_source.startswith("random")
+    assert "frozen backbone" in result.warnings[0]
+    # nothing frozen: the note says it trains from scratch, not that a frozen backbone is random
+    assert "trains from scratch" in scratch.warnings[0] and "frozen" not in scratch.warnings[0]
     assert any(ev.kind == "info" and "random weights" in ev.message for ev in events)
     failing = compare.Plan.parse("resnet18@head", model_defaults=entry, settings=settings, missing_weights="fail")
     [failed] = compare.run_comparison(failing, shapes, out_dir=tmp_path)
