@@ -299,11 +299,14 @@ def cmd_lesson(args) -> None:
 def cmd_export(args) -> None:
     from . import export
 
-    result = export.export_run(args.run_dir, args.out, export.parse_formats(args.format))
+    formats = export.parse_formats(args.format)
+    result = export.export_run(args.run_dir, args.out, formats)
     if args.json:
         _dump(result.to_dict())
-        return
-    print(result.summary())
+    else:
+        print(result.summary())
+    if "onnx" in formats and not result.onnx_written:  # asked for and not written: what was written is kept
+        raise CNNCompareError(result.onnx)
 
 
 def cmd_app(args) -> None:
@@ -442,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_model_commands(sub) -> None:
     """diagram, predict and export."""
-    from .profiling import INPUT_SIZE
+    from .settings import INPUT_SIZE
 
     size_help = f"{INPUT_SIZE.help} ({INPUT_SIZE.low:g} to {INPUT_SIZE.high:g}, or {INPUT_SIZE.none_text})"
     d = sub.add_parser("diagram", help="every unit of each model in order (conv, pool, fc, Inception, residual)")

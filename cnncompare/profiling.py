@@ -36,7 +36,7 @@ from . import models, runtime
 from .errors import CNNCompareError
 from .models import catalog
 from .serving import GATE, BoundedCache
-from .settings import Setting, coerce
+from .settings import INPUT_SIZE, coerce
 from .timing import (  # re-exported: profiling is where timing is looked for
     CPU_BATCH,
     GPU_BATCH,
@@ -107,22 +107,10 @@ PEAK_TFLOPS: tuple[tuple[str, float | None], ...] = (
     ("V100", 125.0),  # fp16: no bf16 tensor cores
 )
 
+
 # The profiling input size, shared by the app and the CLI. Empty (None) or "native" = each model's own
 # size (224 px for most, 299 px for Inception v3). Wider bounds than a training run's (TrainSettings.size):
 # counting a 1024 px input is cheap and timing it still quick.
-INPUT_SIZE = Setting(
-    "size",
-    "Input size (px)",
-    "the side of the square input; leave empty (native) for each model's own size: 224 px, Inception v3 299 px",
-    int,
-    None,
-    low=16,
-    high=1024,
-    optional=True,
-    none_text="native",
-)
-
-
 def input_size(value) -> int | None:
     """A size typed in the app or the CLI: a whole number of pixels, or None for each model's native size.
 

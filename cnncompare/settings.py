@@ -28,6 +28,7 @@ __all__ = [
     "TrainSettings",
     "ModelEntry",
     "DataSettings",
+    "INPUT_SIZE",
     "FreezePolicy",
     "check",
     "OPTIMIZERS",
@@ -328,6 +329,20 @@ def check(cls, name: str, value: Any) -> Any:
     return coerce(s, value)
 
 
+# The Architectures tab's and the profile/diagram commands' input size: empty means each model's own.
+INPUT_SIZE = Setting(
+    "size",
+    "Input size (px)",
+    "the side of the square input; leave empty (native) for each model's own size: 224 px, Inception v3 299 px",
+    int,
+    None,
+    low=16,
+    high=1024,
+    optional=True,
+    none_text="native",
+)
+
+
 # --------------------------------------------------------------------------- values
 
 
@@ -419,7 +434,7 @@ def add_arguments(parser, cls, *, skip: tuple[str, ...] = ()) -> None:
             continue
         flag = _flag(s)
         said = s.none_text and s.none_text not in s.label + s.help
-        help_text = f"{s.label} — {s.help}" + (f" ({s.none_text})" if said else "")
+        help_text = (f"{s.label} — {s.help}" + (f" ({s.none_text})" if said else "")).replace("%", "%%")  # argparse
         if s.kind is bool:
             parser.add_argument(
                 flag,

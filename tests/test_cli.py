@@ -118,3 +118,28 @@ def test_cnncompare_app_starts_the_web_app_in_its_own_process(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_every_help_and_the_version_print_at_once_without_torch():
+    """`--version` and every command's `--help` build the parser only (no torch: under a second), and every help
+    text prints (argparse formats help with %, which a setting's help may contain)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import contextlib, io, sys\n"
+        "from cnncompare.cli import build_parser, main\n"
+        "sub = next(a for a in build_parser()._actions if hasattr(a, 'choices') and isinstance(a.choices, dict))\n"
+        "for name, parser in sub.choices.items():\n"
+        "    assert parser.format_help(), name\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    try:\n"
+        "        main(['--version'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print(out.getvalue().strip(), sorted(sub.choices), 'torch' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("cnncompare ") and "'finetune'" in r.stdout and "'lesson'" in r.stdout
+    assert r.stdout.strip().endswith("False"), r.stdout  # torch not imported
