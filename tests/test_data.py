@@ -418,7 +418,7 @@ def test_unknown_source_lists_accepted_forms(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("datasets") is not None, reason="the datasets package is installed")
 def test_hf_without_datasets_package_says_how_to_install(tmp_path):
-    raises_data_error("pip install datasets", load_dataset, "hf:beans", work_dir=tmp_path)
+    raises_data_error(r"pip install .cnncompare\[hf\].", load_dataset, "hf:beans", work_dir=tmp_path)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])

@@ -119,7 +119,7 @@ def test_a_hub_name_offline_is_one_sentence_and_quick(tmp_path):
 def test_without_the_datasets_package_the_message_says_how_to_install(tmp_path, monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
-    with pytest.raises(DataError, match="pip install datasets"):
+    with pytest.raises(DataError, match=r"pip install .cnncompare\[hf\]."):
         load_dataset("hf:beans", work_dir=tmp_path)
 
 

@@ -66,7 +66,8 @@ def load_hf(text: str, work_dir: Path, opts: _Options, max_total_bytes: int) -> 
 
     if importlib.util.find_spec("datasets") is None:
         raise DataError(
-            "Hugging Face datasets need the optional 'datasets' package: run `pip install datasets` and try again."
+            "Hugging Face datasets need the optional 'datasets' package: run `pip install 'cnncompare[hf]'` (or "
+            "`pip install datasets`) and try again."
         )
     name, config, local = parse_source(text)
     source = f"hf:{name}" + (f":{config}" if config else "")
