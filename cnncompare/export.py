@@ -6,8 +6,11 @@
                        `timm.create_model(architecture, num_classes=N)` (or torchvision's
                        `alexnet` / `googlenet`) loads it with `strict=True`
     config.json        architecture, backend, classes in order, input size, mean/std,
-                       interpolation, how images were resized, the head, GoogLeNet's transform_input
-    README.md          the few lines that load and run it (PyTorch, and ONNX Runtime)
+                       interpolation, how images were resized, the head, GoogLeNet's transform_input;
+                       for a timm model also timm's Hub layout (`hubcard`): `timm.create_model(
+                       "local-dir:FOLDER", pretrained=True)` loads it, class names and preprocessing included
+    README.md          a model card: Hub front matter, what the model is and how it was trained, and
+                       the lines that load and run it (timm, PyTorch, ONNX Runtime)
     model.onnx         opset 18, dynamic batch axis; checked against PyTorch at export time with
                        onnxruntime when that is installed
 
@@ -49,7 +52,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__, models, runs
+from . import __version__, hubcard, models, runs
 from .errors import CNNCompareError, first_line
 from .fileio import atomic_path, write_atomic
 from .models import catalog
@@ -325,76 +328,6 @@ def _check_onnx(target: nn.Module, path: Path, size: int) -> tuple[float, float]
     return diff, tol
 
 
-# --------------------------------------------------------------------------- README
-
-
-def _readme(config: dict, onnx_sentence: str | None) -> str:
-    arch, head = config["architecture"], config.get("head") or {}
-    if config["backend"] == "timm":
-        imports = "import json, timm, torch, safetensors.torch as st, torchvision.transforms as T, PIL.Image"
-        build = 'model = timm.create_model(cfg["architecture"], num_classes=len(cfg["classes"])).eval()'
-    elif arch == "alexnet":
-        imports = "import json, torch, torchvision, safetensors.torch as st, torchvision.transforms as T, PIL.Image"
-        build = 'model = torchvision.models.alexnet(num_classes=len(cfg["classes"])).eval()'
-    else:
-        imports = "import json, torch, torchvision, safetensors.torch as st, torchvision.transforms as T, PIL.Image"
-        build = (
-            'model = torchvision.models.googlenet(num_classes=len(cfg["classes"]), aux_logits=False, '
-            'init_weights=False, transform_input=cfg["transform_input"]).eval()'
-        )
-    lines = [imports, 'cfg = json.load(open("config.json"))', build]
-    if head.get("module"):
-        lines.append(
-            'h, nn = cfg["head"], torch.nn; model.set_submodule(h["module"], nn.Sequential(nn.Flatten(1), '
-            'nn.Linear(h["in_features"], h["hidden"]), nn.ReLU(), nn.Dropout(0.5), nn.Linear(h["hidden"], '
-            'h["hidden"]), nn.ReLU(), nn.Dropout(0.5), nn.Linear(h["hidden"], len(cfg["classes"]))).eval())'
-        )
-    lines += [
-        'model.load_state_dict(st.load_file("model.safetensors"), strict=True)',
-        'x = T.Compose([T.Resize(cfg["input_size"][1:], T.InterpolationMode(cfg["interpolation"])), T.ToTensor(), '
-        'T.Normalize(cfg["mean"], cfg["std"])])(PIL.Image.open("image.jpg").convert("RGB"))',
-        'print(cfg["classes"][model(x[None]).argmax().item()])',
-    ]
-    size = config["input_size"][1]
-    text = [
-        f"# {config['run']['label']}: exported by cnncompare {config['cnncompare_version']}",
-        "",
-        f"{config['backend']}'s `{arch}`, fine-tuned on {config['run']['dataset']} "
-        f"({len(config['classes'])} classes: {', '.join(config['classes'][:8])}"
-        f"{', ...' if len(config['classes']) > 8 else ''}). "
-        f"Inputs: the whole image resized to {size}x{size} px ({config['interpolation']}, no crop), "
-        "normalised with config.json's mean and std.",
-    ]
-    if config.get("weights"):
-        text += ["", "With PyTorch (`pip install torch torchvision timm safetensors`):", "", "```python", *lines, "```"]
-    if head.get("note"):
-        text += ["", f"Head: {head['note']}."]
-    if config.get("transform_input"):
-        text += [
-            "",
-            "GoogLeNet rescales its normalised inputs itself (`transform_input=True`, as torchvision's ImageNet "
-            "weights expect): keep that flag.",
-        ]
-    if onnx_sentence is not None:
-        text += ["", f"ONNX: {onnx_sentence}"]
-    if config.get("onnx"):
-        text += [
-            "",
-            "With ONNX Runtime (`pip install onnxruntime pillow numpy`):",
-            "",
-            "```python",
-            "import json, numpy as np, onnxruntime as ort, PIL.Image",
-            'cfg = json.load(open("config.json")); h, w = cfg["input_size"][1:]',
-            'img = PIL.Image.open("image.jpg").convert("RGB").resize((w, h), '
-            'PIL.Image.Resampling[cfg["interpolation"].upper()])',
-            'x = ((np.asarray(img, np.float32) / 255 - cfg["mean"]) / cfg["std"]).transpose(2, 0, 1)[None]'
-            ".astype(np.float32)",
-            f'print(cfg["classes"][ort.InferenceSession("model.onnx").run(None, {{"{_INPUT}": x}})[0].argmax()])',
-            "```",
-        ]
-    return "\n".join(text) + "\n"
-
-
 # --------------------------------------------------------------------------- export
 
 
@@ -421,6 +354,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Iterable
     saved = runs.load_run(run_dir)
     if Path(out_dir).resolve() == saved.path.resolve():
         raise CNNCompareError("Export into another folder than the run's own: its config.json would be replaced.")
+    _check_out_dir(Path(out_dir))
     model = saved.load_model("cpu")
     entry, classes, size = saved.entry, list(saved.classes), saved.settings.size
     info = catalog.get(entry.model)
@@ -430,9 +364,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Iterable
     target = backend_model(config)
     sd = _backend_state(model, target, renames, label)
     torch_diff = _checked_against_backend(model, target, size, info, label)
+    config.update(hubcard.hub_fields(target, config))  # timm's Hub layout beside cnncompare's own fields
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _clear_earlier_export(out_dir)  # nothing of another model is left beside the new files
     files: list[Path] = []
     if "safetensors" in formats:
         meta = dict(format="pt", architecture=info.backend_name, backend=info.backend, num_classes=len(classes))
@@ -460,8 +396,44 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: str | Iterable
     if head.get("note"):
         result.notes.append(f"Head: {head['note']}.")
     files.append(write_atomic(out_dir / "config.json", json.dumps(runs.json_safe(config), indent=2)))
-    files.append(write_atomic(out_dir / "README.md", _readme(config, onnx_sentence)))
+    files.append(write_atomic(out_dir / "README.md", hubcard.model_card(config, onnx_sentence)))
+    for f in files:  # readable by whoever gets the folder (a temporary file is made private)
+        f.chmod(0o644)
     return result
+
+
+EXPORT_FILES = ("model.safetensors", "model.onnx", "model.onnx.data", "config.json", "README.md")
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """An export goes into a new or empty folder, or over an earlier export (whose files it replaces)."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise CNNCompareError(f"{out_dir} is a file: export into a new or empty folder.")
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    if others and not _is_export(out_dir):
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise CNNCompareError(
+            f"{out_dir} already holds other files ({shown}): export into a new or empty folder, or an earlier export's."
+        )
+    if any((out_dir / n).exists() for n in EXPORT_FILES) and not _is_export(out_dir):
+        raise CNNCompareError(
+            f"{out_dir} holds a config.json or model that cnncompare did not write: export elsewhere."
+        )
+
+
+def _is_export(folder: Path) -> bool:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("format") == "cnncompare-export"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _clear_earlier_export(out_dir: Path) -> None:
+    if _is_export(out_dir):
+        for name in EXPORT_FILES:
+            (out_dir / name).unlink(missing_ok=True)
 
 
 def _checked_against_backend(model, target, size: int, info, label: str) -> float:
@@ -508,6 +480,8 @@ def _config(saved, model, info, head: dict, formats) -> dict:
             val_top1=(saved.results or {}).get("val_top1"),
             freeze=entry.freeze,
             pretrained=entry.pretrained,
+            val_top5=(saved.results or {}).get("val_top5"),
+            epochs=(saved.results or {}).get("final_epoch"),
         ),
     )
     if info.backend_name == "googlenet":

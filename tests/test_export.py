@@ -115,8 +115,11 @@ def test_a_full_torchvision_alexnet_run_loads_strictly_into_torchvision(alexnet_
 
 def test_the_readme_lines_load_and_run_the_export(resnet_export, monkeypatch):
     result, out = resnet_export
-    blocks = re.findall(r"```python\n(.*?)```", (out / "README.md").read_text(), re.S)
-    assert len(blocks) == (2 if result.onnx_written else 1)
+    readme, cfg = (out / "README.md").read_text(), json.loads((out / "config.json").read_text())
+    # what the README says of the start is true of the run: random weights here, never "fine-tuned" then
+    assert ("trained from random weights" in readme) == (not cfg["run"]["pretrained"]) != ("fine-tuned" in readme)
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) == (3 if result.onnx_written else 2)  # timm's Hub loader, PyTorch, ONNX Runtime
     if result.onnx_written:
         pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -r requirements-dev.txt)")
     work = out.parent / "readme-run"
@@ -195,3 +198,69 @@ def test_formats_and_bad_run_folders_are_one_sentence(tmp_path):
 
 def test_export_module_does_not_import_gradio():
     assert "gradio" not in Path(export.__file__).read_text()
+
+
+def test_timm_loads_the_export_like_a_hub_model(resnet_export, resnet_run, shapes):
+    """`timm.create_model("local-dir:…", pretrained=True)` (what `hf-hub:` gives once uploaded): the run's logits,
+    its class names, and a data config whose transform is the training's preprocessing (whole image, no crop)."""
+    import timm
+
+    from cnncompare import inference
+
+    _, out = resnet_export
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    ours_model = runs.load_run(resnet_run).load_model()
+    _, theirs = _outputs(model, 32)
+    _, ours = _outputs(ours_model, 32)
+    assert torch.allclose(theirs, ours, rtol=0, atol=1e-6)
+    assert list(model.pretrained_cfg["label_names"]) == shapes.classes
+    cfg = timm.data.resolve_data_config({}, model=model)
+    assert (cfg["input_size"], cfg["crop_pct"], cfg["crop_mode"]) == ((3, 32, 32), 1.0, "squash")
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (50, 40, 3), dtype=np.uint8))
+    timm_x = timm.data.create_transform(**cfg)(image)
+    assert torch.allclose(timm_x, inference.preprocess(image, ours_model, 32, fit="squash")[0], atol=1e-6)
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: timm\nlicense: ") and "- image-classification\n- timm\n" in card
+    assert "Validation top-1" in card and "trained from random weights" in card
+    hub = json.loads((out / "config.json").read_text())
+    assert "tag" not in hub["pretrained_cfg"] and hub["format"] == "cnncompare-export"  # ours kept beside timm's
+
+
+def test_a_torchvision_export_says_why_timm_cannot_load_it(alexnet_export):
+    _, out = alexnet_export
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: pytorch\n") and "- timm" not in card.split("---")[1]
+    assert "timm cannot load this export: alexnet is built by torchvision" in card
+    assert "torchvision.models.alexnet" in card and "pretrained_cfg" not in json.loads(
+        (out / "config.json").read_text()
+    )
+
+
+def test_an_export_goes_into_a_fresh_folder_or_over_an_earlier_export(resnet_export, alexnet_run, tmp_path):
+    import shutil
+    import stat
+
+    _, earlier = resnet_export
+    out = tmp_path / "again"
+    shutil.copytree(earlier, out)
+    assert (out / "model.onnx").is_file()
+    export.export_run(alexnet_run, out, "safetensors")  # over an earlier export: none of its files is left
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert json.loads((out / "config.json").read_text())["architecture"] == "alexnet"
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in out.iterdir())  # readable by whoever gets it
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(CNNCompareError, match="already holds other files"):
+        export.export_run(alexnet_run, mine, "safetensors")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_the_cli_exits_non_zero_when_an_asked_format_cannot_be_written(alexnet_run, tmp_path, monkeypatch, capsys):
+    from cnncompare.cli import main
+
+    monkeypatch.setattr(export, "_have", lambda module: module != "onnxscript")
+    assert main(["export", str(alexnet_run), "--out", str(tmp_path / "o"), "--format", "safetensors,onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "onnxscript" in err and "cnncompare[onnx]" in err and err.count("\n") == 1
+    assert (tmp_path / "o" / "model.safetensors").is_file()  # what could be written is kept
