@@ -11,6 +11,7 @@ import concurrent.futures
 import dataclasses
 import json
 import logging
+import re
 import uuid
 from pathlib import Path
 
@@ -412,6 +413,13 @@ def test_row8_every_input_of_every_endpoint_answers_hostile_values_in_one_senten
                     continue
                 text = json.dumps(out, default=str)
                 assert "unexpected" not in text and "x" * 200 not in text, (name, i, repr(value)[:40], text[:300])
+
+
+def test_the_readme_lists_the_app_s_endpoints_by_their_real_names(app):
+    named = _client(app).view_api(return_format="dict", print_info=False)["named_endpoints"]
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    paragraph = readme[readme.index("The app's functions are API endpoints") :].split("\n\n")[0]
+    assert set(re.findall(r"`(/[a-z_0-9]+)`", paragraph)) == set(named)
 
 
 # --------------------------------------------------------------------------- 9. what /config tells anyone
