@@ -196,14 +196,15 @@ def cmd_diagram(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from . import compare, data, estimate, runtime
+    from . import compare, data, estimate, hubio, runtime
 
     env = Env.read()
     main_process = runtime.is_main_process()  # under torchrun, rank 0 reports and writes
     settings = from_args(TrainSettings, args)
     defaults = from_args(ModelEntry, args)
+    items = [s for line in args.models for chunk in line.splitlines() for s in chunk.split(",") if s.strip()]
     plan = compare.Plan.parse(
-        args.models,
+        [hubio.as_weights_run(item) for item in items],  # an export (local-dir:, hf-hub:) starts from its weights
         model_defaults=defaults,
         settings=settings,
         missing_weights=args.missing_weights,
@@ -299,8 +300,12 @@ def cmd_lesson(args) -> None:
 def cmd_export(args) -> None:
     from . import export
 
+    from . import hubio
+
     formats = export.parse_formats(args.format)
     result = export.export_run(args.run_dir, args.out, formats)
+    if args.push_to_hub:
+        result.notes.append(f"Pushed to {hubio.push_folder(result.out_dir, args.push_to_hub)}")
     if args.json:
         _dump(result.to_dict())
     else:
@@ -473,6 +478,11 @@ def _add_model_commands(sub) -> None:
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (finetune --out, or the app's zip download)")
     ex.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created)")
     ex.add_argument("--format", default="safetensors,onnx", help="safetensors, onnx or both (default both)")
+    ex.add_argument(
+        "--push-to-hub",
+        metavar="OWNER/NAME",
+        help="also upload the export to this Hugging Face model repository (your token: huggingface-cli login)",
+    )
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_export)
 
@@ -486,7 +496,8 @@ def _add_training_commands(sub) -> None:
         required=True,
         metavar="NAME[@POLICY]",
         help="models, each optionally with its own freeze policy: resnet18@stages:2; quote one to give "
-        "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (any setting below)",
+        "it its own settings too: 'resnet18@none optimizer=sgd lr=0.05' (any setting below); an export "
+        "starts from its weights: local-dir:PATH@head or hf-hub:OWNER/NAME@head",
     )
     add_arguments(f, DataSettings)
     add_arguments(f, ModelEntry, skip=("model",))

@@ -264,3 +264,46 @@ def test_the_cli_exits_non_zero_when_an_asked_format_cannot_be_written(alexnet_r
     err = capsys.readouterr().err
     assert "onnxscript" in err and "cnncompare[onnx]" in err and err.count("\n") == 1
     assert (tmp_path / "o" / "model.safetensors").is_file()  # what could be written is kept
+
+
+def test_fine_tune_export_and_fine_tune_again_from_the_export(resnet_export, tmp_path, capsys):
+    """The round trip: a run exported, a new run started from the export (`local-dir:PATH@policy`, as from
+    `hf-hub:OWNER/NAME` once uploaded), and that run exported again for timm."""
+    import timm
+
+    from cnncompare.cli import main
+
+    _, first = resnet_export
+    args = ["--epochs", "1", "--size", "32", "--batch", "16", "--max-per-class", "8", "--out", str(tmp_path / "runs")]
+    assert main(["finetune", "--models", f"local-dir:{first}@head", *args, "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["error"] is None and row["name"] == "resnet18" and "file: model.safetensors" in row["weights"]
+    again = runs.load_run(row["run_dir"])
+    assert again.entry.pretrained and again.entry.weights_file == "model.safetensors"  # its name, not its path
+    exported = load_file(str(first / "model.safetensors"))
+    started = again.load_model().state_dict()
+    assert torch.equal(started["conv1.weight"], exported["conv1.weight"])  # the frozen backbone is the export's
+    second = tmp_path / "second"
+    export.export_run(again.path, second, "safetensors")
+    model = timm.create_model(f"local-dir:{second}", pretrained=True).eval()
+    _, theirs = _outputs(model, 32)
+    _, ours = _outputs(again.load_model(), 32)
+    assert torch.allclose(theirs, ours, rtol=0, atol=1e-6)
+
+
+def test_hub_references_say_what_to_do_offline(alexnet_run, tmp_path, monkeypatch, capsys):
+    from cnncompare.cli import main
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["finetune", "--models", "hf-hub:someone/resnet18-shapes@head", "--epochs", "1"]) == 2
+    assert "downloads are off" in capsys.readouterr().err
+    assert main(["finetune", "--models", f"local-dir:{tmp_path / 'nothing'}@head", "--epochs", "1"]) == 2
+    assert "is not an export" in capsys.readouterr().err
+    out = tmp_path / "pushed"
+    assert (
+        main(["export", str(alexnet_run), "--out", str(out), "--format", "safetensors", "--push-to-hub", "me/x"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "Not pushed to me/x" in err and "offline" in err and (out / "model.safetensors").is_file()  # kept
+    assert main(["export", str(alexnet_run), "--out", str(out), "--push-to-hub", "not a repo"]) == 2
+    assert "OWNER/NAME" in capsys.readouterr().err

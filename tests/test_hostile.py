@@ -353,6 +353,14 @@ def test_row8_every_bad_value_gets_one_sentence(app, field, value):
     assert status.startswith("⚠️") and "unexpected" not in status and len(status) < 400, status
 
 
+@pytest.mark.parametrize("ref", ["local-dir:/etc@head", "hf-hub:someone/model@head"])
+def test_row1_an_export_reference_is_the_command_line_s_only(app, ref):
+    """The CLI starts a run from an export folder or a Hub repository (`hubio`); from the web the same text is
+    only an unknown model name: no folder of the server is read, nothing is downloaded."""
+    status = _client(app).predict(**{**TINY_FORM, "models": ref}, visitor=KEY_A, api_name="/estimate")
+    assert status.startswith("⚠️") and "Unknown model" in status, status
+
+
 def test_row8_too_small_an_input_is_said_in_the_rules_words_not_torchs(app):
     """AlexNet at 48 px (what the BatchNorm lesson leaves in the form): the memory admission used to raise torch's
     'Calculated output size: (256x0x0)'."""
