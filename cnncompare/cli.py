@@ -298,9 +298,7 @@ def cmd_lesson(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from . import export
-
-    from . import hubio
+    from . import export, hubio
 
     formats = export.parse_formats(args.format)
     result = export.export_run(args.run_dir, args.out, formats)
