@@ -323,3 +323,15 @@ def test_visitors_getting_the_same_heat_map_at_once_each_get_a_whole_file_of_the
     assert len({f.name for f in files}) == 6  # a file of each visitor's own
     contents = {f.read_bytes() for f in files}
     assert len(contents) == 1 and len(next(iter(contents))) > 100  # the same whole picture for everyone
+
+
+def test_the_headline_says_what_a_run_does_before_its_first_step():
+    """A frozen VGG16's features take a while before the first step: the headline says so, not 'starting…'."""
+    from cnncompare.training import Event
+    from cnncompare.ui.results import View
+
+    view = View(["vgg16@head", "resnet50@head"], "session-headline")
+    view.event(Event("start", "vgg16", label="vgg16@head", epochs=5))
+    assert "starting…" in view.headline
+    view.event(Event("info", "vgg16", label="vgg16@head", message="vgg16@head: everything before the classifier runs"))
+    assert view.headline == "**Run 1 of 2: vgg16@head** — everything before the classifier runs", view.headline

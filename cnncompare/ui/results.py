@@ -180,6 +180,8 @@ class View:
         elif ev.kind == "info":
             self._infos.add(ev.message)
             self.log.append(_bold_label(ev))
+            if self.where.endswith("before its first step"):  # what a run does before its first step, said
+                self.headline = f"{run} — {_bold_label(ev).removeprefix(f'**{ev.label}**:').strip()}"
         elif ev.kind == "step":
             self.fraction = (i + ev.progress) / n
             eta = ""
