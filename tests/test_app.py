@@ -288,6 +288,8 @@ def test_finetune_tiny_run_then_predict_with_it(client, app):
     assert "alexnet@head**: failed" in status and "at least 63" in status
     assert alex["epochs"] == 0 and alex["top-1 %"] is None
     assert "Done: 1 of 2 runs trained, 1 failed" in status
+    # Stop after the run ended: nothing to stop, and the finished run's status (its reading) stays as it was
+    assert client.predict(api_name="/stop") == status
     if r18["start"] == "random init":  # offline: a warning, not a failure: the run trained, the status says why
         assert "random weights" in status and "resnet18@head**: failed" not in status
     assert "100 %" in progress

@@ -251,8 +251,14 @@ def _handlers(ctx: Context) -> SimpleNamespace:
         )
 
     def stop(request: gr.Request):
-        stopped = SESSIONS.stop(session_of(request))
-        return "**Stopping…** the current step finishes and is saved." if stopped else "Nothing is running."
+        session = session_of(request)
+        if SESSIONS.stop(session):
+            return "**Stopping…** the current step finishes and is saved."
+        last = SESSIONS.last(session)
+        if last is not None and last.outputs:  # the finished run's status and reading stay true: keep them
+            gr.Info("Nothing is running: the results below are the last run's.")
+            return last.outputs[0]
+        return "Nothing is running."
 
     def show_final(request: gr.Request):
         return jobs.final_page(session_of(request))
@@ -304,6 +310,20 @@ def _wire_data(form, report_md, lr_plot, named, outputs, estimate_md, gallery, r
         show_progress="hidden",
     )
     return blank, cleared
+
+
+def _wire_edits(form, preset_md, estimate_md) -> None:
+    """An edit by hand: the lesson's banner and the estimate no longer describe the form (a lesson's own filling of
+    the form is not an input event)."""
+    gr.on(
+        [comp.input for name, comp in form.items() if name not in ("dataset", "zip_file")],
+        lambda: (gr.Markdown(visible=False), ""),
+        None,
+        [preset_md, estimate_md],
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
 
 
 def build(ctx: Context) -> SimpleNamespace:
@@ -364,6 +384,7 @@ def build(ctx: Context) -> SimpleNamespace:
     start_event.then(**export_panel.refresh, api_visibility="private", queue=False)
     table.change(h.show_notes, table, notes_md, api_visibility="private", queue=False, show_progress="hidden")
     blank, cleared = _wire_data(form, report_md, lr_plot, named, outputs, estimate_md, gallery, h.run_report)
+    _wire_edits(form, preset_md, estimate_md)
     preset_md.change(None, None, None, js=SCROLL_TO_TOP_JS, api_visibility="private", queue=False)
     return SimpleNamespace(
         blank=blank,
