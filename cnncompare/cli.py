@@ -268,14 +268,19 @@ def _report(results, args, out: Path, extra: dict | None = None) -> None:
 
 
 def cmd_lesson(args) -> None:
-    from . import compare, data, estimate, lessons
+    from . import compare, counting, data, estimate, lessons
 
     if not args.key:
-        print(table([[k.key, k.title] for k in lessons.LESSONS], ["lesson", "what it shows"]))
+        every = [*lessons.LESSONS, *counting.COUNTING]
+        print(table([[k.key, k.title] for k in every], ["lesson", "what it shows"]))
         return
-    lesson = lessons.BY_KEY.get(args.key.strip().lower())
+    key = args.key.strip().lower()
+    if key in counting.BY_KEY:
+        return _counting_lesson(counting.BY_KEY[key], args)
+    lesson = lessons.BY_KEY.get(key)
     if lesson is None:
-        raise CNNCompareError(f"Unknown lesson '{args.key[:40]}': choose one of {', '.join(lessons.BY_KEY)}.")
+        keys = ", ".join([*lessons.BY_KEY, *counting.BY_KEY])
+        raise CNNCompareError(f"Unknown lesson '{args.key[:40]}': choose one of {keys}.")
     env = Env.read()
     cap = from_args(DataSettings, args).max_per_class or lesson.max_per_class
     scaled = (
@@ -295,6 +300,20 @@ def cmd_lesson(args) -> None:
     _report(results, args, out, extra)
     if not args.json:
         print(f"\nWhat the runs showed{scaled}: {reading.sentence}")
+
+
+def _counting_lesson(lesson, args) -> None:
+    """A lesson that counts instead of trains: its table and reading, at once (the Learn tab shows the same)."""
+    designs, reading = lesson.read()
+    rows = [d.row() for d in designs]
+    if args.json:
+        _dump(
+            dict(lesson=lesson.key, expect=lesson.expect, designs=rows, showed=reading.showed, reading=reading.sentence)
+        )
+        return
+    print(f"{lesson.title}\nWhat you should see: {lesson.expect}\n")
+    print(table([[f"{v:,}" if isinstance(v, int) else v for v in r.values()] for r in rows], list(rows[0])))
+    print(f"\nWhat it shows: {reading.sentence}")
 
 
 def cmd_export(args) -> None:
@@ -513,7 +532,12 @@ def _add_training_commands(sub) -> None:
     f.set_defaults(func=cmd_finetune)
 
     le = sub.add_parser("lesson", help="run one of the Learn tab's lessons and read what it showed (no KEY: list them)")
-    le.add_argument("key", nargs="?", metavar="KEY", help="features, keras, batchnorm, init, optimizers or sweep")
+    le.add_argument(
+        "key",
+        nargs="?",
+        metavar="KEY",
+        help="features, keras, batchnorm, init, optimizers, sweep, reductions or stacked",
+    )
     add_arguments(le, DataSettings, skip=("source", "val_fraction"))  # fewer images per class: quicker
     le.add_argument("--out", help="directory for run folders (default $CNNCOMPARE_RUNS or ./runs)")
     le.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")

@@ -60,6 +60,7 @@ __all__ = [
     "INPUT_SIZE",
     "input_size",
     "COUNTED_OPS",
+    "module_macs",
     "GRAPH_NOTE",
     "PEAK_TFLOPS",
     "Latency",
@@ -227,6 +228,14 @@ def count_macs(model_or_spec: nn.Module | models.ModelSpec | str, size: int) -> 
     counter = _FlopCounter()
     with torch.no_grad(), counter:
         meta(torch.empty(1, 3, size, size, device="meta"))
+    return counter.flops // 2
+
+
+def module_macs(module: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of `module` on the input `x` (a meta tensor and module: nothing is computed)."""
+    counter = _FlopCounter()
+    with torch.no_grad(), counter:
+        module(x)
     return counter.flops // 2
 
 

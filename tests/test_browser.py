@@ -187,3 +187,13 @@ def test_a_workspace_code_shares_runs_between_browsers(page, app_url):
     finally:
         other.close()
     _use_code(page, "")
+
+
+def test_a_counting_lesson_answers_at_once_on_the_learn_tab(page):
+    page.get_by_role("tab", name="Learn").click()
+    page.locator("#count-stacked").scroll_into_view_if_needed()
+    page.click("#count-stacked")
+    _wait_text(page, "#count-stacked-out", "What it shows", timeout_s=60)
+    text = page.inner_text("#count-stacked-out")
+    assert "1,179,648" in text and "3,211,264" in text and "7×7" in text  # the table, counted from VGG16
+    assert page.locator("#count-stacked-out table").count() == 1

@@ -150,3 +150,27 @@ def test_ratios_name_the_slower_run_first_so_they_cannot_be_read_backwards():
     assert reading.showed is False and "the head alone took 1.2× as long as conv block 5 + head" in reading.sentence
     same = keras.read([dataclasses.replace(runs[0], train_time_s=47.5), runs[1]])
     assert same.showed is False and "took about the same time (47.5 s and 47.0 s)" in same.sentence
+
+
+def test_the_counting_lessons_count_the_models_themselves(capsys):
+    from cnncompare import counting
+
+    (naive, reduced), reading = counting.BY_KEY["reductions"].read()
+    # GoogLeNet's inception3a (192 in; 1x1 64; 96 -> 3x3 128; 16 -> 5x5 32; pool -> 1x1 32), counted by hand
+    assert naive.params == 192 * (64 + 9 * 128 + 25 * 32) and naive.out_channels == 64 + 128 + 32 + 192
+    assert reduced.params == 192 * (64 + 96 + 16 + 32) + 9 * 96 * 128 + 25 * 16 * 32 and reduced.out_channels == 256
+    assert reduced.macs == reduced.params * 28 * 28  # stride 1, same padding: every weight once per output pixel
+    assert reading.showed is True and "2.4× as many" in reading.sentence
+    designs, reading = counting.BY_KEY["stacked"].read()
+    two, five, three, seven = designs
+    c = 256
+    assert (two.params, five.params, three.params, seven.params) == (18 * c * c, 25 * c * c, 27 * c * c, 49 * c * c)
+    assert (two.receptive_field, five.receptive_field, three.receptive_field, seven.receptive_field) == (5, 5, 7, 7)
+    assert reading.showed is True
+    # the command line gives the same, listed with the other lessons
+    assert main(["lesson", "stacked", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["showed"] is True and out["reading"] == reading.sentence and len(out["designs"]) == 4
+    assert main(["lesson"]) == 0
+    listed = capsys.readouterr().out
+    assert "reductions" in listed and "stacked" in listed and "sweep" in listed

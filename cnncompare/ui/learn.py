@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import diagram, lessons, models, profiling
+from .. import counting, diagram, lessons, models, profiling
 from ..env import assets_dir
 from ..models import catalog
 from . import forms
@@ -78,6 +78,18 @@ def family_section(name: str) -> str:
     )
 
 
+@functools.cache
+def counting_md(key: str) -> str:
+    """A counting lesson's table and reading (the same for everyone, counted once: `cnncompare lesson KEY`)."""
+    lesson = counting.BY_KEY[key]
+    designs, reading = lesson.read()
+    rows = [d.row() for d in designs]
+    head = list(rows[0])
+    table = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    table += ["| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in r.values()) + " |" for r in rows]
+    return f"{lesson.text}\n\n" + "\n".join(table) + f"\n\n**What it shows:** {reading.sentence}"
+
+
 NUMBERS = """
 ### Reading the numbers
 - **Parameters**: every weight of the network. VGG16 keeps 124 M of its 138 M in its three fully connected
@@ -91,6 +103,17 @@ NUMBERS = """
 - **Random weights**: where ImageNet weights cannot be downloaded, the app uses random ones and says so.
   Predictions of a random network are meaningless, and a frozen random backbone extracts random features.
 """
+
+
+def _counting_section() -> None:
+    """The lessons that count instead of train: a button each, answered at once under it (counted once, shared)."""
+    gr.Markdown("### Counted in a second\nTwo design ideas counted from the models themselves, no training needed.")
+    for lesson in counting.COUNTING:
+        with gr.Row(equal_height=True):
+            btn = gr.Button(lesson.title, scale=2, elem_id=f"count-{lesson.key}")
+            gr.Markdown(lesson.summary, elem_classes=["cc-preset-summary"])
+        out = gr.Markdown(elem_id=f"count-{lesson.key}-out", elem_classes=["cc-note"])
+        btn.click(lambda k=lesson.key: counting_md(k), None, out, api_visibility="private", queue=False)
 
 
 def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
@@ -127,6 +150,7 @@ def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
 
     for key, btn in buttons:
         btn.click(lambda k=key: on_click(k), None, outputs, api_visibility="private", queue=False)
+    _counting_section()
     gr.Markdown(
         "### Layer by layer\nThe four networks drawn from the models themselves, at one scale: one box per layer "
         "(convolution, pooling, fully connected) or per Inception module and residual block, top to bottom as an "
