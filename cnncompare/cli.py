@@ -8,42 +8,16 @@ unexpected); set CNNCOMPARE_DEBUG=1 to see the traceback.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from .clicmds import cmd_export, cmd_features, counting_lesson
+from .clitext import _dump, fmt_count, fmt_num, table
 from .env import Env
 from .errors import CNNCompareError, first_line
 from .settings import DataSettings, FreezePolicy, ModelEntry, TrainSettings, add_arguments, from_args
-
-# --------------------------------------------------------------------------- formatting
-
-
-def fmt_count(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n:.0f}"
-
-
-def fmt_num(x: float | None, digits: int = 1) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
-def _dump(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
-
 
 # --------------------------------------------------------------------------- commands
 
@@ -276,7 +250,7 @@ def cmd_lesson(args) -> None:
         return
     key = args.key.strip().lower()
     if key in counting.BY_KEY:
-        return _counting_lesson(counting.BY_KEY[key], args)
+        return counting_lesson(counting.BY_KEY[key], args)
     lesson = lessons.BY_KEY.get(key)
     if lesson is None:
         keys = ", ".join([*lessons.BY_KEY, *counting.BY_KEY])
@@ -300,35 +274,6 @@ def cmd_lesson(args) -> None:
     _report(results, args, out, extra)
     if not args.json:
         print(f"\nWhat the runs showed{scaled}: {reading.sentence}")
-
-
-def _counting_lesson(lesson, args) -> None:
-    """A lesson that counts instead of trains: its table and reading, at once (the Learn tab shows the same)."""
-    designs, reading = lesson.read()
-    rows = [d.row() for d in designs]
-    if args.json:
-        _dump(
-            dict(lesson=lesson.key, expect=lesson.expect, designs=rows, showed=reading.showed, reading=reading.sentence)
-        )
-        return
-    print(f"{lesson.title}\nWhat you should see: {lesson.expect}\n")
-    print(table([[f"{v:,}" if isinstance(v, int) else v for v in r.values()] for r in rows], list(rows[0])))
-    print(f"\nWhat it shows: {reading.sentence}")
-
-
-def cmd_export(args) -> None:
-    from . import export, hubio
-
-    formats = export.parse_formats(args.format)
-    result = export.export_run(args.run_dir, args.out, formats)
-    if args.push_to_hub:
-        result.notes.append(f"Pushed to {hubio.push_folder(result.out_dir, args.push_to_hub)}")
-    if args.json:
-        _dump(result.to_dict())
-    else:
-        print(result.summary())
-    if "onnx" in formats and not result.onnx_written:  # asked for and not written: what was written is kept
-        raise CNNCompareError(result.onnx)
 
 
 def cmd_app(args) -> None:
@@ -495,6 +440,15 @@ def _add_model_commands(sub) -> None:
     ex.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (finetune --out, or the app's zip download)")
     ex.add_argument("--out", required=True, metavar="DIR", help="the folder to write (created)")
     ex.add_argument("--format", default="safetensors,onnx", help="safetensors, onnx or both (default both)")
+    fe = sub.add_parser("features", help="each model's stage outputs (feature maps) for one image, as PNG grids")
+    fe.add_argument("image")
+    fe.add_argument("--models", nargs="+", required=True, metavar="NAME")
+    fe.add_argument("--size", type=int, default=224, help="input size in pixels (default 224)")
+    fe.add_argument("--top", type=_positive_int, default=6, help="channels shown per stage (default 6)")
+    fe.add_argument("--out", required=True, metavar="DIR", help="the folder for the PNG files (created)")
+    fe.add_argument("--json", action="store_true")
+    fe.set_defaults(func=cmd_features)
+
     ex.add_argument(
         "--push-to-hub",
         metavar="OWNER/NAME",

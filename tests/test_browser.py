@@ -197,3 +197,21 @@ def test_a_counting_lesson_answers_at_once_on_the_learn_tab(page):
     text = page.inner_text("#count-stacked-out")
     assert "1,179,648" in text and "3,211,264" in text and "7×7" in text  # the table, counted from VGG16
     assert page.locator("#count-stacked-out table").count() == 1
+
+
+def test_feature_maps_of_the_chosen_models_side_by_side(page):
+    """The Predict tab's example picture and its classic four: each model's stages and first-layer filters."""
+    page.get_by_role("tab", name="Predict").click()
+    page.get_by_text("star", exact=True).first.click()
+    page.get_by_text("Inside the networks: what each stage sees").click()  # open the accordion
+    page.click("#fx-go")
+    _wait_text(page, "#fx-note", "resnet50 at 224 px", timeout_s=240)
+    note = page.inner_text("#fx-note")
+    for name in ("alexnet", "vgg16", "googlenet", "resnet50"):
+        assert f"{name} at 224 px" in note
+    assert "random weights" in note or "ImageNet" in note  # which weights the maps come from, said
+    page.wait_for_function("() => document.querySelectorAll('#fx-gallery img').length >= 8")  # stages + filters
+    if os.environ.get("CNNCOMPARE_SCREENSHOTS"):
+        out = Path(os.environ["CNNCOMPARE_SCREENSHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out / "feature-maps.png"), full_page=True)

@@ -18,6 +18,7 @@ from ..models import catalog
 from ..server import ledger, visitors
 from ..serving import Batcher, BoundedCache
 from . import exports, lenient
+from . import features as features_ui
 from . import weights as weights_ui
 from .common import MODELS, file_path, in_line, message, parse_names, warn_md
 from .gpu import gpu
@@ -324,6 +325,7 @@ def _layout(ctx) -> SimpleNamespace:
             ws = _workspace_panel()
             go_btn = gr.Button("Predict", variant="primary", elem_id="pred-go")
     note, table, gallery, details = _outputs()
+    fx = features_ui.panel()
     return SimpleNamespace(
         image=image,
         models_dd=models_dd,
@@ -338,6 +340,7 @@ def _layout(ctx) -> SimpleNamespace:
         table=table,
         gallery=gallery,
         details=details,
+        fx=fx,
     )
 
 
@@ -434,6 +437,14 @@ def build(ctx) -> SimpleNamespace:
         api_name="predict",
         concurrency_limit=None,
         concurrency_id="predict",
+    )
+    features_ui.wire(
+        ctx,
+        ui.fx,
+        [image, models_dd, pretrained] + ([state] if state is not None else []),
+        open_image=_image_from,
+        identity=_identity,
+        load=lambda name, pre: imagenet_model(name, pre),
     )
     refresh_inputs = [state] if state is not None else None
     refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)
