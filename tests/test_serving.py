@@ -14,7 +14,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -93,7 +95,12 @@ def test_a_training_pauses_for_predictions_and_ends_as_if_alone(app, tmp_path):
     job = trainer.submit(**LONG, visitor=key, api_name="/finetune")
     _wait_for_steps(5)
     student = _client(app)
-    for image in EXAMPLES[:3]:  # three different images: none answered from memory
+    # three pictures made here, so that none is answered from memory: the app's examples may have been predicted
+    # by an earlier test in the same process (the answers cache is the process's), and a cached answer pauses nothing
+    rng = np.random.default_rng(int(time.time()))
+    for i in range(3):
+        image = tmp_path / f"fresh-{i}.png"
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(image)
         student.predict(
             handle_file(str(image)), ["resnet18"], [], False, "S" * 10 + "-serving-student-key", api_name="/predict"
         )
