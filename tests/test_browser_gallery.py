@@ -82,4 +82,9 @@ def test_a_cell_and_the_disagreements_show_their_images_with_whole_captions(gall
             f"() => document.querySelector('#g-note').innerText.split('Validation image #').length - 1 === {n}"
         )
         assert page.eval_on_selector_all("#g-images img", "els => els.length") > 0
+        # every selector keeps its label, and the predicted class is not asked for where the runs disagree
+        page.wait_for_function("() => document.querySelector('#g-pred').innerText.includes(\"each run's own\")")
+        labels = page.inner_text("#g-run") + page.inner_text("#g-true") + page.inner_text("#g-pred")
+        assert "Run" in labels and "True class" in labels and "Dropdown" not in labels
+        assert page.locator("#g-pred input").is_disabled()
         browser.close()

@@ -143,6 +143,22 @@ def _choices(data: engine.GalleryData | None):
     return runs_, list(data.classes) + [ANY], list(data.classes)
 
 
+def _dropdowns(runs_=(), trues=(), preds=(), run=None, true=None, pred=None) -> tuple:
+    """The three selectors' updates, each with its label (an update without one would show gradio's "Dropdown");
+    "where the models disagree" shows each run's own answer, so the predicted class is not asked for then."""
+    return (
+        gr.Dropdown(choices=list(runs_), value=run, label="Run"),
+        gr.Dropdown(choices=list(trues), value=true, label="True class"),
+        gr.Dropdown(choices=list(preds), value=pred, **_predicted(run)),
+    )
+
+
+def _predicted(run) -> dict:
+    disagree = run == DISAGREE
+    label = "Predicted class (each run's own, under the images)" if disagree else "Predicted class"
+    return dict(label=label, interactive=not disagree)
+
+
 def _layout() -> SimpleNamespace:
     with gr.Group(elem_classes=["cc-gallery"]):
         gr.Markdown("**The images behind the matrix**: pick a run and a cell (true → predicted class).")
@@ -200,17 +216,11 @@ def _handlers(ctx: Context) -> SimpleNamespace:
             who = _who(visitor, request)
             data = _load(ctx, who)
         except CNNCompareError:
-            return gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[]), gr.Dropdown(choices=[]), [], EMPTY_NOTE
+            return (*_dropdowns(), [], EMPTY_NOTE)
         runs_, trues, preds = _choices(data)
         run, true, pred = selection(data)
         value, text = shown(who, run, true, pred)
-        return (
-            gr.Dropdown(choices=runs_, value=run),
-            gr.Dropdown(choices=trues, value=true),
-            gr.Dropdown(choices=preds, value=pred),
-            value,
-            text,
-        )
+        return (*_dropdowns(runs_, trues, preds, run, true, pred), value, text)
 
     def clicked(text, visitor=None, request: gr.Request = None):
         """A confusion-matrix cell clicked: its run and classes in the dropdowns, and its images."""
@@ -247,6 +257,15 @@ def build(ctx: Context) -> SimpleNamespace:
         api_visibility="private",
         concurrency_limit=None,
     )
+    # "where the models disagree" takes no predicted class: the selector says so and rests
+    run_dd.input(
+        lambda run: gr.Dropdown(**_predicted(run)),
+        run_dd,
+        pred_dd,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
     inputs = [run_dd, true_dd, pred_dd, *extra]
     gr.on(
         [run_dd.input, true_dd.input, pred_dd.input],
@@ -265,6 +284,6 @@ def build(ctx: Context) -> SimpleNamespace:
         refresh=h.refresh,
         refresh_inputs=extra or None,
         outputs=[run_dd, true_dd, pred_dd, images, note],
-        blank=(gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=[]), gr.Dropdown(choices=[]), [], EMPTY_NOTE),
+        blank=(*_dropdowns(), [], EMPTY_NOTE),
         confusion_images=h.confusion_images,
     )
