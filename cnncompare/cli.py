@@ -176,9 +176,9 @@ def cmd_finetune(args) -> None:
     main_process = runtime.is_main_process()  # under torchrun, rank 0 reports and writes
     settings = from_args(TrainSettings, args)
     defaults = from_args(ModelEntry, args)
-    items = [s for line in args.models for chunk in line.splitlines() for s in chunk.split(",") if s.strip()]
+    items = [hubio.as_weights_run(item) for item in compare.Plan.items(args.models)]  # an export: from its weights
     plan = compare.Plan.parse(
-        [hubio.as_weights_run(item) for item in items],  # an export (local-dir:, hf-hub:) starts from its weights
+        items,
         model_defaults=defaults,
         settings=settings,
         missing_weights=args.missing_weights,

@@ -168,15 +168,17 @@ class Plan:
     # upload): kept out of the entries, so labels and run folders never show a server path
     weights_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    @staticmethod
+    def items(text: str | list[str]) -> list[str]:
+        """One string per run, from 'resnet18@head, vgg11@stages:2' or one per line (or a list of such strings)."""
+        lines = text if isinstance(text, (list, tuple)) else [text or ""]
+        return [s.strip() for line in lines for chunk in str(line).splitlines() for s in chunk.split(",") if s.strip()]
+
     @classmethod
     def parse(cls, text: str | list[str], **kw) -> Plan:
-        """Runs from 'resnet18@head, vgg11@stages:2' or one per line (or a list of such strings).
-
-        Raises:
-            CNNCompareError: no model, too many runs, an unknown model or freeze policy.
-        """
-        lines = text if isinstance(text, (list, tuple)) else [text or ""]
-        items = [s.strip() for line in lines for chunk in str(line).splitlines() for s in chunk.split(",") if s.strip()]
+        """The plan of `items(text)`, checked; raises CNNCompareError (no model, too many runs, an unknown model or
+        freeze policy)."""
+        items = cls.items(text)
         if not items:
             raise CNNCompareError("Enter at least one model, e.g. resnet18@head (model@freeze policy).")
         plan = cls([Entry.parse(item) for item in items], **kw)

@@ -210,6 +210,7 @@ def test_feature_maps_of_the_chosen_models_side_by_side(page):
     for name in ("alexnet", "vgg16", "googlenet", "resnet50"):
         assert f"{name} at 224 px" in note
     assert "random weights" in note or "ImageNet" in note  # which weights the maps come from, said
+    assert note.count("untrained network") <= 1  # a note shared by the models is said once
     page.wait_for_function("() => document.querySelectorAll('#fx-gallery img').length >= 8")  # stages + filters
     if os.environ.get("CNNCOMPARE_SCREENSHOTS"):
         out = Path(os.environ["CNNCOMPARE_SCREENSHOTS"])

@@ -91,12 +91,17 @@ def downloads_dir(visitor: Visitor) -> Path:
     return path
 
 
-def heat_maps_dir(visitor: Visitor) -> Path:
-    """The heat maps of the visitor's latest prediction (overwritten by the next one)."""
-    path = visitor_downloads(visitor) / "heat"
+def latest_dir(visitor: Visitor, kind: str) -> Path:
+    """The pictures of the visitor's latest answer of one kind (overwritten by the next one): "heat" (a prediction's
+    heat maps), "maps" (feature maps)."""
+    path = visitor_downloads(visitor) / kind
     path.mkdir(parents=True, exist_ok=True)
     os.utime(path)  # in use: the hour before it is cleaned counts from now
     return path
+
+
+def heat_maps_dir(visitor: Visitor) -> Path:
+    return latest_dir(visitor, "heat")
 
 
 def unpack_dir(ctx, visitor: Visitor) -> Path:

@@ -3,11 +3,13 @@ strongest channels at the stage's own resolution) and the first layer's kernels,
 (`cnncompare.featuremaps`; `cnncompare features` writes the same pictures).
 
 Computed like a prediction: in the "predict" lane of the fair queue, with the models the Predict tab keeps, and kept
-under the picture's identity (the app's examples for everyone, an upload for its visitor alone).
+under the picture's identity (the app's examples for everyone, an upload for its visitor alone); the pictures are
+written, counted in the visitor's ledger, into their own folder, replacing their previous ones.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -15,6 +17,8 @@ import gradio as gr
 
 from .. import featuremaps
 from ..errors import CNNCompareError
+from ..fileio import write_atomic
+from ..server import ledger
 from ..serving import BoundedCache
 from .common import in_line, message, parse_names, warn_md
 
@@ -32,7 +36,14 @@ def panel() -> SimpleNamespace:
         )
         go = gr.Button("Show the feature maps", elem_id="fx-go")
         note = gr.Markdown(elem_classes=["cc-note"], elem_id="fx-note")
-        gallery = gr.Gallery(label="Feature maps", columns=2, height="auto", elem_id="fx-gallery", preview=False)
+        gallery = gr.Gallery(
+            label="Feature maps",
+            columns=2,
+            height="auto",
+            object_fit="contain",  # a grid whole, its stage names included
+            elem_id="fx-gallery",
+            preview=False,
+        )
     return SimpleNamespace(go=go, note=note, gallery=gallery)
 
 
@@ -41,7 +52,7 @@ def _maps(image, names, pretrained, *, ctx, visitor, open_image: Callable, ident
     names = parse_names(names, ctx.max_models)
     if not names:
         raise CNNCompareError("Choose at least one ImageNet model above.")
-    shown, lines = [], []
+    pictures, lines, notes = [], [], {}
     for name in names:
         try:
             ctx.check_model(name)
@@ -50,12 +61,35 @@ def _maps(image, names, pretrained, *, ctx, visitor, open_image: Callable, ident
         except CNNCompareError as err:
             lines.append(f"- **{name}**: {message(err)}")
             continue
-        shown.append((featuremaps.grid_image(fm), f"{name}: stage by stage ({fm.weights})"))
+        pictures.append((featuremaps.grid_image(fm), f"{name}: stage by stage ({fm.weights})"))
         kernels = featuremaps.kernels_image(fm)
         if kernels is not None:
-            shown.append((kernels, f"{name}: first-layer filters"))
-        lines.append(f"- {fm.summary()}" + (f". *{fm.note}*" if fm.note else ""))
-    return "\n".join(lines), shown
+            pictures.append((kernels, f"{name}: first-layer filters"))
+        lines.append(f"- {fm.summary()}")
+        if fm.note:
+            notes.setdefault(fm.note, []).append(name)
+    said = [f"*{', '.join(who)}: {note}*" for note, who in notes.items()]  # each note once, with its models
+    return "\n".join(lines + [""] + said), _written(ctx, visitor, pictures)
+
+
+def _written(ctx, visitor, pictures: list) -> list[tuple[str, str]]:
+    """The pictures as PNG files in the visitor's own folder, counted in their ledger before they are written; the
+    next request's replace them (so a visitor keeps one set, whatever they ask)."""
+    blobs = []
+    for pic, caption in pictures:
+        buf = io.BytesIO()
+        pic.save(buf, "PNG")
+        blobs.append((buf.getvalue(), caption))
+    with ledger.reserve(ctx, visitor, sum(len(b) for b, _ in blobs), "The feature maps", "downloads"):
+        folder = ledger.latest_dir(visitor, "maps")
+        for old in folder.glob("*.png"):
+            old.unlink(missing_ok=True)
+        out = []
+        for i, (blob, caption) in enumerate(blobs):
+            path = folder / f"maps-{i}-{folder.parent.name[-12:]}.png"  # the visitor's own name (folder: v-<hash>)
+            write_atomic(path, blob)
+            out.append((str(path), caption))
+    return out
 
 
 def wire(ctx, fx: SimpleNamespace, inputs: list, *, open_image: Callable, identity: Callable, load: Callable) -> None:

@@ -444,7 +444,7 @@ def build(ctx) -> SimpleNamespace:
         [image, models_dd, pretrained] + ([state] if state is not None else []),
         open_image=_image_from,
         identity=_identity,
-        load=lambda name, pre: imagenet_model(name, pre),
+        load=imagenet_model,
     )
     refresh_inputs = [state] if state is not None else None
     refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)
