@@ -10,6 +10,8 @@
   recently used first; two requests for the same answer at once compute it once.
 - **dynamic batching** (`Batcher`): requests for the same model arriving within a short window run as one
   batch, each caller getting its own answer.
+- **a rate per caller** (`Throttle`): a camera streams frames faster than a CPU should answer them; each caller
+  gets at most one answer per interval, the frames between are skipped and counted.
 
 The engine consults the process-wide `GATE` (training steps, latency measurements, estimates); the CLI never
 declares interactive work, so there nothing ever pauses. Nothing here imports torch or gradio.
@@ -26,7 +28,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Gate", "Turn", "GATE", "BoundedCache", "Batcher"]
+__all__ = ["Gate", "Turn", "GATE", "BoundedCache", "Batcher", "Throttle"]
 
 
 class Gate:
@@ -380,3 +382,36 @@ class Batcher:
         if req.error is not None:
             raise req.error
         return req.result, req.batch
+
+
+class Throttle:
+    """At most one `take` per `every_s` seconds per key; what was refused is counted. Remembers the `most` keys
+    seen last (an old caller's count starts again)."""
+
+    def __init__(self, every_s: float, most: int = 10_000):
+        self.every_s, self.most = float(every_s), most
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[Hashable, list] = OrderedDict()  # key -> [last taken, taken, skipped]
+
+    def take(self, key: Hashable, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            entry = self._seen.pop(key, None) or [-float("inf"), 0, 0]
+            self._seen[key] = entry
+            while len(self._seen) > self.most:
+                self._seen.popitem(last=False)
+            if now - entry[0] < self.every_s:
+                entry[2] += 1
+                return False
+            entry[0], entry[1] = now, entry[1] + 1
+            return True
+
+    def counts(self, key: Hashable) -> tuple[int, int]:
+        """(taken, skipped) for `key`."""
+        with self._lock:
+            entry = self._seen.get(key)
+            return (entry[1], entry[2]) if entry else (0, 0)
+
+    def reset(self, key: Hashable) -> None:
+        with self._lock:
+            self._seen.pop(key, None)

@@ -256,3 +256,45 @@ def children(pid: int, comm_prefix: str = "cnnc-") -> dict[int, str]:
             if comm.startswith(comm_prefix):
                 out[int(kid)] = comm
     return out
+
+
+def scene(kind: str, n: int = 20, w: int = 320, h: int = 240) -> list:
+    """`n` RGB frames of one synthetic scene, moving a little frame to frame: "red" (a red square on dark grey) or
+    "blue" (a blue disc on light grey)."""
+    import numpy as np
+
+    frames = []
+    yy, xx = np.mgrid[:h, :w]
+    for i in range(n):
+        img = np.zeros((h, w, 3), np.uint8)
+        if kind == "red":
+            img[:] = (30, 30, 30)
+            img[60:180, 100 + i : 220 + i] = (220, 30, 30)
+        else:
+            img[:] = (200, 200, 200)
+            img[(yy - 120) ** 2 + (xx - 150 - i) ** 2 < 60**2] = (20, 40, 200)
+        frames.append(img)
+    return frames
+
+
+def write_y4m(path: Path, frames: list, fps: int = 10) -> Path:
+    """A Y4M video (YUV 4:2:0) of RGB frames: what Chromium's fake camera plays
+    (--use-file-for-fake-video-capture), looping."""
+    import numpy as np
+
+    h, w = frames[0].shape[:2]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+            planes = (
+                0.299 * r + 0.587 * g + 0.114 * b,
+                -0.168736 * r - 0.331264 * g + 0.5 * b + 128,
+                0.5 * r - 0.418688 * g - 0.081312 * b + 128,
+            )
+            f.write(b"FRAME\n")
+            for k, p in enumerate(planes):
+                if k:  # chroma at half resolution
+                    p = p.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+                f.write(np.clip(p, 0, 255).astype(np.uint8).tobytes())
+    return path

@@ -184,8 +184,22 @@ def source_identity(source: str, max_per_class: int | None, seed: int, val_fract
     elif path.is_file():
         base = "file:" + file_digest(path)
     else:
-        base = "folder:" + str(path.resolve())  # a folder may change between runs: only its own path is the same
+        base = "folder:" + str(path.resolve()) + "@" + _folder_stamp(path)  # the same path, as it is now
     return f"{base}|cap={max_per_class}|seed={seed}|val={val_fraction}"
+
+
+def _folder_stamp(path: Path) -> str:
+    """What a folder holds now, cheaply: its files' count, bytes and newest change (a picture added or deleted is
+    another dataset, so a run on it is never taken for one on the folder as it was)."""
+    n = size = newest = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except OSError:
+                continue
+            n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime_ns)
+    return f"{n}:{size}:{newest}"
 
 
 def planned_size(

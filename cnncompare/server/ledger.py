@@ -44,6 +44,7 @@ __all__ = [
     "visitor_downloads",
     "heat_maps_dir",
     "unpack_dir",
+    "camera_dir",
     "clean_downloads",
     "prune_all",
     "eviction_note",
@@ -108,6 +109,12 @@ def unpack_dir(ctx, visitor: Visitor) -> Path:
     """Where the visitor's uploads are unpacked: theirs alone, so whether a zip was seen before says nothing about
     anyone else's uploads (no timing oracle)."""
     return ctx.data_dir / "visitors" / visitor.id
+
+
+def camera_dir(ctx, visitor: Visitor) -> Path:
+    """The classes the visitor made with their camera (`capture.Captures`): in their own data folder, counted with
+    their unpacked uploads (cap "data"), never pruned by age (they are the visitor's dataset)."""
+    return unpack_dir(ctx, visitor) / "camera"
 
 
 def _files_bytes(paths) -> int:
@@ -284,11 +291,12 @@ def prune_all(ctx) -> list[Path]:
 
 
 def _prune_unpacked(ctx, max_age_s: float | None, max_bytes: float | None) -> None:
-    """Unpacked uploads of every visitor together: expired ones, then the least recently used until all fit the
-    data cap (none used in the last hour: a run may be reading it)."""
+    """Unpacked uploads and camera classes of every visitor together: expired ones, then the least recently used
+    until all fit the data cap (none used in the last hour: a run may be reading it)."""
     found = []
-    for uploads in [ctx.data_dir / "uploads", *(ctx.data_dir / "visitors").glob("*/uploads")]:
-        for d in uploads.glob("*") if uploads.is_dir() else []:
+    cameras = [d.parent for d in (ctx.data_dir / "visitors").glob("*/camera")]  # a set of classes is one item
+    for uploads in [ctx.data_dir / "uploads", *(ctx.data_dir / "visitors").glob("*/uploads"), *cameras]:
+        for d in uploads.glob("*" if uploads.name == "uploads" else "camera") if uploads.is_dir() else []:
             try:
                 found.append((d.stat().st_mtime, d, _files_bytes([d])))
             except OSError:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .. import compare, data, estimate, runs
+from .. import capture, compare, data, estimate, runs
 from ..errors import CNNCompareError
 from ..executor import Job, work
 from ..server import boundary, ledger, sharing, visitors
@@ -32,6 +32,7 @@ __all__ = [
     "PAGE_IMAGES_PER_CLASS",
     "Comparison",
     "read_dataset",
+    "camera_of",
     "read_comparison",
     "data_spec",
     "spec_of",
@@ -47,6 +48,7 @@ __all__ = [
 DATASETS = [
     ("shapes: drawn shapes, made here (offline)", "shapes"),
     ("your images: a .zip upload", "zip"),
+    ("your camera: the classes you capture below", "camera"),
     ("CIFAR-10 (needs a download)", "cifar10"),
     ("CIFAR-100 (needs a download)", "cifar100"),
 ]
@@ -72,9 +74,10 @@ class Comparison:
         return self.data.max_per_class
 
 
-def read_dataset(values: Mapping[str, Any]) -> tuple[str, DataSettings]:
+def read_dataset(values: Mapping[str, Any], camera: Path | None = None) -> tuple[str, DataSettings]:
     """(the page's dataset choice, the engine's `DataSettings`) from the form's values: an upload's path is the
-    checked upload's, never a string from the web.
+    checked upload's, the camera's classes are the visitor's own folder (`camera`: `ledger.camera_dir`), never a
+    string from the web.
 
     Raises:
         CNNCompareError: an unknown dataset, 'your images' without an upload, a bad cap, in one sentence.
@@ -83,13 +86,25 @@ def read_dataset(values: Mapping[str, Any]) -> tuple[str, DataSettings]:
     source = str(values.get("dataset") or "shapes").strip().lower()
     if source not in {v for _, v in DATASETS}:
         shown = str(values.get("dataset"))[:40]
-        raise CNNCompareError(f"Unknown dataset '{shown}': choose shapes, zip, cifar10 or cifar100.")
+        raise CNNCompareError(f"Unknown dataset '{shown}': choose shapes, zip, camera, cifar10 or cifar100.")
+    if source == "camera":
+        if camera is None:
+            raise CNNCompareError("Your camera's classes belong to your page: open the app and capture them there.")
+        why = capture.Captures(camera).ready()
+        if why:
+            raise CNNCompareError(f"Your camera's classes are not ready: {why[0].lower()}{why[1:]}")
+        return source, DataSettings(str(camera), values.get("max_per_class"))
     zip_path = file_path(values.get("zip_file"))
     if source == "zip" and not zip_path:
         raise CNNCompareError("Upload a .zip of your images first (one folder per class inside).")
     if source == "zip":
         zip_path = str(checked_upload(zip_path, "The zip"))  # only an upload, never a file of the server
     return source, DataSettings(zip_path if source == "zip" else source, values.get("max_per_class"))
+
+
+def camera_of(ctx: Context, visitor: visitors.Visitor | None) -> Path | None:
+    """The visitor's camera classes (None for a caller without a visitor)."""
+    return ledger.camera_dir(ctx, visitor) if visitor is not None else None
 
 
 def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor | None = None) -> Comparison:
@@ -100,7 +115,7 @@ def read_comparison(ctx: Context, values: Mapping[str, Any], visitor: visitors.V
         model or freeze policy, too many runs, a limit of the server), in one sentence.
         gr.Error: a zip that was not uploaded (a path on the server).
     """
-    dataset, data_settings = read_dataset(values)
+    dataset, data_settings = read_dataset(values, camera_of(ctx, visitor))
     entry, settings = forms.read_form(values)
     plan = compare.Plan.parse(
         boundary.text(values.get("models"), "The models box", 2000),
@@ -137,7 +152,7 @@ def spec_of(ctx: Context, c: Comparison, visitor: visitors.Visitor | None = None
 def unpacking(ctx: Context, spec: work.DataSpec, visitor: visitors.Visitor | None):
     """The reservation an upload's unpacking needs before a worker writes it (`ledger.reserve`): what it unpacks
     to, less what an earlier unpacking of the same file left; nothing for a named dataset."""
-    if spec.work_dir is None or visitor is None:
+    if spec.work_dir is None or visitor is None or not Path(spec.source).is_file():  # a folder: nothing to unpack
         return contextlib.nullcontext()
     done = ledger.disk_bytes(Path(spec.work_dir) / "uploads" / data.file_digest(spec.source))
     need = max(0, data.unpack_bytes(spec.source) - done)
@@ -185,7 +200,7 @@ def eviction_note(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> str
 def share_of(ctx: Context, c: Comparison, visitor: visitors.Visitor) -> sharing.Share:
     """How this comparison's runs are shared: with anyone on this server, or (an upload of the visitor's, or their
     own weights file) only within the visitor's folder (their own, or their workspace's)."""
-    scope = visitor.folder if c.dataset == "zip" else ""
+    scope = visitor.folder if c.dataset in ("zip", "camera") else ""
     dataset_id = data.source_identity(c.source, c.max_per_class, c.plan.settings.seed)
     return sharing.Share(ctx.shared, dataset_id, scope, private=visitor.folder)
 

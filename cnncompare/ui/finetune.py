@@ -25,6 +25,7 @@ from ..executor import Job, work
 from ..loop import lr_curve
 from ..server import visitors
 from ..settings import FreezePolicy, TrainSettings
+from . import camera as camera_ui
 from . import exports, forms, jobs, lenient
 from . import gallery as gallery_ui
 from . import weights as weights_ui
@@ -32,6 +33,7 @@ from .common import SESSIONS, Context, in_line, message, session_of, warn_md
 from .comparison import (
     DATASETS,
     PAGE_IMAGES_PER_CLASS,
+    camera_of,
     data_spec,
     decoded,
     eviction_note,
@@ -78,7 +80,7 @@ def dataset_report(ctx: Context, values: Mapping[str, Any], visitor: visitors.Vi
     """The dataset as a run would load it: classes with their training/validation counts, skipped files with
     the reason, notes (the engine's `DataReport.summary`, as the CLI prints it); file names only."""
     try:
-        _, data_settings = read_dataset(values)
+        _, data_settings = read_dataset(values, camera_of(ctx, visitor))
         info = decoded(ctx, data_spec(ctx, data_settings, TrainSettings().seed, visitor=visitor), visitor)
         head = (
             f"**Dataset report**: {len(info.classes)} classes, {info.n_train} training and {info.n_val} "
@@ -145,6 +147,7 @@ def _setup_column(ctx: Context, form: dict) -> SimpleNamespace:
         height=150,
         elem_id="ft-zip",
     )
+    camera = camera_ui.panel()
     report_md = gr.Markdown(elem_classes=["cc-note", "cc-report"], elem_id="ft-data-report")
     form["max_per_class"] = forms.widget("max_per_class", value=PAGE_IMAGES_PER_CLASS)
     form["models"] = gr.Textbox(
@@ -166,7 +169,7 @@ def _setup_column(ctx: Context, form: dict) -> SimpleNamespace:
         "Your own weights (used when 'Start from ImageNet weights' is ticked)", open=False, elem_id="ft-weights"
     ):
         weights = weights_ui.build(ctx)
-    return SimpleNamespace(preset_md=preset_md, report_md=report_md, lr_plot=lr_plot, weights=weights)
+    return SimpleNamespace(preset_md=preset_md, report_md=report_md, lr_plot=lr_plot, weights=weights, camera=camera)
 
 
 def _live_column() -> SimpleNamespace:
@@ -277,7 +280,7 @@ def _handlers(ctx: Context) -> SimpleNamespace:
     )
 
 
-def _wire_data(form, report_md, lr_plot, named, outputs, estimate_md, gallery, run_report) -> tuple:
+def _wire_data(form, camera, report_md, lr_plot, named, outputs, estimate_md, gallery, run_report) -> tuple:
     """The dataset's inputs and the learning-rate curve; returns (blank, cleared): what a new dataset empties."""
     # An upload selects 'your images' (Estimate and Start then use it) and shows what the zip holds.
     report_kw = dict(
@@ -297,6 +300,10 @@ def _wire_data(form, report_md, lr_plot, named, outputs, estimate_md, gallery, r
         cleared, None, blank, **quiet
     )
     form["dataset"].input(cleared, None, blank, **quiet).then(run_report, None, report_md, **report_kw)
+    # The camera's classes: 'Train on these classes' selects them, like an upload does.
+    camera.use.click(lambda: "camera", None, form["dataset"], **quiet).then(cleared, None, blank, **quiet).then(
+        run_report, None, report_md, **report_kw
+    )
     # The learning-rate curve follows the form.
     lr_inputs = {name: form[name] for name in LR_FIELDS}
     gr.on(
@@ -383,7 +390,10 @@ def build(ctx: Context) -> SimpleNamespace:
     start_event.then(gallery.refresh, gallery.refresh_inputs, gallery.outputs, api_visibility="private")
     start_event.then(**export_panel.refresh, api_visibility="private", queue=False)
     table.change(h.show_notes, table, notes_md, api_visibility="private", queue=False, show_progress="hidden")
-    blank, cleared = _wire_data(form, report_md, lr_plot, named, outputs, estimate_md, gallery, h.run_report)
+    camera_ui.wire(ctx, setup.camera, state)
+    blank, cleared = _wire_data(
+        form, setup.camera, report_md, lr_plot, named, outputs, estimate_md, gallery, h.run_report
+    )
     _wire_edits(form, preset_md, estimate_md)
     preset_md.change(None, None, None, js=SCROLL_TO_TOP_JS, api_visibility="private", queue=False)
     return SimpleNamespace(

@@ -19,6 +19,7 @@ from ..server import ledger, visitors
 from ..serving import Batcher, BoundedCache
 from . import exports, lenient
 from . import features as features_ui
+from . import live as live_ui
 from . import weights as weights_ui
 from .common import MODELS, file_path, in_line, message, parse_names, warn_md
 from .gpu import gpu
@@ -55,7 +56,14 @@ def run_model(ctx, visitor: visitors.Visitor, name: str):
     device = _device()
     model = MODELS.get(_run_key(saved), lambda: saved.load_model(device))
     acc = saved.results.get("val_top1") if saved.results else None
-    weights = "fine-tuned" + (" (from ImageNet)" if saved.entry.pretrained else " (from scratch)")
+    frozen = saved.entry.freeze != "none"
+    weights = "fine-tuned" + (
+        " (from ImageNet)"
+        if saved.entry.pretrained
+        else " (on random-weight features)"
+        if frozen
+        else " (from scratch)"
+    )
     note = (
         f"fine-tuned on {saved.config['dataset']['name']} ({len(saved.classes)} classes"
         + (f", validation top-1 {acc:.1f} %" if acc is not None else "")
@@ -132,15 +140,44 @@ def _predict(model_key: tuple, digest: str, model, img, size, classes) -> infere
 HEAT_MAPS = BoundedCache(64 * 2**20, size=len)
 
 
-def _heat_map_file(key: tuple, digest: str, img, cam, folder: Path, n: int) -> str:
+def heat_map_bytes(key: tuple, digest: str, img, cam) -> bytes:
+    """The heat map over the picture, as WebP, kept by content."""
+
     def encode() -> bytes:
         buf = io.BytesIO()
         inference.overlay(img, cam).save(buf, "WEBP", quality=90)
         return buf.getvalue()
 
+    return HEAT_MAPS.get((digest, key), encode)
+
+
+def _heat_map_file(key: tuple, digest: str, img, cam, folder: Path, n: int) -> str:
     path = folder / f"heat-map-{n}-{folder.parent.name[-12:]}.webp"  # the visitor's own name (folder: v-<hash>/heat)
-    path.write_bytes(HEAT_MAPS.get((digest, key), encode))
+    path.write_bytes(heat_map_bytes(key, digest, img, cam))
     return str(path)
+
+
+def predict_one(ctx, visitor: visitors.Visitor, img, digest: str, models_selected, runs_selected, pretrained):
+    """What the live camera shows: the first chosen fine-tuned run (else the first chosen ImageNet model) on one
+    picture, through the same cache and batcher as Predict. Returns (label, weights, note, prediction, key).
+
+    Raises:
+        CNNCompareError: nothing chosen, an unknown model or run, in one sentence.
+    """
+    run_names = parse_names(runs_selected, ctx.max_models)
+    names = parse_names(models_selected, ctx.max_models)
+    if run_names:
+        model, saved, weights, note = run_model(ctx, visitor, run_names[0])
+        label, size, classes, key = run_label(saved), saved.settings.size, saved.classes, _run_key(saved)
+    elif names:
+        ctx.check_model(names[0])
+        own = weights_ui.weights_for(ctx, visitor, names[0], imagenet=True) if pretrained else None
+        loaded = imagenet_model(names[0], bool(pretrained), own)
+        model, weights, note = loaded.model, loaded.weights, loaded.note
+        label, size, classes, key = names[0], None, None, _imagenet_key(names[0], bool(pretrained), own)
+    else:
+        raise CNNCompareError("Choose a model or one of your fine-tuned runs above.")
+    return label, weights, note, _predict(key, digest, model, img, size, classes), key
 
 
 def _empty():
@@ -325,6 +362,7 @@ def _layout(ctx) -> SimpleNamespace:
             ws = _workspace_panel()
             go_btn = gr.Button("Predict", variant="primary", elem_id="pred-go")
     note, table, gallery, details = _outputs()
+    live = live_ui.panel()
     fx = features_ui.panel()
     return SimpleNamespace(
         image=image,
@@ -341,6 +379,7 @@ def _layout(ctx) -> SimpleNamespace:
         gallery=gallery,
         details=details,
         fx=fx,
+        live=live,
     )
 
 
@@ -445,6 +484,14 @@ def build(ctx) -> SimpleNamespace:
         open_image=_image_from,
         identity=_identity,
         load=imagenet_model,
+    )
+    live_ui.wire(
+        ctx,
+        ui.live,
+        [models_dd, runs_dd, pretrained] + ([state] if state is not None else []),
+        answer=predict_one,
+        heat_map=heat_map_bytes,
+        identity=_identity,
     )
     refresh_inputs = [state] if state is not None else None
     refresh.click(refresh_runs, refresh_inputs, [runs_dd, runs_note], api_visibility="private", queue=False)

@@ -25,18 +25,31 @@ header (`inference.image_pixels`) before anything decodes it.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import gradio.component_meta
-from gradio.data_classes import FileData, ImageData
+from gradio.data_classes import FileData, GradioRootModel, ImageData
+from PIL import Image
 from pydantic import model_validator
 
 from ..inference import TooManyPixels, check_pixels
 from ..server.paths import upload_folder
 
-__all__ = ["UploadedImage", "UploadedFile", "upload_folder", "checked_upload", "display_name", "NOT_UPLOADED"]
+__all__ = [
+    "UploadedImage",
+    "UploadedFile",
+    "UploadedFiles",
+    "CameraFrame",
+    "upload_folder",
+    "checked_upload",
+    "display_name",
+    "NOT_UPLOADED",
+]
 
 NOT_UPLOADED = (
     "only files uploaded to this page are accepted: upload the file (or, from the API, pass it with "
@@ -153,6 +166,76 @@ class UploadedFile(gr.File):
             raise ValueError("UploadedFile takes one file, as a path")
         checked_upload(payload.path, "The file")
         return super().preprocess(payload)
+
+
+class _FilesPayload(GradioRootModel):
+    root: list[_FilePayload]
+
+
+class UploadedFiles(gr.File):
+    """`gr.File(file_count="multiple", type="filepath")`: several uploads at once, each checked like `UploadedFile`
+    (all refused, in one sentence, if any one is not an upload)."""
+
+    is_template = True
+
+    @property
+    def data_model(self):
+        return _FilesPayload
+
+    @data_model.setter
+    def data_model(self, value):
+        pass
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if self.file_count != "multiple" or self.type != "filepath":
+            raise ValueError("UploadedFiles takes several files, as paths")
+        return [str(checked_upload(f.path, "A file")) for f in payload.root]
+
+
+# A streaming camera sends each frame inside its request, as a JPEG `data:` URL (gradio 6.31: one
+# /gradio_api/queue/join per frame, ~6 KB at 320x240, ~50 KB at 640x480): bounded by the body limit
+# (`server.http.MAX_BODY`, 256 KB) before anything reads it, and by its pixel count, read from its header, here.
+FRAME_TYPES = ("data:image/jpeg;base64,", "data:image/png;base64,", "data:image/webp;base64,")
+MAX_FRAME_MPIX = 2.1  # 1920x1080: a camera asked for 640x480 (`CAMERA_OPTIONS`) sends far less
+CAMERA_OPTIONS = gr.WebcamOptions(constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}})
+NOT_A_FRAME = "only this page's camera frames are accepted here (a JPEG sent by a streaming camera)"
+
+
+class CameraFrame(gr.Image):
+    """A streaming camera's frame (`sources=["webcam"], streaming=True`), as a PIL image: accepted only as a data
+    URL of a JPEG, PNG or WebP of at most `MAX_FRAME_MPIX` (read from its header before it is decoded); a path, a
+    file of the server included, is refused in one sentence."""
+
+    is_template = True
+    data_model = _ImagePayload
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        url = payload.url or ""
+        kind = next((t for t in FRAME_TYPES if url.startswith(t)), None)
+        if kind is None:
+            raise gr.Error(f"The camera: {NOT_A_FRAME}.", print_exception=False)
+        try:
+            blob = base64.b64decode(url[len(kind) :], validate=True)
+            img = Image.open(io.BytesIO(blob))  # the header only
+            width, height = img.size
+        except Image.DecompressionBombError:  # PIL's own alarm, past ~180 million pixels
+            width = height = 10**5
+        except (binascii.Error, ValueError, OSError):
+            raise gr.Error("The camera sent a frame that is not a readable image.", print_exception=False) from None
+        if width * height > MAX_FRAME_MPIX * 1e6:
+            raise gr.Error(
+                f"The camera's frame is {width}x{height} pixels, more than this page takes ({MAX_FRAME_MPIX:g} "
+                "million): choose a smaller camera resolution.",
+                print_exception=False,
+            )
+        try:
+            return img.convert("RGB")
+        except (OSError, ValueError):
+            raise gr.Error("The camera sent a frame that is not a readable image.", print_exception=False) from None
 
 
 gradio.component_meta.create_or_modify_pyi = _write_stub
