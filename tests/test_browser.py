@@ -216,3 +216,21 @@ def test_feature_maps_of_the_chosen_models_side_by_side(page):
         out = Path(os.environ["CNNCOMPARE_SCREENSHOTS"])
         out.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out / "feature-maps.png"), full_page=True)
+
+
+def test_a_family_page_shows_what_its_network_sees_in_the_example_picture(page):
+    """The Learn tab's family pages: the model's stages and first-layer filters on the app's example picture."""
+    page.get_by_role("tab", name="Learn").click()
+    page.locator("#learn-fx-alexnet").scroll_into_view_if_needed()
+    page.click("#learn-fx-alexnet")
+    _wait_text(page, "#learn-fx-alexnet-note", "alexnet at 224 px", timeout_s=240)
+    page.wait_for_function("() => document.querySelectorAll('#learn-fx-alexnet-gal img').length >= 2")  # + filters
+    srcs = "sel => Array.from(document.querySelectorAll(sel + ' img')).map(i => i.src)"
+    learn, predict = page.evaluate(srcs, "#learn-fx-alexnet-gal"), page.evaluate(srcs, "#fx-gallery")
+    # the stages of the house, never the Predict tab's earlier picture again (the filters are the same for both)
+    assert learn[0] not in predict
+    if os.environ.get("CNNCOMPARE_SCREENSHOTS"):
+        out = Path(os.environ["CNNCOMPARE_SCREENSHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        page.locator("#learn-fx-alexnet-gal").scroll_into_view_if_needed()
+        page.screenshot(path=str(out / "learn-feature-maps.png"))

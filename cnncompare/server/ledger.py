@@ -43,6 +43,7 @@ __all__ = [
     "downloads_dir",
     "visitor_downloads",
     "heat_maps_dir",
+    "picture_name",
     "unpack_dir",
     "camera_dir",
     "clean_downloads",
@@ -99,6 +100,12 @@ def latest_dir(visitor: Visitor, kind: str) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.utime(path)  # in use: the hour before it is cleaned counts from now
     return path
+
+
+def picture_name(stem: str, blob: bytes, suffix: str) -> str:
+    """A picture's file name in a visitor's folder, after its content: the browser keeps what it fetched by URL, so
+    a new picture under an old name would show the old one (the star of the last request, not today's house)."""
+    return f"{stem}-{hashlib.sha256(blob).hexdigest()[:16]}{suffix}"
 
 
 def heat_maps_dir(visitor: Visitor) -> Path:

@@ -15,16 +15,18 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import featuremaps
+from .. import data, featuremaps, inference
+from ..env import assets_dir
 from ..errors import CNNCompareError
 from ..fileio import write_atomic
 from ..server import ledger
 from ..serving import BoundedCache
 from .common import in_line, message, parse_names, warn_md
 
-__all__ = ["panel", "wire", "FEATURES"]
+__all__ = ["panel", "wire", "example_panel", "FEATURES", "EXAMPLE"]
 
 SIZE, TOP = 224, 6
+EXAMPLE = assets_dir() / "examples" / "house.jpg"  # the Learn tab's picture: the same for everyone
 FEATURES = BoundedCache(64 * 2**20, size=lambda fm: 1024 + fm.nbytes())
 
 
@@ -86,7 +88,7 @@ def _written(ctx, visitor, pictures: list) -> list[tuple[str, str]]:
             old.unlink(missing_ok=True)
         out = []
         for i, (blob, caption) in enumerate(blobs):
-            path = folder / f"maps-{i}-{folder.parent.name[-12:]}.png"  # the visitor's own name (folder: v-<hash>)
+            path = folder / ledger.picture_name(f"maps-{i}", blob, ".png")
             write_atomic(path, blob)
             out.append((str(path), caption))
     return out
@@ -120,3 +122,40 @@ def wire(ctx, fx: SimpleNamespace, inputs: list, *, open_image: Callable, identi
     fx.go.click(
         show, inputs, [fx.note, fx.gallery], api_visibility="private", concurrency_limit=None, concurrency_id="predict"
     )
+
+
+def _example(_value, max_mpix: float):
+    """The app's own example picture (not a visitor's upload): shared by everyone, so kept once for all."""
+    return inference.load_image(EXAMPLE, max_mpix), data.file_digest(EXAMPLE)
+
+
+def example_panel(ctx, name: str, *, load: Callable) -> None:
+    """A family page's look inside: `name`'s feature maps of the example picture, on demand (Learn tab)."""
+    btn = gr.Button(f"What {name} sees: its feature maps of an example picture", elem_id=f"learn-fx-{name}")
+    note = gr.Markdown(elem_classes=["cc-note"], elem_id=f"learn-fx-{name}-note")
+    gallery = gr.Gallery(
+        show_label=False, columns=2, height="auto", object_fit="contain", preview=False, elem_id=f"learn-fx-{name}-gal"
+    )
+
+    def show(visitor=None, request: gr.Request = None):
+        def work(who):
+            yield "Computing the feature maps…", gr.skip()
+            try:
+                yield _maps(
+                    str(EXAMPLE),
+                    [name],
+                    True,
+                    ctx=ctx,
+                    visitor=who,
+                    open_image=_example,
+                    identity=lambda d, v: d,
+                    load=load,
+                )
+            except Exception as err:  # one sentence, never a traceback
+                yield warn_md(message(err)), []
+
+        refused = lambda text: (warn_md(text), [])  # noqa: E731
+        yield from in_line(ctx, "predict", visitor, request, work, refused=refused, waiting=lambda t: (t, gr.skip()))
+
+    inputs = [ctx.visitor_state] if ctx.visitor_state is not None else None
+    btn.click(show, inputs, [note, gallery], api_visibility="private", concurrency_limit=None, concurrency_id="predict")

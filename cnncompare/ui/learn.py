@@ -19,7 +19,9 @@ import gradio as gr
 from .. import counting, diagram, lessons, models, profiling
 from ..env import assets_dir
 from ..models import catalog
+from . import features as features_ui
 from . import forms
+from .predict import imagenet_model
 
 NOTES_FILE = assets_dir() / "classroom_notes.md"
 WALKTHROUGH = catalog.CLASSIC_FOUR
@@ -163,6 +165,7 @@ def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
         info = catalog.get(name)
         with gr.Accordion(f"{info.family_info.name} ({info.year}): {name}", open=i == 0):
             gr.Markdown(family_section(name))
+            features_ui.example_panel(ctx, name, load=imagenet_model)
     gr.Markdown(NUMBERS)
     if NOTES_FILE.is_file():
         with gr.Accordion("Classroom notes (for teachers)", open=False):

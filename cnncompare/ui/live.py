@@ -70,7 +70,9 @@ def _answer(ctx, who, frame, inputs, answer: Callable, heat_map: Callable, ident
         blob = heat_map(key, digest, frame, _at_least(pred.cam, SHOWN))
         with ledger.reserve(ctx, who, len(blob), "The heat map", "downloads"):
             folder = ledger.latest_dir(who, "live")
-            heat = str(write_atomic(folder / f"live-{folder.parent.name[-12:]}.webp", blob))
+            for old in folder.glob("*.webp"):
+                old.unlink(missing_ok=True)
+            heat = str(write_atomic(folder / ledger.picture_name("live", blob, ".webp"), blob))
     taken, skipped = THROTTLE.counts(who.id)
     lines = [
         f"**{label}** ({weights}): {pred.time_ms:.0f} ms for this frame. Answered {taken} frame(s), skipped "

@@ -152,8 +152,12 @@ def heat_map_bytes(key: tuple, digest: str, img, cam) -> bytes:
 
 
 def _heat_map_file(key: tuple, digest: str, img, cam, folder: Path, n: int) -> str:
-    path = folder / f"heat-map-{n}-{folder.parent.name[-12:]}.webp"  # the visitor's own name (folder: v-<hash>/heat)
-    path.write_bytes(heat_map_bytes(key, digest, img, cam))
+    if n == 0:  # a new answer: the previous one's pictures go (one prediction of a visitor's runs at a time)
+        for old in folder.glob("heat-map-*"):
+            old.unlink(missing_ok=True)
+    blob = heat_map_bytes(key, digest, img, cam)
+    path = folder / ledger.picture_name(f"heat-map-{n}", blob, ".webp")
+    path.write_bytes(blob)
     return str(path)
 
 
