@@ -28,7 +28,7 @@ from ..env import Env
 from ..errors import CNNCompareError
 from ..server import ledger, visitors
 from ..server.http import BodyLimit, clip_every_log_record
-from . import architectures, finetune, learn, predict
+from . import architectures, classroom, finetune, learn, predict
 from . import gallery as gallery_ui
 from .common import LANES, MODELS, Context, in_line
 
@@ -120,6 +120,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
         # The visitor's key, kept (encrypted) in the browser's storage: a refresh keeps their runs.
         ctx.visitor_state = gr.BrowserState(None, storage_key="cnncompare-visitor", secret=visitors.browser_secret(ctx))
         gr.Markdown(_banner(), elem_classes=["cc-banner"])
+        class_ui = classroom.panel()  # which workspace this page is in, always said; the class's latest comparison
         with gr.Tabs(selected="architectures") as tabs:
             with gr.Tab("Architectures", id="architectures", elem_id="tab-architectures"):
                 arch = architectures.build(ctx)
@@ -140,6 +141,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
         predict_tab.select(
             pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
         )
+        classroom.wire(ctx, class_ui, pred, demo)
         arch.wire_load(demo)
         demo.load(None, None, None, js=gallery_ui.CELL_CLICK_JS, api_visibility="private", queue=False)
         demo.load(**ft.weights.refresh, api_visibility="private")  # the visitor's own weights files

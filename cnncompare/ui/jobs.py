@@ -20,7 +20,7 @@ from .. import compare, lessons, training
 from ..errors import CNNCompareError
 from ..estimate import duration_text
 from ..executor import Job, work
-from ..server import ledger, visitors
+from ..server import classroom, ledger, visitors
 from ..server.fairqueue import wait_text
 from . import gallery as gallery_ui
 from .common import SESSIONS, Context, message, warn_md
@@ -104,6 +104,7 @@ def _wrap_up(
     try:
         view.files, with_weights = write_downloads(ctx, visitor, view.results)
         saved = [r for r in trained if r.final_epoch]
+        who = "by everyone in your workspace" if visitor.workspace else "only by you"
         weights = (
             " with weights"
             if with_weights
@@ -111,12 +112,16 @@ def _wrap_up(
         )
         view.log.append(
             "Downloads: the results table (CSV, JSON) and a zip of the run folders"
-            + (f"{weights}. The trained runs can now be picked on the Predict tab (only by you)." if saved else ".")
+            + (f"{weights}. The trained runs can now be picked on the Predict tab ({who})." if saved else ".")
         )
     except CNNCompareError as err:  # over the visitor's quota or the server's cap: the runs are kept all the same
         view.log.append(warn_md(f"No download zip: {err}"))
     except OSError as err:
         view.log.append(warn_md(f"Could not write the downloads ({type(err).__name__})."))
+    try:  # in a class's workspace, every member's page shows it next (and it comes along into one)
+        classroom.record(ctx, visitor, view.headline, view.log[0] if view.log else "", [r.run_dir for r in trained])
+    except (CNNCompareError, OSError) as err:
+        view.log.append(warn_md(f"Not shown to your workspace: {message(err)}"))
     try:  # the visitor's quota and the server's cap and expiry, after the downloads hold this comparison
         view.log += [warn_md(line) for line in ledger.after_run(ctx, visitor)]
     except OSError:
