@@ -255,6 +255,8 @@ def cmd_lesson(args) -> None:
     if lesson is None:
         keys = ", ".join([*lessons.BY_KEY, *counting.BY_KEY])
         raise CNNCompareError(f"Unknown lesson '{args.key[:40]}': choose one of {keys}.")
+    if args.plot:
+        raise CNNCompareError(f"--plot draws the counting lessons ({', '.join(counting.BY_KEY)}), not '{key}'.")
     env = Env.read()
     cap = from_args(DataSettings, args).max_per_class or lesson.max_per_class
     scaled = (
@@ -495,6 +497,7 @@ def _add_training_commands(sub) -> None:
     add_arguments(le, DataSettings, skip=("source", "val_fraction"))  # fewer images per class: quicker
     le.add_argument("--out", help="directory for run folders (default $CNNCOMPARE_RUNS or ./runs)")
     le.add_argument("--export", metavar="DIR", help="also write results.csv, results.json and a zip of the runs here")
+    le.add_argument("--plot", metavar="FILE.html", help="reductions, stacked: also draw the designs to this page")
     le.add_argument("--json", action="store_true")
     le.set_defaults(func=cmd_lesson)
 

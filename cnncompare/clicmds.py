@@ -12,17 +12,26 @@ __all__ = ["cmd_export", "cmd_features", "counting_lesson"]
 
 
 def counting_lesson(lesson, args) -> None:
-    """A lesson that counts instead of trains: its table and reading, at once (the Learn tab shows the same)."""
+    """A lesson that counts instead of trains: its table and reading, at once, and with --plot its designs drawn
+    (the Learn tab shows the same)."""
     designs, reading = lesson.read()
     rows = [d.row() for d in designs]
+    plot = getattr(args, "plot", None)
+    if plot:  # the Learn tab's drawing, self-contained: the page works offline too
+        from . import plots
+
+        plot = Path(plot)
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plots.counting_figure(lesson.key, [d.to_dict() for d in designs]).write_html(plot, include_plotlyjs=True)
     if args.json:
-        _dump(
-            dict(lesson=lesson.key, expect=lesson.expect, designs=rows, showed=reading.showed, reading=reading.sentence)
-        )
+        done = dict(lesson=lesson.key, expect=lesson.expect, designs=rows, showed=reading.showed)
+        _dump(done | dict(reading=reading.sentence) | (dict(plot=str(plot.resolve())) if plot else {}))
         return
     print(f"{lesson.title}\nWhat you should see: {lesson.expect}\n")
     print(table([[f"{v:,}" if isinstance(v, int) else v for v in r.values()] for r in rows], list(rows[0])))
     print(f"\nWhat it shows: {reading.sentence}")
+    if plot:
+        print(f"wrote {plot}")
 
 
 def cmd_features(args) -> None:

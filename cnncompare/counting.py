@@ -14,7 +14,7 @@ receptive field of a stack of n k×k stride-1 convolutions is 1 + n(k − 1).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -22,18 +22,38 @@ from torch import nn
 from .lessons import Reading
 from .profiling import module_macs
 
-__all__ = ["Design", "CountingLesson", "COUNTING", "BY_KEY", "reductions", "stacked"]
+__all__ = ["Layer", "Design", "CountingLesson", "COUNTING", "BY_KEY", "reductions", "stacked"]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One convolution or pooling of a design, counted on its own: what its drawing shows as a box."""
+
+    kind: str  # "conv" or "pool" (the diagram's kinds)
+    kernel: int
+    cin: int
+    cout: int
+    params: int
+    macs: int
+    branch: int  # which parallel branch it is in (0 in a plain stack)
+    sees: int  # receptive field of its output on the design's input, in pixels
+    size: int  # its input's height and width
 
 
 @dataclass(frozen=True)
 class Design:
-    """One design, counted: its weights, its multiply-adds on one input, what one output sees, what it gives."""
+    """One design, counted: its weights, its multiply-adds on one input, what one output sees, what it gives,
+    and its layers one by one (in branch order, input first), for its drawing."""
 
     name: str
     params: int
     macs: int
     receptive_field: int
     out_channels: int
+    layers: tuple[Layer, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     def row(self) -> dict:
         return {
@@ -60,12 +80,32 @@ class CountingLesson:
         return designs, self.reader(designs)
 
 
-def _counted(name: str, module: nn.Module, channels: int, size: int, field: int) -> Design:
+def _counted(name: str, module: nn.Module, channels: int, size: int) -> Design:
     with torch.device("meta"):
         x = torch.empty(1, channels, size, size)
         out = module.to("meta")(x)
     params = sum(p.numel() for p in module.parameters())
-    return Design(name, params, module_macs(module, x), field, out.shape[1])
+    layers = _layers(module, x)
+    field = max(layer.sees for layer in layers)  # what the widest branch sees
+    return Design(name, params, module_macs(module, x), field, out.shape[1], layers)
+
+
+def _layers(module: nn.Module, x: torch.Tensor) -> tuple[Layer, ...]:
+    """Each convolution and pooling of `module` (an `_Branches` or one chain), fed what it is fed in the module."""
+    branches = module.branches if isinstance(module, _Branches) else [module]
+    out = []
+    for b, branch in enumerate(branches):
+        h, sees = x, 1
+        for layer in branch if isinstance(branch, nn.Sequential) else [branch]:
+            if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+                k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
+                sees += k - 1  # stride 1 throughout: each k×k layer widens the view by k - 1
+                params = sum(p.numel() for p in layer.parameters())
+                cout = layer.out_channels if isinstance(layer, nn.Conv2d) else h.shape[1]
+                kind = "conv" if isinstance(layer, nn.Conv2d) else "pool"
+                out.append(Layer(kind, k, h.shape[1], cout, params, module_macs(layer, h), b, sees, h.shape[2]))
+            h = layer(h)
+    return tuple(out)
 
 
 class _Branches(nn.Module):
@@ -101,8 +141,8 @@ def reductions() -> list[Design]:
         nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1), _conv(cin, pp, 1)),
     )
     return [
-        _counted("naive module: 1×1, 3×3, 5×5 and pooling side by side", naive, cin, 28, 5),
-        _counted("with 1×1 reductions (GoogLeNet's inception3a)", reduced, cin, 28, 5),
+        _counted("naive module: 1×1, 3×3, 5×5 and pooling side by side", naive, cin, 28),
+        _counted("with 1×1 reductions (GoogLeNet's inception3a)", reduced, cin, 28),
     ]
 
 
@@ -118,8 +158,8 @@ def stacked() -> list[Design]:
     rows = []
     for n, big in ((2, 5), (3, 7)):
         stack = nn.Sequential(*[layer for _ in range(n) for layer in (_conv(c, c, 3), nn.ReLU())])
-        rows.append(_counted(f"{n} stacked 3×3 (VGG)", stack, c, size, 1 + n * 2))
-        rows.append(_counted(f"one {big}×{big}", nn.Sequential(_conv(c, c, big), nn.ReLU()), c, size, big))
+        rows.append(_counted(f"{n} stacked 3×3 (VGG)", stack, c, size))
+        rows.append(_counted(f"one {big}×{big}", nn.Sequential(_conv(c, c, big), nn.ReLU()), c, size))
     return rows
 
 

@@ -197,6 +197,11 @@ def test_a_counting_lesson_answers_at_once_on_the_learn_tab(page):
     text = page.inner_text("#count-stacked-out")
     assert "1,179,648" in text and "3,211,264" in text and "7×7" in text  # the table, counted from VGG16
     assert page.locator("#count-stacked-out table").count() == 1
+    # the same click draws the designs: a box per layer, titled with the same counts
+    page.wait_for_selector("#count-stacked-plot .js-plotly-plot", timeout=60_000)
+    drawn = page.inner_text("#count-stacked-plot")
+    assert "3 stacked 3×3 (VGG): 1,769,472 weights, sees 7×7" in drawn and "589,824 weights" in drawn
+    assert page.locator("#count-reductions-plot .js-plotly-plot").count() == 0  # only the lesson asked for
 
 
 def test_feature_maps_of_the_chosen_models_side_by_side(page):

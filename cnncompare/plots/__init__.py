@@ -10,6 +10,7 @@ empty pair of axes, so a page never shows a blank plot without saying why.
 
 from .architectures import accuracy_vs_macs, latency_bars, params_per_stage, ranking, ranking_note, without_reference
 from .base import FONT, PALETTE, color, message_figure
+from .designs import counting_figure
 from .training import (
     accuracy_vs_latency,
     confusion_figure,
@@ -38,4 +39,5 @@ __all__ = [
     "lr_schedule",
     "live_curves",
     "confusion_figure",
+    "counting_figure",
 ]

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import counting, diagram, lessons, models, profiling
+from .. import counting, diagram, lessons, models, plots, profiling
 from ..env import assets_dir
 from ..models import catalog
 from . import features as features_ui
@@ -107,15 +107,33 @@ NUMBERS = """
 """
 
 
+@functools.cache
+def counting_plot(key: str):
+    """A counting lesson's designs drawn side by side, from the same counts as its table (`--plot` in the CLI)."""
+    designs, _ = counting.BY_KEY[key].read()
+    return plots.counting_figure(key, [d.to_dict() for d in designs])
+
+
 def _counting_section() -> None:
-    """The lessons that count instead of train: a button each, answered at once under it (counted once, shared)."""
+    """The lessons that count instead of train: a button each, answered at once under it (counted once, shared):
+    the table and reading, then the designs drawn."""
     gr.Markdown("### Counted in a second\nTwo design ideas counted from the models themselves, no training needed.")
     for lesson in counting.COUNTING:
         with gr.Row(equal_height=True):
             btn = gr.Button(lesson.title, scale=2, elem_id=f"count-{lesson.key}")
             gr.Markdown(lesson.summary, elem_classes=["cc-preset-summary"])
-        out = gr.Markdown(elem_id=f"count-{lesson.key}-out", elem_classes=["cc-note"])
-        btn.click(lambda k=lesson.key: counting_md(k), None, out, api_visibility="private", queue=False)
+        with gr.Row():  # side by side on a wide screen, the drawing under the table on a phone
+            with gr.Column(scale=2, min_width=320):  # room for the table's numbers on one line
+                out = gr.Markdown(elem_id=f"count-{lesson.key}-out", elem_classes=["cc-note"])
+            with gr.Column(scale=1, min_width=320, visible=False) as drawn:  # hidden until asked: no blank box
+                plot = gr.Plot(show_label=False, elem_id=f"count-{lesson.key}-plot")
+        btn.click(
+            lambda k=lesson.key: (counting_md(k), counting_plot(k), gr.Column(visible=True)),
+            None,
+            [out, plot, drawn],
+            api_visibility="private",
+            queue=False,
+        )
 
 
 def build(ctx, ft: SimpleNamespace, tabs: gr.Tabs) -> SimpleNamespace:
