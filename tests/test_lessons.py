@@ -73,6 +73,50 @@ def test_the_init_lesson_reads_how_loud_each_run_started():
     assert alike.showed is False and "started alike" in alike.sentence
 
 
+def _trained(label: str, first: float, last: float, top1: float, seconds: float) -> RunResult:
+    r = _result(label, val_top1=top1, final_epoch=3, train_time_s=seconds)
+    return dataclasses.replace(r, history=[{"epoch": 1, "train_loss": first}, {"epoch": 3, "train_loss": last}])
+
+
+@pytest.mark.parametrize(
+    "key, whole_name, cut_name",
+    [
+        ("residual", "ResNet-34", "the plain network"),
+        ("bn_resnet", "ResNet-18 with BatchNorm", "ResNet-18 without BatchNorm"),
+    ],
+)
+def test_an_ablation_lesson_reads_which_network_learned_faster(key, whole_name, cut_name):
+    """A network next to itself with one idea taken out: every number read is each run's own, the lower loss is
+    named first (it cannot be read backwards), a miss is said in words first, and a tie is called a tie."""
+    lesson = lessons.BY_KEY[key]
+    whole, cut = (r.label for r in lesson.plan().runs())
+    assert cut.split("@")[0] in lesson.text  # the lesson names the variant it runs
+    shown = lesson.read([_trained(whole, 2.44, 1.53, 17.5, 50.0), _trained(cut, 2.28, 2.08, 14.4, 45.0)])
+    assert shown.showed is True
+    assert shown.sentence.startswith(
+        f"{whole_name} ended with the lower training loss, 1.53 against 2.08 for {cut_name}"
+    )
+    assert f"chance is 2.08 and {cut_name} stayed near it" in shown.sentence
+    assert f"2.44 → 1.53 ({whole_name}) and 2.28 → 2.08 ({cut_name})" in shown.sentence
+    assert "validation top-1 18 % vs 14 %" in shown.sentence
+    assert f"{whole_name} took 1.1× as long as {cut_name} (50.0 s against 45.0 s)" in shown.sentence
+    # the results in the other order, and the network without the idea learned faster: not shown, said first
+    beaten = lesson.read([_trained(cut, 2.28, 1.90, 20.0, 45.0), _trained(whole, 2.44, 2.00, 15.0, 50.0)])
+    assert beaten.showed is False and beaten.sentence.startswith(
+        f"{lessons.NOT_SHOWN}{cut_name} ended with the lower training loss, 1.90 against 2.00 for {whole_name}"
+    )
+    assert "stayed near it" not in beaten.sentence and "learned faster in this run" in beaten.sentence
+    # ahead, but by less than the lesson looks for
+    close = lesson.read([_trained(whole, 2.44, 1.95, 17.5, 50.0), _trained(cut, 2.28, 2.00, 14.4, 45.0)])
+    assert close.showed is False and f"{whole_name} was ahead, but by less than the 0.10" in close.sentence
+    # a tie in loss and in time, both at chance
+    tie = lesson.read([_trained(whole, 2.10, 2.06, 12.5, 40.0), _trained(cut, 2.09, 2.07, 12.5, 40.5)])
+    assert tie.showed is False and tie.sentence.startswith(lessons.NOT_SHOWN)
+    assert f"{whole_name} and {cut_name} ended with about the same training loss (2.06 and 2.07)" in tie.sentence
+    assert "both stayed near it" in tie.sentence and "made no clear difference" in tie.sentence
+    assert "took about the same time (40.0 s and 40.5 s)" in tie.sentence
+
+
 def test_cnncompare_lesson_runs_a_lesson_and_reads_it(tmp_path, monkeypatch, capsys):
     """The CLI's `lesson` runs the Learn tab's comparison (scaled down here) and prints the same reading."""
     monkeypatch.chdir(tmp_path)

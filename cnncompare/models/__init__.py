@@ -11,11 +11,12 @@
 | `hub`       | downloads on or off, cached files, where a model's weights come from (`weights_hint`) |
 | `tvmodels`  | torchvision's AlexNet and GoogLeNet with timm's model API |
 | `layers`    | faster equivalents swapped in place (VGG's fc6 as the matrix product it is) |
+| `variants`  | ResNets with their shortcuts or their BatchNorm taken out, for the lessons (`resnet34_plain`, ...) |
 
 The names below are re-exported so callers write `models.build(...)`, `models.freeze(...)`.
 """
 
-from . import catalog, layers, tvmodels
+from . import catalog, layers, tvmodels, variants  # noqa: F401  (variants: registers resnet18_plain... in timm)
 from .builder import (
     MLPHead,
     ModelCard,

@@ -117,6 +117,22 @@ FAMILIES: dict[str, Family] = {
             "7x7 depthwise convolutions, LayerNorm, GELU and fewer activations. A pure CNN that matches "
             "transformers of its time.",
         ),
+        Family(
+            "Plain (no shortcuts)",
+            2015,
+            "He, Zhang, Ren & Sun: Deep Residual Learning for Image Recognition (its plain baselines)",
+            "A ResNet with its shortcut connections taken out (cnncompare's `models/variants.py`): the same "
+            "convolutions and BatchNorms, but each block passes on only what its layers computed. The paper's "
+            "plain 34-layer network fitted its training images worse than its 18-layer one; shortcuts cured that.",
+        ),
+        Family(
+            "ResNet without BatchNorm",
+            2019,
+            "Zhang, Dauphin & Ma: Fixup Initialization: Residual Learning Without Normalization",
+            "A ResNet with every BatchNorm taken out (cnncompare's `models/variants.py`). The last convolution of "
+            "each block starts at zero (Fixup's main rule), so every block starts as its shortcut and the signal "
+            "keeps its size through the depth.",
+        ),
         Family("other", 0, "", "A timm model outside the classic catalog; see its timm model card."),
     ]
 }
@@ -251,6 +267,8 @@ _ENTRIES: list[ArchInfo] = [
 CATALOG: dict[str, ArchInfo] = {e.name: e for e in _ENTRIES}
 CLASSIC_FOUR = ["alexnet", "vgg16", "googlenet", "resnet50"]
 
+# cnncompare's own ablations (models/variants.py), by name suffix: checked before the prefixes
+_SUFFIX_FAMILY = [("_plain", "Plain (no shortcuts)"), ("_nobn", "ResNet without BatchNorm")]
 # Families of timm models outside the catalog, by name prefix (longest first).
 _PREFIX_FAMILY = [
     ("wide_resnet", "Wide ResNet"),
@@ -328,7 +346,8 @@ def get(name: str) -> ArchInfo:
                 f"timm has no weights '{shown(tag)}' for {base}"
                 + (f"; it has: {', '.join(tags[:8])}." if tags else ".")
             )
-        family = next((f for p, f in _PREFIX_FAMILY if base.startswith(p)), "other")
+        family = next((f for x, f in _SUFFIX_FAMILY if base.endswith(x)), None)
+        family = family or next((f for p, f in _PREFIX_FAMILY if base.startswith(p)), "other")
         default_size = _timm_default_size(key)
         return ArchInfo(
             name=key,
