@@ -102,7 +102,7 @@ def test_a_phone_reaches_every_tab_and_tables_scroll_sideways(browser, launched_
     page = _open(browser, launched_app.url, PHONE)
     try:
         time.sleep(1.0)  # the tab bar measures itself after the first paint
-        for name in ("Architectures", "Predict", "Fine-tune", "Learn"):
+        for name in ("Architectures", "Predict", "Fine-tune", "Learn", "Class"):
             tab = page.get_by_role("tab", name=name)
             assert tab.is_visible(), f"the {name} tab is hidden on a phone"
             tab.click()
@@ -122,6 +122,37 @@ def test_a_phone_reaches_every_tab_and_tables_scroll_sideways(browser, launched_
         )
         assert squeezed == []
         _shot(page, "finetune-390.png")
+    finally:
+        page.close()
+
+
+def test_a_phone_keeps_start_stop_and_the_progress_at_hand_and_its_charts_legible(browser, launched_app):
+    page = _open(browser, launched_app.url, PHONE)
+    try:
+        time.sleep(1.0)
+        page.get_by_role("tab", name="Learn").click()
+        page.locator("#preset-sweep").scroll_into_view_if_needed()
+        page.click("#preset-sweep")
+        _wait_text(page, "#ft-preset", "How much to freeze")
+        time.sleep(0.5)
+        for where in ("top", "bottom", "the models box"):  # wherever the page is, they are at the bottom of it
+            if where == "top":
+                page.evaluate("window.scrollTo(0, 0)")
+            elif where == "bottom":
+                page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
+            else:
+                page.locator("#ft-models").scroll_into_view_if_needed()
+            time.sleep(0.3)
+            boxes = {sel: _in_viewport(page, sel) for sel in ("#ft-start", "#ft-stop", "#ft-estimate", "#ft-progress")}
+            bar, start = boxes["#ft-progress"], boxes["#ft-start"]
+            assert bar["y"] + bar["height"] <= start["y"] + 1, (where, bar, start)  # side by side, none covered
+        _shot(page, "finetune-preset-390.png")
+        # the live curves keep a legible width (their titles apart) and scroll sideways, like the tables
+        curves = page.locator("#ft-curves")
+        curves.scroll_into_view_if_needed()
+        page.wait_for_selector("#ft-curves .js-plotly-plot")
+        sizes = curves.evaluate("el => [el.scrollWidth, el.clientWidth]")
+        assert sizes[0] >= 520 and sizes[0] > sizes[1], sizes
     finally:
         page.close()
 

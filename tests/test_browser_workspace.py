@@ -37,15 +37,24 @@ def test_a_teacher_opens_a_class_workspace_and_a_student_sees_the_comparison(lau
         try:
             teacher = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
             teacher.goto(launched_app.url)
-            _wait(teacher, "#cc-workspace", "Your runs are private to this browser")
+            _wait(teacher, "#cc-workspace", "Private: your runs are seen only in this browser")
             teacher.get_by_role("tab", name="Learn").click()
             teacher.click("#preset-features")
             _wait(teacher, "#ft-preset", "frozen feature extractors")
+            teacher.click("#ft-estimate")
+            _wait(teacher, "#ft-estimate-out", "Estimate", timeout_s=300)
             teacher.click("#ft-start")
             _wait(teacher, "#ft-status", "What the runs showed", timeout_s=400)
             reading = teacher.inner_text("#ft-status").split("What the runs showed:")[1].split("\n")[0].strip()
+            # the projector: Start folded the estimate, so the buttons, the reading and the curves share one screen
+            assert teacher.locator("#ft-estimate-out details").get_attribute("open") is None
+            teacher.wait_for_timeout(500)
+            for sel in ("#ft-start", "#ft-stop", "#ft-progress", "#ft-status", "#ft-curves"):
+                box = teacher.locator(sel).bounding_box()
+                assert box and box["y"] >= 0 and box["y"] + box["height"] <= 720, (sel, box)
+            _shot(teacher, "finetune-done-1280x720.png")
 
-            teacher.get_by_text("Class workspace: one link for the whole class").click()
+            teacher.get_by_role("tab", name="Class").click()
             teacher.click("#class-start")
             _wait(teacher, "#class-link", "?workspace=")
             _wait(teacher, "#cc-workspace", "You opened it with your runs")
@@ -56,6 +65,10 @@ def test_a_teacher_opens_a_class_workspace_and_a_student_sees_the_comparison(lau
             student = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
             student.goto(link)
             _wait(student, "#cc-workspace", "You are in a class workspace", timeout_s=60)
+            student.wait_for_function(
+                "() => document.querySelector('#class-status') && "
+                "document.querySelector('#class-status').offsetParent !== null"
+            )  # landed
             assert "You opened it" not in student.inner_text("#cc-workspace")
             _wait(student, "#class-status", "The class's latest comparison (by the teacher", timeout_s=60)
             status = student.inner_text("#class-status")

@@ -231,7 +231,7 @@ def accuracy_vs_latency(rows: Sequence[Mapping]) -> go.Figure:
 
 # --------------------------------------------------------------------------- sized for the app's screen
 
-CURVES_HEIGHT = 270  # the live curves fit beside Start and the status on a 1280x720 projector
+CURVES_HEIGHT = 240  # the live curves fit beside Start and the status on a 1280x720 projector
 
 
 def live_curves(series: Sequence[Mapping]) -> go.Figure:

@@ -49,6 +49,7 @@ CSS = """
 .cc-failed .cc-progress-bar { background: var(--error-background-fill, #fca5a5); }
 .cc-progress-text { position: relative; padding-left: 10px; line-height: 26px; font-size: 0.9rem;
                     font-weight: 600; color: var(--body-text-color); mix-blend-mode: normal; }
+.cc-workspace p { margin: 0; font-size: 0.85rem; line-height: 1.3; }
 /* the banner: two short lines, so a 1280x720 projector keeps its height for the tabs */
 .cc-banner h1 { font-size: 1.6rem; margin: 0 0 0.15em 0; }
 .cc-banner p { margin: 0.1em 0; font-size: 0.92rem; line-height: 1.35; }
@@ -57,6 +58,8 @@ CSS = """
   .cc-sticky { position: sticky; top: 6px; align-self: flex-start; }
 }
 .gradio-container { overflow: clip !important; }  /* clips like 'hidden' without stopping sticky columns */
+#ft-live { gap: 8px !important; }  /* a projector: Start, the status, the curves and the reading on one screen */
+.cc-estimate { max-height: 190px; overflow-y: auto; }
 #ft-status { min-height: 72px; }  /* never cut: it shows the headline and the last few lines of the log */
 #ft-status p, #ft-status li { margin: 0.1em 0; font-size: 0.9rem; line-height: 1.35; }
 .cc-estimate:empty { display: none; }
@@ -81,12 +84,23 @@ CSS = """
 /* phones: every tab stays reachable (the bar wraps instead of hiding tabs behind a menu) */
 @media (max-width: 640px) {
   .tab-wrapper { height: auto !important; }
-  .tab-container[role=tablist] button { padding: 6px 8px !important; font-size: 0.9rem; }
-  .tab-container.visually-hidden button { padding: 6px 8px !important; font-size: 0.9rem; }
+  .tab-container[role=tablist] button { padding: 6px 5px !important; font-size: 0.82rem; }
+  .tab-container.visually-hidden button { padding: 6px 5px !important; font-size: 0.82rem; }
   .cc-banner h1 { font-size: 1.3rem; }
   /* diagrams keep a legible width and scroll sideways, as tables do: squeezed, titles and labels overlapped */
   #learn-diagram, #arch-diagram { overflow-x: auto; }
   #learn-diagram .js-plotly-plot, #arch-diagram .js-plotly-plot { min-width: 600px; }
+  #ft-curves, #ft-confusion, #ft-acclat, #class-curves, #class-confusion { overflow-x: auto; }
+  #ft-curves .js-plotly-plot, #class-curves .js-plotly-plot { min-width: 560px; }
+  #ft-confusion .js-plotly-plot, #class-confusion .js-plotly-plot, #ft-acclat .js-plotly-plot { min-width: 520px; }
+  /* a phone: Estimate, Start, Stop and the progress stay at the bottom of the screen, wherever the page is */
+  #ft-live .cc-actions { position: fixed; left: 0; right: 0; bottom: 0; z-index: 60; margin: 0 !important;
+                         padding: 6px 8px; background: var(--background-fill-primary);
+                         box-shadow: 0 -2px 6px rgba(0, 0, 0, 0.15); }
+  #ft-live .cc-actions button { font-size: 0.9rem; padding: 8px 4px; min-height: 0; white-space: nowrap; }
+  #ft-progress { position: fixed; left: 0; right: 0; bottom: 54px; z-index: 60; padding: 2px 8px;
+                 background: var(--background-fill-primary); }
+  .gradio-container { padding-bottom: 110px !important; }
 }
 footer { display: none !important; }
 """
@@ -103,9 +117,8 @@ def _banner() -> str:
     )
     if not models.weights_downloadable():
         text += (
-            "\n\n⚠️ **Offline**: no ImageNet weights here, so models start from **random weights** (said wherever "
-            "it matters); the `shapes` dataset is made here. Real weights: **Fine-tune → Your own weights** "
-            "says where to get a file and takes it."
+            "\n\n⚠️ **Offline**: no ImageNet weights here, so models start from **random weights** (said where it "
+            "matters); **Fine-tune → Your own weights** takes a weights file."
         )
     return text
 
@@ -120,7 +133,7 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
         # The visitor's key, kept (encrypted) in the browser's storage: a refresh keeps their runs.
         ctx.visitor_state = gr.BrowserState(None, storage_key="cnncompare-visitor", secret=visitors.browser_secret(ctx))
         gr.Markdown(_banner(), elem_classes=["cc-banner"])
-        class_ui = classroom.panel()  # which workspace this page is in, always said; the class's latest comparison
+        workspace_bar = classroom.bar()  # which workspace this page is in, always said
         with gr.Tabs(selected="architectures") as tabs:
             with gr.Tab("Architectures", id="architectures", elem_id="tab-architectures"):
                 arch = architectures.build(ctx)
@@ -130,10 +143,12 @@ def build_app(runs_root: str | Path | None = None, *, env: Env | None = None) ->
                 ft = finetune.build(ctx)
             with gr.Tab("Learn", id="learn", elem_id="tab-learn"):
                 learn.build(ctx, ft, tabs)
+            with gr.Tab("Class", id="class", elem_id="tab-class"):
+                class_ui = classroom.panel(workspace_bar)  # the class's workspace and its latest comparison
         # A first visit gets a new random key (the browser keeps it); then its runs are listed.
         demo.load(_first_state(ctx), ctx.visitor_state, ctx.visitor_state, api_visibility="private", queue=False).then(
             pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False
-        )
+        ).then(**classroom.land(ctx, tabs), api_visibility="private", queue=False)
         # Newly finished runs appear in the Predict tab's list.
         ft.start_event.then(
             pred.refresh_runs, pred.refresh_inputs, [pred.runs, pred.runs_note], api_visibility="private", queue=False

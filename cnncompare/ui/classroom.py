@@ -21,34 +21,37 @@ from ..server import classroom, visitors
 from .common import in_line, message, warn_md
 from .results import RESULT_COLUMNS, View
 
-__all__ = ["panel", "wire", "REFRESH_S"]
+__all__ = ["bar", "panel", "wire", "land", "REFRESH_S"]
 
 REFRESH_S = 5.0  # how often a member's page looks for the class's newest comparison (a cached file read)
 PRIVATE = (
-    "Your runs are private to this browser. A teacher can share one class's runs and results with a link: "
-    "**Class workspace** below."
+    "Private: your runs are seen only in this browser (a teacher shares a class's runs with one link: **Class** tab)."
 )
 
 
-def panel() -> SimpleNamespace:
-    bar = gr.Markdown(PRIVATE, elem_id="cc-workspace", elem_classes=["cc-note"])
-    with gr.Accordion("Class workspace: one link for the whole class", open=False, elem_id="class-panel") as box:
-        gr.Markdown(
-            "**Teachers:** one button opens a workspace with your runs in it and shows its link and QR code for the "
-            "projector. Everyone who opens the link shares the class's runs, and sees here the class's latest "
-            "comparison (its curves, results and reading) as soon as it ends. Weights files stay each person's own.",
-            elem_classes=["cc-note"],
-        )
-        start = gr.Button("Start a class workspace with my runs", variant="primary", elem_id="class-start")
-        link = gr.HTML(elem_id="class-link")
-        status = gr.Markdown(elem_id="class-status", elem_classes=["cc-note", "cc-status"])
-        curves = gr.Plot(show_label=False, elem_id="class-curves")
-        table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, wrap=True, elem_id="class-table")
-        confusion = gr.Plot(show_label=False, elem_id="class-confusion")
+def bar() -> gr.Markdown:
+    """One short line under the banner: which workspace this page is in."""
+    return gr.Markdown(PRIVATE, elem_id="cc-workspace", elem_classes=["cc-workspace"])
+
+
+def panel(bar: gr.Markdown) -> SimpleNamespace:
+    """The Class tab's content."""
+    gr.Markdown(
+        "**Teachers:** one button opens a workspace with your runs in it and shows its link and QR code for the "
+        "projector. Everyone who opens the link shares the class's runs, and sees here the class's latest "
+        "comparison (its curves, results and reading) as soon as it ends. Weights files stay each person's own.",
+        elem_classes=["cc-note"],
+    )
+    start = gr.Button("Start a class workspace with my runs", variant="primary", elem_id="class-start")
+    link = gr.HTML(elem_id="class-link")
+    status = gr.Markdown(elem_id="class-status", elem_classes=["cc-note", "cc-status"])
+    curves = gr.Plot(show_label=False, elem_id="class-curves")
+    table = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False, wrap=True, elem_id="class-table")
+    confusion = gr.Plot(show_label=False, elem_id="class-confusion")
     shown = gr.State(None)  # the record this page shows (its time): a tick redraws only a newer one
     timer = gr.Timer(REFRESH_S)
     return SimpleNamespace(
-        bar=bar, box=box, start=start, link=link, status=status, curves=curves, table=table, confusion=confusion,
+        bar=bar, start=start, link=link, status=status, curves=curves, table=table, confusion=confusion,
         shown=shown, timer=timer,
     )  # fmt: skip
 
@@ -77,8 +80,8 @@ def bar_text(ctx, who: visitors.Visitor) -> str:
     teacher = classroom.teacher_of(ctx, who)
     by = " You opened it with your runs." if teacher == who.id else ""
     return (
-        f"**You are in a class workspace** (`…{who.folder[-4:]}`): its runs and results are shared with everyone "
-        f"who has its link.{by} Leave it on the Predict tab (*Back to my own runs*)."
+        f"**You are in a class workspace** (`…{who.folder[-4:]}`): runs and results shared with everyone who has its "
+        f"link (**Class** tab).{by} Leave it on the Predict tab (*Back to my own runs*)."
     )
 
 
@@ -113,6 +116,20 @@ def class_view(ctx, who: visitors.Visitor) -> tuple:
     return rec.get("time"), status, curves, table, confusion
 
 
+def land(ctx, tabs: gr.Tabs):
+    """The page's load: a page opened with a workspace's link lands on the Class tab (what the class sees)."""
+
+    def landing(visitor=None, request: gr.Request = None):
+        params = getattr(request, "query_params", None) or {}
+        try:
+            joined = bool(params.get("workspace")) and ctx.visitor(visitor, request).workspace
+        except CNNCompareError:
+            joined = False
+        return gr.Tabs(selected="class") if joined else gr.skip()
+
+    return dict(fn=landing, inputs=[ctx.visitor_state], outputs=[tabs])
+
+
 def wire(ctx, ui: SimpleNamespace, pred: SimpleNamespace, demo: gr.Blocks) -> None:
     """`pred`: the Predict tab (its runs list follows the workspace)."""
     state = ctx.visitor_state
@@ -123,12 +140,12 @@ def wire(ctx, ui: SimpleNamespace, pred: SimpleNamespace, demo: gr.Blocks) -> No
         try:
             who = ctx.visitor(visitor, request)
         except CNNCompareError as err:
-            return warn_md(message(err)), "", gr.Accordion(), gr.skip(), None, "", None, None, None
+            return warn_md(message(err)), "", gr.skip(), None, "", None, None, None
         if not who.workspace:
-            return bar_text(ctx, who), "", gr.Accordion(), gr.Button(visible=True), None, "", None, None, None
+            return bar_text(ctx, who), "", gr.Button(visible=True), None, "", None, None, None
         code = str(visitor.get("code") or "") if isinstance(visitor, dict) else ""  # checked by ctx.visitor
         link = _link_html(code, request)
-        return bar_text(ctx, who), link, gr.Accordion(open=True), gr.Button(visible=False), *class_view(ctx, who)
+        return bar_text(ctx, who), link, gr.Button(visible=False), *class_view(ctx, who)
 
     def tick(shown, visitor=None, request: gr.Request = None):
         try:
@@ -160,7 +177,7 @@ def wire(ctx, ui: SimpleNamespace, pred: SimpleNamespace, demo: gr.Blocks) -> No
         )
 
     inputs = [state] if state is not None else None
-    shown_out = [ui.bar, ui.link, ui.box, ui.start, *view_out]  # in a workspace already: no second one to start
+    shown_out = [ui.bar, ui.link, ui.start, *view_out]  # in a workspace already: no second one to start
     demo.load(show, inputs, shown_out, api_visibility="private", queue=False)
     ui.timer.tick(
         tick, [ui.shown, *(inputs or [])], view_out, api_visibility="private", queue=False, show_progress="hidden"

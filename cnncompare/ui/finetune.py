@@ -99,7 +99,9 @@ def estimate(ctx: Context, values: Mapping[str, Any], visitor: visitors.Visitor 
         spec = spec_of(ctx, c, visitor)
         with unpacking(ctx, spec, visitor):  # the steps are timed in a worker, on the decoded dataset
             job = Job(work.FN + "estimate_text", {"plan": c.plan, "data_spec": spec}, kind="estimate")
-            lines = [ctx.workers.call(dataclasses.replace(job, memory_mb=ctx.env.max_run_mb))]
+            text = ctx.workers.call(dataclasses.replace(job, memory_mb=ctx.env.max_run_mb))
+            # folded with one click, so a projector keeps Start, the status and the curves on one screen
+            lines = [f"<details open><summary><b>Estimate</b> (click to fold)</summary>\n\n{text}\n\n</details>"]
         if visitor is not None and (note := eviction_note(ctx, c, visitor)):
             lines.append(warn_md(note))
         if SESSIONS.active:  # its steps were timed alone (the training paused), but the run will share the machine
@@ -128,6 +130,9 @@ def _same(text: str) -> str:
 SCROLL_TO_TOP_JS = (
     "() => { const el = document.getElementById('ft-main'); if (el) el.scrollIntoView({block: 'start'}); }"
 )
+
+
+FOLD_ESTIMATE_JS = "() => document.querySelectorAll('#ft-estimate-out details').forEach(d => { d.open = false; })"
 
 
 def _setup_column(ctx: Context, form: dict) -> SimpleNamespace:
@@ -319,9 +324,10 @@ def _wire_data(form, camera, report_md, lr_plot, named, outputs, estimate_md, ga
     return blank, cleared
 
 
-def _wire_edits(form, preset_md, estimate_md) -> None:
+def _wire_edits(form, preset_md, estimate_md, start_btn) -> None:
     """An edit by hand: the lesson's banner and the estimate no longer describe the form (a lesson's own filling of
-    the form is not an input event)."""
+    the form is not an input event). Start folds the estimate: the run's page fits one projector screen."""
+    start_btn.click(None, js=FOLD_ESTIMATE_JS, api_visibility="private", queue=False)
     gr.on(
         [comp.input for name, comp in form.items() if name not in ("dataset", "zip_file")],
         lambda: (gr.Markdown(visible=False), ""),
@@ -394,7 +400,7 @@ def build(ctx: Context) -> SimpleNamespace:
     blank, cleared = _wire_data(
         form, setup.camera, report_md, lr_plot, named, outputs, estimate_md, gallery, h.run_report
     )
-    _wire_edits(form, preset_md, estimate_md)
+    _wire_edits(form, preset_md, estimate_md, start_btn)
     preset_md.change(None, None, None, js=SCROLL_TO_TOP_JS, api_visibility="private", queue=False)
     return SimpleNamespace(
         blank=blank,

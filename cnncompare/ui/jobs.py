@@ -126,6 +126,7 @@ def _wrap_up(
         view.log += [warn_md(line) for line in ledger.after_run(ctx, visitor)]
     except OSError:
         pass
+    view.folded = True
     return view.outputs(full=True)
 
 

@@ -147,6 +147,7 @@ class View:
         self.files: list[str] | None = None
         self._curves_sent: tuple | None = None  # the curves' content last sent to the page
         self._infos: set[str] = set()  # info messages shown, so a warning repeating one is not shown twice
+        self.folded = False  # the log folded under the headline (the final page)
 
     def position(self, label: str) -> tuple[int, int]:
         """(0-based index of the run, number of runs)."""
@@ -156,6 +157,13 @@ class View:
         # the dataset line (the first) and the latest lines: a status that never needs scrolling
         lines = self.log if len(self.log) <= 6 else [self.log[0], "…", *self.log[-5:]]
         parts = [self.headline] + [f"- {line}" for line in lines]
+        if self.folded and lines:  # the end: the headline and the reading stay in view beside the curves
+            parts = [
+                self.headline,
+                "<details><summary>What happened, step by step</summary>\n",
+                *parts[1:],
+                "</details>",
+            ]
         return "\n".join(p for p in parts if p)
 
     def curves(self, changed_only: bool = False):
