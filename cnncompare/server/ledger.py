@@ -102,10 +102,11 @@ def latest_dir(visitor: Visitor, kind: str) -> Path:
     return path
 
 
-def picture_name(stem: str, blob: bytes, suffix: str) -> str:
-    """A picture's file name in a visitor's folder, after its content: the browser keeps what it fetched by URL, so
-    a new picture under an old name would show the old one (the star of the last request, not today's house)."""
-    return f"{stem}-{hashlib.sha256(blob).hexdigest()[:16]}{suffix}"
+def picture_name(stem: str, blob: bytes, suffix: str, folder: Path) -> str:
+    """A picture's file name in a visitor's folder (`folder`: one of `latest_dir`'s): the visitor's own (gradio
+    keeps a file it serves under its name, so two visitors' pictures never share one) and after its content (the
+    browser keeps what it fetched by URL, so a new picture under an old name would show the old one)."""
+    return f"{stem}-{folder.parent.name[-12:]}-{hashlib.sha256(blob).hexdigest()[:16]}{suffix}"
 
 
 def heat_maps_dir(visitor: Visitor) -> Path:

@@ -22,7 +22,7 @@ from ..fileio import write_atomic
 from ..server import ledger
 from ..serving import Throttle
 from .common import message, warn_md
-from .uploads import CAMERA_OPTIONS, CameraFrame, UploadedFiles, display_name
+from .uploads import UploadedFiles, camera_input, display_name
 
 __all__ = ["panel", "wire", "CAPTURE_EVERY_S"]
 
@@ -46,13 +46,8 @@ def panel() -> SimpleNamespace:
         with gr.Row():
             name = gr.Textbox("class_1", label="Class", max_lines=1, elem_id="cam-class", scale=2)
             capturing = gr.Checkbox(False, label="Capture while the camera records", elem_id="cam-capturing")
-        camera = CameraFrame(
-            sources=["webcam"],
-            streaming=True,
-            webcam_options=CAMERA_OPTIONS,
-            label="Camera (press Record to stream; nothing is kept unless Capture is ticked or you Snap)",
-            height=260,
-            elem_id="cam-video",
+        camera = camera_input(
+            "Camera (press Record to stream; nothing is kept unless Capture is ticked or you Snap)", "cam-video"
         )
         with gr.Row():
             snap = gr.Button("Snap one frame", elem_id="cam-snap", min_width=90)

@@ -88,7 +88,7 @@ def _written(ctx, visitor, pictures: list) -> list[tuple[str, str]]:
             old.unlink(missing_ok=True)
         out = []
         for i, (blob, caption) in enumerate(blobs):
-            path = folder / ledger.picture_name(f"maps-{i}", blob, ".png")
+            path = folder / ledger.picture_name(f"maps-{i}", blob, ".png", folder)
             write_atomic(path, blob)
             out.append((str(path), caption))
     return out

@@ -21,7 +21,7 @@ from ..fileio import write_atomic
 from ..server import ledger
 from ..serving import Throttle
 from .common import in_line, message, warn_md
-from .uploads import CAMERA_OPTIONS, CameraFrame
+from .uploads import camera_input
 
 __all__ = ["panel", "wire", "LIVE_EVERY_S", "THROTTLE"]
 
@@ -40,14 +40,7 @@ def panel() -> SimpleNamespace:
             elem_classes=["cc-note"],
         )
         with gr.Row():
-            camera = CameraFrame(
-                sources=["webcam"],
-                streaming=True,
-                webcam_options=CAMERA_OPTIONS,
-                label="Camera (press Record)",
-                height=260,
-                elem_id="live-cam",
-            )
+            camera = camera_input("Camera (press Record)", "live-cam")
             heat = gr.Image(label="Where it looked", interactive=False, height=260, elem_id="live-heat")
         top = gr.Label(num_top_classes=TOP, label="What it sees", elem_id="live-top")
         note = gr.Markdown(elem_id="live-note", elem_classes=["cc-note"])
@@ -72,7 +65,7 @@ def _answer(ctx, who, frame, inputs, answer: Callable, heat_map: Callable, ident
             folder = ledger.latest_dir(who, "live")
             for old in folder.glob("*.webp"):
                 old.unlink(missing_ok=True)
-            heat = str(write_atomic(folder / ledger.picture_name("live", blob, ".webp"), blob))
+            heat = str(write_atomic(folder / ledger.picture_name("live", blob, ".webp", folder), blob))
     taken, skipped = THROTTLE.counts(who.id)
     lines = [
         f"**{label}** ({weights}): {pred.time_ms:.0f} ms for this frame. Answered {taken} frame(s), skipped "

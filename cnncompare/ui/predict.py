@@ -156,7 +156,7 @@ def _heat_map_file(key: tuple, digest: str, img, cam, folder: Path, n: int) -> s
         for old in folder.glob("heat-map-*"):
             old.unlink(missing_ok=True)
     blob = heat_map_bytes(key, digest, img, cam)
-    path = folder / ledger.picture_name(f"heat-map-{n}", blob, ".webp")
+    path = folder / ledger.picture_name(f"heat-map-{n}", blob, ".webp", folder)
     path.write_bytes(blob)
     return str(path)
 

@@ -238,4 +238,11 @@ class CameraFrame(gr.Image):
             raise gr.Error("The camera sent a frame that is not a readable image.", print_exception=False) from None
 
 
+def camera_input(label: str, elem_id: str, height: int = 260) -> CameraFrame:
+    """A streaming camera as the page uses it: 640x480 asked for, each frame sent inside its request."""
+    return CameraFrame(
+        sources=["webcam"], streaming=True, webcam_options=CAMERA_OPTIONS, label=label, height=height, elem_id=elem_id
+    )
+
+
 gradio.component_meta.create_or_modify_pyi = _write_stub
