@@ -11,13 +11,14 @@ arrive as the streaming camera sends them (`uploads.CameraFrame`: bounded, coste
 from __future__ import annotations
 
 import io
+from collections import OrderedDict
 from types import SimpleNamespace
 
 import gradio as gr
 from PIL import Image
 
 from .. import capture, inference
-from ..errors import CNNCompareError
+from ..errors import CNNCompareError, shown
 from ..fileio import write_atomic
 from ..server import ledger
 from ..serving import Throttle
@@ -30,7 +31,8 @@ CAPTURE_EVERY_S = 1 / 3  # frames kept per second while recording: enough variet
 MAX_UPLOADS = 50  # pictures in one upload of the fallback
 THUMB = 72
 THROTTLE = Throttle(CAPTURE_EVERY_S)
-_SNAPS: set[str] = set()  # visitors whose next frame is kept whatever the checkbox says
+_SNAPS: OrderedDict[str, None] = OrderedDict()  # visitors whose next frame is kept whatever the checkbox says
+MAX_SNAPS = 10_000  # a stranger pressing Snap under many keys keeps at most this many (the oldest go)
 
 
 def panel() -> SimpleNamespace:
@@ -154,7 +156,7 @@ def _adders(ctx) -> SimpleNamespace:
             snapped = who.id in _SNAPS
             if frame is None or not (capturing or snapped) or not (snapped or THROTTLE.take(who.id)):
                 return gr.skip()
-            _SNAPS.discard(who.id)
+            _SNAPS.pop(who.id, None)
             kept = _store(ctx, who, cls, frame)
             return _counts_md(_captures(ctx, who), f"Kept a frame in **{kept.cls}**.")
         except CNNCompareError as err:
@@ -166,7 +168,9 @@ def _adders(ctx) -> SimpleNamespace:
             capture.class_name(cls)
         except CNNCompareError as err:
             return warn_md(message(err))
-        _SNAPS.add(who.id)
+        _SNAPS[who.id] = None
+        while len(_SNAPS) > MAX_SNAPS:
+            _SNAPS.popitem(last=False)
         return "The camera's next frame goes into the class (press the camera's **Record** if it is not streaming)."
 
     def on_upload(files, cls, visitor=None, request: gr.Request = None):
@@ -185,7 +189,8 @@ def _adders(ctx) -> SimpleNamespace:
                     continue
                 _store(ctx, who, cls, img)
                 kept += 1
-            said = f"Added {kept} picture(s) to **{cls}**." + (f" Not images: {', '.join(bad[:5])}." if bad else "")
+            names = ", ".join(shown(b, 40) for b in bad[:5])
+            said = f"Added {kept} picture(s) to **{cls}**." + (f" Not images: {names}." if bad else "")
             return _view(ctx, who, cls, said)
         except CNNCompareError as err:
             return warn_md(message(err)), gr.skip(), gr.skip(), gr.skip(), gr.skip()
