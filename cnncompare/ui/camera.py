@@ -250,7 +250,7 @@ def wire(ctx, cam: SimpleNamespace, state) -> None:
         cam.counts,
         stream_every=0.3,
         time_limit=300,
-        concurrency_limit=8,
+        concurrency_limit=None,  # an open camera holds its event for its time limit: no slots to run out of
         concurrency_id="camera",
         **private,
     )
