@@ -160,3 +160,26 @@ def test_the_local_executor_names_its_workers_and_ends_them(local):
             break
         __import__("time").sleep(0.1)
     assert busy["pid"] not in children(os.getpid())
+
+
+def test_a_server_that_exits_while_a_spare_worker_starts_does_not_wait_for_it(tmp_path):
+    """The spare that a job's start begins is still importing torch when the server exits: it is ended, not joined
+    for ever by multiprocessing's exit handler (a CI run once hung there after every test had passed)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "server.py"
+    script.write_text(
+        "from cnncompare.executor import Job\n"
+        "from cnncompare.executor.local import LocalExecutor\n"
+        "if __name__ == '__main__':\n"
+        "    ex = LocalExecutor(spare=1)\n"
+        "    print(ex.call(Job('tests.support:ticks', {'most': 2}, kind='decode')), flush=True)\n"
+        # the job took the first worker, so a new spare is starting now, and the interpreter exits
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as err:
+        raise AssertionError("the server process never exited: a worker it started kept it waiting") from err
+    assert done.returncode == 0 and done.stdout.strip() == "2", done.stderr[-2000:]

@@ -206,7 +206,13 @@ class LocalExecutor(Executor):
                 except CNNCompareError:
                     return
                 with self._lock:
-                    self._spares.append(w)
+                    if not self._closed.is_set():
+                        self._spares.append(w)
+                        continue
+                # closed while it started (at exit, say): a spare nobody ends would keep the interpreter waiting
+                # on it for ever in multiprocessing's exit handler, which joins every child
+                self._end(w)
+                return
 
         if self.spare:
             threading.Thread(target=fill, name="cnncompare-spare", daemon=True).start()
