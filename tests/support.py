@@ -239,22 +239,33 @@ def crash(code: int = 137) -> None:
 
 
 def children(pid: int, comm_prefix: str = "cnnc-") -> dict[int, str]:
-    """The child processes of `pid` named `comm_prefix...` (the workers: cnnc-spare, cnnc-train, ...)."""
+    """The descendants of `pid` named `comm_prefix...` (the workers: cnnc-spare, cnnc-train, ...; they are the
+    children of the server's fork server, itself a child of the server)."""
     import os
 
-    out = {}
-    for task in os.listdir(f"/proc/{pid}/task"):
+    out, todo, seen = {}, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
         try:
-            kids = open(f"/proc/{pid}/task/{task}/children").read().split()
+            tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
             continue
-        for kid in kids:
+        for task in tasks:
             try:
-                comm = open(f"/proc/{kid}/comm").read().strip()
+                kids = [int(k) for k in open(f"/proc/{p}/task/{task}/children").read().split()]
             except OSError:
                 continue
-            if comm.startswith(comm_prefix):
-                out[int(kid)] = comm
+            todo += kids
+            for kid in kids:
+                try:
+                    comm = open(f"/proc/{kid}/comm").read().strip()
+                except OSError:
+                    continue
+                if comm.startswith(comm_prefix):
+                    out[kid] = comm
     return out
 
 

@@ -1,10 +1,11 @@
-"""Worker processes on this machine: a fresh spawned process per job, so what a job takes goes back to the system
-when it ends, a job past its memory is ended alone, and a `kill -9` fails one job, not the server.
+"""Worker processes on this machine: a fresh process per job (forked from a fork server that imported the engine
+once; spawned where the system has no fork server), so what a job takes goes back to the system when it ends, a
+job past its memory is ended alone, and a `kill -9` fails one job, not the server.
 
-A worker imports the engine before it is given a job (one spare is kept started, so a job does not wait for
-torch's import), names itself in `ps` (`cnnc-spare`, then `cnnc-<kind>`), runs one job, sends what it yields over a
-pipe, and exits. The server watches each busy worker's memory (its resident set, from /proc) against what the job
-was admitted with (`Job.memory_mb` x slack, over the worker's own size when it became ready) and ends it past that.
+A worker has the engine imported before it is given a job (one spare is kept started), names itself in `ps`
+(`cnnc-spare`, then `cnnc-<kind>`), runs one job, sends what it yields over a pipe, and exits. The server watches each
+busy worker's memory (its resident set, from /proc) against what the job was admitted with (`Job.memory_mb` x slack,
+over the worker's own size when it became ready) and ends it past that.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def _worker_main(conn, stop, array, row: int, threads: int) -> None:
         return
     if msg is None:
         return
-    job, gpu = msg
+    job, gpu, environ = msg
+    os.environ.clear()  # the server's environment when the job started (a forked worker has the fork server's)
+    os.environ.update(environ)
     if gpu is not None:  # one GPU per worker on a multi-GPU box: "cuda" means this one from here on
         torch.cuda.set_device(gpu)
     _name(f"cnnc-{job.kind}")
@@ -121,6 +124,18 @@ def _log_gate() -> None:
     if path:
         with open(path, "a") as f:
             f.writelines(json.dumps([kind, start, end, os.getpid()]) + "\n" for kind, start, end in GATE.intervals)
+
+
+def _context():
+    """Workers are forked from a fork server that imported the engine once ("forkserver", where the system has it):
+    a worker is ready in a fraction of a second instead of importing torch anew (seconds of CPU per job), and it is
+    still a fresh process of its own, from a parent that never ran a model, so nothing a job does stays behind.
+    Elsewhere each worker is spawned and imports the engine itself."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__, f"{__package__}.work"])
+    return ctx
 
 
 _ROWS: Rows | None = None
@@ -161,7 +176,7 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(self, *, spare: int = 1, slack: float = 1.5, threads: int | None = None, gate: Gate = GATE):
-        self._mp = mp.get_context("spawn")
+        self._mp = _context()
         self.rows = _server_rows(self._mp, gate)
         self.spare = max(0, int(spare))
         self.slack = float(slack)
@@ -171,6 +186,7 @@ class LocalExecutor(Executor):
         self._spares: list[_Worker] = []
         self._busy: dict[int, _Worker] = {}
         self._closed = threading.Event()
+        self._filling = False
         atexit.register(self.close)
 
     # ------------------------------------------------------------------ workers
@@ -196,26 +212,32 @@ class LocalExecutor(Executor):
         return w
 
     def _refill(self) -> None:
-        def fill():
-            while not self._closed.is_set():
-                with self._lock:
-                    if len(self._spares) >= self.spare:
-                        return
-                try:
-                    w = self._spawn()
-                except CNNCompareError:
-                    return
-                with self._lock:
-                    if not self._closed.is_set():
-                        self._spares.append(w)
-                        continue
-                # closed while it started (at exit, say): a spare nobody ends would keep the interpreter waiting
-                # on it for ever in multiprocessing's exit handler, which joins every child
-                self._end(w)
+        # one filler at a time: two jobs taken together would otherwise each start the missing spare
+        with self._lock:
+            if not self.spare or self._filling:
                 return
+            self._filling = True
+        threading.Thread(target=self._fill, name="cnncompare-spare", daemon=True).start()
 
-        if self.spare:
-            threading.Thread(target=fill, name="cnncompare-spare", daemon=True).start()
+    def _fill(self) -> None:
+        w = None
+        try:
+            while True:
+                with self._lock:
+                    if w is not None and not self._closed.is_set():
+                        self._spares.append(w)
+                        w = None
+                    if self._closed.is_set() or len(self._spares) >= self.spare:
+                        self._filling = False  # with the count read: a job taken from now on starts a new filler
+                        break
+                w = self._spawn()
+        except CNNCompareError:
+            with self._lock:
+                self._filling = False
+        if w is not None:
+            # closed while it started (at exit, say): a spare nobody ends would keep the interpreter waiting on it
+            # for ever in multiprocessing's exit handler, which joins every child
+            self._end(w)
 
     def _take(self) -> _Worker:
         with self._lock:
@@ -269,7 +291,7 @@ class LocalExecutor(Executor):
             self._busy[w.pid] = w
         finished = False
         try:
-            w.conn.send((job, w.gpu))
+            w.conn.send((job, w.gpu, dict(os.environ)))
             threading.Thread(target=self._watch, args=(w, job, should_stop), daemon=True).start()
             while True:
                 if not w.conn.poll(WATCH_EVERY_S):
