@@ -87,7 +87,7 @@ def part_start() -> None:
     job = Job("os:getpid", kind="decode")
     rows = [["inline (in the server's process)", f"{_median_call(InlineExecutor(), job) * 1000:.2f} ms"]]
     cold = LocalExecutor(spare=0)
-    rows.append(["local, a worker spawned for the job", f"{_median_call(cold, job):.2f} s"])
+    rows.append(["local, a worker started for the job (no spare)", f"{_median_call(cold, job):.2f} s"])
     warm = LocalExecutor(spare=1)
     warm.call(job)
 
@@ -115,8 +115,9 @@ def part_start() -> None:
         "Executor: job start overhead",
         ["where", "median of 5 (a job that does nothing)"],
         rows,
-        "A spawned worker imports torch, timm and the engine before it takes a job; one spare kept started "
-        "(CNNCOMPARE_SPARE_WORKERS=1) takes that off a job's start.",
+        "A local worker is forked from a fork server that imported torch, timm and the engine once (a spawned "
+        "worker imported them anew: 2.9 s a job on 2026-12-07 13:51, when this machine ran Ray's row in 2.7 s); "
+        "one spare kept started (CNNCOMPARE_SPARE_WORKERS=1) takes the fork off a job's start.",
         "benchmarks/bench_executor.py --part start",
     )
 
