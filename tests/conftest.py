@@ -11,14 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CNNCOMPARE_OFFLINE", "1")
 os.environ.setdefault("GRADIO_SERVER_NAME", "127.0.0.1")
 # gradio's upload folder (and the app's downloads in it) of this test session alone: a rerun, or a benchmark running
-# beside the tests, never shares files or disk caps with it; nor does another pytest-xdist worker of the same run
-# (its workers inherit the controller's environment, so each makes its own here)
-_XDIST = bool(os.environ.get("PYTEST_XDIST_WORKER"))
-if _XDIST or "GRADIO_TEMP_DIR" not in os.environ:
-    os.environ["GRADIO_TEMP_DIR"] = __import__("tempfile").mkdtemp(prefix="cnncompare-tests-gradio-")
+# beside the tests, never shares files or disk caps with it
+os.environ.setdefault("GRADIO_TEMP_DIR", __import__("tempfile").mkdtemp(prefix="cnncompare-tests-gradio-"))
 # each worker process appends its record of training steps and timed measurements here (tests/test_serving.py)
-if _XDIST or "CNNCOMPARE_GATE_LOG" not in os.environ:
-    os.environ["CNNCOMPARE_GATE_LOG"] = os.path.join(os.environ["GRADIO_TEMP_DIR"], "gate.jsonl")
+os.environ.setdefault("CNNCOMPARE_GATE_LOG", os.path.join(os.environ["GRADIO_TEMP_DIR"], "gate.jsonl"))
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

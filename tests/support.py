@@ -241,31 +241,16 @@ def crash(code: int = 137) -> None:
 def children(pid: int, comm_prefix: str = "cnnc-") -> dict[int, str]:
     """The descendants of `pid` named `comm_prefix...` (the workers: cnnc-spare, cnnc-train, ...; they are the
     children of the server's fork server, itself a child of the server)."""
-    import os
+    from cnncompare.executor.local import descendants
 
-    out, todo, seen = {}, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    out = {}
+    for p in descendants(pid):
         try:
-            tasks = os.listdir(f"/proc/{p}/task")
+            comm = open(f"/proc/{p}/comm").read().strip()
         except OSError:
             continue
-        for task in tasks:
-            try:
-                kids = [int(k) for k in open(f"/proc/{p}/task/{task}/children").read().split()]
-            except OSError:
-                continue
-            todo += kids
-            for kid in kids:
-                try:
-                    comm = open(f"/proc/{kid}/comm").read().strip()
-                except OSError:
-                    continue
-                if comm.startswith(comm_prefix):
-                    out[kid] = comm
+        if p != pid and comm.startswith(comm_prefix):
+            out[p] = comm
     return out
 
 

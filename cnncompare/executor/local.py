@@ -26,7 +26,7 @@ from ..serving import GATE, Gate
 from .base import Executor, Job, JobEnded, outcomes
 from .link import Rows, share_counts
 
-__all__ = ["LocalExecutor", "rss_mb", "worker_threads", "allowed_mb", "FRESH_PROCESS_MB"]
+__all__ = ["LocalExecutor", "descendants", "rss_mb", "worker_threads", "allowed_mb", "FRESH_PROCESS_MB"]
 
 READY_TIMEOUT_S = 180.0
 WATCH_EVERY_S = 0.2
@@ -52,23 +52,30 @@ def worker_threads(slots: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, slots))
 
 
-def rss_mb(pid: int) -> float:
-    """The resident memory of a process and its children, in MB (0 when it is gone)."""
-    total, todo, seen = 0.0, [pid], set()
+def descendants(pid: int) -> Iterator[int]:
+    """`pid` and every process under it (a local worker is the fork server's child, the server's grandchild)."""
+    todo, seen = [pid], set()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
+        yield p
         try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) / 1024
-                        break
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     todo += [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            continue
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of a process and its children, in MB (0 when it is gone)."""
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:")), 0.0)
         except (OSError, ValueError):
             continue
     return total
